@@ -1,0 +1,40 @@
+"""Client for the Semookii Cloud Control API (HTTP, JSON, token in the query string)."""
+
+from .client import CloudClient, Gate, OpenGate
+from .endpoints import Endpoint, Priority
+from .errors import (
+    Ambiguous,
+    ApiError,
+    ApiRejected,
+    BadResponse,
+    ConnectFailed,
+    HttpStatusError,
+    RateLimited,
+    TransportError,
+)
+from .params import ControlParams
+from .retry import RetryPolicy
+from .types import BindResult, Group, GroupPage, Inverter, InverterPage
+
+__all__ = [
+    "Ambiguous",
+    "ApiError",
+    "ApiRejected",
+    "BadResponse",
+    "BindResult",
+    "CloudClient",
+    "ConnectFailed",
+    "ControlParams",
+    "Endpoint",
+    "Gate",
+    "Group",
+    "GroupPage",
+    "HttpStatusError",
+    "Inverter",
+    "InverterPage",
+    "OpenGate",
+    "Priority",
+    "RateLimited",
+    "RetryPolicy",
+    "TransportError",
+]

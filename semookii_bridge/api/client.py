@@ -1,0 +1,374 @@
+"""Async client for the Semookii Cloud Control API on one pooled aiohttp session.
+
+Every call goes through `_call`: gate (the caller's rate limiter), one HTTP attempt, classification of
+the failure, retries per `retry.py`. Parameters travel in the query string (POST), except `/api/regsn`
+which takes a JSON body. The token is sent and nowhere else: not in logs, errors or reprs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+import msgspec
+
+from .. import wire
+from ..secret import Secret
+from ..wire import Id
+from . import endpoints as ep
+from .endpoints import Endpoint
+from .errors import (
+    ApiError,
+    ApiRejected,
+    BadResponse,
+    ConnectFailed,
+    HttpStatusError,
+    RateLimited,
+    TransportError,
+)
+from .params import ControlParams
+from .retry import RetryPolicy, call_with_retries
+from .types import (
+    BIND_KEYS,
+    BindResult,
+    CommandStatus,
+    Envelope,
+    Group,
+    GroupPage,
+    Inverter,
+    InverterPage,
+    TaskResults,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+REGSN_CHUNK = 100
+MAX_BODY = 8 * 1024 * 1024
+
+
+class Gate(Protocol):
+    """What the client asks before each HTTP attempt and tells after a 429 (the bridge's rate limiter)."""
+
+    async def acquire(self, endpoint: Endpoint) -> None: ...
+
+    def throttled(self, retry_after: float | None) -> None: ...
+
+
+class OpenGate:
+    """No rate limit: every attempt goes straight out."""
+
+    async def acquire(self, endpoint: Endpoint) -> None:
+        return None
+
+    def throttled(self, retry_after: float | None) -> None:
+        return None
+
+
+class CallObserver(Protocol):
+    """Receives one event per HTTP attempt (for metrics); must not raise."""
+
+    def __call__(self, endpoint: Endpoint, outcome: str, seconds: float) -> None: ...
+
+
+class CloudClient:
+    """One client per process; use as `async with CloudClient(...) as client`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Secret,
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        retry: RetryPolicy | None = None,
+        gate: Gate | None = None,
+        max_connections: int = 16,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(connect_timeout, timeout))
+        self._retry = retry or RetryPolicy()
+        self._gate: Gate = gate or OpenGate()
+        self._max_connections = max_connections
+        self._observer = observer
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"CloudClient(base_url={self._base_url!r}, token=Secret('***'))"
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    async def __aenter__(self) -> CloudClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Create the pooled session (idempotent)."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=10)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, headers={"Accept": "application/json"}
+            )
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ---- control -------------------------------------------------------------------------------
+
+    async def single_control(self, sn: str, params: ControlParams) -> Id:
+        """Control one inverter; returns the command id."""
+        return await self._command(ep.SINGLE_CONTROL, {"sn": sn}, params)
+
+    async def batch_control(self, sns: Sequence[str], params: ControlParams) -> Id:
+        """Control a list of inverters (`snList`, comma separated); returns the command id."""
+        return await self._command(ep.BATCH_CONTROL, {"snList": ",".join(sns)}, params)
+
+    async def group_control(self, group_id: str, params: ControlParams) -> Id:
+        """Control every inverter of a group; returns the command id."""
+        return await self._command(ep.GROUP_CONTROL, {"groupId": str(group_id)}, params)
+
+    async def _command(self, endpoint: Endpoint, target: dict[str, str], params: ControlParams) -> Id:
+        result: Id | None = await self._call(endpoint, {**target, **params.to_query()}, Id | None)
+        if result is None:
+            raise BadResponse("the API accepted the command but returned no command id", endpoint=endpoint.name)
+        return result
+
+    # ---- groups --------------------------------------------------------------------------------
+
+    async def group_add(self, name: str) -> Id:
+        """Create a group; returns its id."""
+        result: Id | None = await self._call(ep.GROUP_ADD, {"name": name}, Id | None)
+        if result is None:
+            raise BadResponse("the API created a group but returned no id", endpoint=ep.GROUP_ADD.name)
+        return result
+
+    async def group_update(self, group_id: str, name: str) -> None:
+        """Rename a group (the API may answer `exception: "update succeeded"`, which is a success)."""
+        await self._call(ep.GROUP_UPDATE, {"id": str(group_id), "name": name}, Any)
+
+    async def group_delete(self, group_id: str) -> None:
+        """Delete one group."""
+        await self._call(ep.GROUP_DELETE, {"id": str(group_id)}, Any)
+
+    async def group_delete_batch(self, group_ids: Iterable[str]) -> None:
+        """Delete several groups in one call."""
+        await self._call(ep.GROUP_DELETE_BATCH, _id_list(group_ids), Any)
+
+    async def group_find_all(self, current: int = 1, size: int = 20) -> GroupPage:
+        """One page of groups (pages count from 1)."""
+        query = {"current": str(current), "size": str(size)}
+        page: GroupPage = await self._call(ep.GROUP_FIND_ALL, query, GroupPage)
+        return page
+
+    async def group_list_all(self, page_size: int = 100) -> list[Group]:
+        """Every group, reading all pages."""
+        return await _all_pages(lambda cur: self.group_find_all(cur, page_size), page_size)
+
+    async def group_find_like_name(self, name: str) -> GroupPage:
+        """Groups whose name contains `name`."""
+        page: GroupPage = await self._call(ep.GROUP_FIND_LIKE_NAME, {"name": name}, GroupPage)
+        return page
+
+    # ---- inverters -----------------------------------------------------------------------------
+
+    async def inverter_add(self, group_id: str, sn: str) -> Id:
+        """Add an inverter to a group; returns the inverter id."""
+        query = {"groupId": str(group_id), "inverterSn": sn}
+        result: Id | None = await self._call(ep.INVERTER_ADD, query, Id | None)
+        if result is None:
+            raise BadResponse("the API added the inverter but returned no id", endpoint=ep.INVERTER_ADD.name)
+        return result
+
+    async def inverter_delete(self, inverter_id: str) -> None:
+        """Remove one inverter from its group."""
+        await self._call(ep.INVERTER_DELETE, {"id": str(inverter_id)}, Any)
+
+    async def inverter_delete_batch(self, inverter_ids: Iterable[str]) -> None:
+        """Remove several inverters in one call."""
+        await self._call(ep.INVERTER_DELETE_BATCH, _id_list(inverter_ids), Any)
+
+    async def inverter_update(self, inverter_id: str, new_sn: str) -> None:
+        """Replace the inverter behind `inverter_id` with `new_sn`."""
+        query = {"id": str(inverter_id), "newInverterSn": new_sn}
+        await self._call(ep.INVERTER_UPDATE, query, Any)
+
+    async def inverter_find_by_group(self, group_id: str, current: int = 1, size: int = 20) -> InverterPage:
+        """One page of a group's inverters."""
+        query = {"groupId": str(group_id), "current": str(current), "size": str(size)}
+        page: InverterPage = await self._call(ep.INVERTER_FIND_BY_GROUP, query, InverterPage)
+        return page
+
+    async def inverter_list_all(self, group_id: str, page_size: int = 100) -> list[Inverter]:
+        """Every inverter of a group, reading all pages."""
+        return await _all_pages(lambda cur: self.inverter_find_by_group(group_id, cur, page_size), page_size)
+
+    async def inverter_find_like(
+        self, group_id: str, *, wifi_sn: str | None = None, sn: str | None = None
+    ) -> InverterPage:
+        """Inverters of a group whose dongle or inverter serial contains the given text."""
+        query = {"groupId": str(group_id)}
+        if wifi_sn:
+            query["wifiSn"] = wifi_sn
+        if sn:
+            query["inverterSn"] = sn
+        page: InverterPage = await self._call(ep.INVERTER_FIND_LIKE, query, InverterPage)
+        return page
+
+    # ---- queries -------------------------------------------------------------------------------
+
+    async def query_command(self, command_id: str) -> str | None:
+        """The task id of a command, or None while the cloud has not dispatched it yet."""
+        status = await self._call(ep.QUERY_COMMAND, {"commandId": str(command_id)}, CommandStatus | None)
+        return status.task_id if status else None
+
+    async def get_query_result(self, task_id: str) -> TaskResults | None:
+        """Per-device results (dongle registration number -> status string, maybe "null"), or None."""
+        raw = await self._call(ep.GET_QUERY_RESULT, {"taskId": task_id}, dict[str, Any] | None)
+        if raw is None:
+            return None
+        return {str(k): "null" if v is None else str(v) for k, v in raw.items()}
+
+    # ---- device binding ------------------------------------------------------------------------
+
+    async def bind_sns(self, sns: Sequence[str]) -> BindResult:
+        """Bind dongles to this account, at most 100 per call; results merged over all calls."""
+        merged: dict[str, list[str]] = {field: [] for field in BIND_KEYS.values()}
+        for start in range(0, len(sns), REGSN_CHUNK):
+            chunk = sns[start : start + REGSN_CHUNK]
+            answer = await self._regsn(list(chunk))
+            for field, values in answer.items():
+                merged[field].extend(values)
+        return BindResult(**merged)
+
+    async def _regsn(self, sns: list[str]) -> dict[str, list[str]]:
+        endpoint = ep.REGISTER_SN
+
+        async def attempt() -> dict[str, list[str]]:
+            body = {"token": self._token.reveal(), "sns": ",".join(sns)}
+            raw = await self._http(endpoint, params=None, json_body=body)
+            try:
+                doc = msgspec.json.decode(raw, type=dict[str, Any])
+            except msgspec.DecodeError:
+                raise BadResponse("the API answered with invalid JSON", endpoint=endpoint.name) from None
+            if doc.get("success") is not True:
+                message = doc.get("exception") or "the API reported a failure"
+                raise ApiRejected(self._token.redact(str(message)), endpoint=endpoint.name)
+            return {field: _split(doc.get(key)) for key, field in BIND_KEYS.items()}
+
+        answer: dict[str, list[str]] = await self._retrying(endpoint, attempt)
+        return answer
+
+    # ---- plumbing ------------------------------------------------------------------------------
+
+    async def _call(self, endpoint: Endpoint, query: Mapping[str, str], result_type: Any) -> Any:
+        async def attempt() -> Any:
+            params = {**query, "tokenId": self._token.reveal()}
+            raw = await self._http(endpoint, params=params, json_body=None)
+            return self._unwrap(endpoint, raw, result_type)
+
+        return await self._retrying(endpoint, attempt)
+
+    async def _retrying(self, endpoint: Endpoint, attempt: Any) -> Any:
+        def on_retry(number: int, error: BaseException) -> None:
+            code = getattr(error, "code", type(error).__name__)
+            log.warning("api_retry endpoint=%s attempt=%d code=%s", endpoint.name, number, code)
+
+        return await call_with_retries(self._retry, attempt, idempotent=endpoint.idempotent, on_retry=on_retry)
+
+    def _unwrap(self, endpoint: Endpoint, raw: bytes, result_type: Any) -> Any:
+        try:
+            envelope = msgspec.json.decode(raw, type=Envelope, strict=False)
+        except msgspec.DecodeError:
+            raise BadResponse("the API answered with invalid JSON", endpoint=endpoint.name) from None
+        ok = envelope.ok
+        if ok is None:
+            raise BadResponse("the API answer has neither success nor isSuccess", endpoint=endpoint.name)
+        if not ok:
+            message = envelope.exception or "the API reported a failure without a message"
+            raise ApiRejected(self._token.redact(message), endpoint=endpoint.name)
+        try:
+            return wire.decode(envelope.result, result_type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise BadResponse(f"unexpected result shape: {exc}", endpoint=endpoint.name) from None
+
+    async def _http(self, endpoint: Endpoint, *, params: Mapping[str, str] | None, json_body: Any | None) -> bytes:
+        """One HTTP attempt, its failure classified by whether the request may have reached the server."""
+        await self._gate.acquire(endpoint)
+        session = self._session
+        if session is None:
+            raise RuntimeError("CloudClient used outside `async with`")
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            async with session.post(self._base_url + endpoint.path, params=params, json=json_body) as response:
+                if response.status == 429:
+                    retry_after = _retry_after(response.headers.get("Retry-After"))
+                    self._gate.throttled(retry_after)
+                    outcome = "429"
+                    raise RateLimited("HTTP 429", endpoint=endpoint.name, retry_after=retry_after)
+                if response.status >= 400:
+                    outcome = str(response.status)
+                    raise HttpStatusError(f"HTTP {response.status}", endpoint=endpoint.name, status=response.status)
+                return await response.content.read(MAX_BODY)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            outcome = "connect_error"
+            message = self._token.redact(f"cannot connect: {type(exc).__name__}")
+            raise ConnectFailed(message, endpoint=endpoint.name) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            outcome = "timeout" if isinstance(exc, asyncio.TimeoutError) else "transport_error"
+            message = "timed out waiting for the answer" if outcome == "timeout" else type(exc).__name__
+            raise TransportError(message, endpoint=endpoint.name) from None
+        except ApiError:
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            if self._observer is not None:
+                self._observer(endpoint, outcome, elapsed)
+            log.debug("api_call endpoint=%s outcome=%s ms=%.1f", endpoint.name, outcome, elapsed * 1000)
+
+
+def _id_list(ids: Iterable[str]) -> dict[str, str]:
+    """Batch deletes: the table names the parameter `id`, the example sends `ids`; send both."""
+    joined = ",".join(str(i) for i in ids)
+    return {"id": joined, "ids": joined}
+
+
+def _split(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def _retry_after(header: str | None) -> float | None:
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        return None
+
+
+async def _all_pages(fetch: Any, page_size: int) -> list[Any]:
+    """Read pages from 1 until the total is reached or a page comes back short."""
+    items: list[Any] = []
+    current = 1
+    while True:
+        page = await fetch(current)
+        items.extend(page.items)
+        if not page.items or len(page.items) < page_size or len(items) >= page.total:
+            return items
+        current += 1

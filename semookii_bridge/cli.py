@@ -1,0 +1,360 @@
+"""Command line: `simulate`, `api <endpoint>`; click only parses and hands over.
+
+Exit codes: 0 success, 1 the API call failed (JSON error on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__, logs, wire
+from .api import ApiError, CloudClient, RetryPolicy
+from .commands import Command, CommandError, decode_command, to_params
+from .secret import Secret
+from .simulator import SimConfig, serve
+
+DEFAULT_BASE_URL = "https://www.solaxcloud.com:9443/proxy"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="semookii-bridge")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.option("--log-format", default="kv", show_default=True, type=click.Choice(["kv", "json"]))
+def main(log_level: str, log_format: str) -> None:
+    """MQTT bridge for virtual power plants on the Semookii Cloud Control API."""
+    logs.setup(log_level, log_format)
+
+
+# ---- simulate ----------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--rate", default=0.0, show_default=True, type=click.FloatRange(0), help="Calls/s per token; 0 = no limit."
+)
+@click.option("--burst", default=10, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--latency", default=0.0, show_default=True, type=click.FloatRange(0), help="Seconds added to each answer."
+)
+@click.option("--task-delay", default=0.2, show_default=True, type=click.FloatRange(0), help="Seconds until a task id.")
+@click.option("--result-delay", default=0.5, show_default=True, type=click.FloatRange(0), help="Seconds until results.")
+@click.option("--groups", default=2, show_default=True, type=click.IntRange(0))
+@click.option("--inverters-per-group", default=3, show_default=True, type=click.IntRange(0))
+@click.option("--seed", default=1, show_default=True, type=int)
+def simulate(
+    host: str,
+    port: int,
+    rate: float,
+    burst: int,
+    latency: float,
+    task_delay: float,
+    result_delay: float,
+    groups: int,
+    inverters_per_group: int,
+    seed: int,
+) -> None:
+    """Run a simulator of the Cloud Control API (token: $SEMOOKII_TOKEN, else `sim-token`)."""
+    token = os.environ.get("SEMOOKII_TOKEN", "").strip() or "sim-token"
+    config = SimConfig(
+        tokens=[token],
+        rate=rate,
+        burst=burst,
+        latency=latency,
+        task_delay=task_delay,
+        result_delay=result_delay,
+        groups=groups,
+        inverters_per_group=inverters_per_group,
+        seed=seed,
+    )
+
+    async def run() -> None:
+        async with serve(config, host=host, port=port) as running:
+            fleet = [
+                {
+                    "id": g.id,
+                    "name": g.name,
+                    "inverters": [i.inverter_sn for i in running.simulator.state.group_members(g.id)],
+                }
+                for g in running.simulator.state.list_groups()
+            ]
+            click.echo(wire.encode({"listening": running.base_url, "groups": fleet}).decode(), err=True)
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+# ---- api -----------------------------------------------------------------------------------------------
+
+
+class ApiContext:
+    """What every `api` subcommand needs: where to call and with which token."""
+
+    def __init__(self, base_url: str, token_file: str | None, timeout: float, attempts: int) -> None:
+        self.base_url = base_url
+        self.token_file = token_file
+        self.timeout = timeout
+        self.attempts = attempts
+
+    def token(self) -> Secret:
+        if self.token_file:
+            try:
+                return Secret(Path(self.token_file).read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise click.UsageError(f"cannot read token file {self.token_file}: {exc.strerror}") from None
+        token = os.environ.get("SEMOOKII_TOKEN", "")
+        if not token.strip():
+            raise click.UsageError("no token: set SEMOOKII_TOKEN or pass --token-file")
+        return Secret(token)
+
+    def call(self, fn: Callable[[CloudClient], Awaitable[Any]]) -> None:
+        """Run one API call and print its answer as JSON (ids as strings); exit 1 on API failure."""
+        token = self.token()
+
+        async def run() -> Any:
+            retry = RetryPolicy(attempts=self.attempts)
+            async with CloudClient(self.base_url, token, timeout=self.timeout, retry=retry) as client:
+                return await fn(client)
+
+        try:
+            result = asyncio.run(run())
+        except ApiError as exc:
+            click.echo(wire.encode({"code": exc.code, "message": exc.message, "endpoint": exc.endpoint}), err=True)
+            sys.exit(1)
+        click.echo(wire.encode(wire.to_user(result)).decode())
+
+
+pass_api = click.make_pass_decorator(ApiContext)
+
+
+@main.group()
+@click.option(
+    "--base-url",
+    envvar="SEMOOKII_BRIDGE_API_BASE_URL",
+    default=DEFAULT_BASE_URL,
+    show_default=True,
+    help="API root (env SEMOOKII_BRIDGE_API_BASE_URL).",
+)
+@click.option(
+    "--token-file", type=click.Path(dir_okay=False), help="Read the token from this file instead of $SEMOOKII_TOKEN."
+)
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.1), help="Seconds per HTTP call.")
+@click.option("--attempts", default=4, show_default=True, type=click.IntRange(1, 10), help="Tries per call.")
+@click.pass_context
+def api(ctx: click.Context, base_url: str, token_file: str | None, timeout: float, attempts: int) -> None:
+    """Call one Cloud API endpoint and print the answer as JSON. Token: $SEMOOKII_TOKEN or --token-file."""
+    ctx.obj = ApiContext(base_url, token_file, timeout, attempts)
+
+
+def _command_arg(text: str) -> Command:
+    try:
+        return decode_command(text.encode())
+    except CommandError as exc:
+        raise click.BadParameter(f"{exc.code}: {exc.message}", param_hint="COMMAND") from None
+
+
+def _ids(values: tuple[str, ...]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+@api.command("single-control")
+@click.argument("sn")
+@click.argument("command")
+@pass_api
+def single_control(ctx: ApiContext, sn: str, command: str) -> None:
+    """Control one inverter. COMMAND is a JSON command, e.g. '{"type":"system_switch","on":true}'."""
+    params = to_params(_command_arg(command))
+    ctx.call(lambda c: _command_id(c.single_control(sn, params)))
+
+
+@api.command("batch-control")
+@click.argument("sns", nargs=-1, required=True)
+@click.argument("command")
+@pass_api
+def batch_control(ctx: ApiContext, sns: tuple[str, ...], command: str) -> None:
+    """Control several inverters (SNS space or comma separated)."""
+    params = to_params(_command_arg(command))
+    ctx.call(lambda c: _command_id(c.batch_control(_ids(sns), params)))
+
+
+@api.command("group-control")
+@click.argument("group_id")
+@click.argument("command")
+@pass_api
+def group_control(ctx: ApiContext, group_id: str, command: str) -> None:
+    """Control every inverter of a group."""
+    params = to_params(_command_arg(command))
+    ctx.call(lambda c: _command_id(c.group_control(group_id, params)))
+
+
+async def _command_id(call: Awaitable[str]) -> dict[str, str]:
+    return {"command_id": await call}
+
+
+async def _done(call: Awaitable[None]) -> dict[str, bool]:
+    await call
+    return {"ok": True}
+
+
+@api.command("group-add")
+@click.argument("name")
+@pass_api
+def group_add(ctx: ApiContext, name: str) -> None:
+    """Create a group; prints its id."""
+    ctx.call(lambda c: _keyed("id", c.group_add(name)))
+
+
+async def _keyed(key: str, call: Awaitable[Any]) -> dict[str, Any]:
+    return {key: await call}
+
+
+@api.command("group-update")
+@click.argument("group_id")
+@click.argument("name")
+@pass_api
+def group_update(ctx: ApiContext, group_id: str, name: str) -> None:
+    """Rename a group."""
+    ctx.call(lambda c: _done(c.group_update(group_id, name)))
+
+
+@api.command("group-delete")
+@click.argument("group_id")
+@pass_api
+def group_delete(ctx: ApiContext, group_id: str) -> None:
+    """Delete one group."""
+    ctx.call(lambda c: _done(c.group_delete(group_id)))
+
+
+@api.command("group-delete-batch")
+@click.argument("group_ids", nargs=-1, required=True)
+@pass_api
+def group_delete_batch(ctx: ApiContext, group_ids: tuple[str, ...]) -> None:
+    """Delete several groups in one call."""
+    ctx.call(lambda c: _done(c.group_delete_batch(_ids(group_ids))))
+
+
+def _paging(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--all", "all_pages", is_flag=True, help="Read every page.")(fn)
+    fn = click.option("--size", default=20, show_default=True, type=click.IntRange(1, 1000))(fn)
+    return click.option("--current", default=1, show_default=True, type=click.IntRange(1), help="Page number.")(fn)
+
+
+@api.command("group-list")
+@_paging
+@pass_api
+def group_list(ctx: ApiContext, current: int, size: int, all_pages: bool) -> None:
+    """List groups, one page or --all."""
+    if all_pages:
+        ctx.call(lambda c: _keyed("groups", c.group_list_all(page_size=max(size, 100))))
+    else:
+        ctx.call(lambda c: c.group_find_all(current, size))
+
+
+@api.command("group-search")
+@click.argument("name")
+@pass_api
+def group_search(ctx: ApiContext, name: str) -> None:
+    """Groups whose name contains NAME."""
+    ctx.call(lambda c: c.group_find_like_name(name))
+
+
+@api.command("inverter-add")
+@click.argument("group_id")
+@click.argument("sn")
+@pass_api
+def inverter_add(ctx: ApiContext, group_id: str, sn: str) -> None:
+    """Add inverter SN to a group; prints the inverter id."""
+    ctx.call(lambda c: _keyed("id", c.inverter_add(group_id, sn)))
+
+
+@api.command("inverter-delete")
+@click.argument("inverter_id")
+@pass_api
+def inverter_delete(ctx: ApiContext, inverter_id: str) -> None:
+    """Remove one inverter (by inverter id) from its group."""
+    ctx.call(lambda c: _done(c.inverter_delete(inverter_id)))
+
+
+@api.command("inverter-delete-batch")
+@click.argument("inverter_ids", nargs=-1, required=True)
+@pass_api
+def inverter_delete_batch(ctx: ApiContext, inverter_ids: tuple[str, ...]) -> None:
+    """Remove several inverters in one call."""
+    ctx.call(lambda c: _done(c.inverter_delete_batch(_ids(inverter_ids))))
+
+
+@api.command("inverter-update")
+@click.argument("inverter_id")
+@click.argument("new_sn")
+@pass_api
+def inverter_update(ctx: ApiContext, inverter_id: str, new_sn: str) -> None:
+    """Replace the inverter behind INVERTER_ID with NEW_SN."""
+    ctx.call(lambda c: _done(c.inverter_update(inverter_id, new_sn)))
+
+
+@api.command("inverter-list")
+@click.argument("group_id")
+@_paging
+@pass_api
+def inverter_list(ctx: ApiContext, group_id: str, current: int, size: int, all_pages: bool) -> None:
+    """List a group's inverters, one page or --all."""
+    if all_pages:
+        ctx.call(lambda c: _keyed("inverters", c.inverter_list_all(group_id, page_size=max(size, 100))))
+    else:
+        ctx.call(lambda c: c.inverter_find_by_group(group_id, current, size))
+
+
+@api.command("inverter-search")
+@click.argument("group_id")
+@click.option("--wifi-sn", help="Part of the dongle registration number.")
+@click.option("--sn", help="Part of the inverter serial number.")
+@pass_api
+def inverter_search(ctx: ApiContext, group_id: str, wifi_sn: str | None, sn: str | None) -> None:
+    """Inverters of a group matching --wifi-sn and/or --sn."""
+    ctx.call(lambda c: c.inverter_find_like(group_id, wifi_sn=wifi_sn, sn=sn))
+
+
+@api.command("query-command")
+@click.argument("command_id")
+@pass_api
+def query_command(ctx: ApiContext, command_id: str) -> None:
+    """The task id of a command (null until the cloud dispatched it)."""
+    ctx.call(lambda c: _keyed("task_id", c.query_command(command_id)))
+
+
+@api.command("query-result")
+@click.argument("task_id")
+@pass_api
+def query_result(ctx: ApiContext, task_id: str) -> None:
+    """Per-device results of a task (null until they are in)."""
+    ctx.call(lambda c: _keyed("results", c.get_query_result(task_id)))
+
+
+@api.command("bind")
+@click.argument("sns", nargs=-1, required=True)
+@pass_api
+def bind(ctx: ApiContext, sns: tuple[str, ...]) -> None:
+    """Bind dongles (registration numbers) to the account; any number, sent 100 per call."""
+    ctx.call(lambda c: c.bind_sns(_ids(sns)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,354 @@
+"""Control commands as operators send them: a msgspec tagged union, validated, mapped to API parameters.
+
+Two input forms are accepted: the typed form (`{"type": "power_control", "active_power": -3000, ...}`)
+and the API's own names (`{"superType": 0, "mode": 1, "activePower": ...}`), which is converted to the
+typed form so that both pass the same rules. `to_params` is the pure mapping to `ControlParams`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from . import wire
+from .api.params import API_NAME_ALIASES, ControlParams
+from .errors import BridgeError
+
+Power = Annotated[int, msgspec.Meta(ge=-65535, le=65535, description="W or var; positive charges")]
+Seconds = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+Energy = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+Soc = Annotated[int, msgspec.Meta(ge=0, le=100)]
+ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")]
+RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+SerialNumber = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+Ttl = Annotated[float, msgspec.Meta(gt=0, le=7 * 86400)]
+
+MAX_BATCH = 500
+
+
+class _Command(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="type", omit_defaults=True
+):
+    """Fields every command may carry besides its own parameters."""
+
+    request_id: RequestId | None = None
+    ttl: Ttl | None = None
+    expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    sns: Annotated[list[SerialNumber], msgspec.Meta(min_length=1, max_length=MAX_BATCH)] | None = None
+
+
+class PowerControl(_Command, frozen=True, kw_only=True, tag="power_control"):
+    """Hold an active (and reactive) power setpoint for `duration` seconds."""
+
+    active_power: Power
+    reactive_power: Power = 0
+    duration: Seconds
+    timeout: Seconds
+
+
+class EnergyControl(_Command, frozen=True, kw_only=True, tag="energy_control"):
+    """Charge or discharge `target_energy` Wh at `charge_power` W."""
+
+    target_energy: Energy
+    charge_power: Power
+    timeout: Seconds
+    update: bool = False
+
+
+class SocControl(_Command, frozen=True, kw_only=True, tag="soc_control"):
+    """Charge or discharge to `target_soc` % at `charge_power` W."""
+
+    target_soc: Soc
+    charge_power: Power
+    timeout: Seconds
+    update: bool = False
+
+
+class ExitRemoteControl(_Command, frozen=True, kw_only=True, tag="exit_remote_control"):
+    """Leave remote control mode (superType 0, mode 0: Forbid)."""
+
+    timeout: Seconds = 0
+
+
+class SystemSwitch(_Command, frozen=True, kw_only=True, tag="system_switch"):
+    """Switch the system on or off."""
+
+    on: bool
+
+
+class SelfUse(_Command, frozen=True, kw_only=True, tag="self_use"):
+    """Self-use work mode."""
+
+    min_soc: Soc
+    charge_upper_soc: Soc
+    charge_from_grid: bool
+
+
+class FeedInPriority(_Command, frozen=True, kw_only=True, tag="feed_in_priority"):
+    """Feed-in priority work mode."""
+
+    min_soc: Soc
+    charge_upper_soc: Soc
+
+
+class Backup(_Command, frozen=True, kw_only=True, tag="backup"):
+    """Backup work mode."""
+
+    min_soc: Soc
+    charge_upper_soc: Soc
+
+
+class Manual(_Command, frozen=True, kw_only=True, tag="manual"):
+    """Manual mode: stop, force charge or force discharge."""
+
+    action: Literal["stop", "force_charge", "force_discharge"]
+
+
+class Period(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One charge window and one discharge window, each `["HH:MM", "HH:MM"]`."""
+
+    charge: tuple[ClockTime, ClockTime]
+    discharge: tuple[ClockTime, ClockTime]
+
+
+class Schedule(_Command, frozen=True, kw_only=True, tag="schedule"):
+    """Charge and discharge time setting; `period2` enables the second period."""
+
+    period1: Period
+    period2: Period | None = None
+
+
+Command = (
+    PowerControl
+    | EnergyControl
+    | SocControl
+    | ExitRemoteControl
+    | SystemSwitch
+    | SelfUse
+    | FeedInPriority
+    | Backup
+    | Manual
+    | Schedule
+)
+COMMAND_TYPES: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in Command.__args__)
+_ENVELOPE_FIELDS = ("request_id", "ttl", "expires_at", "sns")
+_MANUAL = ("stop", "force_charge", "force_discharge")
+_MANUAL_MODE: dict[str, Literal[0, 1, 2]] = {"stop": 0, "force_charge": 1, "force_discharge": 2}
+
+
+class CommandError(BridgeError):
+    """A payload that is not a valid command; `code` says which class of bad input."""
+
+
+def decode_command(payload: bytes) -> Command:
+    """Parse and validate a control payload in either form; raises CommandError."""
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise CommandError("invalid_json", f"payload is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CommandError("validation_error", "payload must be a JSON object")
+    if "type" in doc:
+        return _convert(doc)
+    if "superType" in doc:
+        return _from_api_names(doc)
+    raise CommandError("validation_error", "missing `type` (one of: " + ", ".join(COMMAND_TYPES) + ")")
+
+
+def _convert(doc: dict[str, Any]) -> Command:
+    kind = doc.get("type")
+    if not isinstance(kind, str) or kind not in COMMAND_TYPES:
+        raise CommandError("unknown_command", f"unknown command type {kind!r}; known: {', '.join(COMMAND_TYPES)}")
+    try:
+        command: Command = wire.convert(doc, Command)  # type: ignore[arg-type]
+        return command
+    except msgspec.ValidationError as exc:
+        raise CommandError("validation_error", _field_message(exc)) from None
+
+
+def _field_message(exc: msgspec.ValidationError) -> str:
+    """msgspec says `... - at `$.period1.charge[0]``; keep it, it names the field path."""
+    return str(exc)
+
+
+# ---- the API-name form ----------------------------------------------------------------------------
+
+
+def _from_api_names(doc: dict[str, Any]) -> Command:
+    envelope = {k: doc.pop(k) for k in _ENVELOPE_FIELDS if k in doc}
+    for alias, name in API_NAME_ALIASES.items():
+        if alias in doc:
+            doc.setdefault(name, doc.pop(alias))
+    try:
+        params = msgspec.convert(doc, ControlParams)
+    except msgspec.ValidationError as exc:
+        raise CommandError("validation_error", _field_message(exc)) from None
+    typed = _typed_from_params(params)
+    return _convert({**typed, **envelope})
+
+
+_API_NAME = {f.name: f.encode_name for f in msgspec.structs.fields(ControlParams)}
+
+
+def _need(params: ControlParams, *names: str) -> list[Any]:
+    values = [getattr(params, n) for n in names]
+    missing = [_API_NAME[n] for n, v in zip(names, values, strict=True) if v is None]
+    if missing:
+        raise CommandError("validation_error", f"Object missing required field `{missing[0]}`")
+    return values
+
+
+def _hhmm(hour: int, minute: int) -> str:
+    return f"{hour:02d}:{minute:02d}"
+
+
+def _period(p: ControlParams, n: int) -> dict[str, list[str]]:
+    d_end = "discharger_end_time1" if n == 1 else "discharge_end_time2"
+    names = [f"charge_start_time{n}", f"charge_end_time{n}", f"discharge_start_time{n}", d_end]
+    values = _need(p, *[f"{name}_{unit}" for name in names for unit in ("hour", "minute")])
+    times = [_hhmm(values[i], values[i + 1]) for i in range(0, 8, 2)]
+    return {"charge": times[0:2], "discharge": times[2:4]}
+
+
+def _typed_from_params(p: ControlParams) -> dict[str, Any]:
+    """The typed command (as builtins) that an API-form payload describes."""
+    st, mode = p.super_type, p.mode
+    if st == 1:
+        (switch,) = _need(p, "system_swich")
+        return {"type": "system_switch", "on": bool(switch)}
+    if mode is None:
+        raise CommandError("validation_error", "Object missing required field `mode`")
+    if st == 0 and mode == 0:
+        return {"type": "exit_remote_control", "timeout": p.timeout or 0}
+    if st == 0 and mode == 1:
+        active, reactive, duration, timeout = _need(p, "active_power", "reactive_power", "proid_time", "timeout")
+        if p.set_type not in (None, 1):
+            raise CommandError("validation_error", "setType must be 1 in power control - at `$.setType`")
+        return {
+            "type": "power_control",
+            "active_power": active,
+            "reactive_power": reactive,
+            "duration": duration,
+            "timeout": timeout,
+        }
+    if st == 0 and mode in (2, 3):
+        target_name = "target_energy" if mode == 2 else "target_soc"
+        target, power, timeout = _need(p, target_name, "charger_power", "timeout")
+        kind = "energy_control" if mode == 2 else "soc_control"
+        return {"type": kind, target_name: target, "charge_power": power, "timeout": timeout, "update": p.set_type == 2}
+    if st == 2 and mode in (0, 1, 2):
+        min_soc, upper = _need(p, "min_soc", "charge_from_grid_upper_soc")
+        out: dict[str, Any] = {
+            "type": ("self_use", "feed_in_priority", "backup")[mode],
+            "min_soc": min_soc,
+            "charge_upper_soc": upper,
+        }
+        if mode == 0:
+            (grid,) = _need(p, "charge_from_grid_en")
+            out["charge_from_grid"] = bool(grid)
+        return out
+    if st == 2 and mode == 3:
+        (manual,) = _need(p, "manual_mode")
+        return {"type": "manual", "action": _MANUAL[manual]}
+    if st == 2 and mode == 10:
+        out = {"type": "schedule", "period1": _period(p, 1)}
+        if p.p2_time_set_enable == 1:
+            out["period2"] = _period(p, 2)
+        return out
+    raise CommandError("validation_error", f"mode {mode} is not valid for superType {st} - at `$.mode`")
+
+
+# ---- typed command -> API parameters -----------------------------------------------------------------
+
+
+def _split_time(text: str) -> tuple[int, int]:
+    hour, minute = text.split(":")
+    return int(hour), int(minute)
+
+
+def _period_params(period: Period, n: int) -> dict[str, int]:
+    d_end = "discharger_end_time1" if n == 1 else "discharge_end_time2"  # the API's own spelling
+    names = (f"charge_start_time{n}", f"charge_end_time{n}", f"discharge_start_time{n}", d_end)
+    out: dict[str, int] = {}
+    for name, text in zip(names, (*period.charge, *period.discharge), strict=True):
+        out[f"{name}_hour"], out[f"{name}_minute"] = _split_time(text)
+    return out
+
+
+def to_params(command: Command) -> ControlParams:
+    """The API parameters for a command, with the document's quirks (activePower always sent, etc.)."""
+    match command:
+        case PowerControl():
+            return ControlParams(
+                super_type=0,
+                mode=1,
+                set_type=1,
+                active_power=command.active_power,
+                reactive_power=command.reactive_power,
+                proid_time=command.duration,
+                timeout=command.timeout,
+            )
+        case EnergyControl():
+            return ControlParams(
+                super_type=0,
+                mode=2,
+                set_type=2 if command.update else 1,
+                target_energy=command.target_energy,
+                charger_power=command.charge_power,
+                timeout=command.timeout,
+            )
+        case SocControl():
+            return ControlParams(
+                super_type=0,
+                mode=3,
+                set_type=2 if command.update else 1,
+                target_soc=command.target_soc,
+                charger_power=command.charge_power,
+                timeout=command.timeout,
+            )
+        case ExitRemoteControl():
+            return ControlParams(super_type=0, mode=0, timeout=command.timeout)
+        case SystemSwitch():
+            return ControlParams(super_type=1, system_swich=1 if command.on else 0)
+        case SelfUse():
+            return ControlParams(
+                super_type=2,
+                mode=0,
+                min_soc=command.min_soc,
+                charge_from_grid_upper_soc=command.charge_upper_soc,
+                charge_from_grid_en=1 if command.charge_from_grid else 0,
+            )
+        case FeedInPriority() | Backup():
+            return ControlParams(
+                super_type=2,
+                mode=1 if isinstance(command, FeedInPriority) else 2,
+                min_soc=command.min_soc,
+                charge_from_grid_upper_soc=command.charge_upper_soc,
+            )
+        case Manual():
+            return ControlParams(super_type=2, mode=3, manual_mode=_MANUAL_MODE[command.action])
+        case Schedule():
+            fields: dict[str, Any] = _period_params(command.period1, 1)
+            fields["p2_time_set_enable"] = 0
+            if command.period2 is not None:
+                fields.update(_period_params(command.period2, 2))
+                fields["p2_time_set_enable"] = 1
+            return ControlParams(super_type=2, mode=10, **fields)
+    raise TypeError(f"not a command: {command!r}")  # pragma: no cover - the union is exhaustive
+
+
+def max_power(command: Command) -> int:
+    """The largest absolute power (W or var) the command asks for, for the configured ceiling."""
+    match command:
+        case PowerControl():
+            return max(abs(command.active_power), abs(command.reactive_power))
+        case EnergyControl() | SocControl():
+            return abs(command.charge_power)
+    return 0
+
+
+def without_envelope(command: Command) -> Command:
+    """The command with request_id/ttl/expires_at/sns removed (what is echoed in state messages)."""
+    return msgspec.structs.replace(command, request_id=None, ttl=None, expires_at=None, sns=None)

@@ -1,0 +1,168 @@
+"""Token bucket with an injectable clock; the one rate limit for all API calls, by priority.
+
+`TokenBucket` is pure arithmetic (testable with a fake clock). `RateLimiter` wraps it for asyncio:
+waiters are served strictly by priority (control first) then arrival, and a 429 pauses everyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Clock = Callable[[], float]
+
+
+class QuotaExhausted(Exception):
+    """The daily quota is used up until the next UTC day."""
+
+    code = "rate_limited"
+
+
+class TokenBucket:
+    """`rate` tokens per second up to `burst`; `rate <= 0` means unlimited. Optional daily quota."""
+
+    def __init__(
+        self, rate: float, burst: int, *, daily_quota: int = 0, clock: Clock = time.monotonic, wall: Clock = time.time
+    ) -> None:
+        self.rate = rate
+        self.burst = max(1, burst)
+        self.daily_quota = daily_quota
+        self._clock = clock
+        self._wall = wall
+        self._tokens = float(self.burst)
+        self._stamp = clock()
+        self._paused_until = 0.0
+        self._day = self._today()
+        self._used_today = 0
+
+    @property
+    def unlimited(self) -> bool:
+        return self.rate <= 0
+
+    def _today(self) -> int:
+        return int(self._wall() // 86400)
+
+    def _refill(self, now: float) -> None:
+        if now > self._stamp:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+
+    def tokens(self) -> float:
+        """Tokens available now (for metrics)."""
+        if self.unlimited:
+            return float("inf")
+        self._refill(self._clock())
+        return self._tokens
+
+    def delay(self) -> float:
+        """Seconds until one token can be taken (0 when one is available now)."""
+        now = self._clock()
+        pause = max(0.0, self._paused_until - now)
+        if self.unlimited:
+            return pause
+        self._refill(now)
+        missing = max(0.0, 1.0 - self._tokens)
+        return max(pause, missing / self.rate)
+
+    def try_take(self) -> bool:
+        """Take one token if available now; raises QuotaExhausted once the daily quota is spent."""
+        self._check_quota()
+        if self.delay() > 0:
+            return False
+        if not self.unlimited:
+            self._tokens -= 1.0
+        self._used_today += 1
+        return True
+
+    def pause(self, seconds: float) -> None:
+        """Hold every call for `seconds` (after a 429) and empty the bucket so calls resume gently."""
+        now = self._clock()
+        self._paused_until = max(self._paused_until, now + seconds)
+        self._tokens = 0.0
+        self._stamp = max(self._stamp, now + seconds)
+
+    def _check_quota(self) -> None:
+        if self.daily_quota <= 0:
+            return
+        today = self._today()
+        if today != self._day:
+            self._day, self._used_today = today, 0
+        if self._used_today >= self.daily_quota:
+            raise QuotaExhausted(f"daily quota of {self.daily_quota} API calls used up")
+
+
+@dataclass(order=True)
+class _Waiter:
+    priority: int
+    seq: int
+    future: asyncio.Future[None] = field(compare=False)
+
+
+class RateLimiter:
+    """Async front of a TokenBucket: `await acquire(priority)`; lower priority numbers go first."""
+
+    def __init__(self, bucket: TokenBucket, *, default_pause: float = 1.0) -> None:
+        self.bucket = bucket
+        self.default_pause = default_pause
+        self._waiters: list[_Waiter] = []
+        self._seq = itertools.count()
+        self._pump: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def queue_depth(self) -> int:
+        """Calls waiting for a token."""
+        return sum(1 for w in self._waiters if not w.future.done())
+
+    async def acquire(self, priority: int) -> None:
+        """Wait for a token; raises QuotaExhausted when the daily quota is spent."""
+        if not self._waiters and self.bucket.try_take():
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, _Waiter(priority, next(self._seq), future))
+        self._ensure_pump()
+        self._wake.set()
+        await future
+
+    def throttled(self, retry_after: float | None) -> None:
+        """The API answered 429: pause all callers for its Retry-After (or the default)."""
+        self.bucket.pause(retry_after if retry_after is not None else self.default_pause)
+        self._wake.set()
+
+    def _ensure_pump(self) -> None:
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._waiters:
+            head = self._waiters[0]
+            if head.future.done():
+                heapq.heappop(self._waiters)
+                continue
+            try:
+                taken = self.bucket.try_take()
+            except QuotaExhausted as exc:
+                heapq.heappop(self._waiters)
+                head.future.set_exception(exc)
+                continue
+            if taken:
+                heapq.heappop(self._waiters)
+                head.future.set_result(None)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(self.bucket.delay(), 0.0005))
+
+    async def close(self) -> None:
+        """Stop the pump; waiting callers are cancelled."""
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.cancel()
+        self._waiters.clear()
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
