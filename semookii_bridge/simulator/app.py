@@ -467,9 +467,9 @@ async def serve(
 ) -> AsyncIterator[RunningSimulator]:
     """Run the simulator until the block exits; port 0 picks a free port."""
     simulator = Simulator(config, clock=clock)
-    runner = web.AppRunner(simulator.app(), access_log=None, handle_signals=False)
+    runner = web.AppRunner(simulator.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, shutdown_timeout=0.5)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     server = site._server
     sockets = getattr(server, "sockets", None) or []

@@ -1,0 +1,123 @@
+"""Every endpoint of the client against the simulator over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from semookii_bridge.api import ApiRejected, CloudClient, ControlParams
+from semookii_bridge.simulator import RunningSimulator
+
+POWER = ControlParams(super_type=0, mode=1, set_type=1, active_power=1000, reactive_power=0, proid_time=600, timeout=10)
+
+
+def first_group(sim: RunningSimulator) -> str:
+    return sim.simulator.state.list_groups()[0].id
+
+
+def members(sim: RunningSimulator, group_id: str) -> list[str]:
+    return [i.inverter_sn for i in sim.simulator.state.group_members(group_id)]
+
+
+async def test_group_control_returns_command_id_as_string(client: CloudClient, sim: RunningSimulator) -> None:
+    """groupControl answers the command id as a JSON number; the client returns a 19-digit string."""
+    command_id = await client.group_control(first_group(sim), POWER)
+    assert isinstance(command_id, str) and command_id.isdigit() and len(command_id) == 19
+
+
+async def test_single_control_targets_one_sn(client: CloudClient, sim: RunningSimulator) -> None:
+    """singleControl sends `sn` and the power parameters."""
+    sn = members(sim, first_group(sim))[0]
+    await client.single_control(sn, POWER)
+    (call,) = sim.simulator.calls_to("/commandapi/singleControl")
+    assert call.params["sn"] == sn and call.params["activePower"] == "1000"
+
+
+async def test_batch_control_joins_sns_with_commas(client: CloudClient, sim: RunningSimulator) -> None:
+    """batchTempControl takes `snList` comma separated."""
+    sns = members(sim, first_group(sim))[:2]
+    await client.batch_control(sns, ControlParams(super_type=1, system_swich=1))
+    (call,) = sim.simulator.calls_to("/commandapi/batchTempControl")
+    assert call.params["snList"] == ",".join(sns)
+
+
+async def test_group_add_update_and_search(client: CloudClient) -> None:
+    """A new group can be renamed and found by part of its name."""
+    group_id = await client.group_add("north-field")
+    await client.group_update(group_id, "north-field-2")
+    page = await client.group_find_like_name("field-2")
+    assert [(g.id, g.name) for g in page.items] == [(group_id, "north-field-2")]
+
+
+async def test_group_delete_one_and_batch(client: CloudClient) -> None:
+    """deleteById removes one group, deleteBatch several."""
+    ids = [await client.group_add(f"g{i}") for i in range(3)]
+    await client.group_delete(ids[0])
+    await client.group_delete_batch(ids[1:])
+    names = {g.name for g in await client.group_list_all()}
+    assert not names & {"g0", "g1", "g2"}
+
+
+async def test_group_find_all_pages(client: CloudClient) -> None:
+    """findAll pages by `current` and `size`; list_all reads every page."""
+    for i in range(5):
+        await client.group_add(f"paged-{i}")
+    page = await client.group_find_all(current=2, size=3)
+    assert page.total == 7 and len(page.items) == 3
+    assert len(await client.group_list_all(page_size=2)) == 7
+
+
+async def test_inverter_add_list_search_update_delete(client: CloudClient, sim: RunningSimulator) -> None:
+    """An inverter goes through add, list, fuzzy search, replace and delete."""
+    spare, other = [d for d in sim.simulator.state.devices.values() if d.bound][-2:]
+    group_id = await client.group_add("inv-ops")
+    inverter_id = await client.inverter_add(group_id, spare.inverter_sn)
+    listed = await client.inverter_list_all(group_id)
+    assert [(i.id, i.inverter_sn, i.group_id) for i in listed] == [(inverter_id, spare.inverter_sn, group_id)]
+    found = await client.inverter_find_like(group_id, wifi_sn=spare.wifi_sn[:5])
+    assert [i.wifi_sn for i in found.items] == [spare.wifi_sn]
+    await client.inverter_update(inverter_id, other.inverter_sn)
+    assert (await client.inverter_find_by_group(group_id)).items[0].inverter_sn == other.inverter_sn
+    await client.inverter_delete(inverter_id)
+    assert (await client.inverter_find_by_group(group_id)).total == 0
+
+
+async def test_inverter_delete_batch(client: CloudClient, sim: RunningSimulator) -> None:
+    """deleteBatch removes several inverters of a group at once."""
+    group_id = first_group(sim)
+    ids = [i.id for i in await client.inverter_list_all(group_id)]
+    await client.inverter_delete_batch(ids[:2])
+    assert [i.id for i in await client.inverter_list_all(group_id)] == ids[2:]
+
+
+async def test_query_command_then_result(client: CloudClient, sim: RunningSimulator) -> None:
+    """queryCommand gives a task id after the dispatch delay, getQueryResult the per-device map."""
+    group_id = first_group(sim)
+    command_id = await client.group_control(group_id, POWER)
+    task_id = await client.query_command(command_id)
+    while task_id is None:
+        await asyncio.sleep(0.02)
+        task_id = await client.query_command(command_id)
+    results = await client.get_query_result(task_id)
+    while results is None:
+        await asyncio.sleep(0.02)
+        results = await client.get_query_result(task_id)
+    wifi = {sim.simulator.state.wifi_sn_of(sn) for sn in members(sim, group_id)}
+    assert set(results) == wifi and set(results.values()) == {"success"}
+
+
+async def test_bind_sorts_sns(client: CloudClient, sim: RunningSimulator) -> None:
+    """regsn answers which sns were bound, already bound, or do not exist."""
+    devices = list(sim.simulator.state.devices.values())
+    unbound = next(d.wifi_sn for d in devices if not d.bound)
+    bound = next(d.wifi_sn for d in devices if d.bound)
+    result = await client.bind_sns([unbound, bound, "NOPE0001"])
+    assert (result.bound, result.already_bound, result.non_existent) == ([unbound], [bound], ["NOPE0001"])
+
+
+async def test_api_rejection_carries_exception_text(client: CloudClient) -> None:
+    """`success: false` raises ApiRejected (code api_error) with the API's `exception` message."""
+    with pytest.raises(ApiRejected) as info:
+        await client.group_control("1000000000000000000", POWER)
+    assert info.value.code == "api_error" and "does not exist" in info.value.message

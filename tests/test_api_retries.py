@@ -1,0 +1,160 @@
+"""Which failures are retried, for which calls, and what a call that gives up reports."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from semookii_bridge.api import (
+    Ambiguous,
+    ApiRejected,
+    BadResponse,
+    CloudClient,
+    ConnectFailed,
+    ControlParams,
+    HttpStatusError,
+    RateLimited,
+    RetryPolicy,
+    TransportError,
+)
+from semookii_bridge.api.retry import is_transient
+from semookii_bridge.secret import Secret
+from semookii_bridge.simulator import Fault, RunningSimulator, SimConfig, serve
+
+from .conftest import TOKEN
+
+SWITCH = ControlParams(super_type=1, system_swich=1)
+CONTROL = "/commandapi/groupControl"
+QUERY = "/vppgroup/findAll"
+
+
+def group_of(sim: RunningSimulator) -> str:
+    return sim.simulator.state.list_groups()[0].id
+
+
+@pytest.mark.parametrize("kind", ["http_500", "http_502", "http_503", "http_429", "drop_before", "malformed"])
+async def test_queries_retry_transient_failures(kind: str, client: CloudClient, sim: RunningSimulator) -> None:
+    """An idempotent query retries 5xx, 429, dropped connections and malformed JSON, then succeeds."""
+    sim.simulator.inject(Fault(kind, path=QUERY, times=2, retry_after=0))  # type: ignore[arg-type]
+    page = await client.group_find_all()
+    assert page.total == 2 and len(sim.simulator.calls_to(QUERY)) == 3
+
+
+async def test_queries_retry_answers_slower_than_the_timeout(sim: RunningSimulator) -> None:
+    """A query whose answer takes longer than the timeout is asked again."""
+    sim.simulator.inject(Fault("slow", path=QUERY, delay=1.0))
+    async with CloudClient(sim.base_url, Secret(TOKEN), timeout=0.2, retry=RetryPolicy.instant()) as client:
+        assert (await client.group_find_all()).total == 2
+    assert len(sim.simulator.calls_to(QUERY)) == 2
+
+
+async def test_queries_give_up_after_the_attempt_budget(client: CloudClient, sim: RunningSimulator) -> None:
+    """Four 500s in a row exhaust the four attempts: http_error, not ambiguous (a query is harmless)."""
+    sim.simulator.inject(Fault("http_500", path=QUERY, times=10))
+    with pytest.raises(HttpStatusError) as info:
+        await client.group_find_all()
+    assert info.value.code == "http_error" and info.value.status == 500
+    assert len(sim.simulator.calls_to(QUERY)) == 4
+
+
+@pytest.mark.parametrize("kind", ["http_503", "http_429"])
+async def test_control_retries_when_the_server_refused_it(
+    kind: str, client: CloudClient, sim: RunningSimulator
+) -> None:
+    """A control call is retried after 503 and 429: the server says it did not take the request."""
+    sim.simulator.inject(Fault(kind, path=CONTROL, retry_after=0))  # type: ignore[arg-type]
+    assert await client.group_control(group_of(sim), SWITCH)
+    assert [c.outcome for c in sim.simulator.calls_to(CONTROL)] == [f"fault:{kind}", "ok"]
+
+
+@pytest.mark.parametrize("kind", ["http_500", "http_502", "drop_after", "malformed"])
+async def test_control_is_not_repeated_when_it_may_have_landed(
+    kind: str, client: CloudClient, sim: RunningSimulator
+) -> None:
+    """500, a dropped connection or garbage after sending: `ambiguous`, and exactly one call was made."""
+    sim.simulator.inject(Fault(kind, path=CONTROL))  # type: ignore[arg-type]
+    with pytest.raises(Ambiguous) as info:
+        await client.group_control(group_of(sim), SWITCH)
+    assert info.value.code == "ambiguous"
+    assert len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+async def test_control_timeout_is_ambiguous_and_not_repeated(sim: RunningSimulator) -> None:
+    """A control answer slower than the timeout (processed by the server) is not sent again."""
+    sim.simulator.inject(Fault("slow", path=CONTROL, delay=1.0))
+    async with CloudClient(sim.base_url, Secret(TOKEN), timeout=0.2, retry=RetryPolicy.instant()) as client:
+        with pytest.raises(Ambiguous):
+            await client.group_control(group_of(sim), SWITCH)
+    assert len(sim.simulator.calls_to(CONTROL)) == 1
+    assert len(sim.simulator.state.commands) == 1
+
+
+async def test_control_success_false_is_not_retried(client: CloudClient, sim: RunningSimulator) -> None:
+    """`success: false` is an answer, not a transient failure: api_error after one call."""
+    sim.simulator.inject(Fault("reject", path=CONTROL, message="device offline"))
+    with pytest.raises(ApiRejected, match="device offline"):
+        await client.group_control(group_of(sim), SWITCH)
+    assert len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+async def test_control_rate_limited_to_the_end_reports_rate_limited(client: CloudClient, sim: RunningSimulator) -> None:
+    """429 on every attempt ends as `rate_limited` (never sent, so not ambiguous)."""
+    sim.simulator.inject(Fault("http_429", path=CONTROL, times=10, retry_after=0))
+    with pytest.raises(RateLimited):
+        await client.group_control(group_of(sim), SWITCH)
+    assert len(sim.simulator.calls_to(CONTROL)) == 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_control_retries_connect_failures_until_the_server_is_up() -> None:
+    """A refused connection never reached the server, so even a control call is retried."""
+    port = _free_port()
+    policy = RetryPolicy(attempts=20, initial_wait=0.05, max_wait=0.05, jitter=0)
+    async with CloudClient(f"http://127.0.0.1:{port}", Secret(TOKEN), retry=policy) as client:
+        call = asyncio.create_task(client.group_control("1", SWITCH))
+        await asyncio.sleep(0.2)
+        async with serve(SimConfig(tokens=[TOKEN]), port=port) as running:
+            group_id = running.simulator.state.list_groups()[0].id
+            call.cancel()
+            assert await client.group_control(group_id, SWITCH)
+            with pytest.raises(asyncio.CancelledError):
+                await call
+
+
+async def test_unreachable_api_gives_http_error_after_retries() -> None:
+    """Nothing listening: ConnectFailed (code http_error) once the attempts are spent."""
+    async with CloudClient(f"http://127.0.0.1:{_free_port()}", Secret(TOKEN), retry=RetryPolicy.instant()) as client:
+        with pytest.raises(ConnectFailed) as info:
+            await client.group_control("1", SWITCH)
+    assert info.value.code == "http_error"
+
+
+def test_transience_table() -> None:
+    """The retry predicate in one table: what is retried for queries and for mutating calls."""
+    cases = [
+        (ConnectFailed("x", endpoint="e"), True, True),
+        (RateLimited("x", endpoint="e"), True, True),
+        (HttpStatusError("x", endpoint="e", status=503), True, True),
+        (HttpStatusError("x", endpoint="e", status=500), True, False),
+        (HttpStatusError("x", endpoint="e", status=404), False, False),
+        (TransportError("x", endpoint="e"), True, False),
+        (BadResponse("x", endpoint="e"), True, False),
+        (ApiRejected("x", endpoint="e"), False, False),
+    ]
+    for error, for_query, for_control in cases:
+        assert is_transient(error, idempotent=True) is for_query, error
+        assert is_transient(error, idempotent=False) is for_control, error
+
+
+def test_retry_after_is_honoured_and_scaled() -> None:
+    """A server's Retry-After beats a shorter backoff; wait_scale=0 makes tests instant."""
+    error = RateLimited("x", endpoint="e", retry_after=3.0)
+    assert RetryPolicy(jitter=0).wait_for(1, error) == 3.0
+    assert RetryPolicy.instant().wait_for(1, error) == 0.0
