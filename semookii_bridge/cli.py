@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,10 +15,11 @@ from typing import Any
 
 import click
 
-from . import __version__, logs, wire
+from . import __version__, config, logs, wire
 from .api import ApiError, CloudClient, RetryPolicy
 from .commands import Command, CommandError, decode_command, to_params
 from .secret import Secret
+from .service import Service
 from .simulator import SimConfig, serve
 
 DEFAULT_BASE_URL = "https://www.solaxcloud.com:9443/proxy"
@@ -100,6 +102,58 @@ def simulate(
         pass
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+# ---- run -----------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@click.option("--mqtt-host", help="Overrides mqtt.host.")
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), help="Overrides mqtt.port.")
+@click.option("--prefix", help="Overrides mqtt.prefix.")
+@click.option("--api-base-url", help="Overrides api.base_url.")
+@click.option("--journal", "journal_path", help="Overrides journal.path.")
+@click.option("--dry-run/--no-dry-run", default=None, help="Overrides commands.dry_run.")
+def run(
+    config_path: str | None,
+    mqtt_host: str | None,
+    mqtt_port: int | None,
+    prefix: str | None,
+    api_base_url: str | None,
+    journal_path: str | None,
+    dry_run: bool | None,
+) -> None:
+    """Run the bridge: MQTT commands in, Cloud API calls out, lifecycle states back."""
+    flags: dict[str, dict[str, object]] = {
+        "mqtt": {"host": mqtt_host, "port": mqtt_port, "prefix": prefix},
+        "api": {"base_url": api_base_url},
+        "journal": {"path": journal_path},
+        "commands": {"dry_run": dry_run},
+    }
+    overrides = {section: {k: v for k, v in values.items() if v is not None} for section, values in flags.items()}
+    try:
+        cfg = config.load(config_path, overrides=overrides)
+        token = config.load_token(cfg.api)
+    except config.ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        asyncio.run(_serve(cfg, token))
+    except TimeoutError:
+        raise click.ClickException(f"cannot reach the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}") from None
+
+
+async def _serve(cfg: config.BridgeConfig, token: Secret) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    service = Service(cfg, token)
+    try:
+        await service.start()
+        await stop.wait()
+    finally:
+        await service.stop()
 
 
 # ---- api -----------------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .api.endpoints import Endpoint
+from .api.errors import QuotaExceeded
+
 Clock = Callable[[], float]
 
 
@@ -79,6 +82,12 @@ class TokenBucket:
         self._used_today += 1
         return True
 
+    def refund(self) -> None:
+        """Give back a token that was taken but not used for a call."""
+        if not self.unlimited:
+            self._tokens = min(float(self.burst), self._tokens + 1.0)
+        self._used_today = max(0, self._used_today - 1)
+
     def pause(self, seconds: float) -> None:
         """Hold every call for `seconds` (after a 429) and empty the bucket so calls resume gently."""
         now = self._clock()
@@ -128,6 +137,11 @@ class RateLimiter:
         self._wake.set()
         await future
 
+    def refund(self) -> None:
+        """Return an unused token (the command it was taken for expired or was gone)."""
+        self.bucket.refund()
+        self._wake.set()
+
     def throttled(self, retry_after: float | None) -> None:
         """The API answered 429: pause all callers for its Retry-After (or the default)."""
         self.bucket.pause(retry_after if retry_after is not None else self.default_pause)
@@ -166,3 +180,19 @@ class RateLimiter:
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+
+
+class LimiterGate:
+    """Adapts the RateLimiter to the API client's gate: priority by endpoint, 429 pauses everyone."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def acquire(self, endpoint: Endpoint) -> None:
+        try:
+            await self.limiter.acquire(endpoint.priority)
+        except QuotaExhausted as exc:
+            raise QuotaExceeded(str(exc), endpoint=endpoint.name) from None
+
+    def throttled(self, retry_after: float | None) -> None:
+        self.limiter.throttled(retry_after)

@@ -9,6 +9,7 @@ from .errors import (
     BadResponse,
     ConnectFailed,
     HttpStatusError,
+    QuotaExceeded,
     RateLimited,
     TransportError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "InverterPage",
     "OpenGate",
     "Priority",
+    "QuotaExceeded",
     "RateLimited",
     "RetryPolicy",
     "TransportError",

@@ -129,20 +129,24 @@ class CloudClient:
 
     # ---- control -------------------------------------------------------------------------------
 
-    async def single_control(self, sn: str, params: ControlParams) -> Id:
+    # `prepaid=True`: the caller already took a rate-limit token for the first attempt (the bridge's
+    # dispatcher takes it before choosing which queued command to send, so the newest one goes out).
+
+    async def single_control(self, sn: str, params: ControlParams, *, prepaid: bool = False) -> Id:
         """Control one inverter; returns the command id."""
-        return await self._command(ep.SINGLE_CONTROL, {"sn": sn}, params)
+        return await self._command(ep.SINGLE_CONTROL, {"sn": sn}, params, prepaid)
 
-    async def batch_control(self, sns: Sequence[str], params: ControlParams) -> Id:
+    async def batch_control(self, sns: Sequence[str], params: ControlParams, *, prepaid: bool = False) -> Id:
         """Control a list of inverters (`snList`, comma separated); returns the command id."""
-        return await self._command(ep.BATCH_CONTROL, {"snList": ",".join(sns)}, params)
+        return await self._command(ep.BATCH_CONTROL, {"snList": ",".join(sns)}, params, prepaid)
 
-    async def group_control(self, group_id: str, params: ControlParams) -> Id:
+    async def group_control(self, group_id: str, params: ControlParams, *, prepaid: bool = False) -> Id:
         """Control every inverter of a group; returns the command id."""
-        return await self._command(ep.GROUP_CONTROL, {"groupId": str(group_id)}, params)
+        return await self._command(ep.GROUP_CONTROL, {"groupId": str(group_id)}, params, prepaid)
 
-    async def _command(self, endpoint: Endpoint, target: dict[str, str], params: ControlParams) -> Id:
-        result: Id | None = await self._call(endpoint, {**target, **params.to_query()}, Id | None)
+    async def _command(self, endpoint: Endpoint, target: dict[str, str], params: ControlParams, prepaid: bool) -> Id:
+        query = {**target, **params.to_query()}
+        result: Id | None = await self._call(endpoint, query, Id | None, prepaid=prepaid)
         if result is None:
             raise BadResponse("the API accepted the command but returned no command id", endpoint=endpoint.name)
         return result
@@ -274,10 +278,16 @@ class CloudClient:
 
     # ---- plumbing ------------------------------------------------------------------------------
 
-    async def _call(self, endpoint: Endpoint, query: Mapping[str, str], result_type: Any) -> Any:
+    async def _call(
+        self, endpoint: Endpoint, query: Mapping[str, str], result_type: Any, *, prepaid: bool = False
+    ) -> Any:
+        prepaid_left = [prepaid]
+
         async def attempt() -> Any:
             params = {**query, "tokenId": self._token.reveal()}
-            raw = await self._http(endpoint, params=params, json_body=None)
+            gated = not prepaid_left[0]
+            prepaid_left[0] = False
+            raw = await self._http(endpoint, params=params, json_body=None, gated=gated)
             return self._unwrap(endpoint, raw, result_type)
 
         return await self._retrying(endpoint, attempt)
@@ -305,9 +315,12 @@ class CloudClient:
         except msgspec.ValidationError as exc:
             raise BadResponse(f"unexpected result shape: {exc}", endpoint=endpoint.name) from None
 
-    async def _http(self, endpoint: Endpoint, *, params: Mapping[str, str] | None, json_body: Any | None) -> bytes:
+    async def _http(
+        self, endpoint: Endpoint, *, params: Mapping[str, str] | None, json_body: Any | None, gated: bool = True
+    ) -> bytes:
         """One HTTP attempt, its failure classified by whether the request may have reached the server."""
-        await self._gate.acquire(endpoint)
+        if gated:
+            await self._gate.acquire(endpoint)
         session = self._session
         if session is None:
             raise RuntimeError("CloudClient used outside `async with`")

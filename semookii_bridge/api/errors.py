@@ -67,3 +67,9 @@ class Ambiguous(ApiError):
     """A mutating call may have reached the API but its outcome is unknown; it is never resent."""
 
     code = "ambiguous"
+
+
+class QuotaExceeded(ApiError):
+    """The configured daily quota of API calls is used up; the call was not made."""
+
+    code = "rate_limited"

@@ -1,0 +1,319 @@
+"""The bridge's core: turns incoming MQTT messages into journaled, scheduled commands and answers.
+
+`handle()` is called for every delivered message and returns once the message is safely journaled (or
+answered), so the MQTT edge acknowledges it only then. Transport stays outside: this module sees
+`Incoming` messages and a `Publisher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from . import __version__, wire
+from .api import CloudClient
+from .commands import Command, CommandError, decode_command, max_power, without_envelope
+from .config import BridgeConfig
+from .dispatcher import Dispatcher
+from .errors import BridgeError, ErrorInfo
+from .jobs import Job
+from .journal import Entry, Journal
+from .lifecycle import Lifecycle, Publisher, StatusObserver
+from .management import handle_request
+from .messages import Incoming
+from .ratelimit import RateLimiter
+from .topics import ControlRoute, RequestRoute, Target, Topics
+
+log = logging.getLogger(__name__)
+
+
+class Bridge:
+    """Everything between the MQTT edge and the Cloud API client."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        *,
+        api: CloudClient,
+        publisher: Publisher,
+        journal: Journal,
+        limiter: RateLimiter,
+        clock: Callable[[], float] = time.time,
+        observer: StatusObserver | None = None,
+    ) -> None:
+        self.config = config
+        self.api = api
+        self.publisher = publisher
+        self.journal = journal
+        self.limiter = limiter
+        self.clock = clock
+        self.topics = Topics(config.mqtt.prefix, config.mqtt.shared_group)
+        self.lifecycle = Lifecycle(
+            api=api,
+            journal=journal,
+            publisher=publisher,
+            topics=self.topics,
+            config=config.commands,
+            clock=clock,
+            observer=observer,
+        )
+        self.dispatcher = Dispatcher(
+            limiter,
+            self.lifecycle.send,
+            self._dropped,
+            max_in_flight=config.rate_limit.max_in_flight,
+            clock=clock,
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._allow_groups = frozenset(config.commands.allow_groups)
+        self._allow_inverters = frozenset(config.commands.allow_inverters)
+
+    # ---- start / stop ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume what the journal holds and start dispatching."""
+        self.recover()
+        self._spawn(self.dispatcher.run())
+        self._spawn(self._prune_loop())
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        """Let calls in flight finish (bounded), then stop; queued commands stay journaled."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.dispatcher.drain(drain_timeout)
+        self.dispatcher.close()
+        await self.lifecycle.close()
+        await self.limiter.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def info(self) -> dict[str, Any]:
+        """What `<prefix>/bridge/info` says (never the token)."""
+        rl, cmd = self.config.rate_limit, self.config.commands
+        return {
+            "version": __version__,
+            "prefix": self.topics.prefix,
+            "rate_limit": {"rate": rl.rate, "burst": rl.burst, "daily_quota": rl.daily_quota},
+            "dry_run": cmd.dry_run,
+            "default_ttl": cmd.default_ttl,
+            "track_results_for": cmd.track_results_for,
+            "max_abs_power": cmd.max_abs_power,
+            "api_base_url": self.api.base_url,
+        }
+
+    # ---- intake ----------------------------------------------------------------------------------------
+
+    async def handle(self, msg: Incoming) -> None:
+        """Process one delivered message; when this returns, the message may be acknowledged."""
+        route = self.topics.parse(msg.topic)
+        if route is None:
+            log.debug("ignored_topic topic=%s", msg.topic)
+            return
+        if isinstance(route, RequestRoute):
+            self._spawn(self._answer(route.op, msg))
+            return
+        self._intake(route, msg)
+
+    async def _answer(self, op: str, msg: Incoming) -> None:
+        response = await handle_request(self.api, op, msg.payload, max_payload=self.config.mqtt.max_payload)
+        topic = msg.response_topic or self.topics.response(op)
+        self.publisher.publish(topic, wire.encode(response), correlation_data=msg.correlation_data)
+        log.info("management op=%s status=%s", op, response.status)
+
+    def _intake(self, route: ControlRoute, msg: Incoming) -> None:
+        target = route.target
+        if msg.retain and not msg.payload:
+            return  # a user clearing a retained message: nothing to do
+        now = self.clock()
+        try:
+            command = self._validate(target, msg)
+        except BridgeError as exc:
+            self._reject(target, msg, exc.info())
+            return
+        delivery = _delivery_hash(msg)
+        if msg.dup and self.journal.find_delivery(delivery) is not None:
+            log.info("redelivery_ignored topic=%s mid=%d", msg.topic, msg.mid)
+            return
+        request_id = command.request_id or uuid.uuid4().hex
+        if self.journal.get(request_id) is not None:
+            error = ErrorInfo(code="duplicate", message=f"request_id {request_id!r} was already received")
+            self._reject(target, msg, error, request_id=request_id)
+            return
+        job = Job(
+            request_id=request_id,
+            target=target,
+            command=command,
+            command_doc=msgspec.to_builtins(without_envelope(command)),
+            sns=tuple(command.sns) if command.sns else None,
+            received_at=now,
+            deadline=self._deadline(command, msg, now),
+            response_topic=msg.response_topic,
+            correlation=msg.correlation_data,
+        )
+        self.journal.insert(_entry(job, "queued", delivery))
+        self.lifecycle.publish_job(job, "queued")
+        if self.config.commands.dry_run:
+            error = ErrorInfo(code="dry_run", message="dry run: validated and not sent to the API")
+            self.lifecycle.finish(job, "completed", error=error)
+        elif job.deadline <= now:
+            self._dropped(job, "expired", ErrorInfo(code="expired", message="the command had expired on arrival"))
+        else:
+            self.dispatcher.submit(job)
+
+    def _validate(self, target: Target, msg: Incoming) -> Command:
+        """Decode and check a control message; raises BridgeError with the code for its class of bad input."""
+        if msg.retain:
+            raise BridgeError("retained_command", "control messages must not be retained; it was not sent")
+        if len(msg.payload) > self.config.mqtt.max_payload:
+            limit = self.config.mqtt.max_payload
+            raise BridgeError("payload_too_large", f"payload of {len(msg.payload)} bytes exceeds {limit}")
+        problem = target.problem()
+        if problem:
+            raise BridgeError("validation_error", problem)
+        try:
+            command = decode_command(msg.payload)
+        except CommandError as exc:
+            raise BridgeError(exc.code, exc.message) from None
+        if target.kind == "batch" and not command.sns:
+            raise BridgeError("validation_error", "batch commands need `sns`, a list of serial numbers - at `$.sns`")
+        if target.kind != "batch" and command.sns:
+            raise BridgeError("validation_error", "`sns` is only valid on the batch topic - at `$.sns`")
+        self._check_allowed(target, command)
+        return command
+
+    def _check_allowed(self, target: Target, command: Command) -> None:
+        cfg = self.config.commands
+        if target.kind == "group" and self._allow_groups and target.id not in self._allow_groups:
+            raise BridgeError("not_allowed", f"group {target.id} is not in commands.allow_groups")
+        sns = [target.id] if target.kind == "inverter" else list(command.sns or ())
+        if self._allow_inverters and sns:
+            outside = [sn for sn in sns if sn not in self._allow_inverters]
+            if outside:
+                raise BridgeError("not_allowed", f"inverter(s) {', '.join(map(str, outside))} not in allow_inverters")
+        power = max_power(command)
+        if power > cfg.max_abs_power:
+            raise BridgeError("not_allowed", f"power {power} exceeds commands.max_abs_power {cfg.max_abs_power}")
+
+    def _deadline(self, command: Command, msg: Incoming, now: float) -> float:
+        deadline = now + (command.ttl if command.ttl is not None else self.config.commands.default_ttl)
+        if command.expires_at is not None:
+            deadline = min(deadline, command.expires_at.timestamp())
+        if msg.message_expiry is not None:
+            deadline = min(deadline, now + msg.message_expiry)
+        return deadline
+
+    def _reject(self, target: Target, msg: Incoming, error: ErrorInfo, *, request_id: str | None = None) -> None:
+        rid = request_id or _guess_request_id(msg.payload) or uuid.uuid4().hex
+        log.info("rejected request_id=%s topic=%s code=%s", rid, msg.topic, error.code)
+        self.lifecycle.publish_state(
+            target,
+            rid,
+            "rejected",
+            error=error,
+            response_topic=msg.response_topic,
+            correlation=msg.correlation_data,
+        )
+
+    def _dropped(self, job: Job, status: str, error: ErrorInfo | None) -> None:
+        """A queued job left the queue without being sent: superseded, expired, or out of quota."""
+        self.lifecycle.finish(job, status, error=error)  # type: ignore[arg-type]
+
+    # ---- recovery ---------------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Resume journaled commands: queue `queued`, report `sending` ambiguous, track the accepted."""
+        recovered = self.journal.open_entries()
+        for entry in recovered:
+            job = _job(entry)
+            if job is None:
+                self.journal.update(entry.request_id, "failed")
+                continue
+            if entry.status == "queued":
+                if job.deadline <= self.clock():
+                    self._dropped(
+                        job, "expired", ErrorInfo(code="expired", message="expired while the bridge was down")
+                    )
+                else:
+                    self.dispatcher.submit(job)
+            elif entry.status == "sending":
+                message = (
+                    "the bridge stopped while sending this command; it may have reached the API and is not repeated"
+                )
+                self.lifecycle.finish(job, "failed", error=ErrorInfo(code="ambiguous", message=message))
+            else:
+                self.lifecycle.track(job)
+        if recovered:
+            log.info("recovered commands=%d", len(recovered))
+
+    async def _prune_loop(self) -> None:
+        window = self.config.commands.dedup_window
+        while True:
+            removed = self.journal.prune(self.clock() - window)
+            if removed:
+                log.debug("journal_pruned rows=%d", removed)
+            await asyncio.sleep(min(60.0, window / 4))
+
+
+def _delivery_hash(msg: Incoming) -> str:
+    """Identifies one MQTT delivery (topic, packet id, payload) to recognise a broker redelivery."""
+    digest = hashlib.sha256(msg.topic.encode() + b"\0" + str(msg.mid).encode() + b"\0" + msg.payload)
+    return digest.hexdigest()[:32]
+
+
+def _guess_request_id(payload: bytes) -> str | None:
+    """The request_id of a payload that failed validation, if one can be read, so the operator can match it."""
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    rid = doc.get("request_id") if isinstance(doc, dict) else None
+    return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None
+
+
+def _entry(job: Job, status: str, delivery: str) -> Entry:
+    return Entry(
+        request_id=job.request_id,
+        target_kind=job.target.kind,
+        target_id=job.target.id,
+        command=wire.encode(job.command),
+        status=status,
+        received_at=job.received_at,
+        deadline=job.deadline,
+        delivery_hash=delivery,
+        response_topic=job.response_topic,
+        correlation=job.correlation,
+    )
+
+
+def _job(entry: Entry) -> Job | None:
+    try:
+        command = decode_command(entry.command)
+    except CommandError:
+        log.error("journal_entry_unreadable request_id=%s", entry.request_id)
+        return None
+    return Job(
+        request_id=entry.request_id,
+        target=Target(entry.target_kind, entry.target_id),  # type: ignore[arg-type]
+        command=command,
+        command_doc=msgspec.to_builtins(without_envelope(command)),
+        sns=tuple(command.sns) if command.sns else None,
+        received_at=entry.received_at,
+        deadline=entry.deadline,
+        response_topic=entry.response_topic,
+        correlation=entry.correlation,
+        command_id=entry.command_id,
+        task_id=entry.task_id,
+        track_until=entry.track_until,
+    )

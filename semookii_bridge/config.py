@@ -1,0 +1,180 @@
+"""Configuration: small frozen msgspec Structs per section, validated once at load.
+
+Precedence: defaults < TOML file < `SEMOOKII_BRIDGE_<SECTION>_<KEY>` environment variables < CLI flags.
+The API token is never part of the file: it comes from `SEMOOKII_TOKEN` or `api.token_file`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .secret import Secret
+
+ENV_PREFIX = "SEMOOKII_BRIDGE_"
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Topic = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^#+\x00]+$")]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class MqttConfig(_Section, frozen=True):
+    """Broker connection, session and subscription settings."""
+
+    host: str = "localhost"
+    port: Port = 1883
+    protocol: Literal[5, 3] = 5
+    client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "semookii-bridge"
+    prefix: Topic = "vpp"
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_insecure: bool = False
+    keepalive: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 30
+    session_expiry: Annotated[int, msgspec.Meta(ge=0)] = 86400
+    reconnect_min: Positive = 0.5
+    reconnect_max: Positive = 30.0
+    max_payload: Annotated[int, msgspec.Meta(ge=256, le=16 * 1024 * 1024)] = 65536
+    shared_group: str = ""
+
+    def __repr__(self) -> str:
+        return f"MqttConfig(host={self.host!r}, port={self.port}, protocol={self.protocol}, prefix={self.prefix!r})"
+
+    def password_secret(self) -> Secret:
+        """The broker password from `password` (env) or `password_file`."""
+        if self.password_file:
+            return Secret(Path(self.password_file).read_text(encoding="utf-8"))
+        return Secret(self.password)
+
+
+class ApiConfig(_Section, frozen=True):
+    """Where the Cloud API is and how long to wait for it."""
+
+    base_url: str = "https://www.solaxcloud.com:9443/proxy"
+    token_file: str = ""
+    timeout: Positive = 10.0
+    connect_timeout: Positive = 5.0
+    attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 4
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=256)] = 16
+
+
+class RateLimitConfig(_Section, frozen=True):
+    """One token bucket for every API call: control first, then management, then result polling."""
+
+    rate: NonNegative = 1.0
+    burst: Annotated[int, msgspec.Meta(ge=1)] = 5
+    daily_quota: Annotated[int, msgspec.Meta(ge=0)] = 0
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    pause_on_429: Positive = 5.0
+
+
+class CommandsConfig(_Section, frozen=True):
+    """Lifetime, tracking and safety rules for control commands."""
+
+    default_ttl: Positive = 60.0
+    track_results_for: Positive = 300.0
+    poll_initial: Positive = 1.0
+    poll_max: Positive = 30.0
+    dedup_window: Positive = 3600.0
+    dry_run: bool = False
+    allow_groups: list[str] = msgspec.field(default_factory=list)
+    allow_inverters: list[str] = msgspec.field(default_factory=list)
+    max_abs_power: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 65535
+
+
+class JournalConfig(_Section, frozen=True):
+    """The local SQLite journal that makes accepted commands survive a crash."""
+
+    path: str = "semookii-bridge.db"
+    synchronous: Literal["normal", "full"] = "normal"
+
+
+class BridgeConfig(_Section, frozen=True):
+    """The whole configuration."""
+
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+    commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
+    journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key."""
+
+
+def _section_types() -> dict[str, type[msgspec.Struct]]:
+    return {f.name: f.type for f in msgspec.structs.fields(BridgeConfig)}
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for section, struct in _section_types().items():
+        for field in msgspec.structs.fields(struct):
+            name = f"{ENV_PREFIX}{section}_{field.name}".upper()
+            if name in environ:
+                value: Any = environ[name]
+                if "list" in str(field.type):
+                    value = [v.strip() for v in value.split(",") if v.strip()]
+                out.setdefault(section, {})[field.name] = value
+    return out
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in overrides.items():
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"[{section}] must be a table")
+        target.update(values)
+    return merged
+
+
+def load(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> BridgeConfig:
+    """Build the effective configuration from file, environment and flag overrides."""
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    doc = _merge(doc, _env_overrides(os.environ if environ is None else environ))
+    doc = _merge(doc, overrides or {})
+    try:
+        return msgspec.convert(doc, BridgeConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def load_token(api: ApiConfig, environ: Mapping[str, str] | None = None) -> Secret:
+    """The API token from `api.token_file`, else `SEMOOKII_TOKEN`; raises ConfigError when neither is set."""
+    env = os.environ if environ is None else environ
+    if api.token_file:
+        try:
+            token = Secret(Path(api.token_file).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read api.token_file {api.token_file}: {exc.strerror}") from None
+    else:
+        token = Secret(env.get("SEMOOKII_TOKEN", ""))
+    if not token:
+        raise ConfigError("no API token: set SEMOOKII_TOKEN or api.token_file")
+    return token

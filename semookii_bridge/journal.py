@@ -1,0 +1,138 @@
+"""Local SQLite journal (WAL) of commands accepted from the broker and of commands being tracked.
+
+A command is written here before its MQTT delivery is acknowledged, and its status is written before
+each step that cannot be undone (`sending` before the HTTP call). On restart, `queued` rows are resumed,
+`sending` rows are reported `ambiguous` (never resent), `accepted`/`dispatched` rows are tracked again.
+Rows stay for the dedup window so a repeated request_id is recognised.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+OPEN_STATUSES = ("queued", "sending", "accepted", "dispatched")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+    request_id     TEXT PRIMARY KEY,
+    target_kind    TEXT NOT NULL,
+    target_id      TEXT,
+    command        BLOB NOT NULL,
+    status         TEXT NOT NULL,
+    received_at    REAL NOT NULL,
+    deadline       REAL NOT NULL,
+    delivery_hash  TEXT,
+    command_id     TEXT,
+    task_id        TEXT,
+    track_until    REAL,
+    response_topic TEXT,
+    correlation    BLOB,
+    updated_at     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS commands_status ON commands(status);
+CREATE INDEX IF NOT EXISTS commands_delivery ON commands(delivery_hash);
+CREATE INDEX IF NOT EXISTS commands_updated ON commands(updated_at);
+"""
+
+
+class Entry(msgspec.Struct, kw_only=True):
+    """One journaled command."""
+
+    request_id: str
+    target_kind: str
+    target_id: str | None
+    command: bytes
+    status: str
+    received_at: float
+    deadline: float
+    delivery_hash: str | None = None
+    command_id: str | None = None
+    task_id: str | None = None
+    track_until: float | None = None
+    response_topic: str | None = None
+    correlation: bytes | None = None
+    updated_at: float = 0.0
+
+
+_COLUMNS = tuple(Entry.__struct_fields__)
+
+
+class Journal:
+    """Synchronous, small, fast: every write is its own committed transaction."""
+
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "normal", clock: Callable[[], float] = time.time
+    ) -> None:
+        self.path = str(path)
+        self._clock = clock
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def insert(self, entry: Entry) -> None:
+        """Record a newly accepted command (raises sqlite3.IntegrityError on a known request_id)."""
+        entry.updated_at = self._clock()
+        values = [getattr(entry, c) for c in _COLUMNS]
+        placeholders = ",".join("?" * len(_COLUMNS))
+        self._db.execute(f"INSERT INTO commands ({','.join(_COLUMNS)}) VALUES ({placeholders})", values)  # noqa: S608
+
+    def update(self, request_id: str, status: str, **fields: Any) -> None:
+        """Move a command to `status`, setting any other columns given."""
+        unknown = set(fields) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown journal columns: {sorted(unknown)}")
+        sets = ", ".join(f"{k} = ?" for k in ("status", "updated_at", *fields))
+        values = [status, self._clock(), *fields.values(), request_id]
+        self._db.execute(f"UPDATE commands SET {sets} WHERE request_id = ?", values)  # noqa: S608
+
+    def get(self, request_id: str) -> Entry | None:
+        row = self._db.execute(
+            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE request_id = ?",  # noqa: S608
+            (request_id,),
+        ).fetchone()
+        return self._entry(row) if row else None
+
+    def find_delivery(self, delivery_hash: str) -> Entry | None:
+        """The command journaled from this exact MQTT delivery (a broker redelivery after a crash)."""
+        row = self._db.execute(
+            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE delivery_hash = ?",  # noqa: S608
+            (delivery_hash,),
+        ).fetchone()
+        return self._entry(row) if row else None
+
+    def open_entries(self) -> list[Entry]:
+        """Commands not yet in a terminal state, oldest first."""
+        marks = ",".join("?" * len(OPEN_STATUSES))
+        rows = self._db.execute(
+            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE status IN ({marks}) ORDER BY received_at",  # noqa: S608
+            OPEN_STATUSES,
+        ).fetchall()
+        return [self._entry(r) for r in rows]
+
+    def prune(self, older_than: float) -> int:
+        """Forget finished commands last touched before `older_than` (end of their dedup window)."""
+        marks = ",".join("?" * len(OPEN_STATUSES))
+        cursor = self._db.execute(
+            f"DELETE FROM commands WHERE updated_at < ? AND status NOT IN ({marks})",  # noqa: S608
+            (older_than, *OPEN_STATUSES),
+        )
+        return cursor.rowcount
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM commands").fetchone()[0])
+
+    @staticmethod
+    def _entry(row: tuple[Any, ...]) -> Entry:
+        return Entry(**dict(zip(_COLUMNS, row, strict=True)))

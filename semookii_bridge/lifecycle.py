@@ -1,0 +1,197 @@
+"""A command's life after it was queued: send it once, then poll for its task and results, publishing
+and journaling every step. Nothing here knows MQTT or HTTP; it sees a publisher and an API facade."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from . import wire
+from .api import ApiError, ControlParams
+from .commands import to_params
+from .config import CommandsConfig
+from .errors import ErrorInfo
+from .jobs import Job
+from .journal import Journal
+from .states import StateMessage, Status
+from .topics import Target, Topics
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """Where the bridge's messages go (the MQTT edge, or a recorder in tests)."""
+
+    def publish(
+        self, topic: str, payload: bytes, *, retain: bool = False, correlation_data: bytes | None = None
+    ) -> None: ...
+
+
+class ControlApi(Protocol):
+    """The part of the Cloud API client a command's lifecycle uses."""
+
+    async def group_control(self, group_id: str, params: ControlParams, *, prepaid: bool = False) -> str: ...
+
+    async def single_control(self, sn: str, params: ControlParams, *, prepaid: bool = False) -> str: ...
+
+    async def batch_control(self, sns: Sequence[str], params: ControlParams, *, prepaid: bool = False) -> str: ...
+
+    async def query_command(self, command_id: str) -> str | None: ...
+
+    async def get_query_result(self, task_id: str) -> dict[str, str] | None: ...
+
+
+StatusObserver = Callable[[str, str], None]
+"""Told (target kind, status) for every state published; used for metrics."""
+
+
+class Lifecycle:
+    """Publishes states, sends commands once, tracks their results."""
+
+    def __init__(
+        self,
+        *,
+        api: ControlApi,
+        journal: Journal,
+        publisher: Publisher,
+        topics: Topics,
+        config: CommandsConfig,
+        clock: Callable[[], float] = time.time,
+        observer: StatusObserver | None = None,
+    ) -> None:
+        self.api = api
+        self.journal = journal
+        self.publisher = publisher
+        self.topics = topics
+        self.config = config
+        self.clock = clock
+        self.observer = observer
+        self._trackers: set[asyncio.Task[None]] = set()
+
+    # ---- publishing ---------------------------------------------------------------------------------
+
+    def publish_state(
+        self,
+        target: Target,
+        request_id: str,
+        status: Status,
+        *,
+        command: Any = None,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+        **fields: Any,
+    ) -> None:
+        """One lifecycle message on the target's state topic (retained), and on the MQTT 5 response topic."""
+        message = StateMessage(request_id=request_id, status=status, target=target, command=command, **fields)
+        payload = wire.encode(message)
+        self.publisher.publish(self.topics.state(target), payload, retain=True)
+        if response_topic:
+            self.publisher.publish(response_topic, payload, correlation_data=correlation)
+        if self.observer is not None:
+            self.observer(target.kind, status)
+        log.info("command_state request_id=%s target=%s status=%s", request_id, target.key, status)
+
+    def publish_job(self, job: Job, status: Status, **fields: Any) -> None:
+        """A lifecycle message for a job, with what is known about it so far."""
+        self.publish_state(
+            job.target,
+            job.request_id,
+            status,
+            command=job.command_doc,
+            command_id=job.command_id,
+            task_id=job.task_id,
+            response_topic=job.response_topic,
+            correlation=job.correlation,
+            **fields,
+        )
+
+    def finish(self, job: Job, status: Status, *, error: ErrorInfo | None = None, **fields: Any) -> None:
+        """Journal and publish a terminal state."""
+        self.journal.update(job.request_id, status)
+        self.publish_job(job, status, error=error, **fields)
+
+    # ---- sending --------------------------------------------------------------------------------------
+
+    async def send(self, job: Job) -> None:
+        """Send once. Journaled as `sending` first: after a crash it is reported ambiguous, not resent."""
+        self.journal.update(job.request_id, "sending")
+        try:
+            command_id = await self._call(job, to_params(job.command))
+        except ApiError as exc:
+            self.finish(job, "failed", error=ErrorInfo(code=exc.code, message=exc.message))
+            return
+        except Exception as exc:
+            log.exception("send_failed request_id=%s", job.request_id)
+            message = f"the bridge failed while sending ({type(exc).__name__}); the call may have reached the API"
+            self.finish(job, "failed", error=ErrorInfo(code="ambiguous", message=message))
+            return
+        job.command_id = str(command_id)
+        job.track_until = self.clock() + self.config.track_results_for
+        self.journal.update(job.request_id, "accepted", command_id=job.command_id, track_until=job.track_until)
+        self.publish_job(job, "accepted")
+        self.track(job)
+
+    async def _call(self, job: Job, params: ControlParams) -> str:
+        target = job.target
+        if target.kind == "group":
+            return await self.api.group_control(str(target.id), params, prepaid=True)
+        if target.kind == "inverter":
+            return await self.api.single_control(str(target.id), params, prepaid=True)
+        return await self.api.batch_control(list(job.sns or ()), params, prepaid=True)
+
+    # ---- tracking -------------------------------------------------------------------------------------
+
+    def track(self, job: Job) -> None:
+        """Poll for the task id and results in the background."""
+        task = asyncio.get_running_loop().create_task(self._track(job))
+        self._trackers.add(task)
+        task.add_done_callback(self._trackers.discard)
+
+    @property
+    def tracking(self) -> int:
+        return len(self._trackers)
+
+    async def _track(self, job: Job) -> None:
+        delay = self.config.poll_initial
+        last_error: ApiError | None = None
+        track_until = job.track_until or self.clock()
+        while True:
+            remaining = track_until - self.clock()
+            await asyncio.sleep(max(0.0, min(delay, remaining)))
+            try:
+                if await self._poll_once(job):
+                    return
+            except ApiError as exc:
+                last_error = exc
+                log.warning("poll_failed request_id=%s code=%s", job.request_id, exc.code)
+            if self.clock() >= track_until:
+                break
+            delay = min(delay * 2, self.config.poll_max)
+        message = f"no results within {self.config.track_results_for:g} s"
+        if last_error is not None:
+            message += f"; last poll error: {last_error.code}: {last_error.message}"
+        self.finish(job, "unknown", error=ErrorInfo(code="no_results", message=message))
+
+    async def _poll_once(self, job: Job) -> bool:
+        """One poll step; True when the command reached `completed`."""
+        if job.task_id is None:
+            task_id = await self.api.query_command(str(job.command_id))
+            if task_id is None:
+                return False
+            job.task_id = task_id
+            self.journal.update(job.request_id, "dispatched", task_id=task_id)
+            self.publish_job(job, "dispatched")
+        results = await self.api.get_query_result(job.task_id)
+        if results is None:
+            return False
+        self.finish(job, "completed", results=results)
+        return True
+
+    async def close(self) -> None:
+        """Stop tracking (the journal keeps tracked commands for the next start)."""
+        for task in self._trackers:
+            task.cancel()
+        await asyncio.gather(*self._trackers, return_exceptions=True)

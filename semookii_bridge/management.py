@@ -1,0 +1,231 @@
+"""Management over MQTT: `<prefix>/bridge/request/<op>` -> `<prefix>/bridge/response/<op>`.
+
+One dispatch table from op to (request type, handler); one catch point turns every failure into
+`{"status": "error", "error": {code, message}, "transaction": ...}`. Handlers only return data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgspec
+
+from . import wire
+from .api import ApiError, CloudClient
+from .commands import SerialNumber
+from .errors import BridgeError, ErrorInfo
+from .states import Response
+from .wire import Id
+
+log = logging.getLogger(__name__)
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+PageNo = Annotated[int, msgspec.Meta(ge=1)]
+PageSize = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+IdList = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class _Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class GroupAdd(_Request, frozen=True):
+    name: Name
+
+
+class GroupRename(_Request, frozen=True):
+    id: Id
+    name: Name
+
+
+class IdOrIds(_Request, frozen=True):
+    id: Id | None = None
+    ids: IdList | None = None
+
+
+class Paging(_Request, frozen=True):
+    page: PageNo = 1
+    size: PageSize = 20
+    all: bool = False
+
+
+class GroupSearch(_Request, frozen=True):
+    name: Name
+
+
+class InverterAdd(_Request, frozen=True):
+    group_id: Id
+    sn: SerialNumber
+
+
+class InverterReplace(_Request, frozen=True):
+    id: Id
+    new_sn: SerialNumber
+
+
+class InverterList(Paging, frozen=True, kw_only=True):
+    group_id: Id
+
+
+class InverterSearch(_Request, frozen=True):
+    group_id: Id
+    wifi_sn: Name | None = None
+    sn: Name | None = None
+
+
+class CommandQuery(_Request, frozen=True):
+    command_id: Id
+
+
+class TaskResult(_Request, frozen=True):
+    task_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class DeviceBind(_Request, frozen=True):
+    sns: Annotated[list[SerialNumber], msgspec.Meta(min_length=1, max_length=10000)]
+
+
+def _one_of(req: IdOrIds) -> list[str] | str:
+    if (req.id is None) == (req.ids is None):
+        raise BridgeError("validation_error", "give exactly one of `id` or `ids`")
+    return req.id if req.id is not None else list(req.ids or [])
+
+
+async def _group_add(api: CloudClient, r: GroupAdd) -> Any:
+    return {"id": await api.group_add(r.name)}
+
+
+async def _group_rename(api: CloudClient, r: GroupRename) -> Any:
+    await api.group_update(r.id, r.name)
+    return {"id": r.id, "name": r.name}
+
+
+async def _group_remove(api: CloudClient, r: IdOrIds) -> Any:
+    which = _one_of(r)
+    if isinstance(which, str):
+        await api.group_delete(which)
+        return {"removed": [which]}
+    await api.group_delete_batch(which)
+    return {"removed": which}
+
+
+async def _group_list(api: CloudClient, r: Paging) -> Any:
+    if r.all:
+        groups = await api.group_list_all()
+        return {"total": len(groups), "items": groups}
+    return await api.group_find_all(r.page, r.size)
+
+
+async def _group_search(api: CloudClient, r: GroupSearch) -> Any:
+    return await api.group_find_like_name(r.name)
+
+
+async def _inverter_add(api: CloudClient, r: InverterAdd) -> Any:
+    return {"id": await api.inverter_add(r.group_id, r.sn)}
+
+
+async def _inverter_remove(api: CloudClient, r: IdOrIds) -> Any:
+    which = _one_of(r)
+    if isinstance(which, str):
+        await api.inverter_delete(which)
+        return {"removed": [which]}
+    await api.inverter_delete_batch(which)
+    return {"removed": which}
+
+
+async def _inverter_replace(api: CloudClient, r: InverterReplace) -> Any:
+    await api.inverter_update(r.id, r.new_sn)
+    return {"id": r.id, "sn": r.new_sn}
+
+
+async def _inverter_list(api: CloudClient, r: InverterList) -> Any:
+    if r.all:
+        inverters = await api.inverter_list_all(r.group_id)
+        return {"total": len(inverters), "items": inverters}
+    return await api.inverter_find_by_group(r.group_id, r.page, r.size)
+
+
+async def _inverter_search(api: CloudClient, r: InverterSearch) -> Any:
+    if not (r.wifi_sn or r.sn):
+        raise BridgeError("validation_error", "give `wifi_sn`, `sn` or both")
+    return await api.inverter_find_like(r.group_id, wifi_sn=r.wifi_sn, sn=r.sn)
+
+
+async def _command_query(api: CloudClient, r: CommandQuery) -> Any:
+    return {"command_id": r.command_id, "task_id": await api.query_command(r.command_id)}
+
+
+async def _task_result(api: CloudClient, r: TaskResult) -> Any:
+    return {"task_id": r.task_id, "results": await api.get_query_result(r.task_id)}
+
+
+async def _device_bind(api: CloudClient, r: DeviceBind) -> Any:
+    return await api.bind_sns(r.sns)
+
+
+@dataclass(frozen=True)
+class Op:
+    """A management operation: its request type and the handler that turns it into data."""
+
+    request: type[_Request]
+    handler: Callable[[CloudClient, Any], Awaitable[Any]]
+
+
+OPS: dict[str, Op] = {
+    "group/add": Op(GroupAdd, _group_add),
+    "group/rename": Op(GroupRename, _group_rename),
+    "group/remove": Op(IdOrIds, _group_remove),
+    "group/list": Op(Paging, _group_list),
+    "group/search": Op(GroupSearch, _group_search),
+    "inverter/add": Op(InverterAdd, _inverter_add),
+    "inverter/remove": Op(IdOrIds, _inverter_remove),
+    "inverter/replace": Op(InverterReplace, _inverter_replace),
+    "inverter/list": Op(InverterList, _inverter_list),
+    "inverter/search": Op(InverterSearch, _inverter_search),
+    "command/query": Op(CommandQuery, _command_query),
+    "task/result": Op(TaskResult, _task_result),
+    "device/bind": Op(DeviceBind, _device_bind),
+}
+
+
+def _parse(payload: bytes) -> tuple[dict[str, Any], Any]:
+    """The request's fields and its `transaction`; an empty payload is an empty request."""
+    if not payload.strip():
+        return {}, None
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise BridgeError("invalid_json", f"payload is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BridgeError("validation_error", "payload must be a JSON object")
+    transaction = doc.pop("transaction", None)
+    return doc, transaction
+
+
+async def handle_request(api: CloudClient, op: str, payload: bytes, *, max_payload: int) -> Response:
+    """Run one management request; never raises, every outcome is a Response."""
+    transaction: Any = None
+    try:
+        if len(payload) > max_payload:
+            raise BridgeError("payload_too_large", f"payload of {len(payload)} bytes exceeds {max_payload}")
+        fields, transaction = _parse(payload)
+        spec = OPS.get(op)
+        if spec is None:
+            raise BridgeError("unknown_op", f"unknown op {op!r}; known: {', '.join(sorted(OPS))}")
+        try:
+            request = wire.convert(fields, spec.request)
+        except msgspec.ValidationError as exc:
+            raise BridgeError("validation_error", str(exc)) from None
+        data = await spec.handler(api, request)
+        return Response(status="ok", data=wire.to_user(data), transaction=transaction)
+    except BridgeError as exc:
+        return Response(status="error", error=exc.info(), transaction=transaction)
+    except ApiError as exc:
+        return Response(status="error", error=ErrorInfo(code=exc.code, message=exc.message), transaction=transaction)
+    except Exception as exc:
+        log.exception("management_failed op=%s", op)
+        error = ErrorInfo(code="internal_error", message=f"{type(exc).__name__} in the bridge")
+        return Response(status="error", error=error, transaction=transaction)

@@ -1,0 +1,45 @@
+"""What the bridge publishes: lifecycle state messages and management responses (CONTRACT.md 2-4)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import msgspec
+
+from .errors import ErrorInfo
+from .topics import Target
+
+Status = Literal[
+    "queued", "accepted", "dispatched", "completed", "rejected", "superseded", "expired", "failed", "unknown"
+]
+TERMINAL: frozenset[str] = frozenset({"completed", "rejected", "superseded", "expired", "failed", "unknown"})
+
+
+def utc_now_text(now: float | None = None) -> str:
+    """RFC 3339 UTC with milliseconds, e.g. 2026-11-24T19:00:00.123Z."""
+    now = time.time() if now is None else now
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+
+
+class StateMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """One lifecycle step of one command, published on the target's state topic."""
+
+    request_id: str
+    status: Status
+    target: Target
+    command: Any = None
+    command_id: str | None = None
+    task_id: str | None = None
+    results: dict[str, str] | None = None
+    error: ErrorInfo | None = None
+    ts: str = msgspec.field(default_factory=utc_now_text)
+
+
+class Response(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to a management request."""
+
+    status: Literal["ok", "error"]
+    data: Any = None
+    error: ErrorInfo | None = None
+    transaction: Any = None

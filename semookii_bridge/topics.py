@@ -1,0 +1,94 @@
+"""Topic names under the configured prefix: what the bridge subscribes to, parses and publishes."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+TargetKind = Literal["group", "inverter", "batch"]
+_GROUP_ID = re.compile(r"^\d{1,25}$")
+_SN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+class Target(msgspec.Struct, frozen=True):
+    """What a control command addresses: a group id, an inverter serial number, or the batch topic."""
+
+    kind: TargetKind
+    id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Latest-wins key; batch commands are keyed by their sns at enqueue time."""
+        return f"{self.kind}:{self.id}" if self.id is not None else self.kind
+
+    def problem(self) -> str | None:
+        """Why the id in the topic is not a valid id for its kind, or None."""
+        if self.kind == "group" and not _GROUP_ID.match(self.id or ""):
+            return f"group id {self.id!r} in the topic must be digits"
+        if self.kind == "inverter" and not _SN.match(self.id or ""):
+            return f"inverter serial number {self.id!r} in the topic is not valid"
+        return None
+
+
+class ControlRoute(msgspec.Struct, frozen=True):
+    """A message on a `.../set` topic."""
+
+    target: Target
+
+
+class RequestRoute(msgspec.Struct, frozen=True):
+    """A message on `<prefix>/bridge/request/<op>`."""
+
+    op: str
+
+
+Route = ControlRoute | RequestRoute
+
+
+class Topics:
+    """Builds and parses the contract's topics for one prefix."""
+
+    def __init__(self, prefix: str = "vpp", shared_group: str = "") -> None:
+        self.prefix = prefix.strip("/")
+        self.shared_group = shared_group
+        self._parts = len(self.prefix.split("/"))
+        self.bridge_state = f"{self.prefix}/bridge/state"
+        self.bridge_info = f"{self.prefix}/bridge/info"
+
+    def subscriptions(self) -> list[str]:
+        """Filters the bridge subscribes to (as shared subscriptions when a share group is set)."""
+        filters = [
+            f"{self.prefix}/group/+/set",
+            f"{self.prefix}/inverter/+/set",
+            f"{self.prefix}/batch/set",
+            f"{self.prefix}/bridge/request/#",
+        ]
+        if self.shared_group:
+            return [f"$share/{self.shared_group}/{f}" for f in filters]
+        return filters
+
+    def parse(self, topic: str) -> Route | None:
+        """The route of an incoming topic, or None when it is not one of ours."""
+        if not topic.startswith(self.prefix + "/"):
+            return None
+        rest = topic[len(self.prefix) + 1 :].split("/")
+        match rest:
+            case ["group" | "inverter" as kind, ident, "set"]:
+                return ControlRoute(Target(kind, ident))
+            case ["batch", "set"]:
+                return ControlRoute(Target("batch"))
+            case ["bridge", "request", *op] if op and all(op):
+                return RequestRoute("/".join(op))
+        return None
+
+    def state(self, target: Target) -> str:
+        """Where lifecycle states of commands for `target` are published."""
+        if target.kind == "batch":
+            return f"{self.prefix}/batch/state"
+        return f"{self.prefix}/{target.kind}/{target.id}/state"
+
+    def response(self, op: str) -> str:
+        """Where the answer to a management request is published (unless MQTT 5 names another)."""
+        return f"{self.prefix}/bridge/response/{op}"
