@@ -19,7 +19,7 @@ import msgspec
 
 from . import __version__, wire
 from .api import CloudClient
-from .commands import Command, CommandError, decode_command, max_power, without_envelope
+from .commands import Command, CommandError, decode_command, echo, max_power
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
@@ -155,7 +155,7 @@ class Bridge:
             request_id=request_id,
             target=target,
             command=command,
-            command_doc=msgspec.to_builtins(without_envelope(command)),
+            command_doc=echo(command),
             sns=tuple(command.sns) if command.sns else None,
             received_at=now,
             deadline=self._deadline(command, msg, now),
@@ -307,7 +307,7 @@ def _job(entry: Entry) -> Job | None:
         request_id=entry.request_id,
         target=Target(entry.target_kind, entry.target_id),  # type: ignore[arg-type]
         command=command,
-        command_doc=msgspec.to_builtins(without_envelope(command)),
+        command_doc=echo(command),
         sns=tuple(command.sns) if command.sns else None,
         received_at=entry.received_at,
         deadline=entry.deadline,

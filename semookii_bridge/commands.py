@@ -28,9 +28,7 @@ Ttl = Annotated[float, msgspec.Meta(gt=0, le=7 * 86400)]
 MAX_BATCH = 500
 
 
-class _Command(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="type", omit_defaults=True
-):
+class _Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="type"):
     """Fields every command may carry besides its own parameters."""
 
     request_id: RequestId | None = None
@@ -349,6 +347,9 @@ def max_power(command: Command) -> int:
     return 0
 
 
-def without_envelope(command: Command) -> Command:
-    """The command with request_id/ttl/expires_at/sns removed (what is echoed in state messages)."""
-    return msgspec.structs.replace(command, request_id=None, ttl=None, expires_at=None, sns=None)
+def echo(command: Command) -> dict[str, Any]:
+    """The command as echoed in state messages: its type and parameters (defaults included), no envelope."""
+    doc: dict[str, Any] = msgspec.to_builtins(command)
+    for name in _ENVELOPE_FIELDS:
+        doc.pop(name, None)
+    return doc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -28,3 +28,74 @@ async def sim(sim_config: SimConfig) -> AsyncIterator[RunningSimulator]:
 async def client(sim: RunningSimulator) -> AsyncIterator[CloudClient]:
     async with CloudClient(sim.base_url, Secret(TOKEN), timeout=2.0, retry=RetryPolicy.instant()) as c:
         yield c
+
+
+# ---- MQTT integration -------------------------------------------------------------------------------
+
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import msgspec  # noqa: E402
+
+from semookii_bridge import config as bridge_config  # noqa: E402
+from semookii_bridge.service import Service  # noqa: E402
+
+from .broker import Mosquitto, mosquitto_binary  # noqa: E402
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto on a free loopback port."""
+    if mosquitto_binary() is None:
+        pytest.fail("mosquitto is not installed; `make test` installs it")
+    (tmp_path / "broker").mkdir()
+    server = Mosquitto(tmp_path / "broker")
+    server.start()
+    yield server
+    server.stop()
+
+
+def bridge_config_for(
+    broker: Mosquitto, sim: RunningSimulator, tmp_path: Path, **sections: dict[str, object]
+) -> bridge_config.BridgeConfig:
+    """A configuration pointing at the test broker and simulator, with fast polling and no rate limit."""
+    base: dict[str, dict[str, object]] = {
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "bridge-under-test", "reconnect_min": 0.2,
+                 "reconnect_max": 1},
+        "api": {"base_url": sim.base_url, "timeout": 2.0},
+        "rate_limit": {"rate": 0, "burst": 1},
+        "commands": {"poll_initial": 0.05, "poll_max": 0.2, "track_results_for": 5},
+        "journal": {"path": str(tmp_path / "journal.db")},
+    }  # fmt: skip
+    for section, values in sections.items():
+        base.setdefault(section, {}).update(values)
+    return msgspec.convert(base, bridge_config.BridgeConfig)
+
+
+@pytest.fixture
+async def bridge(broker: Mosquitto, sim: RunningSimulator, tmp_path: Path) -> AsyncIterator[Service]:
+    """The bridge running in-process against the test broker and simulator."""
+    service = Service(bridge_config_for(broker, sim, tmp_path), Secret(TOKEN), retry=RetryPolicy.instant())
+    await service.start()
+    yield service
+    await service.stop()
+
+
+@pytest.fixture
+async def make_bridge(
+    broker: Mosquitto, sim: RunningSimulator, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Service]]]:
+    """Start a bridge with configuration overrides per section, e.g. `await make_bridge(commands={...})`."""
+    started: list[Service] = []
+
+    async def start(**sections: dict[str, object]) -> Service:
+        service = Service(
+            bridge_config_for(broker, sim, tmp_path, **sections), Secret(TOKEN), retry=RetryPolicy.instant()
+        )
+        await service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        await service.stop()

@@ -70,6 +70,6 @@ def parse_control(query: Mapping[str, str]) -> ControlRequest:
     missing = [name for name in required if name not in raw]
     if missing:
         raise InvalidParams(f"Required parameter '{missing[0]}' is not present")
-    if mode == 1 and params.set_type != 1:
+    if params.super_type == 0 and mode == 1 and params.set_type != 1:
         raise InvalidParams("setType must be 1 in power control mode")
     return params

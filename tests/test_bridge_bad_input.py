@@ -1,0 +1,190 @@
+"""Every class of bad input on control topics is `rejected` with a stable code, and the bridge carries on."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from semookii_bridge.service import Service
+from semookii_bridge.simulator import RunningSimulator
+
+from .broker import Mosquitto, Probe
+
+VALID = {"type": "manual", "action": "stop"}
+
+
+def group_id(sim: RunningSimulator) -> str:
+    return sim.simulator.state.list_groups()[0].id
+
+
+async def still_works(probe: Probe, gid: str, rid: str) -> None:
+    probe.publish(f"vpp/group/{gid}/set", {**VALID, "request_id": rid})
+    await probe.wait_status(f"vpp/group/{gid}/state", rid, "completed")
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "fragment"),
+    [
+        (b"{not json", "invalid_json", "JSON"),
+        (b"", "invalid_json", "JSON"),
+        (b"\xff\xfe\x00", "invalid_json", "JSON"),
+        (b'"just a string"', "validation_error", "object"),
+        ({"action": "stop"}, "validation_error", "type"),
+        ({"type": "warp_drive"}, "unknown_command", "warp_drive"),
+        ({"type": 5}, "unknown_command", "5"),
+        ({"type": "power_control", "active_power": "lots", "duration": 1, "timeout": 1}, "validation_error", "$.active_power"),
+        ({"type": "power_control", "active_power": 70000, "duration": 1, "timeout": 1}, "validation_error", "$.active_power"),
+        ({"type": "power_control", "active_power": 1, "duration": -1, "timeout": 1}, "validation_error", "$.duration"),
+        ({"type": "soc_control", "target_soc": 101, "charge_power": 1, "timeout": 1}, "validation_error", "$.target_soc"),
+        ({"type": "schedule", "period1": {"charge": ["24:00", "01:00"], "discharge": ["02:00", "03:00"]}},
+         "validation_error", "$.period1.charge[0]"),
+        ({"type": "power_control", "active_power": 1, "duration": 1}, "validation_error", "timeout"),
+        ({"type": "manual", "action": "stop", "actoin": "x"}, "validation_error", "actoin"),
+        ({"type": "manual", "action": "stop", "sns": ["H1"]}, "validation_error", "$.sns"),
+        ({"superType": 0, "mode": 1, "activePower": 5}, "validation_error", "reactivePower"),
+        ({"superType": 9}, "validation_error", "superType"),
+        ({"type": "manual", "action": "stop", "request_id": "x" * 200}, "validation_error", "$.request_id"),
+        ({"type": "manual", "action": "stop", "expires_at": "tomorrow"}, "validation_error", "$.expires_at"),
+    ],
+)  # fmt: skip
+async def test_bad_payload_is_rejected(
+    payload: Any, code: str, fragment: str, bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """Invalid JSON, wrong types, out-of-range values, unknown fields or types: rejected, field path named."""
+    gid = group_id(sim)
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid}/set", payload)
+        (rejected,) = await probe.wait_for(
+            lambda: [s for s in probe.states(f"vpp/group/{gid}/state") if s["status"] == "rejected"]
+        )
+        assert rejected["error"]["code"] == code and fragment in rejected["error"]["message"]
+        await still_works(probe, gid, "after-bad")
+    assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1
+
+
+async def test_rejection_echoes_a_readable_request_id(
+    bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """A payload that fails validation but has a request_id is rejected under that request_id."""
+    gid = group_id(sim)
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid}/set", {"type": "manual", "action": "jump", "request_id": "mine-1"})
+        rejected = await probe.wait_status(f"vpp/group/{gid}/state", "mine-1", "rejected")
+    assert rejected["error"]["code"] == "validation_error"
+
+
+async def test_oversized_payload_is_rejected(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:
+    """A payload above mqtt.max_payload is rejected as payload_too_large without being parsed."""
+    gid = group_id(sim)
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid}/set", b'{"type":"manual","action":"stop","pad":"' + b"x" * 70000 + b'"}')
+        (rejected,) = await probe.wait_for(lambda: probe.states(f"vpp/group/{gid}/state"))
+        assert rejected["status"] == "rejected" and rejected["error"]["code"] == "payload_too_large"
+        await still_works(probe, gid, "after-big")
+
+
+@pytest.mark.parametrize(("topic", "state_topic"), [
+    ("vpp/group/not-digits/set", "vpp/group/not-digits/state"),
+    ("vpp/inverter/bad sn!/set", "vpp/inverter/bad sn!/state"),
+])  # fmt: skip
+async def test_bad_target_in_topic_is_rejected(
+    topic: str, state_topic: str, bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """A group id that is not digits, or an invalid serial number, is rejected on that target's state topic."""
+    with Probe(broker.port) as probe:
+        probe.publish(topic, VALID)
+        (rejected,) = await probe.wait_for(lambda: probe.states(state_topic))
+        assert rejected["error"]["code"] == "validation_error"
+        await still_works(probe, group_id(sim), "after-topic")
+
+
+async def test_unknown_topics_are_ignored(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:
+    """Topics outside the contract get no answer and do not disturb the bridge."""
+    with Probe(broker.port) as probe:
+        for topic in ("vpp/group/1/get", "vpp/unknown/set", "other/group/1/set"):
+            probe.publish(topic, VALID)
+        await still_works(probe, group_id(sim), "after-unknown")
+        assert not [m for m in probe.messages if m.topic.endswith("/state") and "after-unknown" not in m.payload.decode()
+                    and m.topic != "vpp/bridge/state"]  # fmt: skip
+
+
+async def test_batch_without_sns_is_rejected(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:
+    """The batch topic needs `sns`."""
+    with Probe(broker.port) as probe:
+        probe.publish("vpp/batch/set", {**VALID, "request_id": "nosns"})
+        rejected = await probe.wait_status("vpp/batch/state", "nosns", "rejected")
+    assert "$.sns" in rejected["error"]["message"]
+
+
+async def test_retained_command_is_refused(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:
+    """A retained setpoint is never sent (it would replay on every reconnect): rejected, retained_command."""
+    gid = group_id(sim)
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid}/set", {**VALID, "request_id": "kept"}, retain=True)
+        rejected = await probe.wait_status(f"vpp/group/{gid}/state", "kept", "rejected")
+        assert rejected["error"]["code"] == "retained_command"
+        probe.publish(f"vpp/group/{gid}/set", b"", retain=True)
+        await still_works(probe, gid, "after-retained")
+        assert [s["status"] for s in probe.states(f"vpp/group/{gid}/state") if s["request_id"] != "after-retained"] == [
+            "rejected"
+        ]
+    assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1
+
+
+async def test_duplicate_request_id_is_rejected(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:
+    """A repeated request_id within the dedup window is rejected as a duplicate and not sent again."""
+    gid = group_id(sim)
+    with Probe(broker.port) as probe:
+        await still_works(probe, gid, "same")
+        probe.publish(f"vpp/group/{gid}/set", {**VALID, "request_id": "same"})
+        rejected = await probe.wait_status(f"vpp/group/{gid}/state", "same", "rejected")
+    assert rejected["error"]["code"] == "duplicate"
+    assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1
+
+
+@pytest.mark.parametrize("envelope", [{"expires_at": "2020-01-01T00:00:00Z"}, {"ttl": 0.000001}])
+async def test_stale_commands_expire_unsent(
+    envelope: dict[str, Any], bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """A command past its expires_at (or ttl) is `expired` and never sent."""
+    gid = group_id(sim)
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid}/set", {**VALID, "request_id": "old", **envelope})
+        expired = await probe.wait_status(f"vpp/group/{gid}/state", "old", "expired")
+    assert expired["error"]["code"] == "expired" and not sim.simulator.calls_to("/commandapi/groupControl")
+
+
+async def test_not_allowed_outside_allow_lists_and_power_ceiling(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """Groups and inverters outside the allow-lists, and power above the ceiling, are `not_allowed`."""
+    groups = sim.simulator.state.list_groups()
+    allowed, other = groups[0].id, groups[1].id
+    sn = sim.simulator.state.group_members(other)[0].inverter_sn
+    await make_bridge(commands={"allow_groups": [allowed], "allow_inverters": ["H0"], "max_abs_power": 5000})
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{other}/set", {**VALID, "request_id": "g"})
+        probe.publish(f"vpp/inverter/{sn}/set", {**VALID, "request_id": "i"})
+        probe.publish("vpp/batch/set", {**VALID, "sns": ["H0", sn], "request_id": "b"})
+        probe.publish(f"vpp/group/{allowed}/set", {"type": "power_control", "active_power": -6000, "duration": 60,
+                                                   "timeout": 1, "request_id": "p"})  # fmt: skip
+        for topic, rid in ((f"vpp/group/{other}", "g"), (f"vpp/inverter/{sn}", "i"), ("vpp/batch", "b"),
+                           (f"vpp/group/{allowed}", "p")):  # fmt: skip
+            rejected = await probe.wait_status(f"{topic}/state", rid, "rejected")
+            assert rejected["error"]["code"] == "not_allowed", rid
+        await still_works(probe, allowed, "allowed")
+
+
+async def test_dry_run_validates_and_calls_nothing(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """In dry run a valid command is published queued then completed with code dry_run; the API is not called."""
+    await make_bridge(commands={"dry_run": True})
+    gid = group_id(sim)
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid}/set", {**VALID, "request_id": "dry"})
+        done = await probe.wait_status(f"vpp/group/{gid}/state", "dry", "completed")
+        assert [s["status"] for s in probe.states(f"vpp/group/{gid}/state", "dry")] == ["queued", "completed"]
+    assert done["error"]["code"] == "dry_run" and not sim.simulator.calls
