@@ -59,9 +59,10 @@ class Mosquitto:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
-            except OSError:
+            except OSError as exc:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {self.proc.stderr.read() if self.proc.stderr else b''!r}")
+                    err = self.proc.stderr.read() if self.proc.stderr else b""
+                    raise RuntimeError(f"mosquitto exited: {err!r}") from exc
                 time.sleep(0.05)
         raise RuntimeError("mosquitto did not start")
 
@@ -114,7 +115,7 @@ class Probe:
         if not self._connected.wait(5):
             raise RuntimeError("probe could not connect")
         for sub in self.subs:
-            result, mid = self.client.subscribe(sub, qos=1)
+            self.client.subscribe(sub, qos=1)
         time.sleep(0.1)
         return self
 
