@@ -1,0 +1,91 @@
+"""Rate limit and latest-wins through mosquitto, the bridge and the simulator, counted at the simulator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from semookii_bridge.service import Service
+from semookii_bridge.simulator import Fault, RunningSimulator
+
+from .broker import Mosquitto, Probe
+from .test_ratelimit import max_in_window
+
+SEND_JITTER = 0.15
+
+
+def record_grants(service: Service) -> list[float]:
+    """Wrap the bridge's bucket to record when each token was taken (and drop refunded ones)."""
+    bucket = service.limiter.bucket
+    granted: list[float] = []
+    take, refund = bucket.try_take, bucket.refund
+
+    def try_take() -> bool:
+        ok = take()
+        if ok:
+            granted.append(time.monotonic())
+        return ok
+
+    def give_back() -> None:
+        refund()
+        granted.pop()
+
+    bucket.try_take = try_take  # type: ignore[method-assign]
+    bucket.refund = give_back  # type: ignore[method-assign]
+    return granted
+
+
+TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
+
+
+async def test_flood_never_exceeds_the_limit_and_latest_wins(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """300 setpoints on 6 groups at 10 calls/s: no window over the limit, each group gets its newest setpoint.
+
+    The bound is exact for the times the bridge took its tokens; at the simulator, arrival times also carry
+    the delay between taking a token and the request reaching the server, allowed for as SEND_JITTER.
+    """
+    state = sim.simulator.state
+    groups = [g.id for g in state.list_groups()] + [state.add_group(f"extra-{i}") for i in range(4)]
+    rate, burst = 10.0, 3
+    service = await make_bridge(rate_limit={"rate": rate, "burst": burst}, commands={"poll_initial": 0.3, "poll_max": 1})
+    granted = record_grants(service)
+    with Probe(broker.port) as probe:
+        for n in range(50):
+            for g in groups:
+                probe.publish(f"vpp/group/{g}/set", {"type": "power_control", "active_power": n, "duration": 60,
+                                                     "timeout": 1, "request_id": f"{g}-{n}"})  # fmt: skip
+        for g in groups:
+            await probe.wait_status(f"vpp/group/{g}/state", f"{g}-49", "completed", timeout=30)
+        for window in (0.5, 1.0, 3.0):
+            assert max_in_window(granted, window) <= burst + rate * window
+        arrivals = sorted(c.ts for c in sim.simulator.calls)
+        assert len(arrivals) == len(granted)
+        assert max_in_window(arrivals, 1.0) <= burst + rate * (1.0 + SEND_JITTER)
+        sent = {c.params["groupId"]: [] for c in sim.simulator.calls_to("/commandapi/groupControl")}
+        for call in sim.simulator.calls_to("/commandapi/groupControl"):
+            sent[call.params["groupId"]].append(int(call.params["activePower"]))
+        for g in groups:
+            assert sent[g][-1] == 49 and sent[g] == sorted(sent[g]), (g, sent[g])
+            finals = {}
+            for s in probe.states(f"vpp/group/{g}/state"):
+                if s["status"] in TERMINAL:
+                    assert s["request_id"] not in finals, "two terminal states for one request"
+                    finals[s["request_id"]] = s["status"]
+            assert len(finals) == 50 and set(finals.values()) <= {"completed", "superseded"}
+    assert len(sim.simulator.calls_to("/commandapi/groupControl")) < 50 * len(groups) / 4
+
+
+async def test_api_429_pauses_all_calls_for_retry_after(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """After a 429 with Retry-After: 1, no call reaches the API for a second; then the command completes."""
+    await make_bridge(rate_limit={"rate": 100, "burst": 10})
+    sim.simulator.inject(Fault("http_429", path="/commandapi/groupControl", retry_after=1))
+    group_id = sim.simulator.state.list_groups()[0].id
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "slow-down"})
+        await probe.wait_status(f"vpp/group/{group_id}/state", "slow-down", "completed")
+    first, second = sim.simulator.calls[:2]
+    assert first.status == 429 and second.ts - first.ts >= 0.95
