@@ -1,0 +1,151 @@
+"""Nothing lost, nothing sent twice: bridge downtime, broker restarts, and SIGKILL mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from semookii_bridge.service import Service
+from semookii_bridge.simulator import RunningSimulator
+
+from .broker import Mosquitto, Probe
+from .conftest import TOKEN
+
+TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
+
+
+def terminal_states(probe: Probe, topic_prefix: str = "vpp/") -> dict[str, list[str]]:
+    """request_id -> every terminal status seen for it."""
+    out: dict[str, list[str]] = {}
+    for m in probe.messages:
+        if m.topic.startswith(topic_prefix) and m.topic.endswith("/state") and m.topic != "vpp/bridge/state" and m.payload:
+            doc = m.json()
+            if doc["status"] in TERMINAL:
+                out.setdefault(doc["request_id"], []).append(doc["status"])
+    return out
+
+
+async def test_commands_sent_while_bridge_is_down_are_executed_on_return(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """The persistent session keeps QoS 1 commands for the bridge while it is stopped."""
+    group_id = sim.simulator.state.list_groups()[0].id
+    service = await make_bridge()
+    await service.stop()
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "while-down"})
+        await asyncio.sleep(0.2)
+        assert not probe.states(f"vpp/group/{group_id}/state", "while-down")
+        await make_bridge()
+        await probe.wait_status(f"vpp/group/{group_id}/state", "while-down", "completed")
+
+
+async def test_broker_restart_mid_stream(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:
+    """The broker restarts under load; commands published before the bridge is back are kept in its session.
+
+    Every command, before and after the restart, ends in exactly one terminal state and none is sent twice.
+    """
+    groups = [g.id for g in sim.simulator.state.list_groups()]
+    sent: list[str] = []
+    with Probe(broker.port) as probe:
+        for i in range(20):
+            rid = f"before-{i}"
+            probe.publish(f"vpp/group/{groups[i % 2]}/set", {"type": "power_control", "active_power": i, "duration": 9,
+                                                               "timeout": 1, "request_id": rid})  # fmt: skip
+            sent.append(rid)
+    broker.restart(down_for=0.5)
+    assert bridge.link is not None
+    with Probe(broker.port) as probe:
+        for i in range(20):
+            rid = f"after-{i}"
+            probe.publish(f"vpp/group/{groups[i % 2]}/set", {"type": "power_control", "active_power": 100 + i,
+                                                               "duration": 9, "timeout": 1, "request_id": rid})  # fmt: skip
+            sent.append(rid)
+        await probe.wait_for(lambda: all(r in terminal_states(probe) for r in sent), timeout=20)
+        finals = terminal_states(probe)
+    assert bridge.link.reconnects >= 1
+    assert all(len(finals[r]) == 1 for r in sent)
+    calls = Counter(c.params["activePower"] for c in sim.simulator.calls_to("/commandapi/groupControl"))
+    assert max(calls.values()) == 1 and {"118", "119"} <= set(calls)
+
+
+def write_config(path: Path, broker: Mosquitto, sim: RunningSimulator, journal: Path) -> None:
+    path.write_text(
+        f"""
+[mqtt]
+host = "127.0.0.1"
+port = {broker.port}
+client_id = "bridge-sigkill"
+reconnect_min = 0.2
+reconnect_max = 1
+
+[api]
+base_url = "{sim.base_url}"
+timeout = 5.0
+
+[rate_limit]
+rate = 4.0
+burst = 2
+
+[commands]
+poll_initial = 0.1
+poll_max = 0.3
+track_results_for = 20
+
+[journal]
+path = "{journal}"
+"""
+    )
+
+
+def start_bridge(config: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SEMOOKII_TOKEN": TOKEN}
+    return subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", "WARNING", "run",
+                             "--config", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+async def test_sigkill_with_commands_queued_and_in_flight(broker: Mosquitto, sim: RunningSimulator, tmp_path: Path) -> None:
+    """SIGKILL with commands queued, in flight and being tracked; after restart each ends once, none sent twice."""
+    state = sim.simulator.state
+    groups = [g.id for g in state.list_groups()] + [state.add_group(f"k{i}") for i in range(10)]
+    sim.simulator.config = sim.simulator.config.__class__(**{**_fields(sim.simulator.config), "latency": 0.15})
+    config = tmp_path / "bridge.toml"
+    write_config(config, broker, sim, tmp_path / "journal.db")
+    bridge = start_bridge(config)
+    rids = [f"k-{g}" for g in groups]
+    try:
+        with Probe(broker.port) as probe:
+            await probe.wait_for(lambda: [m for m in probe.on("vpp/bridge/state") if m.json()["state"] == "online"])
+            for n, g in enumerate(groups):
+                probe.publish(f"vpp/group/{g}/set", {"type": "power_control", "active_power": n, "duration": 9,
+                                                     "timeout": 1, "request_id": f"k-{g}"})  # fmt: skip
+            await probe.wait_for(lambda: len(sim.simulator.calls_to("/commandapi/groupControl")) >= 3)
+            bridge.send_signal(signal.SIGKILL)
+            bridge.wait(5)
+            killed_at = len(sim.simulator.calls_to("/commandapi/groupControl"))
+            assert killed_at < len(groups), "the kill came too late to leave commands queued"
+            bridge = start_bridge(config)
+            await probe.wait_for(lambda: all(r in terminal_states(probe) for r in rids), timeout=40)
+            finals = terminal_states(probe)
+    finally:
+        bridge.kill()
+        bridge.wait(5)
+    assert all(len(finals[r]) == 1 for r in rids), finals
+    statuses = Counter(finals[r][0] for r in rids)
+    assert set(statuses) <= {"completed", "failed"} and statuses["completed"] >= len(groups) - 2
+    per_group = Counter(c.params["groupId"] for c in sim.simulator.calls_to("/commandapi/groupControl"))
+    assert max(per_group.values()) == 1
+    for r in rids:
+        if finals[r] == ["failed"]:
+            gid = r.removeprefix("k-")
+            assert per_group[gid] <= 1
+
+
+def _fields(config: object) -> dict[str, object]:
+    return {f: getattr(config, f) for f in config.__struct_fields__}  # type: ignore[attr-defined]
