@@ -49,7 +49,9 @@ async def test_flood_never_exceeds_the_limit_and_latest_wins(
     state = sim.simulator.state
     groups = [g.id for g in state.list_groups()] + [state.add_group(f"extra-{i}") for i in range(4)]
     rate, burst = 10.0, 3
-    service = await make_bridge(rate_limit={"rate": rate, "burst": burst}, commands={"poll_initial": 0.3, "poll_max": 1})
+    service = await make_bridge(
+        rate_limit={"rate": rate, "burst": burst}, commands={"poll_initial": 0.3, "poll_max": 1}
+    )
     granted = record_grants(service)
     with Probe(broker.port) as probe:
         for n in range(50):

@@ -24,7 +24,12 @@ def terminal_states(probe: Probe, topic_prefix: str = "vpp/") -> dict[str, list[
     """request_id -> every terminal status seen for it."""
     out: dict[str, list[str]] = {}
     for m in probe.messages:
-        if m.topic.startswith(topic_prefix) and m.topic.endswith("/state") and m.topic != "vpp/bridge/state" and m.payload:
+        if (
+            m.topic.startswith(topic_prefix)
+            and m.topic.endswith("/state")
+            and m.topic != "vpp/bridge/state"
+            and m.payload
+        ):
             doc = m.json()
             if doc["status"] in TERMINAL:
                 out.setdefault(doc["request_id"], []).append(doc["status"])
@@ -110,7 +115,9 @@ def start_bridge(config: Path) -> subprocess.Popen[bytes]:
                              "--config", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
-async def test_sigkill_with_commands_queued_and_in_flight(broker: Mosquitto, sim: RunningSimulator, tmp_path: Path) -> None:
+async def test_sigkill_with_commands_queued_and_in_flight(
+    broker: Mosquitto, sim: RunningSimulator, tmp_path: Path
+) -> None:
     """SIGKILL with commands queued, in flight and being tracked; after restart each ends once, none sent twice."""
     state = sim.simulator.state
     groups = [g.id for g in state.list_groups()] + [state.add_group(f"k{i}") for i in range(10)]

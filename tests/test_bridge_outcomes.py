@@ -1,0 +1,104 @@
+"""The other ways a command ends, through mosquitto and the simulator: ambiguous, unknown, quota, recovery."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from semookii_bridge.service import Service
+from semookii_bridge.simulator import Fault, RunningSimulator
+
+from .broker import Mosquitto, Probe
+
+CONTROL = "/commandapi/groupControl"
+STOP = {"type": "manual", "action": "stop"}
+
+
+def gid(sim: RunningSimulator) -> str:
+    return sim.simulator.state.list_groups()[0].id
+
+
+async def test_timeout_after_sending_is_ambiguous_and_not_resent(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """The API took the command but answered too late: `failed` with code ambiguous, exactly one call."""
+    await make_bridge(api={"timeout": 0.3})
+    sim.simulator.inject(Fault("slow", path=CONTROL, delay=1.0))
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "amb"})
+        failed = await probe.wait_status(f"vpp/group/{gid(sim)}/state", "amb", "failed")
+    assert failed["error"]["code"] == "ambiguous" and len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+async def test_dropped_connection_after_sending_is_ambiguous(
+    bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """A connection reset after the API processed the call is reported ambiguous, never repeated."""
+    sim.simulator.inject(Fault("drop_after", path=CONTROL))
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "reset"})
+        failed = await probe.wait_status(f"vpp/group/{gid(sim)}/state", "reset", "failed")
+    assert failed["error"]["code"] == "ambiguous" and len(sim.simulator.state.commands) == 1
+
+
+async def test_server_errors_while_polling_do_not_stop_tracking(
+    bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """5xx and garbage from queryCommand are retried; the command still completes."""
+    sim.simulator.inject(Fault("http_500", path="/commandapi/queryCommand", times=6),
+                         Fault("malformed", path="/commandapi/getQueryResult", times=3))  # fmt: skip
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "bumpy"})
+        await probe.wait_status(f"vpp/group/{gid(sim)}/state", "bumpy", "completed")
+    assert len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+async def test_no_results_within_the_window_is_unknown(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """Results that never come within track_results_for end as `unknown` (code no_results)."""
+    sim.simulator.state.timings.result_delay = 3600
+    await make_bridge(commands={"track_results_for": 0.6, "poll_initial": 0.1, "poll_max": 0.2})
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "slowpoke"})
+        unknown = await probe.wait_status(f"vpp/group/{gid(sim)}/state", "slowpoke", "unknown")
+        statuses = [s["status"] for s in probe.states(f"vpp/group/{gid(sim)}/state", "slowpoke")]
+    assert statuses == ["queued", "accepted", "dispatched", "unknown"] and unknown["error"]["code"] == "no_results"
+
+
+async def test_tracking_resumes_after_a_restart(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """A command accepted before a (graceful) restart is polled again afterwards and completes."""
+    sim.simulator.state.timings.result_delay = 1.5
+    first = await make_bridge()
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "across"})
+        await probe.wait_status(f"vpp/group/{gid(sim)}/state", "across", "dispatched")
+        await first.stop()
+        await make_bridge()
+        await probe.wait_status(f"vpp/group/{gid(sim)}/state", "across", "completed")
+    assert len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+async def test_daily_quota_exhausted_fails_with_rate_limited(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """With the daily quota spent, a command is `failed` with code rate_limited and never sent."""
+    groups = [g.id for g in sim.simulator.state.list_groups()]
+    await make_bridge(rate_limit={"rate": 0, "daily_quota": 1})
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{groups[0]}/set", {**STOP, "request_id": "q1"})
+        await probe.wait_status(f"vpp/group/{groups[0]}/state", "q1", "accepted")
+        probe.publish(f"vpp/group/{groups[1]}/set", {**STOP, "request_id": "q2"})
+        failed = await probe.wait_status(f"vpp/group/{groups[1]}/state", "q2", "failed")
+    assert failed["error"]["code"] == "rate_limited" and len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+async def test_mqtt_311_is_selectable(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """With protocol = 3 the bridge speaks MQTT 3.1.1 and the lifecycle is the same."""
+    await make_bridge(mqtt={"protocol": 3})
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "v311"})
+        await probe.wait_status(f"vpp/group/{gid(sim)}/state", "v311", "completed")

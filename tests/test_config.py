@@ -1,0 +1,81 @@
+"""Configuration: defaults, file < environment < flags, errors that name the key, the token's sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from semookii_bridge import config
+from semookii_bridge.config import ConfigError
+
+
+def test_defaults_match_the_contract() -> None:
+    """Without a file, the defaults of CONTRACT.md section 7 apply."""
+    cfg = config.load(environ={})
+    assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.protocol, cfg.mqtt.prefix) == ("localhost", 1883, 5, "vpp")
+    assert (cfg.rate_limit.rate, cfg.rate_limit.burst, cfg.commands.default_ttl) == (1.0, 5, 60.0)
+    assert cfg.api.base_url == "https://www.solaxcloud.com:9443/proxy" and cfg.journal.path == "semookii-bridge.db"
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    """A flag beats an environment variable, which beats the file."""
+    path = tmp_path / "b.toml"
+    path.write_text('[mqtt]\nport = 1884\nhost = "file-host"\nprefix = "file"\n[commands]\nallow_groups = ["1"]\n')
+    env = {"SEMOOKII_BRIDGE_MQTT_PORT": "1885", "SEMOOKII_BRIDGE_MQTT_HOST": "env-host",
+           "SEMOOKII_BRIDGE_COMMANDS_ALLOW_GROUPS": "7, 8"}  # fmt: skip
+    cfg = config.load(path, environ=env, overrides={"mqtt": {"host": "flag-host"}})
+    assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.prefix) == ("flag-host", 1885, "file")
+    assert cfg.commands.allow_groups == ["7", "8"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[mqtt]\nport = 70000\n", "$.mqtt.port"),
+        ("[mqtt]\nprotocol = 4\n", "$.mqtt.protocol"),
+        ("[mqtt]\nprefix = \"vpp/#\"\n", "$.mqtt.prefix"),
+        ("[rate_limit]\nrate = -1\n", "$.rate_limit.rate"),
+        ("[commands]\nmax_abs_power = 70000\n", "$.commands.max_abs_power"),
+        ("[mqtt]\nhots = \"x\"\n", "hots"),
+        ("[nonsense]\n", "nonsense"),
+        ("[mqtt\nport = 1\n", "line 1"),
+    ],
+)  # fmt: skip
+def test_invalid_files_name_the_key(tmp_path: Path, text: str, fragment: str) -> None:
+    """Each invalid configuration raises ConfigError naming the key (or the line of a syntax error)."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment.replace("$", r"\$").replace("[", r"\[")):
+        config.load(path, environ={})
+
+
+def test_bad_environment_value_names_the_key() -> None:
+    """A malformed environment override is reported with its key."""
+    with pytest.raises(ConfigError, match=r"\$.mqtt.port"):
+        config.load(environ={"SEMOOKII_BRIDGE_MQTT_PORT": "eighteen"})
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    """A config path that does not exist is reported, not ignored."""
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "nope.toml", environ={})
+
+
+def test_token_from_file_or_environment(tmp_path: Path) -> None:
+    """api.token_file wins; otherwise SEMOOKII_TOKEN; neither is an error."""
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    with_file = config.load(environ={"SEMOOKII_BRIDGE_API_TOKEN_FILE": str(token_file)})
+    assert config.load_token(with_file.api, {"SEMOOKII_TOKEN": "env"}).reveal() == "from-file"
+    assert config.load_token(config.load(environ={}).api, {"SEMOOKII_TOKEN": "env"}).reveal() == "env"
+    with pytest.raises(ConfigError, match="SEMOOKII_TOKEN"):
+        config.load_token(config.load(environ={}).api, {})
+
+
+def test_token_is_not_a_config_key(tmp_path: Path) -> None:
+    """The token cannot be put in the file (it would end up in backups and `config check` output)."""
+    path = tmp_path / "t.toml"
+    path.write_text('[api]\ntoken = "abc"\n')
+    with pytest.raises(ConfigError, match="token"):
+        config.load(path, environ={})

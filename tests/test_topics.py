@@ -1,0 +1,45 @@
+"""Topic parsing and building under a configurable prefix."""
+
+from __future__ import annotations
+
+import pytest
+
+from semookii_bridge.topics import ControlRoute, RequestRoute, Target, Topics
+
+
+@pytest.mark.parametrize(
+    ("topic", "route"),
+    [
+        ("vpp/group/123/set", ControlRoute(Target("group", "123"))),
+        ("vpp/inverter/H475X/set", ControlRoute(Target("inverter", "H475X"))),
+        ("vpp/batch/set", ControlRoute(Target("batch"))),
+        ("vpp/bridge/request/group/list", RequestRoute("group/list")),
+        ("vpp/group/123/state", None),
+        ("vpp/bridge/request/", None),
+        ("other/group/1/set", None),
+        ("vpp/group/1/2/set", None),
+    ],
+)
+def test_parse(topic: str, route: object) -> None:
+    """Control, request and foreign topics are told apart."""
+    assert Topics("vpp").parse(topic) == route
+
+
+def test_multi_level_prefix_and_builders() -> None:
+    """A prefix may have levels; state and response topics are built under it."""
+    topics = Topics("site/a/vpp")
+    assert topics.parse("site/a/vpp/group/9/set") == ControlRoute(Target("group", "9"))
+    assert topics.state(Target("inverter", "H1")) == "site/a/vpp/inverter/H1/state"
+    assert topics.state(Target("batch")) == "site/a/vpp/batch/state"
+    assert topics.response("group/add") == "site/a/vpp/bridge/response/group/add"
+
+
+def test_shared_subscriptions() -> None:
+    """With a share group, every filter becomes a `$share/<group>/...` subscription."""
+    assert all(f.startswith("$share/g1/vpp/") for f in Topics("vpp", "g1").subscriptions())
+
+
+def test_target_problems() -> None:
+    """Group ids must be digits; serial numbers a safe character set."""
+    assert Target("group", "12a").problem() and Target("inverter", "a b").problem()
+    assert Target("group", "12").problem() is None and Target("inverter", "H475-1").problem() is None
