@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -24,6 +24,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from . import wire
 from .config import MqttConfig
 from .messages import Incoming
+from .states import TERMINAL
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,8 @@ class MqttLink:
 
     def _paho_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._disconnected_in_loop, str(reason))
+            expected = not reason.is_failure and reason.value == 0
+            self._loop.call_soon_threadsafe(self._disconnected_in_loop, str(reason), expected)
 
     def _paho_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         props = getattr(message, "properties", None)
@@ -165,9 +167,9 @@ class MqttLink:
         self._connected.set()
         log.info("mqtt_connected host=%s port=%d protocol=%d", self.config.host, self.config.port, self.config.protocol)
 
-    def _disconnected_in_loop(self, reason: str) -> None:
+    def _disconnected_in_loop(self, reason: str, expected: bool) -> None:
         self._connected.clear()
-        log.warning("mqtt_disconnected reason=%s", reason)
+        log.log(logging.INFO if expected else logging.WARNING, "mqtt_disconnected reason=%s", reason)
 
     def _subscribe(self) -> None:
         filters = self.topics.subscriptions()
@@ -201,3 +203,87 @@ class MqttLink:
 def _wait_published(info: paho.MQTTMessageInfo) -> None:
     with contextlib.suppress(RuntimeError, ValueError):
         info.wait_for_publish(timeout=2.0)
+
+
+class StateFollower:
+    """An operator-side client: publish a command, then follow its lifecycle on the state topics.
+
+    Used by `semookii-bridge send` and the demo; it sees the same topics and payloads a Node-RED flow does.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        prefix: str = "vpp",
+        username: str = "",
+        password: str = "",
+        client_id: str = "",
+    ) -> None:
+        self.topics = Topics(prefix)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._states: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._ready = asyncio.Event()
+        self._host, self._port = host, port
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        if username:
+            self._client.username_pw_set(username, password or None)
+        self._client.on_connect = self._paho_connect
+        self._client.on_message = self._paho_message
+        self._client.on_subscribe = self._paho_subscribed
+
+    async def __aenter__(self) -> StateFollower:
+        self._loop = asyncio.get_running_loop()
+        self._client.connect_async(self._host, self._port)
+        self._client.loop_start()
+        await asyncio.wait_for(self._ready.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _paho_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.error("operator_connect_refused reason=%s", reason)
+            return
+        prefix = self.topics.prefix
+        client.subscribe(
+            [(f"{prefix}/group/+/state", 1), (f"{prefix}/inverter/+/state", 1), (f"{prefix}/batch/state", 1)]
+        )
+
+    def _paho_subscribed(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._ready.set)
+
+    def _paho_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        if not message.payload or self._loop is None:
+            return
+        try:
+            doc = wire.decode(bytes(message.payload), dict[str, Any])
+        except ValueError:
+            return
+        self._loop.call_soon_threadsafe(self._states.put_nowait, doc)
+
+    def send(self, topic: str, payload: bytes) -> None:
+        """Publish a command (QoS 1, not retained)."""
+        self._client.publish(topic, payload, qos=1)
+
+    async def follow(self, request_id: str, wait_seconds: float) -> AsyncIterator[dict[str, Any]]:
+        """Yield the command's state messages until a terminal one, or stop after `wait_seconds`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                doc = await asyncio.wait_for(self._states.get(), remaining)
+            except TimeoutError:
+                return
+            if doc.get("request_id") != request_id:
+                continue
+            yield doc
+            if doc.get("status") in TERMINAL:
+                return

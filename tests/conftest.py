@@ -56,11 +56,11 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 def bridge_config_for(
-    broker: Mosquitto, sim: RunningSimulator, tmp_path: Path, **sections: dict[str, object]
+    broker_port: int, sim: RunningSimulator, tmp_path: Path, **sections: dict[str, object]
 ) -> bridge_config.BridgeConfig:
     """A configuration pointing at the test broker and simulator, with fast polling and no rate limit."""
     base: dict[str, dict[str, object]] = {
-        "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "bridge-under-test", "reconnect_min": 0.2,
+        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "bridge-under-test", "reconnect_min": 0.2,
                  "reconnect_max": 1},
         "api": {"base_url": sim.base_url, "timeout": 2.0},
         "rate_limit": {"rate": 0, "burst": 1},
@@ -75,7 +75,7 @@ def bridge_config_for(
 @pytest.fixture
 async def bridge(broker: Mosquitto, sim: RunningSimulator, tmp_path: Path) -> AsyncIterator[Service]:
     """The bridge running in-process against the test broker and simulator."""
-    service = Service(bridge_config_for(broker, sim, tmp_path), Secret(TOKEN), retry=RetryPolicy.instant())
+    service = Service(bridge_config_for(broker.port, sim, tmp_path), Secret(TOKEN), retry=RetryPolicy.instant())
     await service.start()
     yield service
     await service.stop()
@@ -90,7 +90,7 @@ async def make_bridge(
 
     async def start(**sections: dict[str, object]) -> Service:
         service = Service(
-            bridge_config_for(broker, sim, tmp_path, **sections), Secret(TOKEN), retry=RetryPolicy.instant()
+            bridge_config_for(broker.port, sim, tmp_path, **sections), Secret(TOKEN), retry=RetryPolicy.instant()
         )
         await service.start()
         started.append(service)

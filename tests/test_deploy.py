@@ -1,0 +1,89 @@
+"""The shipped broker config and `make demo`, exercised for real."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from semookii_bridge.api import RetryPolicy
+from semookii_bridge.demo import DEMO_PASSWORDS, REPO_MOSQUITTO, free_port, render_broker_config, running_broker
+from semookii_bridge.secret import Secret
+from semookii_bridge.service import Service
+from semookii_bridge.simulator import RunningSimulator
+
+from .broker import Probe
+from .conftest import TOKEN, bridge_config_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def secured_broker(tmp_path: Path) -> Iterator[int]:
+    """mosquitto running the repo's `mosquitto/` config (password file + ACL) on a free port."""
+    port = free_port()
+    with running_broker(render_broker_config(REPO_MOSQUITTO, tmp_path, port), port):
+        yield port
+
+
+def test_anonymous_client_is_refused(secured_broker: int) -> None:
+    """Without credentials the broker refuses the connection."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    reasons: list[object] = []
+    client.on_connect = lambda c, u, f, rc, p: reasons.append(rc)
+    client.connect("127.0.0.1", secured_broker)
+    client.loop_start()
+    for _ in range(100):
+        if reasons:
+            break
+        time.sleep(0.02)
+    client.loop_stop()
+    assert reasons and reasons[0].is_failure  # type: ignore[attr-defined]
+
+
+async def test_acl_lets_operators_command_and_stops_others(
+    secured_broker: int, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """The operator's command completes; a viewer's publish to a set topic never reaches the bridge."""
+    config = bridge_config_for(secured_broker, sim, tmp_path, mqtt={"username": "bridge", "password": DEMO_PASSWORDS["bridge"]})  # fmt: skip
+    service = Service(config, Secret(TOKEN), retry=RetryPolicy.instant())
+    await service.start()
+    group_id = sim.simulator.state.list_groups()[0].id
+    try:
+        with Probe(secured_broker, username="viewer", password="viewer-demo-password") as viewer:
+            viewer.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "sneaky"})
+            with Probe(secured_broker, username="operator", password=DEMO_PASSWORDS["operator"]) as operator:
+                operator.publish(
+                    f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "legit"}
+                )
+                await operator.wait_status(f"vpp/group/{group_id}/state", "legit", "completed")
+                assert [m.json() for m in operator.on("vpp/bridge/state")][-1] == {"state": "online"}
+                await asyncio.sleep(0.3)
+                assert not operator.states(f"vpp/group/{group_id}/state", "sneaky")
+    finally:
+        await service.stop()
+    assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1
+
+
+async def test_only_the_bridge_may_publish_state(secured_broker: int) -> None:
+    """An operator cannot forge a state message: the ACL drops it."""
+    with Probe(secured_broker, username="operator", password=DEMO_PASSWORDS["operator"]) as operator:
+        operator.publish("vpp/group/1/state", {"status": "completed", "request_id": "forged"})
+        await asyncio.sleep(0.3)
+        assert not operator.on("vpp/group/1/state")
+
+
+def test_make_demo_runs_to_completed() -> None:
+    """`make demo` with DEMO_ONCE=1 shows the whole lifecycle and exits 0."""
+    env = {**os.environ, "DEMO_ONCE": "1"}
+    result = subprocess.run(["make", "-s", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for status in ("queued", "accepted", "dispatched", "completed"):
+        assert status in result.stdout
