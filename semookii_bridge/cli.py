@@ -6,18 +6,22 @@ Exit codes: 0 success, 1 the API call failed (JSON error on stderr), 2 bad usage
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 
 from . import __version__, config, logs, wire
 from .api import ApiError, CloudClient, RetryPolicy
 from .commands import Command, CommandError, decode_command, to_params
+from .mqtt import StateFollower
 from .secret import Secret
 from .service import Service
 from .simulator import SimConfig, serve
@@ -154,6 +158,97 @@ async def _serve(cfg: config.BridgeConfig, token: Secret) -> None:
         await stop.wait()
     finally:
         await service.stop()
+
+
+# ---- config check ----------------------------------------------------------------------------------------
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect configuration."""
+
+
+@config_group.command("check")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML configuration file.")
+def config_check(config_path: str | None) -> None:
+    """Validate the configuration and print the effective values (secrets redacted)."""
+    try:
+        cfg = config.load(config_path)
+    except config.ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        config.load_token(cfg.api)
+        token_source = "set (api.token_file)" if cfg.api.token_file else "set (SEMOOKII_TOKEN)"
+    except config.ConfigError:
+        token_source = "not set: set SEMOOKII_TOKEN or api.token_file before `run`"
+    click.echo(json.dumps({**config.redacted(cfg), "token": token_source}, indent=2))
+
+
+# ---- send ------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["group", "inverter", "batch"]))
+@click.argument("args", nargs=-1, required=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Read broker settings from here.")
+@click.option("--mqtt-host", help="Overrides mqtt.host.")
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), help="Overrides mqtt.port.")
+@click.option("--prefix", help="Overrides mqtt.prefix.")
+@click.option("--username", help="Broker user (password: $SEMOOKII_BRIDGE_MQTT_PASSWORD).")
+@click.option("--wait", default=60.0, show_default=True, type=click.FloatRange(0.1), help="Seconds to follow.")
+def send(
+    kind: str,
+    args: tuple[str, ...],
+    config_path: str | None,
+    mqtt_host: str | None,
+    mqtt_port: int | None,
+    prefix: str | None,
+    username: str | None,
+    wait: float,
+) -> None:
+    """Publish a command and print its lifecycle until it ends (exit 0 only when `completed`).
+
+    \b
+    semookii-bridge send group 1028902640000001234 '{"type":"manual","action":"stop"}'
+    semookii-bridge send inverter H475XXXXXX '{"type":"system_switch","on":true}'
+    semookii-bridge send batch '{"type":"system_switch","on":true,"sns":["H475A","H475B"]}'
+    """
+    target, payload = (None, args[0]) if kind == "batch" else (args[0], args[1] if len(args) > 1 else "")
+    if not payload or len(args) != (1 if kind == "batch" else 2):
+        raise click.UsageError(f"usage: send {kind} {'' if kind == 'batch' else 'ID '}'<json command>'")
+    command = _command_arg(payload)
+    flags = {"host": mqtt_host, "port": mqtt_port, "prefix": prefix, "username": username}
+    try:
+        cfg = config.load(config_path, overrides={"mqtt": {k: v for k, v in flags.items() if v is not None}})
+    except config.ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    request_id = command.request_id or uuid.uuid4().hex
+    doc = {**msgspec.to_builtins(command), "request_id": request_id}
+    prefix_ = cfg.mqtt.prefix
+    topic = f"{prefix_}/batch/set" if kind == "batch" else f"{prefix_}/{kind}/{target}/set"
+    final = asyncio.run(_send_and_follow(cfg.mqtt, topic, json.dumps(doc).encode(), request_id, wait))
+    sys.exit(0 if final == "completed" else 1)
+
+
+async def _send_and_follow(
+    mqtt_cfg: config.MqttConfig, topic: str, payload: bytes, request_id: str, wait: float
+) -> str:
+    follower = StateFollower(
+        mqtt_cfg.host, mqtt_cfg.port, prefix=mqtt_cfg.prefix, username=mqtt_cfg.username,
+        password=mqtt_cfg.password_secret().reveal(),
+    )  # fmt: skip
+    status = "timeout"
+    try:
+        async with follower:
+            follower.send(topic, payload)
+            async for state in follower.follow(request_id, wait):
+                click.echo(json.dumps(state))
+                status = str(state.get("status"))
+    except TimeoutError:
+        raise click.ClickException(f"cannot reach the MQTT broker at {mqtt_cfg.host}:{mqtt_cfg.port}") from None
+    if status == "timeout":
+        click.echo(f"no final state within {wait:g} s", err=True)
+    return status
 
 
 # ---- api -----------------------------------------------------------------------------------------------

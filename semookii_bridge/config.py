@@ -7,6 +7,7 @@ The API token is never part of the file: it comes from `SEMOOKII_TOKEN` or `api.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -101,6 +102,15 @@ class JournalConfig(_Section, frozen=True):
     synchronous: Literal["normal", "full"] = "normal"
 
 
+class HttpConfig(_Section, frozen=True):
+    """The health and metrics server (`GET /healthz`, `GET /metrics`)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9108
+    api_stale_after: Positive = 120.0
+
+
 class BridgeConfig(_Section, frozen=True):
     """The whole configuration."""
 
@@ -109,6 +119,7 @@ class BridgeConfig(_Section, frozen=True):
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
     journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
 
 
 class ConfigError(Exception):
@@ -150,9 +161,11 @@ def load(
 ) -> BridgeConfig:
     """Build the effective configuration from file, environment and flag overrides."""
     doc: dict[str, Any] = {}
+    text = ""
     if path is not None:
         try:
-            doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            text = Path(path).read_text(encoding="utf-8")
+            doc = tomllib.loads(text)
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
@@ -162,7 +175,34 @@ def load(
     try:
         return msgspec.convert(doc, BridgeConfig, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from None
+        line = _line_of(text, str(exc))
+        where = f" ({path}, line {line})" if line else ""
+        raise ConfigError(f"invalid configuration: {exc}{where}") from None
+
+
+_AT = re.compile(r"at `\$\.(\w+)(?:\.(\w+))?")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+
+
+def _line_of(text: str, message: str) -> int | None:
+    """The line of the file that holds the key a validation message names, if it is in the file."""
+    at, unknown = _AT.search(message), _UNKNOWN.search(message)
+    if unknown:  # an unknown key inside the section `at` names, or an unknown section
+        section, key = (at.group(1), unknown.group(1)) if at else (unknown.group(1), None)
+    elif at:
+        section, key = at.group(1), at.group(2)
+    else:
+        return None
+    current = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = line.strip("[] ")
+            if key is None and current == section:
+                return number
+        elif key and current == section and line.split("=", 1)[0].strip() == key:
+            return number
+    return None
 
 
 def load_token(api: ApiConfig, environ: Mapping[str, str] | None = None) -> Secret:
@@ -178,3 +218,11 @@ def load_token(api: ApiConfig, environ: Mapping[str, str] | None = None) -> Secr
     if not token:
         raise ConfigError("no API token: set SEMOOKII_TOKEN or api.token_file")
     return token
+
+
+def redacted(cfg: BridgeConfig) -> dict[str, Any]:
+    """The effective configuration as builtins, with secrets replaced by stars."""
+    doc: dict[str, Any] = msgspec.to_builtins(cfg)
+    if doc["mqtt"].get("password"):
+        doc["mqtt"]["password"] = "***"
+    return doc

@@ -26,7 +26,7 @@ from .simulator import SimConfig, serve
 
 REPO_MOSQUITTO = Path(__file__).resolve().parents[1] / "mosquitto"
 DEMO_PASSWORDS = {"bridge": "bridge-demo-password", "operator": "operator-demo-password"}
-SIM_TOKEN = "sim-token"  # noqa: S105 - the simulator's demo token, not a secret
+SIM_TOKEN = "sim-token"
 
 
 def free_port() -> int:

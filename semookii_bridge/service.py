@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 
+from . import http_server
 from .api import CloudClient, RetryPolicy
 from .bridge import Bridge
 from .config import BridgeConfig
 from .journal import Journal
-from .lifecycle import StatusObserver
 from .mqtt import MqttLink
+from .observability import LiveSample, Observability
 from .ratelimit import LimiterGate, RateLimiter, TokenBucket
 from .secret import Secret
 from .topics import Topics
@@ -32,12 +33,12 @@ class Service:
         token: Secret,
         *,
         retry: RetryPolicy | None = None,
-        observer: StatusObserver | None = None,
     ) -> None:
         self.config = config
         self._token = token
         self._retry = retry or RetryPolicy(attempts=config.api.attempts)
-        self._observer = observer
+        self.obs = Observability(api_stale_after=config.http.api_stale_after)
+        self.http_port: int | None = None
         self._stack = AsyncExitStack()
         rl = config.rate_limit
         self.limiter = RateLimiter(
@@ -59,6 +60,7 @@ class Service:
             retry=self._retry,
             gate=LimiterGate(self.limiter),
             max_connections=cfg.api.max_connections,
+            observer=self.obs.observe_call,
         )
         await self._stack.enter_async_context(api)
         bridge: Bridge | None = None
@@ -69,15 +71,33 @@ class Service:
             info=lambda: _require(bridge).info(),
         )
         bridge = Bridge(
-            cfg, api=api, publisher=link, journal=self.journal, limiter=self.limiter, observer=self._observer
+            cfg, api=api, publisher=link, journal=self.journal, limiter=self.limiter, observer=self.obs.observe_status
         )
         self.bridge, self.link = bridge, link
+        self.obs.bind(self._sample)
+        if cfg.http.enabled:
+            runner, self.http_port = await http_server.start(self.obs, cfg.http.host, cfg.http.port)
+            self._stack.push_async_callback(runner.cleanup)
         await link.start()
         self._stack.push_async_callback(link.stop)
         await bridge.start()
         self._stack.push_async_callback(bridge.stop)
         link.deliver()
         log.info("bridge_started prefix=%s api=%s dry_run=%s", cfg.mqtt.prefix, api.base_url, cfg.commands.dry_run)
+
+    def _sample(self) -> LiveSample | None:
+        bridge, link = self.bridge, self.link
+        if bridge is None or link is None:
+            return None
+        return LiveSample(
+            mqtt_connected=link.connected,
+            mqtt_reconnects=link.reconnects,
+            tokens=self.limiter.bucket.tokens(),
+            limiter_waiting=self.limiter.queue_depth(),
+            queued=bridge.dispatcher.queued,
+            in_flight=bridge.dispatcher.in_flight,
+            tracking=bridge.lifecycle.tracking,
+        )
 
     async def stop(self) -> None:
         if self.link is not None:

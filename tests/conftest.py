@@ -66,6 +66,7 @@ def bridge_config_for(
         "rate_limit": {"rate": 0, "burst": 1},
         "commands": {"poll_initial": 0.05, "poll_max": 0.2, "track_results_for": 5},
         "journal": {"path": str(tmp_path / "journal.db")},
+        "http": {"port": 0},
     }  # fmt: skip
     for section, values in sections.items():
         base.setdefault(section, {}).update(values)

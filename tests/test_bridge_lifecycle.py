@@ -138,3 +138,18 @@ async def test_mqtt5_response_topic_and_correlation(bridge: Service, broker: Mos
                       response_topic="my/replies", correlation=b"corr-1")  # fmt: skip
         replies = await probe.wait_for(lambda: [m for m in probe.on("my/replies") if m.json()["status"] == "completed"])
     assert replies[0].correlation == b"corr-1" and not replies[0].retain
+
+
+async def test_send_command_prints_the_lifecycle(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:
+    """`semookii-bridge send group <id> '<json>'` prints each state and exits 0 on completed."""
+    import asyncio
+    import sys
+
+    group_id, _ = group_and_members(sim)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "semookii_bridge.cli", "send", "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port),
+        "group", group_id, '{"type":"manual","action":"stop"}', stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    statuses = [json.loads(line)["status"] for line in out.decode().splitlines()]
+    assert proc.returncode == 0 and statuses == LIFECYCLE

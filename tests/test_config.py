@@ -79,3 +79,43 @@ def test_token_is_not_a_config_key(tmp_path: Path) -> None:
     path.write_text('[api]\ntoken = "abc"\n')
     with pytest.raises(ConfigError, match="token"):
         config.load(path, environ={})
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_example_file_documents_every_key_with_its_default() -> None:
+    """semookii-bridge.example.toml loads to exactly the defaults and mentions every key of every section."""
+    import tomllib
+
+    example = ROOT / "semookii-bridge.example.toml"
+    assert config.load(example, environ={}) == config.BridgeConfig()
+    doc = tomllib.loads(example.read_text())
+    expected = {section: set(values) for section, values in config.redacted(config.BridgeConfig()).items()}
+    assert {section: set(values) for section, values in doc.items()} == expected
+
+
+def test_config_check_prints_effective_config_without_secrets(tmp_path: Path) -> None:
+    """`config check` prints the merged configuration with the broker password and token hidden."""
+    from click.testing import CliRunner
+
+    from semookii_bridge.cli import main
+
+    path = tmp_path / "c.toml"
+    path.write_text("[mqtt]\nport = 1999\n")
+    env = {"SEMOOKII_BRIDGE_MQTT_PASSWORD": "hunter2", "SEMOOKII_TOKEN": "tok-123456"}
+    result = CliRunner().invoke(main, ["config", "check", "--config", str(path)], env=env)
+    assert result.exit_code == 0 and '"port": 1999' in result.stdout
+    assert "hunter2" not in result.stdout and "tok-123456" not in result.stdout and "SEMOOKII_TOKEN" in result.stdout
+
+
+def test_config_check_names_key_and_line(tmp_path: Path) -> None:
+    """An invalid file makes `config check` exit 2 naming the key and its line."""
+    from click.testing import CliRunner
+
+    from semookii_bridge.cli import main
+
+    path = tmp_path / "c.toml"
+    path.write_text('[mqtt]\nhost = "x"\nport = "eighty"\n')
+    result = CliRunner().invoke(main, ["config", "check", "--config", str(path)])
+    assert result.exit_code == 2 and "$.mqtt.port" in result.stderr and "line 3" in result.stderr

@@ -1,0 +1,116 @@
+"""Metrics (Prometheus, via prometheus-client) and the health verdict, as plain code.
+
+The aiohttp server in `http_server.py` only renders what this module computes. One registry per
+service, so several bridges can live in one process (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .api.endpoints import Endpoint
+
+TRANSPORT_FAILURES = frozenset({"connect_error", "timeout", "transport_error"})
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class LiveSample:
+    """Values read at scrape time from the running bridge."""
+
+    mqtt_connected: bool
+    mqtt_reconnects: int
+    tokens: float
+    limiter_waiting: int
+    queued: int
+    in_flight: int
+    tracking: int
+
+
+class _LiveCollector(Collector):
+    def __init__(self, sample: Callable[[], LiveSample | None]) -> None:
+        self._sample = sample
+
+    def collect(self) -> Iterator[Any]:
+        s = self._sample()
+        if s is None:
+            return
+        yield GaugeMetricFamily(
+            "semookii_mqtt_connected", "1 while connected to the broker", value=int(s.mqtt_connected)
+        )
+        yield CounterMetricFamily("semookii_mqtt_reconnects", "Reconnections to the broker", value=s.mqtt_reconnects)
+        tokens = s.tokens if s.tokens != float("inf") else -1.0
+        yield GaugeMetricFamily("semookii_ratelimit_tokens", "Tokens in the bucket (-1: unlimited)", value=tokens)
+        yield GaugeMetricFamily("semookii_ratelimit_waiting", "API calls waiting for a token", value=s.limiter_waiting)
+        yield GaugeMetricFamily("semookii_commands_queued", "Control commands waiting to be sent", value=s.queued)
+        yield GaugeMetricFamily("semookii_commands_in_flight", "Control calls on the wire", value=s.in_flight)
+        yield GaugeMetricFamily("semookii_commands_tracking", "Accepted commands being polled", value=s.tracking)
+
+
+class Observability:
+    """Counts what happens (metrics) and remembers whether the API answered lately (health)."""
+
+    def __init__(self, *, api_stale_after: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.registry = CollectorRegistry()
+        self._clock = clock
+        self.api_stale_after = api_stale_after
+        self.commands = Counter(
+            "semookii_commands", "Lifecycle states published", ["target", "status"], registry=self.registry
+        )
+        self.api_calls = Counter(
+            "semookii_api_calls", "HTTP attempts to the Cloud API", ["endpoint", "outcome"], registry=self.registry
+        )
+        self.api_latency = Histogram(
+            "semookii_api_call_seconds", "Cloud API call latency", ["endpoint"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.last_api_answer: float | None = None
+        self.last_api_failure: float | None = None
+        self._live: Callable[[], LiveSample | None] = lambda: None
+        self.registry.register(_LiveCollector(lambda: self._live()))
+
+    def bind(self, sample: Callable[[], LiveSample | None]) -> None:
+        """Where scrape-time values come from (the running service)."""
+        self._live = sample
+
+    def observe_call(self, endpoint: Endpoint, outcome: str, seconds: float) -> None:
+        """One HTTP attempt (the API client's observer)."""
+        self.api_calls.labels(endpoint.name, outcome).inc()
+        self.api_latency.labels(endpoint.name).observe(seconds)
+        if outcome in TRANSPORT_FAILURES:
+            self.last_api_failure = self._clock()
+        else:
+            self.last_api_answer = self._clock()
+
+    def observe_status(self, target_kind: str, status: str) -> None:
+        """One lifecycle state published (the lifecycle's observer)."""
+        self.commands.labels(target_kind, status).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy when MQTT is connected and the API's last attempt got an answer (or none was needed)."""
+        sample = self._live()
+        mqtt_ok = bool(sample and sample.mqtt_connected)
+        now = self._clock()
+        answer, failure = self.last_api_answer, self.last_api_failure
+        api_ok = failure is None or (answer is not None and answer >= failure) or now - failure > self.api_stale_after
+        doc = {
+            "status": "ok" if mqtt_ok and api_ok else "unhealthy",
+            "mqtt": {"connected": mqtt_ok},
+            "api": {
+                "reachable": api_ok,
+                "last_answer_age": None if answer is None else round(now - answer, 3),
+                "last_failure_age": None if failure is None else round(now - failure, 3),
+            },
+        }
+        return mqtt_ok and api_ok, doc

@@ -1,0 +1,73 @@
+"""`/healthz` and `/metrics` answer over HTTP and change as commands flow."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from semookii_bridge.service import Service
+from semookii_bridge.simulator import RunningSimulator
+
+from .broker import Mosquitto, Probe, free_port
+
+
+async def get(service: Service, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{service.http_port}{path}") as r:
+        return r.status, await r.text()
+
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample line (`name{labels} value`) of the exposition, 0 when absent."""
+    for line in text.splitlines():
+        if line.rsplit(" ", 1)[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_change_as_commands_flow(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:
+    """Command and API-call counters rise with a completed command; live gauges are exported."""
+    group_id = sim.simulator.state.list_groups()[0].id
+    _, before = await get(bridge, "/metrics")
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "m1"})
+        await probe.wait_status(f"vpp/group/{group_id}/state", "m1", "completed")
+    status, after = await get(bridge, "/metrics")
+    assert status == 200
+    done = 'semookii_commands_total{status="completed",target="group"}'
+    assert metric(before, done) == 0 and metric(after, done) == 1
+    assert metric(after, 'semookii_api_calls_total{endpoint="group_control",outcome="ok"}') == 1
+    assert metric(after, 'semookii_api_call_seconds_count{endpoint="group_control"}') == 1
+    assert metric(after, "semookii_mqtt_connected") == 1 and "semookii_ratelimit_tokens" in after
+    assert "semookii_mqtt_reconnects_total" in after and "semookii_commands_queued" in after
+
+
+async def test_healthz_ok_when_connected_and_api_answers(bridge: Service, sim: RunningSimulator) -> None:
+    """200 with mqtt connected and the API answering."""
+    status, body = await get(bridge, "/healthz")
+    assert status == 200 and '"connected":true' in body
+
+
+async def test_healthz_fails_when_the_api_is_unreachable(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """After a call that could not reach the API, /healthz answers 503 naming the API."""
+    service = await make_bridge(api={"base_url": f"http://127.0.0.1:{free_port()}", "attempts": 1})
+    with Probe(broker.port) as probe:
+        probe.publish("vpp/group/1/set", {"type": "manual", "action": "stop", "request_id": "nowhere"})
+        await probe.wait_status("vpp/group/1/state", "nowhere", "failed")
+    status, body = await get(service, "/healthz")
+    assert status == 503 and '"reachable":false' in body
+
+
+async def test_healthz_fails_when_the_broker_is_gone(bridge: Service, broker: Mosquitto) -> None:
+    """With the broker down, /healthz answers 503 naming MQTT."""
+    broker.stop()
+    assert bridge.link is not None
+    for _ in range(200):
+        if not bridge.link.connected:
+            break
+        await asyncio.sleep(0.02)
+    status, body = await get(bridge, "/healthz")
+    assert status == 503 and '"connected":false' in body
