@@ -87,3 +87,34 @@ def test_make_demo_runs_to_completed() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for status in ("queued", "accepted", "dispatched", "completed"):
         assert status in result.stdout
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    """`systemd-analyze verify` accepts the unit (ExecStart pointed at this venv's entry point)."""
+    import shutil
+    import sys
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    entry = Path(sys.executable).parent / "semookii-bridge"
+    unit = (ROOT / "deploy" / "systemd" / "semookii-bridge.service").read_text()
+    path = tmp_path / "semookii-bridge.service"
+    path.write_text(unit.replace("/opt/semookii-bridge/bin/semookii-bridge", str(entry)))
+    result = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def test_container_files_reference_what_exists() -> None:
+    """Every repository path the Dockerfile copies and the compose file mounts exists."""
+    import re
+
+    deploy = ROOT / "deploy"
+    dockerfile = (deploy / "Dockerfile").read_text()
+    copied = [p for line in dockerfile.splitlines() if line.startswith("COPY ") and "--from" not in line
+              for p in line.split()[1:-1]]  # fmt: skip
+    assert copied and all((ROOT / p).exists() for p in copied), copied
+    compose = (deploy / "docker-compose.yml").read_text()
+    mounted = re.findall(r"- (\.\./[^:]+):", compose)
+    assert mounted and all((deploy / p).resolve().exists() for p in mounted), mounted
+    assert "dockerfile: deploy/Dockerfile" in compose and "USER 10001" in dockerfile and "HEALTHCHECK" in dockerfile
