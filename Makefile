@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: venv
-	$(VENV)/bin/ruff check semookii_bridge tests bench
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 test: system-deps venv lint
