@@ -233,7 +233,10 @@ class Bridge:
     # ---- recovery ---------------------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Resume journaled commands: queue `queued`, report `sending` ambiguous, track the accepted."""
+        """Resume journaled commands: queue `queued`, report `sending` ambiguous, track the accepted,
+        and announce again the terminal states the broker never acknowledged."""
+        for entry in self.journal.unannounced():
+            self._announce_again(entry)
         recovered = self.journal.open_entries()
         for entry in recovered:
             job = _job(entry)
@@ -256,6 +259,17 @@ class Bridge:
                 self.lifecycle.track(job)
         if recovered:
             log.info("recovered commands=%d", len(recovered))
+
+    def _announce_again(self, entry: Entry) -> None:
+        job = _job(entry)
+        if job is None:
+            return
+        self.lifecycle.finish(
+            job,
+            entry.status,  # type: ignore[arg-type]
+            error=wire.decode(entry.error, ErrorInfo) if entry.error else None,
+            results=wire.decode(entry.results, dict[str, str]) if entry.results else None,
+        )
 
     async def _prune_loop(self) -> None:
         window = self.config.commands.dedup_window

@@ -2,8 +2,9 @@
 
 A command is written here before its MQTT delivery is acknowledged, and its status is written before
 each step that cannot be undone (`sending` before the HTTP call). On restart, `queued` rows are resumed,
-`sending` rows are reported `ambiguous` (never resent), `accepted`/`dispatched` rows are tracked again.
-Rows stay for the dedup window so a repeated request_id is recognised.
+`sending` rows are reported `ambiguous` (never resent), `accepted`/`dispatched` rows are tracked again,
+and terminal states the broker never acknowledged are announced again. Rows stay for the dedup window
+so a repeated request_id is recognised.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ CREATE TABLE IF NOT EXISTS commands (
     track_until    REAL,
     response_topic TEXT,
     correlation    BLOB,
-    updated_at     REAL NOT NULL
+    updated_at     REAL NOT NULL,
+    results        BLOB,
+    error          BLOB,
+    announced      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS commands_status ON commands(status);
 CREATE INDEX IF NOT EXISTS commands_delivery ON commands(delivery_hash);
@@ -58,6 +62,9 @@ class Entry(msgspec.Struct, kw_only=True):
     response_topic: str | None = None
     correlation: bytes | None = None
     updated_at: float = 0.0
+    results: bytes | None = None
+    error: bytes | None = None
+    announced: int = 0
 
 
 _COLUMNS = tuple(Entry.__struct_fields__)
@@ -111,6 +118,20 @@ class Journal:
             (delivery_hash,),
         ).fetchone()
         return self._entry(row) if row else None
+
+    def mark_announced(self, request_id: str) -> None:
+        """The broker acknowledged the command's terminal state message."""
+        self._db.execute("UPDATE commands SET announced = 1 WHERE request_id = ?", (request_id,))
+
+    def unannounced(self) -> list[Entry]:
+        """Finished commands whose terminal state may not have reached the broker (the bridge died first)."""
+        marks = ",".join("?" * len(OPEN_STATUSES))
+        rows = self._db.execute(
+            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE announced = 0 AND status NOT IN ({marks})"  # noqa: S608
+            " ORDER BY updated_at",
+            OPEN_STATUSES,
+        ).fetchall()
+        return [self._entry(r) for r in rows]
 
     def open_entries(self) -> list[Entry]:
         """Commands not yet in a terminal state, oldest first."""

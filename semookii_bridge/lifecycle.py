@@ -26,7 +26,13 @@ class Publisher(Protocol):
     """Where the bridge's messages go (the MQTT edge, or a recorder in tests)."""
 
     def publish(
-        self, topic: str, payload: bytes, *, retain: bool = False, correlation_data: bytes | None = None
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> None: ...
 
 
@@ -82,19 +88,25 @@ class Lifecycle:
         command: Any = None,
         response_topic: str | None = None,
         correlation: bytes | None = None,
+        on_sent: Callable[[], None] | None = None,
         **fields: Any,
     ) -> None:
-        """One lifecycle message on the target's state topic (retained), and on the MQTT 5 response topic."""
+        """One lifecycle message on the target's state topic (retained), and on the MQTT 5 response topic.
+
+        `on_sent` runs once the broker has acknowledged the state-topic message.
+        """
         message = StateMessage(request_id=request_id, status=status, target=target, command=command, **fields)
         payload = wire.encode(message)
-        self.publisher.publish(self.topics.state(target), payload, retain=True)
+        self.publisher.publish(self.topics.state(target), payload, retain=True, on_sent=on_sent)
         if response_topic:
             self.publisher.publish(response_topic, payload, correlation_data=correlation)
         if self.observer is not None:
             self.observer(target.kind, status)
         log.info("command_state request_id=%s target=%s status=%s", request_id, target.key, status)
 
-    def publish_job(self, job: Job, status: Status, **fields: Any) -> None:
+    def publish_job(
+        self, job: Job, status: Status, *, on_sent: Callable[[], None] | None = None, **fields: Any
+    ) -> None:
         """A lifecycle message for a job, with what is known about it so far."""
         self.publish_state(
             job.target,
@@ -105,13 +117,22 @@ class Lifecycle:
             task_id=job.task_id,
             response_topic=job.response_topic,
             correlation=job.correlation,
+            on_sent=on_sent,
             **fields,
         )
 
-    def finish(self, job: Job, status: Status, *, error: ErrorInfo | None = None, **fields: Any) -> None:
-        """Journal and publish a terminal state."""
-        self.journal.update(job.request_id, status)
-        self.publish_job(job, status, error=error, **fields)
+    def finish(
+        self, job: Job, status: Status, *, error: ErrorInfo | None = None, results: dict[str, str] | None = None
+    ) -> None:
+        """Journal a terminal state (with what it says), then publish it; the broker's ack is journaled too."""
+        self.journal.update(
+            job.request_id,
+            status,
+            results=None if results is None else wire.encode(results),
+            error=None if error is None else wire.encode(error),
+        )
+        rid = job.request_id
+        self.publish_job(job, status, error=error, results=results, on_sent=lambda: self.journal.mark_announced(rid))
 
     # ---- sending --------------------------------------------------------------------------------------
 

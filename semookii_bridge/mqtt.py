@@ -55,6 +55,7 @@ class MqttLink:
         self._consumer: asyncio.Task[None] | None = None
         self.reconnects = 0
         self._ever_connected = False
+        self._on_sent: dict[int, Callable[[], None]] = {}
         self._client = self._make_client()
 
     @property
@@ -86,6 +87,7 @@ class MqttLink:
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
+        client.on_publish = self._paho_published
         return client
 
     async def start(self, wait_seconds: float = 30.0) -> None:
@@ -151,6 +153,10 @@ class MqttLink:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._inbox.put_nowait, incoming)
 
+    def _paho_published(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._published_in_loop, mid)
+
     # ---- in the asyncio loop ------------------------------------------------------------------------------
 
     def _connected_in_loop(self, ok: bool, reason: str) -> None:
@@ -166,6 +172,14 @@ class MqttLink:
             self.publish(self.topics.bridge_info, wire.encode(self._info()), retain=True)
         self._connected.set()
         log.info("mqtt_connected host=%s port=%d protocol=%d", self.config.host, self.config.port, self.config.protocol)
+
+    def _published_in_loop(self, mid: int) -> None:
+        callback = self._on_sent.pop(mid, None)
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                log.exception("on_sent_failed mid=%d", mid)
 
     def _disconnected_in_loop(self, reason: str, expected: bool) -> None:
         self._connected.clear()
@@ -190,14 +204,25 @@ class MqttLink:
                 self._client.ack(msg.mid, msg.qos)
 
     def publish(
-        self, topic: str, payload: bytes, *, retain: bool = False, correlation_data: bytes | None = None
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> None:
-        """Publish with QoS 1 (paho queues it while disconnected and sends it on reconnect)."""
+        """Publish with QoS 1 (paho queues it while disconnected); `on_sent` runs when the broker acks it.
+
+        Called on the loop thread; paho's ack callback is handed back to the loop, so it runs after this.
+        """
         properties = None
         if self._v5 and correlation_data is not None:
             properties = Properties(PacketTypes.PUBLISH)
             properties.CorrelationData = correlation_data
-        self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        if on_sent is not None:
+            self._on_sent[info.mid] = on_sent
 
 
 def _wait_published(info: paho.MQTTMessageInfo) -> None:

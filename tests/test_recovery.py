@@ -1,0 +1,65 @@
+"""Recovery from the journal alone (no broker): what a restart publishes for each journaled state."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from semookii_bridge import wire
+from semookii_bridge.bridge import Bridge
+from semookii_bridge.commands import Manual
+from semookii_bridge.config import BridgeConfig
+from semookii_bridge.errors import ErrorInfo
+from semookii_bridge.journal import Entry, Journal
+from semookii_bridge.ratelimit import RateLimiter, TokenBucket
+
+
+class Recorder:
+    """A publisher that keeps what it was given and acknowledges nothing."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any], bool]] = []
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, correlation_data: bytes | None = None,
+                on_sent: Any = None) -> None:  # fmt: skip
+        self.sent.append((topic, wire.decode(payload, dict[str, Any]), retain))
+
+
+class NoApi:
+    base_url = "http://nowhere.invalid"
+
+
+def entry(rid: str, status: str, **fields: Any) -> Entry:
+    now = time.time()
+    return Entry(request_id=rid, target_kind="group", target_id="42", command=wire.encode(Manual(action="stop")),
+                 status=status, received_at=now, deadline=now + 60, **fields)  # fmt: skip
+
+
+def bridge_on(journal: Journal, publisher: Recorder) -> Bridge:
+    limiter = RateLimiter(TokenBucket(0, 1))
+    return Bridge(BridgeConfig(), api=NoApi(), publisher=publisher, journal=journal, limiter=limiter)  # type: ignore[arg-type]
+
+
+def test_unacknowledged_terminal_state_is_announced_again(tmp_path: Path) -> None:
+    """A `completed` the broker never acknowledged (bridge killed) is published again, results included."""
+    journal = Journal(tmp_path / "j.db")
+    journal.insert(entry("done", "completed", command_id="7", task_id="t", results=wire.encode({"SW1": "success"})))
+    journal.insert(entry("told", "failed", error=wire.encode(ErrorInfo(code="api_error", message="no")), announced=1))
+    publisher = Recorder()
+    bridge_on(journal, publisher).recover()
+    [(topic, state, retain)] = publisher.sent
+    assert topic == "vpp/group/42/state" and retain
+    assert (state["request_id"], state["status"], state["results"]) == ("done", "completed", {"SW1": "success"})
+    assert state["command_id"] == "7" and state["task_id"] == "t"
+
+
+def test_sending_at_crash_is_reported_ambiguous_once(tmp_path: Path) -> None:
+    """A command journaled as `sending` when the bridge died becomes `failed`/ambiguous, and stays so."""
+    journal = Journal(tmp_path / "j.db")
+    journal.insert(entry("mid-air", "sending"))
+    publisher = Recorder()
+    bridge_on(journal, publisher).recover()
+    [(_, state, _)] = publisher.sent
+    assert state["status"] == "failed" and state["error"]["code"] == "ambiguous"
+    assert journal.get("mid-air").status == "failed"  # type: ignore[union-attr]
