@@ -110,9 +110,11 @@ path = "{journal}"
 
 
 def start_bridge(config: Path) -> subprocess.Popen[bytes]:
+    """`semookii-bridge run` as a real process; its log goes to bridge.log beside the config."""
     env = {**os.environ, "SEMOOKII_TOKEN": TOKEN}
+    log = (config.parent / "bridge.log").open("ab")
     return subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", "WARNING", "run",
-                             "--config", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                             "--config", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
 
 
 async def test_sigkill_with_commands_queued_and_in_flight(
