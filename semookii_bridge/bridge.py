@@ -29,7 +29,7 @@ from .lifecycle import Lifecycle, Publisher, StatusObserver
 from .management import handle_request
 from .messages import Incoming
 from .ratelimit import RateLimiter
-from .topics import ControlRoute, RequestRoute, Target, Topics
+from .topics import ControlRoute, RequestRoute, Target, Topics, owner_of
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ class Bridge:
         self.journal = journal
         self.limiter = limiter
         self.clock = clock
-        self.topics = Topics(config.mqtt.prefix, config.mqtt.shared_group)
+        self.topics = topics_for(config)
+        self._cluster = config.cluster
         self.lifecycle = Lifecycle(
             api=api,
             journal=journal,
@@ -104,6 +105,8 @@ class Bridge:
         rl, cmd = self.config.rate_limit, self.config.commands
         return {
             "version": __version__,
+            "instance": self._cluster.index if self._cluster.clustered else None,
+            "instances": self._cluster.instances,
             "prefix": self.topics.prefix,
             "rate_limit": {"rate": rl.rate, "burst": rl.burst, "daily_quota": rl.daily_quota},
             "dry_run": cmd.dry_run,
@@ -124,7 +127,31 @@ class Bridge:
         if isinstance(route, RequestRoute):
             self._spawn(self._answer(route.op, msg))
             return
+        if self._cluster.clustered and not route.forwarded and not msg.retain:
+            owner = owner_of(route.target, self._cluster.instances)
+            if owner != self._cluster.index:
+                await self._forward(owner, msg)
+                return
         self._intake(route, msg)
+
+    async def _forward(self, owner: int, msg: Incoming) -> None:
+        """Hand a command to the instance that owns its target; returns once the broker has it (then ack)."""
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def acked() -> None:
+            if not sent.done():
+                sent.set_result(None)
+
+        self.publisher.publish(
+            self.topics.forward(owner, msg.topic),
+            msg.payload,
+            correlation_data=msg.correlation_data,
+            response_topic=msg.response_topic,
+            message_expiry=msg.message_expiry,
+            on_sent=acked,
+        )
+        await sent
+        log.debug("forwarded topic=%s owner=%d", msg.topic, owner)
 
     async def _answer(self, op: str, msg: Incoming) -> None:
         response = await handle_request(self.api, op, msg.payload, max_payload=self.config.mqtt.max_payload)
@@ -278,6 +305,12 @@ class Bridge:
             if removed:
                 log.debug("journal_pruned rows=%d", removed)
             await asyncio.sleep(min(60.0, window / 4))
+
+
+def topics_for(config: BridgeConfig) -> Topics:
+    """The topics of this instance (shared subscriptions and a forward inbox when clustered)."""
+    instance = config.cluster.index if config.cluster.clustered else None
+    return Topics(config.mqtt.prefix, config.mqtt.shared_group, instance)
 
 
 def _delivery_hash(msg: Incoming) -> str:

@@ -111,6 +111,26 @@ class HttpConfig(_Section, frozen=True):
     api_stale_after: Positive = 120.0
 
 
+class ClusterConfig(_Section, frozen=True):
+    """Several instances on one broker: `instances` in all, this one is `index` (0-based).
+
+    Command topics are shared subscriptions; each target is owned by one instance, which is the only one
+    that sends its commands (others forward them), so latest-wins holds. Each instance takes 1/instances
+    of the rate limit. client_id and the journal file get `-<index>` appended.
+    """
+
+    instances: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    index: Annotated[int, msgspec.Meta(ge=0, le=63)] = 0
+
+    def __post_init__(self) -> None:
+        if self.index >= self.instances:
+            raise ValueError(f"cluster.index {self.index} must be below cluster.instances {self.instances}")
+
+    @property
+    def clustered(self) -> bool:
+        return self.instances > 1
+
+
 class BridgeConfig(_Section, frozen=True):
     """The whole configuration."""
 
@@ -120,6 +140,38 @@ class BridgeConfig(_Section, frozen=True):
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
     journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
+
+    def __post_init__(self) -> None:
+        if self.cluster.clustered and self.mqtt.protocol != 5:
+            raise ValueError(
+                "cluster.instances > 1 needs mqtt.protocol = 5 (shared subscriptions, forwarded properties)"
+            )
+
+    def for_instance(self) -> BridgeConfig:
+        """This instance's effective settings: its share of the rate limit, its own client id and journal."""
+        cluster = self.cluster
+        if not cluster.clustered:
+            return self
+        n, i = cluster.instances, cluster.index
+        rl = self.rate_limit
+        share = msgspec.structs.replace(
+            rl,
+            rate=rl.rate / n,
+            burst=max(1, rl.burst // n),
+            daily_quota=rl.daily_quota // n if rl.daily_quota else 0,
+        )
+        journal = Path(self.journal.path)
+        return msgspec.structs.replace(
+            self,
+            rate_limit=share,
+            mqtt=msgspec.structs.replace(
+                self.mqtt, client_id=f"{self.mqtt.client_id}-{i}", shared_group=self.mqtt.shared_group or "semookii"
+            ),
+            journal=msgspec.structs.replace(
+                self.journal, path=str(journal.with_name(f"{journal.stem}-{i}{journal.suffix}"))
+            ),
+        )
 
 
 class ConfigError(Exception):

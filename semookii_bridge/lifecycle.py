@@ -33,6 +33,8 @@ class Publisher(Protocol):
         retain: bool = False,
         correlation_data: bytes | None = None,
         on_sent: Callable[[], None] | None = None,
+        response_topic: str | None = None,
+        message_expiry: int | None = None,
     ) -> None: ...
 
 

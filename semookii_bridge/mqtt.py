@@ -29,8 +29,10 @@ from .topics import Topics
 
 log = logging.getLogger(__name__)
 
-ONLINE = wire.encode({"state": "online"})
-OFFLINE = wire.encode({"state": "offline"})
+
+def _presence(state: str, instance: int | None) -> bytes:
+    """`{"state": ...}`, naming the instance when several run (its will says which one went away)."""
+    return wire.encode({"state": state} if instance is None else {"state": state, "instance": instance})
 
 
 class MqttLink:
@@ -73,7 +75,7 @@ class MqttLink:
         client.reconnect_delay_set(
             min_delay=max(1, round(cfg.reconnect_min)), max_delay=max(1, round(cfg.reconnect_max))
         )
-        client.will_set(self.topics.bridge_state, OFFLINE, qos=1, retain=True)
+        client.will_set(self.topics.bridge_state, _presence("offline", self.topics.instance), qos=1, retain=True)
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password_secret().reveal() or None)
         if cfg.tls_ca or cfg.tls_cert:
@@ -121,7 +123,8 @@ class MqttLink:
         """Publish `offline` (the will covers a crash), disconnect and stop paho's thread."""
         await self.pause()
         if self._connected.is_set():
-            info = self._client.publish(self.topics.bridge_state, OFFLINE, qos=1, retain=True)
+            offline = _presence("offline", self.topics.instance)
+            info = self._client.publish(self.topics.bridge_state, offline, qos=1, retain=True)
             await asyncio.get_running_loop().run_in_executor(None, _wait_published, info)
         self._client.disconnect()
         self._client.loop_stop()
@@ -167,7 +170,7 @@ class MqttLink:
             self.reconnects += 1
         self._ever_connected = True
         self._subscribe()
-        self.publish(self.topics.bridge_state, ONLINE, retain=True)
+        self.publish(self.topics.bridge_state, _presence("online", self.topics.instance), retain=True)
         if self._info is not None:
             self.publish(self.topics.bridge_info, wire.encode(self._info()), retain=True)
         self._connected.set()
@@ -211,15 +214,22 @@ class MqttLink:
         retain: bool = False,
         correlation_data: bytes | None = None,
         on_sent: Callable[[], None] | None = None,
+        response_topic: str | None = None,
+        message_expiry: int | None = None,
     ) -> None:
         """Publish with QoS 1 (paho queues it while disconnected); `on_sent` runs when the broker acks it.
 
         Called on the loop thread; paho's ack callback is handed back to the loop, so it runs after this.
         """
         properties = None
-        if self._v5 and correlation_data is not None:
+        if self._v5 and (correlation_data is not None or response_topic or message_expiry is not None):
             properties = Properties(PacketTypes.PUBLISH)
-            properties.CorrelationData = correlation_data
+            if correlation_data is not None:
+                properties.CorrelationData = correlation_data
+            if response_topic:
+                properties.ResponseTopic = response_topic
+            if message_expiry is not None:
+                properties.MessageExpiryInterval = message_expiry
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if on_sent is not None:
             self._on_sent[info.mid] = on_sent

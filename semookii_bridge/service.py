@@ -12,14 +12,13 @@ from contextlib import AsyncExitStack
 
 from . import http_server
 from .api import CloudClient, RetryPolicy
-from .bridge import Bridge
+from .bridge import Bridge, topics_for
 from .config import BridgeConfig
 from .journal import Journal
 from .mqtt import MqttLink
 from .observability import LiveSample, Observability
 from .ratelimit import LimiterGate, RateLimiter, TokenBucket
 from .secret import Secret
-from .topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +33,7 @@ class Service:
         *,
         retry: RetryPolicy | None = None,
     ) -> None:
+        config = config.for_instance()
         self.config = config
         self._token = token
         self._retry = retry or RetryPolicy(attempts=config.api.attempts)
@@ -66,7 +66,7 @@ class Service:
         bridge: Bridge | None = None
         link = MqttLink(
             cfg.mqtt,
-            _topics(cfg),
+            topics_for(cfg),
             on_message=lambda msg: _require(bridge).handle(msg),
             info=lambda: _require(bridge).info(),
         )
@@ -104,10 +104,6 @@ class Service:
             await self.link.pause()
         await self._stack.aclose()
         log.info("bridge_stopped")
-
-
-def _topics(cfg: BridgeConfig) -> Topics:
-    return Topics(cfg.mqtt.prefix, cfg.mqtt.shared_group)
 
 
 def _require(bridge: Bridge | None) -> Bridge:

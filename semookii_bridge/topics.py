@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from typing import Literal
 
 import msgspec
@@ -33,9 +34,10 @@ class Target(msgspec.Struct, frozen=True):
 
 
 class ControlRoute(msgspec.Struct, frozen=True):
-    """A message on a `.../set` topic."""
+    """A message on a `.../set` topic (or forwarded to this instance by another one)."""
 
     target: Target
+    forwarded: bool = False
 
 
 class RequestRoute(msgspec.Struct, frozen=True):
@@ -50,9 +52,10 @@ Route = ControlRoute | RequestRoute
 class Topics:
     """Builds and parses the contract's topics for one prefix."""
 
-    def __init__(self, prefix: str = "vpp", shared_group: str = "") -> None:
+    def __init__(self, prefix: str = "vpp", shared_group: str = "", instance: int | None = None) -> None:
         self.prefix = prefix.strip("/")
         self.shared_group = shared_group
+        self.instance = instance
         self._parts = len(self.prefix.split("/"))
         self.bridge_state = f"{self.prefix}/bridge/state"
         self.bridge_info = f"{self.prefix}/bridge/info"
@@ -66,7 +69,9 @@ class Topics:
             f"{self.prefix}/bridge/request/#",
         ]
         if self.shared_group:
-            return [f"$share/{self.shared_group}/{f}" for f in filters]
+            filters = [f"$share/{self.shared_group}/{f}" for f in filters]
+        if self.instance is not None:
+            filters.append(f"{self.prefix}/bridge/instance/{self.instance}/fwd/#")
         return filters
 
     def parse(self, topic: str) -> Route | None:
@@ -81,7 +86,15 @@ class Topics:
                 return ControlRoute(Target("batch"))
             case ["bridge", "request", *op] if op and all(op):
                 return RequestRoute("/".join(op))
+            case ["bridge", "instance", index, "fwd", *original] if index == str(self.instance):
+                route = self.parse(f"{self.prefix}/{'/'.join(original)}")
+                if isinstance(route, ControlRoute):
+                    return ControlRoute(route.target, forwarded=True)
         return None
+
+    def forward(self, owner: int, topic: str) -> str:
+        """Where a command for a target owned by instance `owner` is forwarded."""
+        return f"{self.prefix}/bridge/instance/{owner}/fwd/{topic[len(self.prefix) + 1 :]}"
 
     def state(self, target: Target) -> str:
         """Where lifecycle states of commands for `target` are published."""
@@ -92,3 +105,12 @@ class Topics:
     def response(self, op: str) -> str:
         """Where the answer to a management request is published (unless MQTT 5 names another)."""
         return f"{self.prefix}/bridge/response/{op}"
+
+
+def owner_of(target: Target, instances: int) -> int:
+    """The instance that owns `target`: stable across processes and restarts (crc32, not hash()).
+
+    All batch commands share one owner, since their latest-wins key (the set of sns) is in the payload.
+    """
+    key = "batch" if target.kind == "batch" else target.key
+    return zlib.crc32(key.encode()) % instances
