@@ -61,6 +61,7 @@ def main(log_level: str, log_format: str) -> None:
 @click.option("--groups", default=2, show_default=True, type=click.IntRange(0))
 @click.option("--inverters-per-group", default=3, show_default=True, type=click.IntRange(0))
 @click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--record/--no-record", default=True, show_default=True, help="Keep a log of calls (/_sim/calls).")
 def simulate(
     host: str,
     port: int,
@@ -72,6 +73,7 @@ def simulate(
     groups: int,
     inverters_per_group: int,
     seed: int,
+    record: bool,
 ) -> None:
     """Run a simulator of the Cloud Control API (token: $SEMOOKII_TOKEN, else `sim-token`)."""
     token = os.environ.get("SEMOOKII_TOKEN", "").strip() or "sim-token"
@@ -85,6 +87,7 @@ def simulate(
         groups=groups,
         inverters_per_group=inverters_per_group,
         seed=seed,
+        record_calls=record,
     )
 
     async def run() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -132,6 +133,7 @@ class MqttLink:
     # ---- paho callbacks (paho's thread): convert and hand over, nothing else ---------------------------
 
     def _paho_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        _no_delay(client)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._connected_in_loop, not reason.is_failure, str(reason))
 
@@ -205,6 +207,9 @@ class MqttLink:
                 log.exception("message_handler_failed topic=%s", msg.topic)
             if msg.qos > 0:
                 self._client.ack(msg.mid, msg.qos)
+            # Let HTTP sends and timers run between messages: during a flood the inbox is never empty,
+            # and without this the intake held the loop while sends that had their tokens waited.
+            await asyncio.sleep(0)
 
     def publish(
         self,
@@ -233,6 +238,15 @@ class MqttLink:
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if on_sent is not None:
             self._on_sent[info.mid] = on_sent
+
+
+def _no_delay(client: paho.Client) -> None:
+    """Disable Nagle's algorithm: the bridge trades small packets both ways (commands, PUBACKs, states), and
+    Nagle plus delayed ACKs held them for up to 40 ms (bench/latency.py)."""
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _wait_published(info: paho.MQTTMessageInfo) -> None:

@@ -47,7 +47,7 @@ class Mosquitto:
                 # `user root`: as root mosquitto would drop to the `mosquitto` user, which cannot write the
                 # persistence file under pytest's private temp dirs (ignored when not run as root).
                 f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                f"persistence_location {workdir}/\nautosave_interval 1\nmax_queued_messages 100000\n"
+                f"persistence_location {workdir}/\nautosave_interval 1\nmax_queued_messages 100000\nset_tcp_nodelay true\n"
                 "log_dest none\n"
             )
         )

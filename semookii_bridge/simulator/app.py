@@ -60,6 +60,7 @@ class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     inverters_per_group: int = 3
     seed: int = 1
     query_success_key: Literal["success", "isSuccess", "mixed"] = "mixed"
+    record_calls: bool = True
 
     def __repr__(self) -> str:
         return f"SimConfig(tokens=<{len(self.tokens)}>, rate={self.rate}, latency={self.latency})"
@@ -76,6 +77,7 @@ class CallRecord(msgspec.Struct):
     token: Literal["valid", "invalid", "missing"]
     status: int = 0
     outcome: str = "pending"
+    answered: float = 0.0
 
 
 @dataclass
@@ -138,8 +140,10 @@ class Simulator:
             body={k: v for k, v in body.items() if k != "token"} if body is not None else None,
             token="missing" if not token else ("valid" if token in self.config.tokens else "invalid"),
         )
-        self.calls.append(record)
+        if self.config.record_calls:
+            self.calls.append(record)
         response = await self._respond(request, record, path, query, body, str(token or ""))
+        record.answered = time.time()
         if response is not None:
             record.status = response.status
         return response if response is not None else web.Response(status=500)
