@@ -82,6 +82,7 @@ class Bridge:
         """Resume what the journal holds and start dispatching."""
         self.recover()
         self._spawn(self.dispatcher.run())
+        self._spawn(self.lifecycle.run_tracking())
         self._spawn(self._prune_loop())
 
     async def stop(self, drain_timeout: float = 5.0) -> None:

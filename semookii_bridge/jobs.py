@@ -25,6 +25,8 @@ class Job:
     command_id: str | None = None
     task_id: str | None = None
     track_until: float | None = None
+    poll_delay: float = 0.0
+    last_poll_error: str | None = None
 
     @property
     def key(self) -> str:

@@ -3,7 +3,6 @@ and journaling every step. Nothing here knows MQTT or HTTP; it sees a publisher 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from .jobs import Job
 from .journal import Journal
 from .states import StateMessage, Status
 from .topics import Target, Topics
+from .tracker import PollSchedule
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class Lifecycle:
         config: CommandsConfig,
         clock: Callable[[], float] = time.time,
         observer: StatusObserver | None = None,
+        poll_concurrency: int = 32,
     ) -> None:
         self.api = api
         self.journal = journal
@@ -77,7 +78,7 @@ class Lifecycle:
         self.config = config
         self.clock = clock
         self.observer = observer
-        self._trackers: set[asyncio.Task[None]] = set()
+        self._schedule = PollSchedule(self._poll_step, concurrency=poll_concurrency, clock=clock)
 
     # ---- publishing ---------------------------------------------------------------------------------
 
@@ -168,35 +169,37 @@ class Lifecycle:
     # ---- tracking -------------------------------------------------------------------------------------
 
     def track(self, job: Job) -> None:
-        """Poll for the task id and results in the background."""
-        task = asyncio.get_running_loop().create_task(self._track(job))
-        self._trackers.add(task)
-        task.add_done_callback(self._trackers.discard)
+        """Poll for the task id and results, first after `poll_initial`, then backing off to `poll_max`."""
+        job.poll_delay = self.config.poll_initial
+        remaining = (job.track_until or self.clock()) - self.clock()
+        self._schedule.add(job, min(job.poll_delay, max(0.0, remaining)))
 
     @property
     def tracking(self) -> int:
-        return len(self._trackers)
+        return len(self._schedule)
 
-    async def _track(self, job: Job) -> None:
-        delay = self.config.poll_initial
-        last_error: ApiError | None = None
-        track_until = job.track_until or self.clock()
-        while True:
-            remaining = track_until - self.clock()
-            await asyncio.sleep(max(0.0, min(delay, remaining)))
-            try:
-                if await self._poll_once(job):
-                    return
-            except ApiError as exc:
-                last_error = exc
-                log.warning("poll_failed request_id=%s code=%s", job.request_id, exc.code)
-            if self.clock() >= track_until:
-                break
-            delay = min(delay * 2, self.config.poll_max)
-        message = f"no results within {self.config.track_results_for:g} s"
-        if last_error is not None:
-            message += f"; last poll error: {last_error.code}: {last_error.message}"
-        self.finish(job, "unknown", error=ErrorInfo(code="no_results", message=message))
+    async def run_tracking(self) -> None:
+        """Run the polling schedule (until cancelled)."""
+        await self._schedule.run()
+
+    async def _poll_step(self, job: Job) -> float | None:
+        """One poll; the delay until the next, or None once the command is completed or given up."""
+        try:
+            if await self._poll_once(job):
+                return None
+        except ApiError as exc:
+            job.last_poll_error = f"{exc.code}: {exc.message}"
+            log.warning("poll_failed request_id=%s code=%s", job.request_id, exc.code)
+        now = self.clock()
+        track_until = job.track_until or now
+        if now >= track_until:
+            message = f"no results within {self.config.track_results_for:g} s"
+            if job.last_poll_error is not None:
+                message += f"; last poll error: {job.last_poll_error}"
+            self.finish(job, "unknown", error=ErrorInfo(code="no_results", message=message))
+            return None
+        job.poll_delay = min(job.poll_delay * 2, self.config.poll_max)
+        return min(job.poll_delay, track_until - now)
 
     async def _poll_once(self, job: Job) -> bool:
         """One poll step; True when the command reached `completed`."""
@@ -215,6 +218,4 @@ class Lifecycle:
 
     async def close(self) -> None:
         """Stop tracking (the journal keeps tracked commands for the next start)."""
-        for task in self._trackers:
-            task.cancel()
-        await asyncio.gather(*self._trackers, return_exceptions=True)
+        await self._schedule.close()
