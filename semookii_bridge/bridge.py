@@ -24,7 +24,7 @@ from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
 from .jobs import Job
-from .journal import Entry, Journal
+from .journal import DuplicateRequest, Entry, Journal
 from .lifecycle import Lifecycle, Publisher, StatusObserver
 from .management import handle_request
 from .messages import Incoming
@@ -175,10 +175,6 @@ class Bridge:
             log.info("redelivery_ignored topic=%s mid=%d", msg.topic, msg.mid)
             return
         request_id = command.request_id or uuid.uuid4().hex
-        if self.journal.get(request_id) is not None:
-            error = ErrorInfo(code="duplicate", message=f"request_id {request_id!r} was already received")
-            self._reject(target, msg, error, request_id=request_id)
-            return
         job = Job(
             request_id=request_id,
             target=target,
@@ -190,7 +186,12 @@ class Bridge:
             response_topic=msg.response_topic,
             correlation=msg.correlation_data,
         )
-        self.journal.insert(_entry(job, "queued", delivery))
+        try:
+            self.journal.insert(_entry(job, "queued", delivery))
+        except DuplicateRequest:
+            error = ErrorInfo(code="duplicate", message=f"request_id {request_id!r} was already received")
+            self._reject(target, msg, error, request_id=request_id)
+            return
         self.lifecycle.publish_job(job, "queued")
         if self.config.commands.dry_run:
             error = ErrorInfo(code="dry_run", message="dry run: validated and not sent to the API")

@@ -63,3 +63,28 @@ def test_sending_at_crash_is_reported_ambiguous_once(tmp_path: Path) -> None:
     [(_, state, _)] = publisher.sent
     assert state["status"] == "failed" and state["error"]["code"] == "ambiguous"
     assert journal.get("mid-air").status == "failed"  # type: ignore[union-attr]
+
+
+def test_prune_forgets_finished_commands_after_the_dedup_window(tmp_path: Path) -> None:
+    """Finished commands older than the window are forgotten; open ones are kept whatever their age."""
+    journal = Journal(tmp_path / "j.db")
+    old = entry("old-done", "completed")
+    old.received_at -= 7200
+    stuck = entry("old-open", "accepted")
+    stuck.received_at -= 7200
+    for e in (old, stuck, entry("new-done", "completed")):
+        journal.insert(e)
+    assert journal.prune(time.time() - 3600) == 1
+    assert journal.get("old-done") is None and journal.get("old-open") and journal.get("new-done")
+
+
+def test_repeated_request_id_is_refused_by_the_journal(tmp_path: Path) -> None:
+    """The journal's primary key is the duplicate check: a second insert raises DuplicateRequest."""
+    import pytest
+
+    from semookii_bridge.journal import DuplicateRequest
+
+    journal = Journal(tmp_path / "j.db")
+    journal.insert(entry("once", "queued"))
+    with pytest.raises(DuplicateRequest):
+        journal.insert(entry("once", "queued"))
