@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint check system-deps venv clean
+.PHONY: demo test lint bench system-deps venv clean
 
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
@@ -29,6 +29,9 @@ lint: venv
 
 test: system-deps venv lint
 	$(PY) -m pytest -q
+
+bench: system-deps venv
+	$(PY) bench/run.py
 
 demo: system-deps venv
 	$(PY) -m semookii_bridge.demo

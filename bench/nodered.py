@@ -16,9 +16,9 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
-from latency import BRIDGE_CONFIG, paced, through_bridge
 
 from harness import ROOT, TOKEN, Recorder, free_port, percentile, stack, wait_port
+from latency import BRIDGE_CONFIG, paced, through_bridge
 
 CACHE = Path(os.environ.get("SEMOOKII_NODE_RED_CACHE", ROOT / ".cache" / "node-red"))
 

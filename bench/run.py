@@ -1,0 +1,57 @@
+"""Run every benchmark and write bench/RESULTS.md (the numbers, the machine, the commit).
+
+.venv/bin/python bench/run.py            # about 5 minutes on 2 cores
+.venv/bin/python bench/run.py --quick    # shorter runs, same shape
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+from pathlib import Path
+
+import decode
+import flood
+import latency
+import nodered
+import throughput
+from harness import ROOT, machine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="10 s throughput runs instead of 60 s")
+    args = parser.parse_args()
+    seconds = 15.0 if args.quick else 60.0
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    sections = [
+        "# Benchmark results",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} at commit `{commit}` with `python bench/run.py`"
+        f"{' --quick' if args.quick else ''}.",
+        f"Machine: {machine()}. mosquitto, the simulator, the bridge and the load generator share these cores;",
+        "each comparison is measured in the same run, so the ratios are the figures to compare across machines.",
+        "",
+    ]
+    for name, produce in (
+        ("latency", lambda: latency.run(200, 10)),
+        (
+            "throughput",
+            lambda: throughput.report(throughput.run(seconds, track=False), throughput.run(seconds, track=True)),
+        ),
+        ("flood", lambda: flood.run(10)),
+        ("node-red", lambda: nodered.run(200, 10)),
+        ("decode", lambda: decode.run(1.0)),
+    ):
+        print(f"running {name} ...", flush=True)
+        sections += [produce(), ""]
+    out = Path(__file__).with_name("RESULTS.md")
+    out.write_text("\n".join(sections))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
