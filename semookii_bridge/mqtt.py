@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -37,7 +38,12 @@ def _presence(state: str, instance: int | None) -> bytes:
 
 
 class MqttLink:
-    """Connects, subscribes, delivers `Incoming` messages to `on_message` in order, and publishes."""
+    """Connects, subscribes, delivers `Incoming` messages to `on_message` in order, and publishes.
+
+    paho's socket is driven by the asyncio loop (reader, writer when needed, a 1 s timer for keepalive),
+    not by paho's own thread: a publish is written at once from the loop, without waking a thread.
+    Only the blocking TCP connect runs in the default executor.
+    """
 
     def __init__(
         self,
@@ -56,6 +62,13 @@ class MqttLink:
         self._inbox: asyncio.Queue[Incoming] = asyncio.Queue()
         self._connected = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
+        self._connector: asyncio.Task[None] | None = None
+        self._misc: asyncio.TimerHandle | None = None
+        self._sock: Any = None
+        self._fd = -1
+        self._loop_thread = 0
+        self._writing = False
+        self._stopping = False
         self.reconnects = 0
         self._ever_connected = False
         self._on_sent: dict[int, Callable[[], None]] = {}
@@ -73,9 +86,6 @@ class MqttLink:
         kwargs: dict[str, Any] = {} if self._v5 else {"clean_session": False}
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=protocol, **kwargs)
         client.manual_ack_set(True)
-        client.reconnect_delay_set(
-            min_delay=max(1, round(cfg.reconnect_min)), max_delay=max(1, round(cfg.reconnect_max))
-        )
         client.will_set(self.topics.bridge_state, _presence("offline", self.topics.instance), qos=1, retain=True)
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password_secret().reveal() or None)
@@ -91,21 +101,25 @@ class MqttLink:
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
         client.on_publish = self._paho_published
+        client.on_socket_open = self._paho_socket_open
+        client.on_socket_close = self._paho_socket_close
+        properties = None
+        if self._v5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = cfg.session_expiry
+        connect_kwargs: dict[str, Any] = {"clean_start": False, "properties": properties} if self._v5 else {}
+        client.connect_async(cfg.host, cfg.port, cfg.keepalive, **connect_kwargs)
         return client
 
     async def start(self, wait_seconds: float = 30.0) -> None:
-        """Connect (retrying in the background) and wait until the first connection is up.
+        """Connect (retrying with backoff) and wait until the first connection is up.
 
         Messages are buffered, not handled, until `deliver()`: the bridge recovers its journal first.
         """
         self._loop = asyncio.get_running_loop()
-        properties = None
-        if self._v5:
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = self.config.session_expiry
-        connect_kwargs: dict[str, Any] = {"clean_start": False, "properties": properties} if self._v5 else {}
-        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive, **connect_kwargs)
-        self._client.loop_start()
+        self._loop_thread = threading.get_ident()
+        self._connector = self._loop.create_task(self._connect_with_backoff())
+        self._misc = self._loop.call_later(1.0, self._keepalive)
         await asyncio.wait_for(self._connected.wait(), wait_seconds)
 
     def deliver(self) -> None:
@@ -121,21 +135,105 @@ class MqttLink:
             self._consumer = None
 
     async def stop(self) -> None:
-        """Publish `offline` (the will covers a crash), disconnect and stop paho's thread."""
+        """Publish `offline` (the will covers a crash), disconnect, and let go of the socket."""
         await self.pause()
+        self._stopping = True
+        if self._connector is not None:
+            self._connector.cancel()
+            await asyncio.gather(self._connector, return_exceptions=True)
         if self._connected.is_set():
+            sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             offline = _presence("offline", self.topics.instance)
-            info = self._client.publish(self.topics.bridge_state, offline, qos=1, retain=True)
-            await asyncio.get_running_loop().run_in_executor(None, _wait_published, info)
+            self.publish(self.topics.bridge_state, offline, retain=True, on_sent=_resolve(sent))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sent, 2.0)
         self._client.disconnect()
-        self._client.loop_stop()
+        self._flush()
+        if self._misc is not None:
+            self._misc.cancel()
+        self._detach()
 
-    # ---- paho callbacks (paho's thread): convert and hand over, nothing else ---------------------------
+    # ---- the socket, driven by the loop -----------------------------------------------------------------
+
+    async def _connect_with_backoff(self) -> None:
+        """(Re)connect until it works; paho's reconnect() blocks on the TCP connect, so it runs in a thread."""
+        delay = self.config.reconnect_min
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            try:
+                await loop.run_in_executor(None, self._client.reconnect)
+                return
+            except (OSError, ssl.SSLError) as exc:
+                log.warning("mqtt_connect_failed host=%s port=%d error=%s", self.config.host, self.config.port,
+                            type(exc).__name__)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.config.reconnect_max)
+
+    def _paho_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # Called from the executor thread that runs reconnect(): hand the socket to the loop.
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._attach, sock)
+
+    def _paho_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # On the loop thread when the connection drops (loop_read); on the executor thread in reconnect().
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._detach(sock)
+        else:
+            self._loop.call_soon_threadsafe(self._detach, sock)
+
+    def _attach(self, sock: Any) -> None:
+        self._detach()
+        self._sock, self._fd = sock, sock.fileno()
+        assert self._loop is not None
+        self._loop.add_reader(self._fd, self._readable)
+        self._flush()
+
+    def _detach(self, sock: Any = None) -> None:
+        """Stop watching the socket (by the fd number it had: a closed socket reports -1)."""
+        if self._sock is None or (sock is not None and sock is not self._sock):
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            if self._writing:
+                self._loop.remove_writer(self._fd)
+        self._writing = False
+        self._sock, self._fd = None, -1
+
+    def _readable(self) -> None:
+        self._client.loop_read()
+        self._flush()
+
+    def _writable(self) -> None:
+        self._client.loop_write()
+        self._flush()
+
+    def _flush(self) -> None:
+        """Watch for writability only while paho has bytes it could not write at once."""
+        if self._sock is None or self._loop is None:
+            return
+        wants = self._client.want_write()
+        if wants and not self._writing:
+            self._loop.add_writer(self._fd, self._writable)
+            self._writing = True
+        elif not wants and self._writing:
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+
+    def _keepalive(self) -> None:
+        if self._sock is not None:
+            self._client.loop_misc()
+            self._flush()
+        if self._loop is not None and not self._stopping:
+            self._misc = self._loop.call_later(1.0, self._keepalive)
+
+    # ---- paho callbacks (now on the loop thread, inside paho's callback lock): convert, defer -----------
 
     def _paho_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         _no_delay(client)
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._connected_in_loop, not reason.is_failure, str(reason))
+            self._loop.call_soon(self._connected_in_loop, not reason.is_failure, str(reason))
 
     def _paho_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if self._loop is not None:
@@ -155,12 +253,11 @@ class MqttLink:
             correlation_data=getattr(props, "CorrelationData", None),
             message_expiry=getattr(props, "MessageExpiryInterval", None),
         )
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._inbox.put_nowait, incoming)
+        self._inbox.put_nowait(incoming)
 
     def _paho_published(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._published_in_loop, mid)
+            self._loop.call_soon(self._published_in_loop, mid)
 
     # ---- in the asyncio loop ------------------------------------------------------------------------------
 
@@ -189,6 +286,8 @@ class MqttLink:
     def _disconnected_in_loop(self, reason: str, expected: bool) -> None:
         self._connected.clear()
         log.log(logging.INFO if expected else logging.WARNING, "mqtt_disconnected reason=%s", reason)
+        if not self._stopping and (self._connector is None or self._connector.done()):
+            self._connector = asyncio.get_running_loop().create_task(self._connect_with_backoff())
 
     def _subscribe(self) -> None:
         filters = self.topics.subscriptions()
@@ -197,6 +296,7 @@ class MqttLink:
             self._client.subscribe([(f, options) for f in filters])
         else:
             self._client.subscribe([(f, 1) for f in filters])
+        self._flush()
 
     async def _consume(self) -> None:
         while True:
@@ -207,6 +307,7 @@ class MqttLink:
                 log.exception("message_handler_failed topic=%s", msg.topic)
             if msg.qos > 0:
                 self._client.ack(msg.mid, msg.qos)
+                self._flush()
             # Let HTTP sends and timers run between messages: during a flood the inbox is never empty,
             # and without this the intake held the loop while sends that had their tokens waited.
             await asyncio.sleep(0)
@@ -222,10 +323,7 @@ class MqttLink:
         response_topic: str | None = None,
         message_expiry: int | None = None,
     ) -> None:
-        """Publish with QoS 1 (paho queues it while disconnected); `on_sent` runs when the broker acks it.
-
-        Called on the loop thread; paho's ack callback is handed back to the loop, so it runs after this.
-        """
+        """Publish with QoS 1 (kept by paho while disconnected); `on_sent` runs when the broker acks it."""
         properties = None
         if self._v5 and (correlation_data is not None or response_topic or message_expiry is not None):
             properties = Properties(PacketTypes.PUBLISH)
@@ -238,6 +336,17 @@ class MqttLink:
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if on_sent is not None:
             self._on_sent[info.mid] = on_sent
+        self._flush()
+
+
+def _resolve(future: asyncio.Future[None]) -> Callable[[], None]:
+    """A callback that completes `future` once."""
+
+    def done() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    return done
 
 
 def _no_delay(client: paho.Client) -> None:
@@ -247,11 +356,6 @@ def _no_delay(client: paho.Client) -> None:
     if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _wait_published(info: paho.MQTTMessageInfo) -> None:
-    with contextlib.suppress(RuntimeError, ValueError):
-        info.wait_for_publish(timeout=2.0)
 
 
 class StateFollower:
