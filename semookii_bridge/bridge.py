@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from . import __version__, wire
+from .aio import completer
 from .api import CloudClient
 from .commands import Command, CommandError, decode_command, echo, max_power
 from .config import BridgeConfig
@@ -29,6 +30,7 @@ from .lifecycle import Lifecycle, Publisher, StatusObserver
 from .management import handle_request
 from .messages import Incoming
 from .ratelimit import RateLimiter
+from .states import Status
 from .topics import ControlRoute, RequestRoute, Target, Topics, owner_of
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,9 @@ class Bridge:
         if route is None:
             log.debug("ignored_topic topic=%s", msg.topic)
             return
+        if msg.response_topic is not None and not self.topics.reply_allowed(msg.response_topic):
+            log.warning("response_topic_refused topic=%s response_topic=%s", msg.topic, msg.response_topic)
+            msg = msgspec.structs.replace(msg, response_topic=None)
         if isinstance(route, RequestRoute):
             self._spawn(self._answer(route.op, msg))
             return
@@ -138,18 +143,13 @@ class Bridge:
     async def _forward(self, owner: int, msg: Incoming) -> None:
         """Hand a command to the instance that owns its target; returns once the broker has it (then ack)."""
         sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def acked() -> None:
-            if not sent.done():
-                sent.set_result(None)
-
         self.publisher.publish(
             self.topics.forward(owner, msg.topic),
             msg.payload,
             correlation_data=msg.correlation_data,
             response_topic=msg.response_topic,
             message_expiry=msg.message_expiry,
-            on_sent=acked,
+            on_sent=completer(sent),
         )
         await sent
         log.debug("forwarded topic=%s owner=%d", msg.topic, owner)
@@ -255,9 +255,9 @@ class Bridge:
             correlation=msg.correlation_data,
         )
 
-    def _dropped(self, job: Job, status: str, error: ErrorInfo | None) -> None:
+    def _dropped(self, job: Job, status: Status, error: ErrorInfo | None) -> None:
         """A queued job left the queue without being sent: superseded, expired, or out of quota."""
-        self.lifecycle.finish(job, status, error=error)  # type: ignore[arg-type]
+        self.lifecycle.finish(job, status, error=error)
 
     # ---- recovery ---------------------------------------------------------------------------------------
 

@@ -16,11 +16,12 @@ from .api.endpoints import Priority
 from .errors import ErrorInfo
 from .jobs import Job
 from .ratelimit import QuotaExhausted, RateLimiter
+from .states import Status
 
 log = logging.getLogger(__name__)
 
 EXPIRED = ErrorInfo(code="expired", message="the command's ttl passed before it could be sent")
-DropFn = Callable[[Job, str, ErrorInfo | None], None]
+DropFn = Callable[[Job, Status, ErrorInfo | None], None]
 
 
 class Dispatcher:

@@ -24,6 +24,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from . import wire
+from .aio import completer
 from .config import MqttConfig
 from .messages import Incoming
 from .states import TERMINAL
@@ -144,7 +145,7 @@ class MqttLink:
         if self._connected.is_set():
             sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             offline = _presence("offline", self.topics.instance)
-            self.publish(self.topics.bridge_state, offline, retain=True, on_sent=_resolve(sent))
+            self.publish(self.topics.bridge_state, offline, retain=True, on_sent=completer(sent))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sent, 2.0)
         self._client.disconnect()
@@ -337,16 +338,6 @@ class MqttLink:
         if on_sent is not None:
             self._on_sent[info.mid] = on_sent
         self._flush()
-
-
-def _resolve(future: asyncio.Future[None]) -> Callable[[], None]:
-    """A callback that completes `future` once."""
-
-    def done() -> None:
-        if not future.done():
-            future.set_result(None)
-
-    return done
 
 
 def _no_delay(client: paho.Client) -> None:

@@ -92,6 +92,11 @@ class Topics:
                     return ControlRoute(route.target, forwarded=True)
         return None
 
+    def reply_allowed(self, topic: str) -> bool:
+        """Whether an MQTT 5 response topic may be used: no wildcards, and not inside the bridge's own
+        namespace (a client could otherwise make the bridge publish onto state or bridge topics)."""
+        return bool(topic) and "+" not in topic and "#" not in topic and not topic.startswith(self.prefix + "/")
+
     def forward(self, owner: int, topic: str) -> str:
         """Where a command for a target owned by instance `owner` is forwarded."""
         return f"{self.prefix}/bridge/instance/{owner}/fwd/{topic[len(self.prefix) + 1 :]}"

@@ -115,3 +115,13 @@ async def test_bad_requests_get_error_responses(
         response = await request(probe, op, payload)
         assert response["status"] == "error" and response["error"]["code"] == code and response["error"]["message"]
         assert (await request(probe, "group/list", {}))["status"] == "ok"
+
+
+async def test_response_topic_inside_the_prefix_is_refused(bridge: Service, broker: Mosquitto) -> None:
+    """A response topic under `vpp/` is ignored (the bridge never publishes into its own namespace on request);
+    the answer goes to the default response topic."""
+    with Probe(broker.port) as probe:
+        probe.publish("vpp/bridge/request/group/list", {}, response_topic="vpp/bridge/state", correlation=b"x")
+        response = await probe.wait_response("group/list")
+    assert response["status"] == "ok"
+    assert all(m.json().get("state") for m in probe.on("vpp/bridge/state"))

@@ -43,3 +43,11 @@ def test_target_problems() -> None:
     """Group ids must be digits; serial numbers a safe character set."""
     assert Target("group", "12a").problem() and Target("inverter", "a b").problem()
     assert Target("group", "12").problem() is None and Target("inverter", "H475-1").problem() is None
+
+
+def test_response_topics_outside_the_prefix_only() -> None:
+    """MQTT 5 response topics may not hold wildcards or point into the bridge's own namespace."""
+    topics = Topics("vpp")
+    assert topics.reply_allowed("replies/7") and topics.reply_allowed("vppx/7")
+    assert not topics.reply_allowed("vpp/bridge/state") and not topics.reply_allowed("vpp/group/1/state")
+    assert not topics.reply_allowed("replies/#") and not topics.reply_allowed("a/+/b") and not topics.reply_allowed("")
