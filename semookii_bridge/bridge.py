@@ -20,7 +20,7 @@ import msgspec
 from . import __version__, wire
 from .aio import completer
 from .api import CloudClient
-from .commands import Command, CommandError, decode_command, echo, max_power
+from .commands import Command, CommandError, decode_command, max_power
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
@@ -179,7 +179,6 @@ class Bridge:
             request_id=request_id,
             target=target,
             command=command,
-            command_doc=echo(command),
             sns=tuple(command.sns) if command.sns else None,
             received_at=now,
             deadline=self._deadline(command, msg, now),
@@ -356,7 +355,6 @@ def _job(entry: Entry) -> Job | None:
         request_id=entry.request_id,
         target=Target(entry.target_kind, entry.target_id),  # type: ignore[arg-type]
         command=command,
-        command_doc=echo(command),
         sns=tuple(command.sns) if command.sns else None,
         received_at=entry.received_at,
         deadline=entry.deadline,

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from .commands import Command
 from .topics import Target
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Job:
     """One accepted control command: what to send, to whom, until when, and what is known so far."""
 
     request_id: str
     target: Target
     command: Command
-    command_doc: Any
     sns: tuple[str, ...] | None
     received_at: float
     deadline: float

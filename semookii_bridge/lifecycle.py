@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from . import wire
 from .api import ApiError, ControlParams
-from .commands import to_params
+from .commands import echo, to_params
 from .config import CommandsConfig
 from .errors import ErrorInfo
 from .jobs import Job
@@ -115,7 +115,7 @@ class Lifecycle:
             job.target,
             job.request_id,
             status,
-            command=job.command_doc,
+            command=echo(job.command),
             command_id=job.command_id,
             task_id=job.task_id,
             response_topic=job.response_topic,

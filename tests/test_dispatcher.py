@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from semookii_bridge.commands import Manual, echo
+from semookii_bridge.commands import Manual
 from semookii_bridge.dispatcher import Dispatcher
 from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.jobs import Job
@@ -15,7 +15,7 @@ from semookii_bridge.topics import Target
 
 def job(rid: str, target: str = "1", ttl: float = 60.0) -> Job:
     command = Manual(action="stop")
-    return Job(request_id=rid, target=Target("group", target), command=command, command_doc=echo(command), sns=None,
+    return Job(request_id=rid, target=Target("group", target), command=command, sns=None,
                received_at=time.time(), deadline=time.time() + ttl)  # fmt: skip
 
 
