@@ -20,7 +20,7 @@ import msgspec
 from . import __version__, wire
 from .aio import completer
 from .api import CloudClient
-from .commands import Command, CommandError, decode_command, max_power
+from .commands import Command, decode_command, max_power
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
@@ -210,10 +210,7 @@ class Bridge:
         problem = target.problem()
         if problem:
             raise BridgeError("validation_error", problem)
-        try:
-            command = decode_command(msg.payload)
-        except CommandError as exc:
-            raise BridgeError(exc.code, exc.message) from None
+        command = decode_command(msg.payload)
         if target.kind == "batch" and not command.sns:
             raise BridgeError("validation_error", "batch commands need `sns`, a list of serial numbers - at `$.sns`")
         if target.kind != "batch" and command.sns:
@@ -348,7 +345,7 @@ def _entry(job: Job, status: str, delivery: str) -> Entry:
 def _job(entry: Entry) -> Job | None:
     try:
         command = decode_command(entry.command)
-    except CommandError:
+    except BridgeError:
         log.error("journal_entry_unreadable request_id=%s", entry.request_id)
         return None
     return Job(

@@ -20,7 +20,8 @@ import msgspec
 
 from . import __version__, config, logs, wire
 from .api import ApiError, CloudClient, RetryPolicy
-from .commands import Command, CommandError, decode_command, to_params
+from .commands import Command, decode_command, to_params
+from .errors import BridgeError
 from .mqtt import StateFollower
 from .secret import Secret
 from .service import Service
@@ -336,7 +337,7 @@ def api(ctx: click.Context, base_url: str, token_file: str | None, timeout: floa
 def _command_arg(text: str) -> Command:
     try:
         return decode_command(text.encode())
-    except CommandError as exc:
+    except BridgeError as exc:
         raise click.BadParameter(f"{exc.code}: {exc.message}", param_hint="COMMAND") from None
 
 

@@ -14,7 +14,7 @@ import msgspec
 
 from . import wire
 from .api.params import API_NAME_ALIASES, ControlParams
-from .errors import BridgeError
+from .errors import BridgeError, json_object
 
 Power = Annotated[int, msgspec.Meta(ge=-65535, le=65535, description="W or var; positive charges")]
 Seconds = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
@@ -136,15 +136,11 @@ _MANUAL = ("stop", "force_charge", "force_discharge")
 _MANUAL_MODE: dict[str, Literal[0, 1, 2]] = {"stop": 0, "force_charge": 1, "force_discharge": 2}
 
 
-class CommandError(BridgeError):
-    """A payload that is not a valid command; `code` says which class of bad input."""
-
-
 _TYPED = wire.decoder(Command)
 
 
 def decode_command(payload: bytes) -> Command:
-    """Parse and validate a control payload in either form; raises CommandError.
+    """Parse and validate a control payload in either form; raises BridgeError with the input's class as code.
 
     A valid typed command decodes in one pass; anything else takes the slower path that tells which
     class of bad input it is, or converts the API-name form.
@@ -154,28 +150,23 @@ def decode_command(payload: bytes) -> Command:
         return command
     except msgspec.MsgspecError:
         pass
-    try:
-        doc = msgspec.json.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise CommandError("invalid_json", f"payload is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise CommandError("validation_error", "payload must be a JSON object")
+    doc = json_object(payload)
     if "type" in doc:
         return _convert(doc)
     if "superType" in doc:
         return _from_api_names(doc)
-    raise CommandError("validation_error", "missing `type` (one of: " + ", ".join(COMMAND_TYPES) + ")")
+    raise BridgeError("validation_error", "missing `type` (one of: " + ", ".join(COMMAND_TYPES) + ")")
 
 
 def _convert(doc: dict[str, Any]) -> Command:
     kind = doc.get("type")
     if not isinstance(kind, str) or kind not in COMMAND_TYPES:
-        raise CommandError("unknown_command", f"unknown command type {kind!r}; known: {', '.join(COMMAND_TYPES)}")
+        raise BridgeError("unknown_command", f"unknown command type {kind!r}; known: {', '.join(COMMAND_TYPES)}")
     try:
         command: Command = wire.convert(doc, Command)  # type: ignore[arg-type]
         return command
     except msgspec.ValidationError as exc:
-        raise CommandError("validation_error", _field_message(exc)) from None
+        raise BridgeError("validation_error", _field_message(exc)) from None
 
 
 def _field_message(exc: msgspec.ValidationError) -> str:
@@ -194,7 +185,7 @@ def _from_api_names(doc: dict[str, Any]) -> Command:
     try:
         params = msgspec.convert(doc, ControlParams)
     except msgspec.ValidationError as exc:
-        raise CommandError("validation_error", _field_message(exc)) from None
+        raise BridgeError("validation_error", _field_message(exc)) from None
     typed = _typed_from_params(params)
     return _convert({**typed, **envelope})
 
@@ -206,7 +197,7 @@ def _need(params: ControlParams, *names: str) -> list[Any]:
     values = [getattr(params, n) for n in names]
     missing = [_API_NAME[n] for n, v in zip(names, values, strict=True) if v is None]
     if missing:
-        raise CommandError("validation_error", f"Object missing required field `{missing[0]}`")
+        raise BridgeError("validation_error", f"Object missing required field `{missing[0]}`")
     return values
 
 
@@ -229,13 +220,13 @@ def _typed_from_params(p: ControlParams) -> dict[str, Any]:
         (switch,) = _need(p, "system_swich")
         return {"type": "system_switch", "on": bool(switch)}
     if mode is None:
-        raise CommandError("validation_error", "Object missing required field `mode`")
+        raise BridgeError("validation_error", "Object missing required field `mode`")
     if st == 0 and mode == 0:
         return {"type": "exit_remote_control", "timeout": p.timeout or 0}
     if st == 0 and mode == 1:
         active, reactive, duration, timeout = _need(p, "active_power", "reactive_power", "proid_time", "timeout")
         if p.set_type not in (None, 1):
-            raise CommandError("validation_error", "setType must be 1 in power control - at `$.setType`")
+            raise BridgeError("validation_error", "setType must be 1 in power control - at `$.setType`")
         return {
             "type": "power_control",
             "active_power": active,
@@ -267,7 +258,7 @@ def _typed_from_params(p: ControlParams) -> dict[str, Any]:
         if p.p2_time_set_enable == 1:
             out["period2"] = _period(p, 2)
         return out
-    raise CommandError("validation_error", f"mode {mode} is not valid for superType {st} - at `$.mode`")
+    raise BridgeError("validation_error", f"mode {mode} is not valid for superType {st} - at `$.mode`")
 
 
 # ---- typed command -> API parameters -----------------------------------------------------------------

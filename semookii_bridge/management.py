@@ -16,7 +16,7 @@ import msgspec
 from . import wire
 from .api import ApiError, CloudClient
 from .commands import SerialNumber
-from .errors import BridgeError, ErrorInfo
+from .errors import BridgeError, ErrorInfo, json_object
 from .states import Response
 from .wire import Id
 
@@ -195,12 +195,7 @@ def _parse(payload: bytes) -> tuple[dict[str, Any], Any]:
     """The request's fields and its `transaction`; an empty payload is an empty request."""
     if not payload.strip():
         return {}, None
-    try:
-        doc = msgspec.json.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise BridgeError("invalid_json", f"payload is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise BridgeError("validation_error", "payload must be a JSON object")
+    doc = json_object(payload)
     transaction = doc.pop("transaction", None)
     return doc, transaction
 
