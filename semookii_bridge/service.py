@@ -78,8 +78,8 @@ class Service:
         if cfg.http.enabled:
             runner, self.http_port = await http_server.start(self.obs, cfg.http.host, cfg.http.port)
             self._stack.push_async_callback(runner.cleanup)
+        self._stack.push_async_callback(link.stop)  # before connecting: a failed start must stop retrying too
         await link.start()
-        self._stack.push_async_callback(link.stop)
         await bridge.start()
         self._stack.push_async_callback(bridge.stop)
         link.deliver()
