@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -190,6 +191,12 @@ class Bridge:
         except DuplicateRequest:
             error = ErrorInfo(code="duplicate", message=f"request_id {request_id!r} was already received")
             self._reject(target, msg, error, request_id=request_id)
+            return
+        except sqlite3.Error as exc:
+            # Not journaled means not accepted: say so rather than acknowledge a command nobody keeps.
+            log.exception("journal_insert_failed request_id=%s", request_id)
+            message = f"the bridge could not record this command ({exc}); it was not sent"
+            self._reject(target, msg, ErrorInfo(code="internal_error", message=message), request_id=request_id)
             return
         self.lifecycle.publish_job(job, "queued")
         if self.config.commands.dry_run:

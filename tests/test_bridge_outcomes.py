@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 
@@ -102,3 +104,29 @@ async def test_mqtt_311_is_selectable(
     with Probe(broker.port) as probe:
         probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "v311"})
         await probe.wait_status(f"vpp/group/{gid(sim)}/state", "v311", "completed")
+
+
+async def test_journal_failure_is_reported_not_swallowed(
+    bridge: Service, broker: Mosquitto, sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the journal cannot record a command (disk full), it is `rejected` with internal_error, not lost in
+    silence, and the bridge goes on with the next one."""
+    import sqlite3
+
+    assert bridge.journal is not None
+    real_insert = bridge.journal.insert
+    calls = {"n": 0}
+
+    def failing_once(entry: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        real_insert(entry)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bridge.journal, "insert", failing_once)
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "disk-full"})
+        rejected = await probe.wait_status(f"vpp/group/{gid(sim)}/state", "disk-full", "rejected")
+        probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "after-disk"})
+        await probe.wait_status(f"vpp/group/{gid(sim)}/state", "after-disk", "completed")
+    assert rejected["error"]["code"] == "internal_error" and len(sim.simulator.calls_to(CONTROL)) == 1
