@@ -130,3 +130,29 @@ async def test_journal_failure_is_reported_not_swallowed(
         probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "after-disk"})
         await probe.wait_status(f"vpp/group/{gid(sim)}/state", "after-disk", "completed")
     assert rejected["error"]["code"] == "internal_error" and len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code", "calls"),
+    [
+        ("http_500", "failed", "ambiguous", 1),
+        ("http_502", "failed", "ambiguous", 1),
+        ("drop_before", "failed", "ambiguous", 1),
+        ("drop_after", "failed", "ambiguous", 1),
+        ("malformed", "failed", "ambiguous", 1),
+        ("reject", "failed", "api_error", 1),
+        ("http_503", "completed", None, 2),
+        ("http_429", "completed", None, 2),
+    ],
+)
+async def test_each_api_fault_ends_in_the_right_state(
+    kind: str, status: str, code: str | None, calls: int, bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """Through the whole bridge: refusals the API signals (503, 429) are retried and complete; anything after
+    which the command may have landed ends `ambiguous` after exactly one call; `success: false` is api_error."""
+    sim.simulator.inject(Fault(kind, path=CONTROL, retry_after=0))  # type: ignore[arg-type]
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": f"fault-{kind}"})
+        final = await probe.wait_status(f"vpp/group/{gid(sim)}/state", f"fault-{kind}", status)
+    assert (final["error"] or {}).get("code") == code
+    assert len(sim.simulator.calls_to(CONTROL)) == calls
