@@ -9,13 +9,18 @@ so a repeated request_id is recognised.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+
+log = logging.getLogger(__name__)
 
 OPEN_STATUSES = ("queued", "sending", "accepted", "dispatched")
 
@@ -77,7 +82,12 @@ class DuplicateRequest(Exception):
 
 
 class Journal:
-    """Synchronous, small, fast: every write is its own committed transaction."""
+    """Group commit: every write of one event-loop turn joins one transaction, committed at the end of it.
+
+    What must be on disk before an irreversible step waits for it (`await durable()`: before the MQTT ack,
+    before the HTTP call); what announces a write (state messages) runs after the commit that holds it
+    (`after_commit`). Without a running loop (tools, tests) every write commits at once.
+    """
 
     def __init__(
         self, path: str | Path, *, synchronous: str = "normal", clock: Callable[[], float] = time.time
@@ -90,16 +100,72 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
+        self._open = False
+        self._after: list[Callable[[], None]] = []
+        self._waiters: list[asyncio.Future[None]] = []
 
     def close(self) -> None:
+        self.commit()
         self._db.close()
+
+    # ---- group commit ---------------------------------------------------------------------------------
+
+    def _write(self, sql: str, values: Sequence[Any]) -> sqlite3.Cursor:
+        if not self._open:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return self._db.execute(sql, values)  # no loop: autocommit
+            self._db.execute("BEGIN")
+            self._open = True
+            loop.call_soon(self.commit)
+        return self._db.execute(sql, values)
+
+    def commit(self) -> None:
+        """Commit the open transaction, then run what waited for it.
+
+        A failed commit leaves memory ahead of the disk (commands queued that the journal does not hold), so
+        the process stops at once: restarted, it resumes from the journal and the broker redelivers what was
+        not acknowledged.
+        """
+        if self._open:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                log.critical("journal_commit_failed path=%s: stopping", self.path, exc_info=True)
+                os._exit(70)
+            self._open = False
+        after, self._after = self._after, []
+        waiters, self._waiters = self._waiters, []
+        for callback in after:
+            try:
+                callback()
+            except Exception:
+                log.exception("after_commit_failed")
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once every write made so far is committed (at once if none is pending)."""
+        if self._open:
+            self._after.append(callback)
+        else:
+            callback()
+
+    async def durable(self) -> None:
+        """Wait until every write made so far is committed."""
+        if self._open:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
     def insert(self, entry: Entry) -> None:
         """Record a newly accepted command; raises DuplicateRequest when its request_id is known."""
         entry.updated_at = self._clock()
         values = [getattr(entry, c) for c in _COLUMNS]
         try:
-            self._db.execute(_INSERT, values)
+            self._write(_INSERT, values)
         except sqlite3.IntegrityError:
             raise DuplicateRequest(entry.request_id) from None
 
@@ -110,7 +176,7 @@ class Journal:
             raise ValueError(f"unknown journal columns: {sorted(unknown)}")
         sets = ", ".join(f"{k} = ?" for k in ("status", "updated_at", *fields))
         values = [status, self._clock(), *fields.values(), request_id]
-        self._db.execute(f"UPDATE commands SET {sets} WHERE request_id = ?", values)  # noqa: S608
+        self._write(f"UPDATE commands SET {sets} WHERE request_id = ?", values)  # noqa: S608
 
     def get(self, request_id: str) -> Entry | None:
         row = self._db.execute(
@@ -129,7 +195,7 @@ class Journal:
 
     def mark_announced(self, request_id: str) -> None:
         """The broker acknowledged the command's terminal state message."""
-        self._db.execute("UPDATE commands SET announced = 1 WHERE request_id = ?", (request_id,))
+        self._write("UPDATE commands SET announced = 1 WHERE request_id = ?", (request_id,))
 
     def unannounced(self) -> list[Entry]:
         """Finished commands whose terminal state may not have reached the broker (the bridge died first)."""
@@ -153,7 +219,7 @@ class Journal:
     def prune(self, older_than: float) -> int:
         """Forget finished commands received before `older_than` (the end of their dedup window)."""
         marks = ",".join("?" * len(OPEN_STATUSES))
-        cursor = self._db.execute(
+        cursor = self._write(
             f"DELETE FROM commands WHERE received_at < ? AND status NOT IN ({marks})",  # noqa: S608
             (older_than, *OPEN_STATUSES),
         )

@@ -100,9 +100,15 @@ class Lifecycle:
         """
         message = StateMessage(request_id=request_id, status=status, target=target, command=command, **fields)
         payload = wire.encode(message)
-        self.publisher.publish(self.topics.state(target), payload, retain=True, on_sent=on_sent)
-        if response_topic:
-            self.publisher.publish(response_topic, payload, correlation_data=correlation)
+        topic = self.topics.state(target)
+
+        def publish() -> None:
+            self.publisher.publish(topic, payload, retain=True, on_sent=on_sent)
+            if response_topic:
+                self.publisher.publish(response_topic, payload, correlation_data=correlation)
+
+        # Announce only what the journal holds: the state goes out after the commit that records it.
+        self.journal.after_commit(publish)
         if self.observer is not None:
             self.observer(target.kind, status)
         log.info("command_state request_id=%s target=%s status=%s", request_id, target.key, status)
@@ -142,6 +148,7 @@ class Lifecycle:
     async def send(self, job: Job) -> None:
         """Send once. Journaled as `sending` first: after a crash it is reported ambiguous, not resent."""
         self.journal.update(job.request_id, "sending")
+        await self.journal.durable()
         try:
             command_id = await self._call(job, to_params(job.command))
         except ApiError as exc:

@@ -32,6 +32,9 @@ from .topics import Topics
 
 log = logging.getLogger(__name__)
 
+ACK_BATCH = 64
+"""Messages taken from the inbox per turn; their journal writes share one commit and then are acknowledged."""
+
 
 def _presence(state: str, instance: int | None) -> bytes:
     """`{"state": ...}`, naming the instance when several run (its will says which one went away)."""
@@ -53,11 +56,13 @@ class MqttLink:
         on_message: Callable[[Incoming], Awaitable[None]],
         *,
         info: Callable[[], dict[str, Any]] | None = None,
+        before_ack: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.topics = topics
         self._on_message = on_message
         self._info = info
+        self._before_ack = before_ack
         self._v5 = config.protocol == 5
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[Incoming] = asyncio.Queue()
@@ -300,16 +305,23 @@ class MqttLink:
         self._flush()
 
     async def _consume(self) -> None:
+        """Hand over what has arrived (up to ACK_BATCH messages), wait until it is durable, then ack it all."""
         while True:
-            msg = await self._inbox.get()
-            try:
-                await self._on_message(msg)
-            except Exception:
-                log.exception("message_handler_failed topic=%s", msg.topic)
-            if msg.qos > 0:
-                self._client.ack(msg.mid, msg.qos)
-                self._flush()
-            # Let HTTP sends and timers run between messages: during a flood the inbox is never empty,
+            batch = [await self._inbox.get()]
+            while len(batch) < ACK_BATCH and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            for msg in batch:
+                try:
+                    await self._on_message(msg)
+                except Exception:
+                    log.exception("message_handler_failed topic=%s", msg.topic)
+            if self._before_ack is not None:
+                await self._before_ack()
+            for msg in batch:
+                if msg.qos > 0:
+                    self._client.ack(msg.mid, msg.qos)
+            self._flush()
+            # Let HTTP sends and timers run between batches: during a flood the inbox is never empty,
             # and without this the intake held the loop while sends that had their tokens waited.
             await asyncio.sleep(0)
 

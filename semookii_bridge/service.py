@@ -69,6 +69,7 @@ class Service:
             topics_for(cfg),
             on_message=lambda msg: _require(bridge).handle(msg),
             info=lambda: _require(bridge).info(),
+            before_ack=self.journal.durable,
         )
         bridge = Bridge(
             cfg, api=api, publisher=link, journal=self.journal, limiter=self.limiter, observer=self.obs.observe_status

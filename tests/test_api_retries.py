@@ -158,3 +158,18 @@ def test_retry_after_is_honoured_and_scaled() -> None:
     error = RateLimited("x", endpoint="e", retry_after=3.0)
     assert RetryPolicy(jitter=0).wait_for(1, error) == 3.0
     assert RetryPolicy.instant().wait_for(1, error) == 0.0
+
+
+async def test_waiting_for_a_pooled_connection_is_not_ambiguous(sim: RunningSimulator) -> None:
+    """A control call that timed out waiting for a free connection never left: it is not `ambiguous`."""
+    sim.simulator.inject(Fault("slow", path=CONTROL, delay=1.5))
+    client = CloudClient(sim.base_url, Secret(TOKEN), timeout=1.0, connect_timeout=0.3, max_connections=1,
+                         retry=RetryPolicy.instant(attempts=2))  # fmt: skip
+    async with client:
+        first = asyncio.create_task(client.group_control(group_of(sim), SWITCH))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ConnectFailed):
+            await client.group_control(group_of(sim), SWITCH)
+        with pytest.raises(Ambiguous):
+            await first
+    assert len(sim.simulator.calls_to(CONTROL)) == 1

@@ -92,7 +92,11 @@ class CloudClient:
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._token = token
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(connect_timeout, timeout))
+        # `connect` bounds the wait for a free pooled connection as well as the TCP connect, and stays below
+        # `total`: a request that timed out before it left then raises ConnectionTimeoutError (never sent,
+        # retryable), not a plain timeout that would make a control call `ambiguous`.
+        connect = min(connect_timeout, 0.8 * timeout)
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect, sock_connect=connect)
         self._retry = retry or RetryPolicy()
         self._gate: Gate = gate or OpenGate()
         self._max_connections = max_connections
