@@ -87,7 +87,7 @@ def report(plain: dict[str, float], tracked: dict[str, float]) -> str:
         row("whole lifecycle: publish -> `completed` (3 API calls, 4 states)", tracked),
         "",
         "Target: at least 2,000 commands/s on one core, RSS under 80 MB. The bridge runs beside mosquitto, the",
-        "simulator and the load generator on the same 2 cores, so `accepted/s per core-second` is the",
+        "simulator and the load generator on the same 2 cores, so `commands/s per core-second` is the",
         "comparable figure. In the command-path variant polling is deferred past the run, so every accepted",
         "command is still tracked in memory at the end (about 400 bytes each): its RSS grows with the run.",
         f"Commands that ended otherwise (superseded, failed, unknown): {plain['not_completed']:.0f} and "
