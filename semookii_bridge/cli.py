@@ -93,15 +93,8 @@ def simulate(
 
     async def run() -> None:
         async with serve(config, host=host, port=port) as running:
-            fleet = [
-                {
-                    "id": g.id,
-                    "name": g.name,
-                    "inverters": [i.inverter_sn for i in running.simulator.state.group_members(g.id)],
-                }
-                for g in running.simulator.state.list_groups()
-            ]
-            click.echo(wire.encode({"listening": running.base_url, "groups": fleet}).decode(), err=True)
+            groups = running.simulator.fleet()["groups"]
+            click.echo(wire.encode({"listening": running.base_url, "groups": groups}).decode(), err=True)
             await asyncio.Event().wait()
 
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
@@ -23,6 +22,7 @@ from semookii_bridge.api.retry import is_transient
 from semookii_bridge.secret import Secret
 from semookii_bridge.simulator import Fault, RunningSimulator, SimConfig, serve
 
+from .broker import free_port
 from .conftest import TOKEN
 
 SWITCH = ControlParams(super_type=1, system_swich=1)
@@ -107,15 +107,9 @@ async def test_control_rate_limited_to_the_end_reports_rate_limited(client: Clou
     assert len(sim.simulator.calls_to(CONTROL)) == 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_control_retries_connect_failures_until_the_server_is_up() -> None:
     """A refused connection never reached the server, so even a control call is retried."""
-    port = _free_port()
+    port = free_port()
     policy = RetryPolicy(attempts=20, initial_wait=0.05, max_wait=0.05, jitter=0)
     async with CloudClient(f"http://127.0.0.1:{port}", Secret(TOKEN), retry=policy) as client:
         call = asyncio.create_task(client.group_control("1", SWITCH))
@@ -130,7 +124,7 @@ async def test_control_retries_connect_failures_until_the_server_is_up() -> None
 
 async def test_unreachable_api_gives_http_error_after_retries() -> None:
     """Nothing listening: ConnectFailed (code http_error) once the attempts are spent."""
-    async with CloudClient(f"http://127.0.0.1:{_free_port()}", Secret(TOKEN), retry=RetryPolicy.instant()) as client:
+    async with CloudClient(f"http://127.0.0.1:{free_port()}", Secret(TOKEN), retry=RetryPolicy.instant()) as client:
         with pytest.raises(ConnectFailed) as info:
             await client.group_control("1", SWITCH)
     assert info.value.code == "http_error"

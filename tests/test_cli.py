@@ -16,19 +16,15 @@ from click.testing import CliRunner
 
 from semookii_bridge.cli import main
 
+from .broker import free_port
+
 TOKEN = "cli-token-123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def simulator_url() -> Iterator[str]:
     """`semookii-bridge simulate` started as its own process on a free port."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SEMOOKII_TOKEN": TOKEN}
     proc = subprocess.Popen(
         [

@@ -268,10 +268,7 @@ class CloudClient:
         async def attempt() -> dict[str, list[str]]:
             body = {"token": self._token.reveal(), "sns": ",".join(sns)}
             raw = await self._http(endpoint, params=None, json_body=body)
-            try:
-                doc = msgspec.json.decode(raw, type=dict[str, Any])
-            except msgspec.DecodeError:
-                raise BadResponse("the API answered with invalid JSON", endpoint=endpoint.name) from None
+            doc = _json(endpoint, raw, dict[str, Any])
             if doc.get("success") is not True:
                 message = doc.get("exception") or "the API reported a failure"
                 raise ApiRejected(self._token.redact(str(message)), endpoint=endpoint.name)
@@ -304,10 +301,7 @@ class CloudClient:
         return await call_with_retries(self._retry, attempt, idempotent=endpoint.idempotent, on_retry=on_retry)
 
     def _unwrap(self, endpoint: Endpoint, raw: bytes, result_type: Any) -> Any:
-        try:
-            envelope = msgspec.json.decode(raw, type=Envelope, strict=False)
-        except msgspec.DecodeError:
-            raise BadResponse("the API answered with invalid JSON", endpoint=endpoint.name) from None
+        envelope = _json(endpoint, raw, Envelope)
         ok = envelope.ok
         if ok is None:
             raise BadResponse("the API answer has neither success nor isSuccess", endpoint=endpoint.name)
@@ -356,6 +350,14 @@ class CloudClient:
             if self._observer is not None:
                 self._observer(endpoint, outcome, elapsed)
             log.debug("api_call endpoint=%s outcome=%s ms=%.1f", endpoint.name, outcome, elapsed * 1000)
+
+
+def _json(endpoint: Endpoint, raw: bytes, type_: type[T]) -> T:
+    """Decode an answer's JSON; anything else is BadResponse (which retry policy treats as possibly landed)."""
+    try:
+        return msgspec.json.decode(raw, type=type_, strict=False)
+    except msgspec.DecodeError:
+        raise BadResponse("the API answered with invalid JSON", endpoint=endpoint.name) from None
 
 
 def _id_list(ids: Iterable[str]) -> dict[str, str]:

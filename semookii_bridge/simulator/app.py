@@ -226,9 +226,10 @@ class Simulator:
         self.inject(*faults)
         return web.json_response({"queued": len(faults)})
 
-    async def _admin_fleet(self, request: web.Request) -> web.Response:
+    def fleet(self) -> dict[str, Any]:
+        """Groups with their inverters, and every dongle with whether it is bound (for people and tools)."""
         s = self.state
-        fleet = {
+        return {
             "groups": [
                 {"id": g.id, "name": g.name, "inverters": [i.inverter_sn for i in s.group_members(g.id)]}
                 for g in s.list_groups()
@@ -237,7 +238,9 @@ class Simulator:
                 {"wifi_sn": d.wifi_sn, "inverter_sn": d.inverter_sn, "bound": d.bound} for d in s.devices.values()
             ],
         }
-        return web.json_response(fleet)
+
+    async def _admin_fleet(self, request: web.Request) -> web.Response:
+        return web.json_response(self.fleet())
 
 
 # ---- endpoint handlers: (simulator, query, body) -> response --------------------------------------
