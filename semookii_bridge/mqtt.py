@@ -67,6 +67,7 @@ class MqttLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[Incoming] = asyncio.Queue()
         self._connected = asyncio.Event()
+        self._lost = asyncio.Event()
         self._consumer: asyncio.Task[None] | None = None
         self._connector: asyncio.Task[None] | None = None
         self._misc: asyncio.TimerHandle | None = None
@@ -124,7 +125,7 @@ class MqttLink:
         """
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._connector = self._loop.create_task(self._connect_with_backoff())
+        self._connector = self._loop.create_task(self._keep_connected())
         self._misc = self._loop.call_later(1.0, self._keepalive)
         await asyncio.wait_for(self._connected.wait(), wait_seconds)
 
@@ -161,44 +162,72 @@ class MqttLink:
 
     # ---- the socket, driven by the loop -----------------------------------------------------------------
 
-    async def _connect_with_backoff(self) -> None:
-        """(Re)connect until it works; paho's reconnect() blocks on the TCP connect, so it runs in a thread."""
-        delay = self.config.reconnect_min
+    async def _keep_connected(self) -> None:
+        """Own the connection for the link's whole life: wait while connected; after a loss, reconnect until
+        the broker's CONNACK arrives, backing off. paho's reconnect() blocks on the TCP connect, so it runs
+        in a thread; it returns before the CONNACK, and the new connection can drop before that."""
         loop = asyncio.get_running_loop()
+        delay = self.config.reconnect_min
         while not self._stopping:
+            if self._connected.is_set():
+                await self._lost.wait()
+                continue
+            self._lost.clear()
             try:
                 await loop.run_in_executor(None, self._client.reconnect)
-                return
             except (OSError, ssl.SSLError) as exc:
                 log.warning("mqtt_connect_failed host=%s port=%d error=%s", self.config.host, self.config.port,
                             type(exc).__name__)  # fmt: skip
+            else:
+                if await self._connack_or_loss(wait=max(5.0, float(self.config.keepalive))):
+                    delay = self.config.reconnect_min
+                    continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.reconnect_max)
 
+    async def _connack_or_loss(self, wait: float) -> bool:
+        """After a TCP connect: True once the broker accepted the session, False on loss or silence."""
+        connected = asyncio.ensure_future(self._connected.wait())
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({connected, lost}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+            lost.cancel()
+        return self._connected.is_set()
+
     def _paho_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        # Called from the executor thread that runs reconnect(): hand the socket to the loop.
+        # Called from the executor thread that runs reconnect(): let the loop look at paho's socket.
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._attach, sock)
+            self._loop.call_soon_threadsafe(self._sync_socket)
 
     def _paho_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        # On the loop thread when the connection drops (loop_read); on the executor thread in reconnect().
+        # On the loop thread when the connection drops (loop_read): stop watching before it is closed.
+        # On the executor thread in reconnect(): the loop looks again when it can.
         if self._loop is None:
             return
         if threading.get_ident() == self._loop_thread:
-            self._detach(sock)
+            self._sync_socket()
         else:
-            self._loop.call_soon_threadsafe(self._detach, sock)
+            self._loop.call_soon_threadsafe(self._sync_socket)
 
-    def _attach(self, sock: Any) -> None:
+    def _sync_socket(self) -> None:
+        """Watch exactly paho's current socket. The open/close callbacks can arrive late and out of order
+        (a connection attempt may fail before the loop hears of it), so the only truth is client.socket()."""
+        sock = self._client.socket()
+        fd = sock.fileno() if sock is not None else -1
+        if sock is self._sock and fd == self._fd:
+            return
         self._detach()
-        self._sock, self._fd = sock, sock.fileno()
-        assert self._loop is not None
-        self._loop.add_reader(self._fd, self._readable)
+        if fd < 0 or self._loop is None:
+            return
+        self._loop.add_reader(fd, self._readable)
+        self._sock, self._fd = sock, fd
         self._flush()
 
-    def _detach(self, sock: Any = None) -> None:
-        """Stop watching the socket (by the fd number it had: a closed socket reports -1)."""
-        if self._sock is None or (sock is not None and sock is not self._sock):
+    def _detach(self) -> None:
+        """Stop watching the socket we watched (by the fd number it had: a closed socket reports -1)."""
+        if self._sock is None:
             return
         if self._loop is not None:
             self._loop.remove_reader(self._fd)
@@ -217,6 +246,9 @@ class MqttLink:
 
     def _flush(self) -> None:
         """Watch for writability only while paho has bytes it could not write at once."""
+        if self._sock is not self._client.socket():
+            self._sync_socket()
+            return
         if self._sock is None or self._loop is None:
             return
         wants = self._client.want_write()
@@ -228,11 +260,14 @@ class MqttLink:
             self._writing = False
 
     def _keepalive(self) -> None:
-        if self._sock is not None:
-            self._client.loop_misc()
+        try:
+            if self._client.socket() is not None:
+                self._client.loop_misc()
             self._flush()
-        if self._loop is not None and not self._stopping:
-            self._misc = self._loop.call_later(1.0, self._keepalive)
+        finally:
+            # Reschedule whatever happened: without loop_misc a dead connection would never be noticed.
+            if self._loop is not None and not self._stopping:
+                self._misc = self._loop.call_later(1.0, self._keepalive)
 
     # ---- paho callbacks (now on the loop thread, inside paho's callback lock): convert, defer -----------
 
@@ -292,8 +327,7 @@ class MqttLink:
     def _disconnected_in_loop(self, reason: str, expected: bool) -> None:
         self._connected.clear()
         log.log(logging.INFO if expected else logging.WARNING, "mqtt_disconnected reason=%s", reason)
-        if not self._stopping and (self._connector is None or self._connector.done()):
-            self._connector = asyncio.get_running_loop().create_task(self._connect_with_backoff())
+        self._lost.set()
 
     def _subscribe(self) -> None:
         filters = self.topics.subscriptions()
