@@ -18,7 +18,7 @@ from semookii_bridge.api import (
     RetryPolicy,
     TransportError,
 )
-from semookii_bridge.api.retry import is_transient
+from semookii_bridge.api.retry import call_with_retries, is_transient
 from semookii_bridge.secret import Secret
 from semookii_bridge.simulator import Fault, RunningSimulator, SimConfig, serve
 
@@ -145,6 +145,62 @@ def test_transience_table() -> None:
     for error, for_query, for_control in cases:
         assert is_transient(error, idempotent=True) is for_query, error
         assert is_transient(error, idempotent=False) is for_control, error
+
+
+async def test_a_first_attempt_that_succeeds_runs_once() -> None:
+    """The fast path: a successful first attempt is neither repeated nor reported as a retry."""
+    calls: list[int] = []
+
+    async def attempt() -> str:
+        calls.append(1)
+        return "ok"
+
+    retries: list[int] = []
+    result = await call_with_retries(RetryPolicy.instant(), attempt, idempotent=False,
+                                     on_retry=lambda n, e: retries.append(n))  # fmt: skip
+    assert (result, calls, retries) == ("ok", [1], [])
+
+
+async def test_retries_count_the_first_attempt() -> None:
+    """With 3 attempts allowed the function runs 3 times; retries are reported as attempts 1 and 2."""
+    calls: list[int] = []
+
+    async def attempt() -> str:
+        calls.append(1)
+        raise ConnectFailed("refused", endpoint="e")
+
+    retries: list[int] = []
+    with pytest.raises(ConnectFailed):
+        await call_with_retries(RetryPolicy.instant(attempts=3), attempt, idempotent=False,
+                                on_retry=lambda n, e: retries.append(n))  # fmt: skip
+    assert (len(calls), retries) == (3, [1, 2])
+
+
+async def test_the_time_budget_counts_the_first_attempt() -> None:
+    """A first attempt that used up max_total is not retried, however many attempts are left."""
+    calls: list[int] = []
+
+    async def attempt() -> str:
+        calls.append(1)
+        await asyncio.sleep(0.15)
+        raise ConnectFailed("refused", endpoint="e")
+
+    with pytest.raises(ConnectFailed):
+        await call_with_retries(RetryPolicy(attempts=10, max_total=0.1, wait_scale=0.0), attempt, idempotent=True)
+    assert len(calls) == 1
+
+
+async def test_a_non_transient_first_failure_is_settled() -> None:
+    """A mutating call whose first attempt may have landed is reported ambiguous and never repeated."""
+    calls: list[int] = []
+
+    async def attempt() -> str:
+        calls.append(1)
+        raise TransportError("reset", endpoint="e")
+
+    with pytest.raises(Ambiguous):
+        await call_with_retries(RetryPolicy.instant(), attempt, idempotent=False)
+    assert len(calls) == 1
 
 
 def test_retry_after_is_honoured_and_scaled() -> None:

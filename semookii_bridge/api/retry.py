@@ -8,6 +8,7 @@ it did not take it (429, 503); any other failure after sending becomes `Ambiguou
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -92,7 +93,22 @@ async def call_with_retries(
     idempotent: bool,
     on_retry: Callable[[int, BaseException], None] | None = None,
 ) -> T:
-    """Run `attempt_fn` under `policy`; raises the settled `ApiError` when it gives up."""
+    """Run `attempt_fn` under `policy`; raises the settled `ApiError` when it gives up.
+
+    The first attempt runs before tenacity: nearly every call succeeds at once, and tenacity's bookkeeping
+    cost about 30 us per call. A failed first attempt is replayed to tenacity, so it decides exactly as if it
+    had run it: whether to retry, how long to wait, and when the attempts or the time budget are used up.
+    """
+    started = time.monotonic()
+    try:
+        return await attempt_fn()
+    except ApiError as error:
+        replay: list[ApiError] = [error]
+
+    async def attempt() -> T:
+        if replay:
+            raise replay.pop()
+        return await attempt_fn()
 
     def _wait(state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -104,15 +120,16 @@ async def call_with_retries(
             if error is not None:
                 on_retry(state.attempt_number, error)
 
+    budget = policy.max_total - (time.monotonic() - started)
     retrying = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_after_delay(policy.max_total),
+        stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_after_delay(budget),
         wait=_wait,
         retry=tenacity.retry_if_exception(lambda e: is_transient(e, idempotent=idempotent)),
         before_sleep=_before_sleep,
         reraise=True,
     )
     try:
-        return await retrying(attempt_fn)
+        return await retrying(attempt)
     except ApiError as error:
         settled = settle(error, idempotent=idempotent)
         if settled is error:
