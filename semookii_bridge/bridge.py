@@ -25,7 +25,7 @@ from .commands import Command, decode_command, max_power
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
-from .jobs import Job
+from .jobs import Job, job_from_entry
 from .journal import DuplicateRequest, Entry, Journal
 from .lifecycle import Lifecycle, Publisher, StatusObserver
 from .management import handle_request
@@ -271,7 +271,7 @@ class Bridge:
             self._announce_again(entry)
         recovered = self.journal.open_entries()
         for entry in recovered:
-            job = _job(entry)
+            job = job_from_entry(entry)
             if job is None:
                 self.journal.update(entry.request_id, "failed")
                 continue
@@ -293,7 +293,7 @@ class Bridge:
             log.info("recovered commands=%d", len(recovered))
 
     def _announce_again(self, entry: Entry) -> None:
-        job = _job(entry)
+        job = job_from_entry(entry)
         if job is None:
             return
         self.lifecycle.finish(
@@ -346,25 +346,4 @@ def _entry(job: Job, status: str, delivery: str) -> Entry:
         delivery_hash=delivery,
         response_topic=job.response_topic,
         correlation=job.correlation,
-    )
-
-
-def _job(entry: Entry) -> Job | None:
-    try:
-        command = decode_command(entry.command)
-    except BridgeError:
-        log.error("journal_entry_unreadable request_id=%s", entry.request_id)
-        return None
-    return Job(
-        request_id=entry.request_id,
-        target=Target(entry.target_kind, entry.target_id),  # type: ignore[arg-type]
-        command=command,
-        sns=tuple(command.sns) if command.sns else None,
-        received_at=entry.received_at,
-        deadline=entry.deadline,
-        response_topic=entry.response_topic,
-        correlation=entry.correlation,
-        command_id=entry.command_id,
-        task_id=entry.task_id,
-        track_until=entry.track_until,
     )

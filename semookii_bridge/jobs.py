@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from .commands import Command
+from .commands import Command, decode_command
+from .errors import BridgeError
+from .journal import Entry
 from .topics import Target
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False, slots=True)
@@ -23,8 +28,6 @@ class Job:
     command_id: str | None = None
     task_id: str | None = None
     track_until: float | None = None
-    poll_delay: float = 0.0
-    last_poll_error: str | None = None
 
     @property
     def key(self) -> str:
@@ -32,3 +35,25 @@ class Job:
         if self.target.kind == "batch":
             return "batch:" + ",".join(sorted(self.sns or ()))
         return self.target.key
+
+
+def job_from_entry(entry: Entry) -> Job | None:
+    """The job a journal row describes (at restart, and for each result poll); None if it is unreadable."""
+    try:
+        command = decode_command(entry.command)
+    except BridgeError:
+        log.error("journal_entry_unreadable request_id=%s", entry.request_id)
+        return None
+    return Job(
+        request_id=entry.request_id,
+        target=Target(entry.target_kind, entry.target_id),  # type: ignore[arg-type]
+        command=command,
+        sns=tuple(command.sns) if command.sns else None,
+        received_at=entry.received_at,
+        deadline=entry.deadline,
+        response_topic=entry.response_topic,
+        correlation=entry.correlation,
+        command_id=entry.command_id,
+        task_id=entry.task_id,
+        track_until=entry.track_until,
+    )

@@ -13,7 +13,7 @@ from .api import ApiError, ControlParams
 from .commands import echo, to_params
 from .config import CommandsConfig
 from .errors import ErrorInfo
-from .jobs import Job
+from .jobs import Job, job_from_entry
 from .journal import Journal
 from .states import StateMessage, Status
 from .topics import Target, Topics
@@ -52,6 +52,9 @@ class ControlApi(Protocol):
     async def get_query_result(self, task_id: str) -> dict[str, str] | None: ...
 
 
+TRACKED = ("accepted", "dispatched")
+"""Journal statuses of a command whose results are being polled."""
+
 StatusObserver = Callable[[str, str], None]
 """Told (target kind, status) for every state published; used for metrics."""
 
@@ -79,6 +82,7 @@ class Lifecycle:
         self.clock = clock
         self.observer = observer
         self._schedule = PollSchedule(self._poll_step, concurrency=poll_concurrency, clock=clock)
+        self._poll_errors: dict[str, str] = {}
 
     # ---- publishing ---------------------------------------------------------------------------------
 
@@ -176,10 +180,14 @@ class Lifecycle:
     # ---- tracking -------------------------------------------------------------------------------------
 
     def track(self, job: Job) -> None:
-        """Poll for the task id and results, first after `poll_initial`, then backing off to `poll_max`."""
-        job.poll_delay = self.config.poll_initial
+        """Poll for the task id and results, first after `poll_initial`, then backing off to `poll_max`.
+
+        Only the schedule stays in memory; each poll reads the command back from the journal, so a long
+        tracking window of busy traffic does not grow the process by a Job per command.
+        """
         remaining = (job.track_until or self.clock()) - self.clock()
-        self._schedule.add(job, min(job.poll_delay, max(0.0, remaining)))
+        initial = self.config.poll_initial
+        self._schedule.add(job.request_id, min(initial, max(0.0, remaining)), initial)
 
     @property
     def tracking(self) -> int:
@@ -189,24 +197,38 @@ class Lifecycle:
         """Run the polling schedule (until cancelled)."""
         await self._schedule.run()
 
-    async def _poll_step(self, job: Job) -> float | None:
-        """One poll; the delay until the next, or None once the command is completed or given up."""
+    async def _poll_step(self, request_id: str, backoff: float) -> tuple[float, float] | None:
+        """One poll; (delay until the next, next backoff), or None once the command is completed or given up."""
+        job = self._tracked_job(request_id)
+        if job is None:
+            self._poll_errors.pop(request_id, None)
+            return None
         try:
             if await self._poll_once(job):
+                self._poll_errors.pop(request_id, None)
                 return None
         except ApiError as exc:
-            job.last_poll_error = f"{exc.code}: {exc.message}"
-            log.warning("poll_failed request_id=%s code=%s", job.request_id, exc.code)
+            self._poll_errors[request_id] = f"{exc.code}: {exc.message}"
+            log.warning("poll_failed request_id=%s code=%s", request_id, exc.code)
         now = self.clock()
         track_until = job.track_until or now
         if now >= track_until:
             message = f"no results within {self.config.track_results_for:g} s"
-            if job.last_poll_error is not None:
-                message += f"; last poll error: {job.last_poll_error}"
+            last_error = self._poll_errors.pop(request_id, None)
+            if last_error is not None:
+                message += f"; last poll error: {last_error}"
             self.finish(job, "unknown", error=ErrorInfo(code="no_results", message=message))
             return None
-        job.poll_delay = min(job.poll_delay * 2, self.config.poll_max)
-        return min(job.poll_delay, track_until - now)
+        backoff = min(backoff * 2, self.config.poll_max)
+        return min(backoff, track_until - now), backoff
+
+    def _tracked_job(self, request_id: str) -> Job | None:
+        """The tracked command as the journal holds it; None if it no longer waits for results."""
+        entry = self.journal.get(request_id)
+        if entry is None or entry.status not in TRACKED:
+            log.warning("poll_skipped request_id=%s: not tracked in the journal", request_id)
+            return None
+        return job_from_entry(entry)
 
     async def _poll_once(self, job: Job) -> bool:
         """One poll step; True when the command reached `completed`."""

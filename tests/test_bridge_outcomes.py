@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Awaitable, Callable
 
 import pytest
 
+from semookii_bridge.jobs import Job
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 
@@ -65,6 +67,35 @@ async def test_no_results_within_the_window_is_unknown(
         unknown = await probe.wait_status(f"vpp/group/{gid(sim)}/state", "slowpoke", "unknown")
         statuses = [s["status"] for s in probe.states(f"vpp/group/{gid(sim)}/state", "slowpoke")]
     assert statuses == ["queued", "accepted", "dispatched", "unknown"] and unknown["error"]["code"] == "no_results"
+
+
+async def test_no_results_names_the_last_poll_error(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """When polls kept failing until the window closed, `unknown` says what the last failure was."""
+    sim.simulator.state.timings.result_delay = 3600
+    sim.simulator.inject(Fault("http_500", path="/commandapi/getQueryResult", times=1000))
+    await make_bridge(commands={"track_results_for": 0.6, "poll_initial": 0.1, "poll_max": 0.2})
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "erring"})
+        unknown = await probe.wait_status(f"vpp/group/{gid(sim)}/state", "erring", "unknown")
+    assert "last poll error: http_error" in unknown["error"]["message"]
+
+
+async def test_tracked_commands_are_not_held_in_memory(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """Accepted commands waiting for their first poll keep no Job object: the journal holds them."""
+    service = await make_bridge(commands={"poll_initial": 600})
+    groups = [g.id for g in sim.simulator.state.list_groups()]
+    with Probe(broker.port) as probe:
+        for n, group in enumerate(groups):
+            probe.publish(f"vpp/group/{group}/set", {**STOP, "request_id": f"held-{n}"})
+        for n, group in enumerate(groups):
+            await probe.wait_status(f"vpp/group/{group}/state", f"held-{n}", "accepted")
+    gc.collect()
+    assert service.bridge.lifecycle.tracking == len(groups) > 1
+    assert not [o for o in gc.get_objects() if isinstance(o, Job)]
 
 
 async def test_tracking_resumes_after_a_restart(
