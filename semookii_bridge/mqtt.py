@@ -1,9 +1,9 @@
 """The MQTT edge: paho-mqtt 2.x lives here and nowhere else.
 
-paho runs its network loop in its own thread; its callbacks only convert data into the bridge's frozen
-`Incoming` type and hand it to the asyncio loop (`call_soon_threadsafe`). Acknowledgements are manual:
-a QoS 1 message is acknowledged only after the bridge has journaled (or answered) it, so a crash before
-that makes the broker deliver it again (persistent session).
+The bridge's connection is driven by the asyncio loop (the operator tool's by paho's own thread); paho's
+callbacks only convert data into the bridge's frozen `Incoming` type and hand it to the loop.
+Acknowledgements are manual: a QoS 1 message is acknowledged only after the bridge has journaled (or
+answered) it, so a crash before that makes the broker deliver it again (persistent session).
 """
 
 from __future__ import annotations
@@ -34,6 +34,81 @@ log = logging.getLogger(__name__)
 
 ACK_BATCH = 64
 """Messages taken from the inbox per turn; their journal writes share one commit and then are acknowledged."""
+_DISCONNECT = 0xE0
+READ_SIZE = 65536
+
+
+class _BufferedClient(paho.Client):
+    """paho's client, with buffered socket reads and the packets of one event-loop turn joined in one send().
+
+    paho sends each packet (a PUBACK, a state message) with its own send() call, and reads each packet
+    with three or more recv() calls (the first byte, the length byte by byte, the body); at full rate that
+    was about nine system calls per command (bench/throughput.py). On the loop thread, packets now go into
+    `pending`, which MqttLink sends once per turn, and reads are served from one large recv(). Elsewhere
+    (reconnect() runs in an executor thread) paho reads and writes directly, as before.
+    """
+
+    def __init__(self, *args: Any, loop_thread: Callable[[], int], on_pending: Callable[[], None],
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.pending = bytearray()
+        self.pending_sock: Any = None
+        self._read: bytes = b""
+        self._read_pos = 0
+        self._read_sock: Any = None
+        self._loop_thread = loop_thread
+        self._on_pending = on_pending
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        sock = self._sock
+        if sock is None or threading.get_ident() != self._loop_thread():
+            return int(super()._sock_send(buf))
+        if sock is not self.pending_sock:
+            self.pending.clear()  # left over from a connection that is gone
+            self.pending_sock = sock
+        first = not self.pending
+        self.pending += buf
+        if buf and buf[0] & 0xF0 == _DISCONNECT:
+            self.send_pending()  # paho closes the socket right after a DISCONNECT: it cannot wait for the turn
+        elif first:
+            self._on_pending()
+        return len(buf)
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        sock = self._sock
+        if sock is None or threading.get_ident() != self._loop_thread():
+            return bytes(super()._sock_recv(bufsize))
+        if sock is not self._read_sock:
+            self._read, self._read_pos, self._read_sock = b"", 0, sock
+        if self._read_pos >= len(self._read):
+            data = bytes(super()._sock_recv(READ_SIZE))  # BlockingIOError when nothing is there, b"" at EOF
+            if not data:
+                return data
+            self._read, self._read_pos = data, 0
+        start = self._read_pos
+        self._read_pos = start + bufsize
+        return self._read[start : self._read_pos]
+
+    def has_unread(self) -> bool:
+        """Bytes were read from the socket that paho has not asked for yet (the socket will not wake us)."""
+        return self._read_sock is not None and self._read_sock is self._sock and self._read_pos < len(self._read)
+
+    def send_pending(self) -> None:
+        """Write what is pending (as much as the socket takes now); an error is left for paho's read to find."""
+        sock, pending = self._sock, self.pending
+        if not pending:
+            return
+        if sock is None or sock is not self.pending_sock:
+            pending.clear()
+            return
+        try:
+            sent = sock.send(pending)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return
+        except OSError:
+            pending.clear()  # the connection broke: paho notices on its next read and reconnects
+            return
+        del pending[:sent]
 
 
 def _presence(state: str, instance: int | None) -> bytes:
@@ -79,6 +154,7 @@ class MqttLink:
         self.reconnects = 0
         self._ever_connected = False
         self._on_sent: dict[int, Callable[[], None]] = {}
+        self._flush_scheduled = False
         self._client = self._make_client()
 
     @property
@@ -87,11 +163,18 @@ class MqttLink:
 
     # ---- set-up ---------------------------------------------------------------------------------------
 
-    def _make_client(self) -> paho.Client:
+    def _make_client(self) -> _BufferedClient:
         cfg = self.config
         protocol = paho.MQTTv5 if self._v5 else paho.MQTTv311
         kwargs: dict[str, Any] = {} if self._v5 else {"clean_session": False}
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=protocol, **kwargs)
+        client = _BufferedClient(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id,
+            protocol=protocol,
+            loop_thread=lambda: self._loop_thread,
+            on_pending=self._schedule_flush,
+            **kwargs,
+        )
         client.manual_ack_set(True)
         client.will_set(self.topics.bridge_state, _presence("offline", self.topics.instance), qos=1, retain=True)
         if cfg.username:
@@ -238,20 +321,30 @@ class MqttLink:
 
     def _readable(self) -> None:
         self._client.loop_read()
+        if self._client.has_unread() and self._loop is not None:
+            self._loop.call_soon(self._readable)  # paho stopped at its packet count; the rest is in our buffer
         self._flush()
 
     def _writable(self) -> None:
         self._client.loop_write()
         self._flush()
 
+    def _schedule_flush(self) -> None:
+        """Packets are pending: send them at the end of this loop turn, together with any that follow."""
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
     def _flush(self) -> None:
-        """Watch for writability only while paho has bytes it could not write at once."""
+        """Send what is pending; watch for writability only while bytes are left that could not be written."""
+        self._flush_scheduled = False
         if self._sock is not self._client.socket():
             self._sync_socket()
             return
         if self._sock is None or self._loop is None:
             return
-        wants = self._client.want_write()
+        self._client.send_pending()
+        wants = self._client.want_write() or bool(self._client.pending)
         if wants and not self._writing:
             self._loop.add_writer(self._fd, self._writable)
             self._writing = True
@@ -383,7 +476,8 @@ class MqttLink:
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if on_sent is not None:
             self._on_sent[info.mid] = on_sent
-        self._flush()
+        if self._client.want_write():
+            self._flush()  # paho could not take it to the socket now (its callback lock was held)
 
 
 def _no_delay(client: paho.Client) -> None:

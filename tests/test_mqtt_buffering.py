@@ -1,0 +1,106 @@
+"""The bridge's paho client joins the writes of one loop turn and serves reads from one recv().
+
+These tests drive the client over a socketpair, since they pin how it hooks into paho's private socket
+calls: a paho release that renames them fails here rather than slowing or breaking the bridge.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from paho.mqtt.client import MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion
+
+from semookii_bridge.mqtt import _BufferedClient
+
+PUBACK_1 = b"\x40\x02\x00\x01"
+
+
+@pytest.fixture
+def wired() -> Iterator[tuple[_BufferedClient, socket.socket, list[int]]]:
+    """A client whose socket is one end of a socketpair (the other end plays the broker)."""
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    broker.settimeout(1.0)
+    loop_thread = threading.get_ident()
+    scheduled: list[int] = []
+    client = _BufferedClient(CallbackAPIVersion.VERSION2, protocol=4, loop_thread=lambda: loop_thread,
+                             on_pending=lambda: scheduled.append(1))  # fmt: skip
+    client.manual_ack_set(True)
+    client._sock = ours
+    yield client, broker, scheduled
+    ours.close()
+    broker.close()
+
+
+def test_packets_of_one_turn_leave_in_one_write(wired: tuple[_BufferedClient, socket.socket, list[int]]) -> None:
+    """Three acks are held until send_pending(), which writes them together; the flush is asked for once."""
+    client, broker, scheduled = wired
+    for mid in (1, 2, 3):
+        client.ack(mid, 1)
+    broker.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        broker.recv(100)
+    client.send_pending()
+    broker.setblocking(True)
+    assert broker.recv(100) == PUBACK_1 + b"\x40\x02\x00\x02\x40\x02\x00\x03"
+    assert scheduled == [1]
+
+
+def test_disconnect_goes_out_at_once_with_what_was_pending(
+    wired: tuple[_BufferedClient, socket.socket, list[int]],
+) -> None:
+    """paho closes its socket right after DISCONNECT, so it and what preceded it are written immediately."""
+    client, broker, _ = wired
+    client.ack(1, 1)
+    client.disconnect()
+    assert broker.recv(100) == PUBACK_1 + b"\xe0\x00"
+
+
+def test_other_threads_write_directly(wired: tuple[_BufferedClient, socket.socket, list[int]]) -> None:
+    """reconnect() runs in an executor thread: what paho writes there is not held for the loop."""
+    client, broker, scheduled = wired
+    worker = threading.Thread(target=client.ack, args=(1, 1))
+    worker.start()
+    worker.join()
+    assert broker.recv(100) == PUBACK_1 and scheduled == []
+
+
+def test_reads_are_served_from_one_recv(wired: tuple[_BufferedClient, socket.socket, list[int]]) -> None:
+    """Two messages arrive in one segment; paho reads one per call and the second comes from the buffer."""
+    client, broker, _ = wired
+    received: list[bytes] = []
+
+    def on_message(c: object, userdata: object, message: MQTTMessage) -> None:
+        received.append(message.payload)
+
+    client.on_message = on_message
+    publish = b"\x30\x05\x00\x01tab"  # QoS 0 PUBLISH, topic "t", payload "ab"
+    broker.sendall(publish + publish.replace(b"ab", b"cd"))
+    client.loop_read()
+    assert received == [b"ab"] and client.has_unread()
+    client.loop_read()
+    assert received == [b"ab", b"cd"] and not client.has_unread()
+
+
+def test_a_new_socket_drops_what_was_pending_for_the_old_one(
+    wired: tuple[_BufferedClient, socket.socket, list[int]],
+) -> None:
+    """Bytes meant for a connection that is gone never reach the next one."""
+    client, broker, _ = wired
+    client.ack(1, 1)
+    fresh, peer = socket.socketpair()
+    fresh.setblocking(False)
+    peer.settimeout(1.0)
+    client._sock = fresh
+    client.ack(2, 1)
+    client.send_pending()
+    assert peer.recv(100) == b"\x40\x02\x00\x02"
+    broker.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        broker.recv(100)
+    fresh.close()
+    peer.close()
