@@ -190,7 +190,6 @@ class MqttLink:
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
-        client.on_publish = self._paho_published
         client.on_socket_open = self._paho_socket_open
         client.on_socket_close = self._paho_socket_close
         properties = None
@@ -411,6 +410,8 @@ class MqttLink:
 
     def _published_in_loop(self, mid: int) -> None:
         callback = self._on_sent.pop(mid, None)
+        if not self._on_sent:
+            self._client.on_publish = None
         if callback is not None:
             try:
                 callback()
@@ -475,7 +476,9 @@ class MqttLink:
                 properties.MessageExpiryInterval = message_expiry
         info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if on_sent is not None:
+            # paho builds a reason code and properties for every callback; only ask while someone waits.
             self._on_sent[info.mid] = on_sent
+            self._client.on_publish = self._paho_published
         if self._client.want_write():
             self._flush()  # paho could not take it to the socket now (its callback lock was held)
 

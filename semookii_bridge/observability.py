@@ -73,6 +73,7 @@ class Observability:
         )  # fmt: skip
         self.last_api_answer: float | None = None
         self.last_api_failure: float | None = None
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._live: Callable[[], LiveSample | None] = lambda: None
         self.registry.register(_LiveCollector(lambda: self._live()))
 
@@ -82,8 +83,8 @@ class Observability:
 
     def observe_call(self, endpoint: Endpoint, outcome: str, seconds: float) -> None:
         """One HTTP attempt (the API client's observer)."""
-        self.api_calls.labels(endpoint.name, outcome).inc()
-        self.api_latency.labels(endpoint.name).observe(seconds)
+        self._child(self.api_calls, endpoint.name, outcome).inc()
+        self._child(self.api_latency, endpoint.name).observe(seconds)
         if outcome in TRANSPORT_FAILURES:
             self.last_api_failure = self._clock()
         else:
@@ -91,7 +92,15 @@ class Observability:
 
     def observe_status(self, target_kind: str, status: str) -> None:
         """One lifecycle state published (the lifecycle's observer)."""
-        self.commands.labels(target_kind, status).inc()
+        self._child(self.commands, target_kind, status).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once: labels() locks and validates on every call."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

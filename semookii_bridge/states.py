@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Literal
 
@@ -18,8 +19,14 @@ TERMINAL: frozenset[str] = frozenset({"completed", "rejected", "superseded", "ex
 
 def utc_now_text(now: float | None = None) -> str:
     """RFC 3339 UTC with milliseconds, e.g. 2026-11-24T19:00:00.123Z."""
-    now = time.time() if now is None else now
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
+    millis = int((time.time() if now is None else now) * 1000)
+    return f"{_utc_second(millis // 1000)}.{millis % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    """The formatted second, reused by the hundreds of state messages stamped within it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 class StateMessage(msgspec.Struct, frozen=True, kw_only=True):
