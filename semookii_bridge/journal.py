@@ -185,11 +185,12 @@ class Journal:
         ).fetchone()
         return self._entry(row) if row else None
 
-    def find_delivery(self, delivery_hash: str) -> Entry | None:
+    def find_delivery(self, *delivery_hashes: str) -> Entry | None:
         """The command journaled from this exact MQTT delivery (a broker redelivery after a crash)."""
+        marks = ",".join("?" * len(delivery_hashes))
         row = self._db.execute(
-            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE delivery_hash = ?",  # noqa: S608
-            (delivery_hash,),
+            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE delivery_hash IN ({marks})",  # noqa: S608
+            delivery_hashes,
         ).fetchone()
         return self._entry(row) if row else None
 

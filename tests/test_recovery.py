@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from semookii_bridge import wire
 from semookii_bridge.bridge import Bridge
@@ -12,6 +16,7 @@ from semookii_bridge.commands import Manual
 from semookii_bridge.config import BridgeConfig
 from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.journal import Entry, Journal
+from semookii_bridge.messages import Incoming
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket
 
 
@@ -88,3 +93,26 @@ def test_repeated_request_id_is_refused_by_the_journal(tmp_path: Path) -> None:
     journal.insert(entry("once", "queued"))
     with pytest.raises(DuplicateRequest):
         journal.insert(entry("once", "queued"))
+
+
+STOP_SET = Incoming(topic="vpp/group/42/set", payload=b'{"type":"manual","action":"stop"}', mid=7)
+
+
+def test_a_redelivered_command_is_not_queued_again(tmp_path: Path) -> None:
+    """The broker redelivers (DUP) a command the bridge journaled but never acked: it is recognised and dropped."""
+    journal = Journal(tmp_path / "j.db")
+    publisher = Recorder()
+    bridge = bridge_on(journal, publisher)
+    asyncio.run(bridge.handle(STOP_SET))
+    asyncio.run(bridge.handle(msgspec.structs.replace(STOP_SET, dup=True)))
+    assert journal.count() == 1 and [s["status"] for _, s, _ in publisher.sent] == ["queued"]
+
+
+def test_a_redelivery_journaled_by_an_earlier_version_is_recognised(tmp_path: Path) -> None:
+    """Journals from before the packet-id-first key hold the bare digest; a redelivery still matches it."""
+    journal = Journal(tmp_path / "j.db")
+    digest = hashlib.sha256(b"vpp/group/42/set\x007\x00" + STOP_SET.payload).hexdigest()[:32]
+    journal.insert(entry("from-before", "accepted", delivery_hash=digest))
+    publisher = Recorder()
+    asyncio.run(bridge_on(journal, publisher).handle(msgspec.structs.replace(STOP_SET, dup=True)))
+    assert journal.count() == 1 and publisher.sent == []
