@@ -148,8 +148,12 @@ class Stack:
             return [g["id"] for g in json.loads(r.read())["groups"]]
 
 
+LOG_LEVEL = os.environ.get("SEMOOKII_BENCH_LOG_LEVEL", "WARNING")
+"""The bridge's and simulator's log level; at INFO the bridge also writes a log line per state message."""
+
+
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "semookii_bridge.cli", "--log-level", "WARNING", *args]
+    return [sys.executable, "-m", "semookii_bridge.cli", "--log-level", LOG_LEVEL, *args]
 
 
 @contextmanager
