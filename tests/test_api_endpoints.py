@@ -6,8 +6,12 @@ import asyncio
 
 import pytest
 
-from semookii_bridge.api import ApiRejected, CloudClient, ControlParams
+from semookii_bridge.api import ApiRejected, CloudClient, ControlParams, RetryPolicy
+from semookii_bridge.ratelimit import LimiterGate, RateLimiter, TokenBucket
+from semookii_bridge.secret import Secret
 from semookii_bridge.simulator import RunningSimulator
+
+from .conftest import TOKEN
 
 POWER = ControlParams(super_type=0, mode=1, set_type=1, active_power=1000, reactive_power=0, proid_time=600, timeout=10)
 
@@ -121,3 +125,18 @@ async def test_api_rejection_carries_exception_text(client: CloudClient) -> None
     with pytest.raises(ApiRejected) as info:
         await client.group_control("1000000000000000000", POWER)
     assert info.value.code == "api_error" and "does not exist" in info.value.message
+
+
+async def test_control_calls_overtake_waiting_polls_through_the_client(sim: RunningSimulator) -> None:
+    """Through the client's own endpoint table, a control call waiting for a token goes before earlier polls."""
+    limiter = RateLimiter(TokenBucket(10, 1))
+    async with CloudClient(sim.base_url, Secret(TOKEN), retry=RetryPolicy.instant(), gate=LimiterGate(limiter)) as c:
+        command_id = await c.group_control(first_group(sim), POWER)
+        polls = [asyncio.create_task(c.query_command(command_id)) for _ in range(2)]
+        polls.append(asyncio.create_task(c.get_query_result("1")))
+        await asyncio.sleep(0.01)
+        control = asyncio.create_task(c.group_control(first_group(sim), POWER))
+        await asyncio.gather(control, *polls, return_exceptions=True)
+    await limiter.close()
+    order = [call.path for call in sim.simulator.calls]
+    assert order[:2] == ["/commandapi/groupControl", "/commandapi/groupControl"], order

@@ -168,10 +168,16 @@ async def test_not_allowed_outside_allow_lists_and_power_ceiling(
         probe.publish(f"vpp/group/{other}/set", {**VALID, "request_id": "g"})
         probe.publish(f"vpp/inverter/{sn}/set", {**VALID, "request_id": "i"})
         probe.publish("vpp/batch/set", {**VALID, "sns": ["H0", sn], "request_id": "b"})
-        probe.publish(f"vpp/group/{allowed}/set", {"type": "power_control", "active_power": -6000, "duration": 60,
-                                                   "timeout": 1, "request_id": "p"})  # fmt: skip
-        for topic, rid in ((f"vpp/group/{other}", "g"), (f"vpp/inverter/{sn}", "i"), ("vpp/batch", "b"),
-                           (f"vpp/group/{allowed}", "p")):  # fmt: skip
+        over_ceiling = {
+            "p": {"type": "power_control", "active_power": -6000, "duration": 60, "timeout": 1},
+            "q": {"type": "power_control", "active_power": 0, "reactive_power": 5001, "duration": 60, "timeout": 1},
+            "s": {"type": "soc_control", "target_soc": 80, "charge_power": 5001, "timeout": 1},
+            "e": {"type": "energy_control", "target_energy": 100, "charge_power": -6000, "timeout": 1},
+        }
+        for rid, command in over_ceiling.items():
+            probe.publish(f"vpp/group/{allowed}/set", {**command, "request_id": rid})
+        targets = [(f"vpp/group/{other}", "g"), (f"vpp/inverter/{sn}", "i"), ("vpp/batch", "b")]
+        for topic, rid in targets + [(f"vpp/group/{allowed}", rid) for rid in over_ceiling]:
             rejected = await probe.wait_status(f"{topic}/state", rid, "rejected")
             assert rejected["error"]["code"] == "not_allowed", rid
         await still_works(probe, allowed, "allowed")
@@ -188,3 +194,23 @@ async def test_dry_run_validates_and_calls_nothing(
         done = await probe.wait_status(f"vpp/group/{gid}/state", "dry", "completed")
         assert [s["status"] for s in probe.states(f"vpp/group/{gid}/state", "dry")] == ["queued", "completed"]
     assert done["error"]["code"] == "dry_run" and not sim.simulator.calls
+
+
+@pytest.mark.parametrize(("envelope", "expiry"), [({"ttl": 1}, None), ({}, 1)], ids=["ttl", "mqtt5-expiry"])
+async def test_queued_command_expires_at_its_ttl_while_waiting_for_a_token(
+    envelope: dict[str, Any],
+    expiry: int | None,
+    make_bridge: Callable[..., Awaitable[Service]],
+    broker: Mosquitto,
+    sim: RunningSimulator,
+) -> None:
+    """A command stuck behind the rate limit is `expired` when its ttl or MQTT 5 expiry passes, not sent late."""
+    await make_bridge(rate_limit={"rate": 0.1, "burst": 1})
+    first, second = (g.id for g in sim.simulator.state.list_groups()[:2])
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{first}/set", {**VALID, "request_id": "takes-the-token"})
+        await probe.wait_status(f"vpp/group/{first}/state", "takes-the-token", "accepted")
+        probe.publish(f"vpp/group/{second}/set", {**VALID, "request_id": "waits", **envelope}, expiry=expiry)
+        expired = await probe.wait_status(f"vpp/group/{second}/state", "waits", "expired", timeout=5)
+    assert expired["error"]["code"] == "expired"
+    assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1

@@ -49,7 +49,8 @@ async def test_group_command_lifecycle(kind: str, bridge: Service, broker: Mosqu
         done = await probe.wait_status(topic, f"r-{kind}", "completed")
         states = probe.states(topic, f"r-{kind}")
     assert [s["status"] for s in states] == LIFECYCLE
-    assert isinstance(done["command_id"], str) and done["command_id"].isdigit()
+    assert all(isinstance(s["command_id"], str) and s["command_id"].isdigit() for s in states[1:])
+    assert all(isinstance(s["task_id"], str) for s in states[2:])
     assert isinstance(done["task_id"], str) and done["results"] and set(done["results"].values()) == {"success"}
     assert done["target"] == {"kind": "group", "id": group_id} and done["command"]["type"] == kind
     assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1

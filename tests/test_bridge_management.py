@@ -125,3 +125,14 @@ async def test_response_topic_inside_the_prefix_is_refused(bridge: Service, brok
         response = await probe.wait_response("group/list")
     assert response["status"] == "ok"
     assert all(m.json().get("state") for m in probe.on("vpp/bridge/state"))
+
+
+async def test_error_responses_echo_the_transaction(bridge: Service, broker: Mosquitto) -> None:
+    """A refused, failed or unknown request still carries its `transaction` back, so the caller can match it."""
+    cases = [("group/add", {"name": ""}, "validation_error"),
+             ("group/rename", {"id": "1234567890123456789", "name": "x"}, "api_error"),
+             ("group/explode", {}, "unknown_op")]  # fmt: skip
+    with Probe(broker.port) as probe:
+        for n, (op, payload, code) in enumerate(cases):
+            response = await request(probe, op, {**payload, "transaction": f"t-{n}"})
+            assert (response["status"], response["error"]["code"], response["transaction"]) == ("error", code, f"t-{n}")

@@ -38,6 +38,18 @@ async def test_errors_and_logs_never_carry_the_token(
     assert caplog.records and all(TOKEN not in r.getMessage() for r in caplog.records)
 
 
+async def test_device_binding_errors_never_carry_the_token(
+    client: CloudClient, sim: RunningSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Device binding sends the token in the body; an answer quoting it back is redacted like any other call's."""
+    caplog.set_level(logging.DEBUG)
+    sim.simulator.inject(Fault("reject", times=1, message=f"token {TOKEN} may not bind"))
+    with pytest.raises(ApiError) as info:
+        await client.bind_sns(["A1"])
+    assert "may not bind" in str(info.value) and TOKEN not in str(info.value) and TOKEN not in repr(info.value)
+    assert all(TOKEN not in r.getMessage() for r in caplog.records)
+
+
 async def test_connect_failure_message_hides_token(caplog: pytest.LogCaptureFixture) -> None:
     """A connection error (whose URL holds tokenId) is reported without it."""
     caplog.set_level(logging.DEBUG)
