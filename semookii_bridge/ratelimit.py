@@ -70,7 +70,10 @@ class TokenBucket:
             return pause
         self._refill(now)
         missing = max(0.0, 1.0 - self._tokens)
-        return max(pause, missing / self.rate)
+        if missing == 0.0:
+            return pause
+        # After a pause the bucket refills only from its end (`_stamp`), so the wait is the pause plus a refill.
+        return max(pause, max(0.0, self._stamp - now) + missing / self.rate)
 
     def try_take(self) -> bool:
         """Take one token if available now; raises QuotaExhausted once the daily quota is spent."""

@@ -105,3 +105,138 @@ async def test_unlimited_rate_never_waits() -> None:
     limiter = RateLimiter(TokenBucket(0, 1))
     await asyncio.wait_for(asyncio.gather(*(limiter.acquire(Priority.CONTROL) for _ in range(1000))), 1)
     await limiter.close()
+
+
+def test_tokens_start_full_and_refill_at_the_rate_up_to_burst() -> None:
+    """A new bucket holds `burst` tokens; taken ones come back at `rate` per second, never above burst."""
+    clock = FakeClock()
+    bucket = TokenBucket(2, 3, clock=clock)
+    assert bucket.tokens() == 3.0
+    assert bucket.try_take() and bucket.try_take() and bucket.tokens() == 1.0
+    clock.now += 0.25
+    assert bucket.tokens() == 1.5
+    clock.now += 10
+    assert bucket.tokens() == 3.0
+    assert TokenBucket(0, 1).tokens() == float("inf") and TokenBucket(0, 0).burst == 1
+
+
+def test_delay_says_when_the_next_token_comes() -> None:
+    """delay() is 0 with a token, else the time until one token has refilled, or the pause if longer."""
+    clock = FakeClock()
+    bucket = TokenBucket(4, 1, clock=clock)
+    assert bucket.delay() == 0.0
+    bucket.try_take()
+    assert bucket.delay() == 0.25
+    clock.now += 0.1
+    assert abs(bucket.delay() - 0.15) < 1e-9
+    bucket.pause(3.0)
+    assert bucket.delay() == 3.25
+    unlimited = TokenBucket(0, 1, clock=clock)
+    assert unlimited.delay() == 0.0
+    unlimited.pause(2.0)
+    assert unlimited.delay() == 2.0 and not unlimited.try_take()
+
+
+def test_a_shorter_pause_does_not_cut_a_longer_one() -> None:
+    """Two 429s: the pause lasts until the later of the two ends."""
+    clock = FakeClock()
+    bucket = TokenBucket(100, 5, clock=clock)
+    bucket.pause(5.0)
+    clock.now += 1
+    bucket.pause(1.0)
+    clock.now += 3.5
+    assert not bucket.try_take()
+    clock.now += 0.6
+    assert bucket.try_take()
+
+
+def test_refund_never_overfills_and_gives_back_quota() -> None:
+    """A refund adds at most up to burst and returns the call to the daily quota."""
+    clock, wall = FakeClock(), FakeClock()
+    bucket = TokenBucket(1, 2, daily_quota=1, clock=clock, wall=wall)
+    bucket.refund()
+    assert bucket.tokens() == 2.0
+    assert bucket.try_take()
+    bucket.refund()
+    assert bucket.try_take()
+    with pytest.raises(QuotaExhausted, match="daily quota of 1 API calls used up"):
+        bucket.try_take()
+
+
+def test_unlimited_rate_still_counts_the_quota() -> None:
+    """rate = 0 has no per-second limit but the daily quota holds, and refunds give calls back."""
+    bucket = TokenBucket(0, 1, daily_quota=2)
+    assert bucket.try_take() and bucket.try_take()
+    bucket.refund()
+    assert bucket.try_take()
+    with pytest.raises(QuotaExhausted):
+        bucket.try_take()
+
+
+async def test_waiters_are_counted_and_throttling_pauses_them() -> None:
+    """queue_depth counts callers waiting; a 429 without Retry-After pauses for the default pause."""
+    limiter = RateLimiter(TokenBucket(50, 1), default_pause=0.3)
+    await limiter.acquire(Priority.CONTROL)
+    waiters = [asyncio.create_task(limiter.acquire(Priority.POLL)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert limiter.queue_depth() == 3
+    started = asyncio.get_running_loop().time()
+    limiter.throttled(None)
+    await asyncio.gather(*waiters)
+    assert asyncio.get_running_loop().time() - started >= 0.29 and limiter.queue_depth() == 0
+    limiter.throttled(0.2)
+    started = asyncio.get_running_loop().time()
+    await limiter.acquire(Priority.CONTROL)
+    assert asyncio.get_running_loop().time() - started >= 0.19
+    await limiter.close()
+
+
+async def test_quota_exhausted_fails_every_waiter() -> None:
+    """Callers waiting when the quota runs out get QuotaExhausted instead of waiting for ever."""
+    limiter = RateLimiter(TokenBucket(20, 1, daily_quota=2))
+    await limiter.acquire(Priority.CONTROL)
+    results = await asyncio.gather(*(limiter.acquire(Priority.POLL) for _ in range(3)), return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["NoneType", "QuotaExhausted", "QuotaExhausted"]
+    await limiter.close()
+
+
+async def test_a_cancelled_waiter_does_not_take_a_token() -> None:
+    """A caller that gave up waiting is skipped; the next one gets the token."""
+    limiter = RateLimiter(TokenBucket(20, 1))
+    await limiter.acquire(Priority.CONTROL)
+    gone = asyncio.create_task(limiter.acquire(Priority.CONTROL))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.wait_for(limiter.acquire(Priority.POLL), 1)
+    assert limiter.bucket.tokens() < 1
+    await limiter.close()
+
+
+async def test_close_cancels_waiting_callers() -> None:
+    """close() cancels everyone still waiting and stops the pump."""
+    limiter = RateLimiter(TokenBucket(0.01, 1))
+    await limiter.acquire(Priority.CONTROL)
+    waiter = asyncio.create_task(limiter.acquire(Priority.CONTROL))
+    await asyncio.sleep(0.01)
+    await limiter.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limiter.queue_depth() == 0 and limiter._pump is not None and limiter._pump.done()
+
+
+async def test_gate_gives_api_calls_their_endpoint_priority_and_quota_error() -> None:
+    """The client's gate: a spent quota is the client's QuotaExceeded naming the endpoint; 429s pause all."""
+    from semookii_bridge.api import endpoints
+    from semookii_bridge.api.errors import QuotaExceeded
+    from semookii_bridge.ratelimit import LimiterGate
+
+    limiter = RateLimiter(TokenBucket(0, 1, daily_quota=1))
+    gate = LimiterGate(limiter)
+    await gate.acquire(endpoints.GROUP_CONTROL)
+    with pytest.raises(QuotaExceeded) as info:
+        await gate.acquire(endpoints.QUERY_COMMAND)
+    assert info.value.endpoint == "query_command" and "daily quota" in info.value.message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    gate.throttled(5.0)
+    assert limiter.bucket.delay() > 4.9
+    await limiter.close()
