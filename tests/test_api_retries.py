@@ -8,6 +8,7 @@ import pytest
 
 from semookii_bridge.api import (
     Ambiguous,
+    ApiError,
     ApiRejected,
     BadResponse,
     CloudClient,
@@ -18,7 +19,7 @@ from semookii_bridge.api import (
     RetryPolicy,
     TransportError,
 )
-from semookii_bridge.api.retry import call_with_retries, is_transient
+from semookii_bridge.api.retry import call_with_retries, is_transient, settle
 from semookii_bridge.secret import Secret
 from semookii_bridge.simulator import Fault, RunningSimulator, SimConfig, serve
 
@@ -223,3 +224,94 @@ async def test_waiting_for_a_pooled_connection_is_not_ambiguous(sim: RunningSimu
         with pytest.raises(Ambiguous):
             await first
     assert len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+def test_backoff_doubles_from_initial_wait_up_to_max_wait() -> None:
+    """Without jitter the waits are initial_wait x 1, 2, 4, ... capped at max_wait."""
+    policy = RetryPolicy(initial_wait=0.25, max_wait=2.0, jitter=0)
+    assert [policy.wait_for(n, None) for n in range(1, 7)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_jitter_only_adds_up_to_its_amount() -> None:
+    """Jitter adds between 0 and `jitter` seconds to the backoff, never less, never more."""
+    policy = RetryPolicy(initial_wait=1.0, max_wait=8.0, jitter=0.5)
+    waits = [policy.wait_for(2, None) for _ in range(500)]
+    assert all(2.0 <= w <= 2.5 for w in waits) and max(waits) - min(waits) > 0.3
+
+
+def test_retry_after_is_capped_by_the_time_budget() -> None:
+    """A Retry-After longer than max_total waits only max_total; a shorter backoff never wins over it."""
+    policy = RetryPolicy(jitter=0, max_total=5.0)
+    assert policy.wait_for(1, RateLimited("x", endpoint="e", retry_after=60.0)) == 5.0
+    assert policy.wait_for(1, RateLimited("x", endpoint="e")) == 0.25
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_mutating_call_that_got_a_5xx_is_ambiguous_with_its_details(status: int) -> None:
+    """A 5xx other than 503 may have landed: Ambiguous keeps the endpoint, the status and the cause."""
+    settled = settle(HttpStatusError(f"HTTP {status}", endpoint="group_control", status=status), idempotent=False)
+    assert isinstance(settled, Ambiguous)
+    assert (settled.endpoint, settled.status) == ("group_control", status)
+    assert settled.message == f"HTTP {status}; the request may have reached the API and is not repeated"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [HttpStatusError("HTTP 503", endpoint="e", status=503), RateLimited("429", endpoint="e"),
+     HttpStatusError("no status", endpoint="e", status=None), HttpStatusError("HTTP 404", endpoint="e", status=404),
+     ConnectFailed("refused", endpoint="e"), ApiRejected("no", endpoint="e")],
+)  # fmt: skip
+def test_a_mutating_call_surely_not_taken_keeps_its_error(error: ApiError) -> None:
+    """503, 429, a refused connection, a 4xx or an API refusal did not land: the error is reported as it is."""
+    assert settle(error, idempotent=False) is error
+
+
+def test_a_query_never_becomes_ambiguous() -> None:
+    """Idempotent calls report their last error unchanged."""
+    error = TransportError("reset", endpoint="e")
+    assert settle(error, idempotent=True) is error
+    broken = settle(TransportError("reset", endpoint="e", status=None), idempotent=False)
+    assert isinstance(broken, Ambiguous) and broken.status is None
+
+
+async def test_each_retry_is_reported_with_its_error() -> None:
+    """on_retry hears the attempt number and the error that caused each retry."""
+    errors = [ConnectFailed("first", endpoint="e"), ConnectFailed("second", endpoint="e")]
+
+    async def attempt() -> str:
+        if errors:
+            raise errors.pop(0)
+        return "ok"
+
+    heard: list[tuple[int, str]] = []
+    assert await call_with_retries(RetryPolicy.instant(), attempt, idempotent=True,
+                                   on_retry=lambda n, e: heard.append((n, str(e)))) == "ok"  # fmt: skip
+    assert heard == [(1, "first"), (2, "second")]
+
+
+async def test_retries_work_without_a_listener() -> None:
+    """on_retry is optional."""
+    errors = [ConnectFailed("first", endpoint="e")]
+
+    async def attempt() -> str:
+        if errors:
+            raise errors.pop(0)
+        return "ok"
+
+    assert await call_with_retries(RetryPolicy.instant(), attempt, idempotent=True) == "ok"
+
+
+async def test_the_wait_between_attempts_honours_retry_after() -> None:
+    """Between attempts the loop waits the server's Retry-After, not just the short backoff."""
+    errors = [RateLimited("slow down", endpoint="e", retry_after=0.3)]
+
+    async def attempt() -> str:
+        if errors:
+            raise errors.pop(0)
+        return "ok"
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    policy = RetryPolicy(initial_wait=0.01, jitter=0, max_total=5.0)
+    assert await call_with_retries(policy, attempt, idempotent=False) == "ok"
+    assert loop.time() - started >= 0.29

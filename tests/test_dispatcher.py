@@ -108,3 +108,146 @@ async def test_concurrency_cap() -> None:
         dispatcher.submit(job(str(i), target=str(i)))
     await run_until(dispatcher, lambda: len(rec.sent) == 20)
     assert len(rec.sent) == 20 and rec.peak == 3
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_superseded_command_does_not_also_expire() -> None:
+    """The older command is reported once, `superseded`; its expiry timer is cancelled with it."""
+    bucket = TokenBucket(0.1, 1)
+    bucket.try_take()
+    rec = Recorder()
+    dispatcher = Dispatcher(RateLimiter(bucket), rec.send, rec.drop)
+    dispatcher.submit(job("old", ttl=0.05))
+    dispatcher.submit(job("new", ttl=60))
+    await asyncio.sleep(0.15)
+    assert rec.dropped == [("old", "superseded")] and dispatcher.queued == 1
+    dispatcher.close()
+
+
+async def test_expiry_reports_the_expired_code() -> None:
+    """A command whose ttl passes in the queue is dropped `expired` with error code `expired`."""
+    bucket = TokenBucket(0.1, 1)
+    bucket.try_take()
+    errors: list[ErrorInfo | None] = []
+    dispatcher = Dispatcher(RateLimiter(bucket), Recorder().send, lambda j, s, e: errors.append(e))
+    dispatcher.submit(job("late", ttl=0.02))
+    await asyncio.sleep(0.1)
+    assert [e.code if e else None for e in errors] == ["expired"] and dispatcher.queued == 0
+
+
+async def test_a_command_past_its_deadline_when_the_token_comes_is_not_sent() -> None:
+    """If the deadline has passed by the time the token is granted, the command expires and the token is refunded."""
+    clock = Clock()
+    rec = Recorder()
+    bucket = TokenBucket(0, 1)
+    dispatcher = Dispatcher(RateLimiter(bucket), rec.send, rec.drop, clock=clock)
+    dispatcher.submit(job("stale", ttl=60))
+    clock.now += 61
+    task = asyncio.create_task(dispatcher.run())
+    await asyncio.sleep(0.05)
+    assert rec.sent == [] and rec.dropped == [("stale", "expired")]
+    dispatcher.submit(job("fresh", target="2", ttl=120))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert rec.sent == ["fresh"], "the slot of the expired command must be released"
+    assert bucket._used_today == 1, "the expired command's token is given back"
+
+
+async def test_quota_exhausted_fails_the_command_and_frees_the_slot() -> None:
+    """With the daily quota spent, the command ends `failed`/`rate_limited` and later commands are still handled."""
+    bucket = TokenBucket(0, 1, daily_quota=1)
+    bucket.try_take()
+    dropped: list[tuple[str, str, str]] = []
+    dispatcher = Dispatcher(RateLimiter(bucket), Recorder().send,
+                            lambda j, s, e: dropped.append((j.request_id, s, e.code if e else "")), max_in_flight=1)  # fmt: skip
+    task = asyncio.create_task(dispatcher.run())
+    dispatcher.submit(job("a", target="1"))
+    dispatcher.submit(job("b", target="2"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert dropped == [("a", "failed", "rate_limited"), ("b", "failed", "rate_limited")]
+    assert dispatcher.queued == 0
+
+
+async def test_a_crashing_send_frees_its_target_and_slot() -> None:
+    """If `send` raises, the target is no longer in flight and a newer command for it is sent."""
+    sent: list[str] = []
+
+    async def send(j: Job) -> None:
+        sent.append(j.request_id)
+        if j.request_id == "boom":
+            raise RuntimeError("bug")
+
+    dispatcher = Dispatcher(RateLimiter(TokenBucket(0, 1)), send, Recorder().drop, max_in_flight=1)
+    task = asyncio.create_task(dispatcher.run())
+    dispatcher.submit(job("boom"))
+    await asyncio.sleep(0.02)
+    dispatcher.submit(job("next"))
+    await asyncio.sleep(0.05)
+    assert sent == ["boom", "next"] and dispatcher.in_flight == 0
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_command_queued_during_a_call_is_sent_after_it() -> None:
+    """A newer command that arrived while its target's call was in flight is sent when that call returns."""
+    hold = asyncio.Event()
+    rec = Recorder(hold)
+    dispatcher = Dispatcher(RateLimiter(TokenBucket(0, 1)), rec.send, rec.drop)
+    task = asyncio.create_task(dispatcher.run())
+    dispatcher.submit(job("first"))
+    await asyncio.sleep(0.02)
+    assert dispatcher.in_flight == 1
+    dispatcher.submit(job("second"))
+    dispatcher.submit(job("third"))
+    assert dispatcher.queued == 1
+    hold.set()
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert rec.sent == ["first", "third"] and rec.dropped == [("second", "superseded")]
+
+
+async def test_drain_waits_for_calls_in_flight_up_to_its_limit() -> None:
+    """drain() returns when calls in flight finish, or after its timeout if they do not."""
+    hold = asyncio.Event()
+    rec = Recorder(hold)
+    dispatcher = Dispatcher(RateLimiter(TokenBucket(0, 1)), rec.send, rec.drop)
+    task = asyncio.create_task(dispatcher.run())
+    dispatcher.submit(job("slow"))
+    await asyncio.sleep(0.02)
+    started = time.monotonic()
+    await dispatcher.drain(0.1)
+    assert 0.08 <= time.monotonic() - started < 1 and rec.active == 1
+    hold.set()
+    await dispatcher.drain(1)
+    assert rec.active == 0
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_close_cancels_timers_and_calls_in_flight() -> None:
+    """After close(), queued commands neither expire nor send, and calls in flight are cancelled."""
+    hold = asyncio.Event()
+    rec = Recorder(hold)
+    bucket = TokenBucket(0.1, 1)
+    dispatcher = Dispatcher(RateLimiter(bucket), rec.send, rec.drop)
+    task = asyncio.create_task(dispatcher.run())
+    dispatcher.submit(job("in-flight", target="1"))
+    await asyncio.sleep(0.02)
+    dispatcher.submit(job("queued", target="2", ttl=0.05))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    dispatcher.close()
+    await asyncio.sleep(0.1)
+    assert rec.dropped == [] and rec.sent == ["in-flight"]
+    assert all(t.cancelled() for t in dispatcher._tasks) or not dispatcher._tasks

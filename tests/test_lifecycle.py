@@ -1,4 +1,4 @@
-"""A command's life in isolation: what is on disk before the control call, and what each state carries."""
+"""A command's life in isolation: what is on disk before the control call, each state, and the polling rules."""
 
 from __future__ import annotations
 
@@ -11,107 +11,382 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from semookii_bridge import wire
-from semookii_bridge.api import ControlParams
-from semookii_bridge.commands import Manual
+from semookii_bridge.api import ApiRejected, ControlParams
+from semookii_bridge.api.errors import HttpStatusError
+from semookii_bridge.commands import Manual, PowerControl, to_params
 from semookii_bridge.config import CommandsConfig
+from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.jobs import Job
 from semookii_bridge.journal import Entry, Journal
 from semookii_bridge.lifecycle import Lifecycle
 from semookii_bridge.topics import Target, Topics
 
+COMMAND_ID = "1234567890123456789"
+GROUP = Target("group", "42")
 
-class Recorded(msgspec.Struct):
+
+class Published(msgspec.Struct):
     topic: str
     payload: dict[str, Any]
+    retain: bool
+    correlation: bytes | None
 
 
 class Publisher:
-    """Records what the lifecycle publishes, decoded."""
+    """Records what the lifecycle publishes, decoded; acknowledges each message at once."""
 
     def __init__(self) -> None:
-        self.messages: list[Recorded] = []
+        self.messages: list[Published] = []
 
-    def publish(self, topic: str, payload: bytes, *, on_sent: Callable[[], None] | None = None, **_: Any) -> None:
-        self.messages.append(Recorded(topic, json.loads(payload)))
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        on_sent: Callable[[], None] | None = None,
+        **_: Any,
+    ) -> None:
+        self.messages.append(Published(topic, json.loads(payload), retain, correlation_data))
         if on_sent is not None:
             on_sent()
 
-    def statuses(self) -> list[str]:
-        return [m.payload["status"] for m in self.messages]
+    def statuses(self, topic: str | None = None) -> list[str]:
+        return [m.payload["status"] for m in self.messages if topic is None or m.topic == topic]
+
+    def last(self) -> dict[str, Any]:
+        return self.messages[-1].payload
 
 
-class DiskReadingApi:
-    """A control API that, when called, reads the command's status from the journal file on disk."""
+class Api:
+    """A control API that records each call and answers from queues (an exception in a queue is raised)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, journal_path: Path | None = None) -> None:
+        self.journal_path = journal_path
+        self.calls: list[tuple[Any, ...]] = []
         self.status_on_disk: list[str] = []
+        self.control: list[Any] = [COMMAND_ID]
+        self.tasks: list[Any] = ["7654321"]
+        self.results: list[Any] = [{"DONGLE1": "success"}]
 
-    def _read(self, request_id: str) -> str:
-        with sqlite3.connect(self.path) as db:
-            row = db.execute("SELECT status FROM commands WHERE request_id = ?", (request_id,)).fetchone()
-        return str(row[0])
+    @staticmethod
+    def _next(queue: list[Any]) -> Any:
+        answer = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def _control(self, *call: Any) -> Any:
+        self.calls.append(call)
+        if self.journal_path is not None:
+            with sqlite3.connect(self.journal_path) as db:
+                self.status_on_disk += [s for (s,) in db.execute("SELECT status FROM commands")]
+        return self._next(self.control)
 
     async def group_control(self, group_id: str, params: ControlParams, *, prepaid: bool = False) -> str:
-        self.status_on_disk.append(self._read("r-1"))
-        return "1234567890123456789"
+        return str(self._control("group", group_id, params, prepaid))
 
     async def single_control(self, sn: str, params: ControlParams, *, prepaid: bool = False) -> str:
-        raise AssertionError("not used")
+        return str(self._control("single", sn, params, prepaid))
 
     async def batch_control(self, sns: Sequence[str], params: ControlParams, *, prepaid: bool = False) -> str:
-        raise AssertionError("not used")
+        return str(self._control("batch", sns, params, prepaid))
 
     async def query_command(self, command_id: str) -> str | None:
-        return "7654321"
+        self.calls.append(("query", command_id))
+        answer: str | None = self._next(self.tasks)
+        return answer
 
     async def get_query_result(self, task_id: str) -> dict[str, str] | None:
-        return {"DONGLE1": "success"}
+        self.calls.append(("result", task_id))
+        answer: dict[str, str] | None = self._next(self.results)
+        return answer
 
 
-def queued_job(journal: Journal) -> Job:
-    now = time.time()
-    job = Job(request_id="r-1", target=Target("group", "42"), command=Manual(action="stop"), sns=None,
-              received_at=now, deadline=now + 60)  # fmt: skip
-    journal.insert(Entry(request_id=job.request_id, target_kind="group", target_id="42",
-                         command=wire.encode(job.command), status="queued", received_at=now, deadline=now + 60))  # fmt: skip
-    return job
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def lifecycle(journal: Journal, api: DiskReadingApi, publisher: Publisher) -> Lifecycle:
-    config = CommandsConfig(poll_initial=0.01, poll_max=0.02, track_results_for=5)
-    return Lifecycle(api=api, journal=journal, publisher=publisher, topics=Topics(), config=config)
+class World:
+    """A journal on disk, the fake API, a recording publisher and a fake clock around one Lifecycle."""
+
+    def __init__(self, tmp_path: Path, **config: Any) -> None:
+        self.path = tmp_path / "journal.db"
+        self.clock = Clock()
+        self.journal = Journal(self.path, clock=self.clock)
+        self.api = Api(self.path)
+        self.publisher = Publisher()
+        self.observed: list[tuple[str, str]] = []
+        settings = {"poll_initial": 1.0, "poll_max": 8.0, "track_results_for": 100.0, **config}
+        self.life = Lifecycle(api=self.api, journal=self.journal, publisher=self.publisher, topics=Topics(),
+                              config=CommandsConfig(**settings), clock=self.clock,
+                              observer=lambda kind, status: self.observed.append((kind, status)))  # fmt: skip
+
+    def job(self, target: Target = GROUP, command: Any = None, **fields: Any) -> Job:
+        command = command or Manual(action="stop", sns=["A", "B"] if target.kind == "batch" else None)
+        now = self.clock()
+        job = Job(request_id="r-1", target=target, command=command, sns=tuple(command.sns) if command.sns else None,
+                  received_at=now, deadline=now + 60, **fields)  # fmt: skip
+        self.journal.insert(Entry(request_id=job.request_id, target_kind=target.kind, target_id=target.id,
+                                  command=wire.encode(command), status="queued", received_at=now,
+                                  deadline=now + 60, response_topic=job.response_topic,
+                                  correlation=job.correlation))  # fmt: skip
+        return job
+
+    def row(self) -> Entry:
+        entry = self.journal.get("r-1")
+        assert entry is not None
+        return entry
+
+    async def step(self, backoff: float) -> tuple[float, float] | None:
+        return await self.life._poll_step("r-1", backoff)
 
 
-async def test_sending_is_on_disk_before_the_control_call(tmp_path: Path) -> None:
+@pytest.fixture
+async def world(tmp_path: Path) -> Any:
+    w = World(tmp_path)
+    yield w
+    await w.life.close()
+    w.journal.close()
+
+
+# ---- sending ---------------------------------------------------------------------------------------
+
+
+async def test_sending_is_on_disk_before_the_control_call(world: World) -> None:
     """When the control call starts, the journal file already says `sending` (a crash then reports ambiguous)."""
-    path = tmp_path / "journal.db"
-    journal = Journal(path)
-    api = DiskReadingApi(path)
-    job = queued_job(journal)
+    job = world.job()
     await asyncio.sleep(0)
-    await lifecycle(journal, api, Publisher()).send(job)
-    journal.close()
-    assert api.status_on_disk == ["sending"]
+    await world.life.send(job)
+    assert world.api.status_on_disk == ["sending"]
 
 
-async def test_ids_are_json_strings_in_every_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("target", "call"),
+    [(Target("group", "42"), ("group", "42")), (Target("inverter", "H1"), ("single", "H1")),
+     (Target("batch", None), ("batch", ["A", "B"]))],
+)  # fmt: skip
+async def test_each_target_kind_uses_its_endpoint(world: World, target: Target, call: tuple[Any, ...]) -> None:
+    """Group, inverter and batch commands go to groupControl, singleControl and batchTempControl, prepaid."""
+    job = world.job(target)
+    await world.life.send(job)
+    assert world.api.calls == [(*call, to_params(job.command), True)]
+
+
+async def test_accepted_is_journaled_with_its_tracking_window(world: World) -> None:
+    """After the call, the journal holds `accepted`, the command id and the end of the tracking window."""
+    await world.life.send(world.job())
+    await asyncio.sleep(0)
+    row = world.row()
+    assert (row.status, row.command_id, row.track_until) == ("accepted", COMMAND_ID, world.clock.now + 100.0)
+    assert world.publisher.statuses() == ["accepted"] and world.life.tracking == 1
+
+
+async def test_an_api_refusal_ends_failed_with_the_apis_words(world: World) -> None:
+    """`success: false` ends the command `failed` with the API's code and message, journaled and not tracked."""
+    world.api.control = [ApiRejected("device offline", endpoint="group_control")]
+    await world.life.send(world.job())
+    await asyncio.sleep(0)
+    error = {"code": "api_error", "message": "device offline"}
+    assert world.publisher.last()["status"] == "failed" and world.publisher.last()["error"] == error
+    assert world.row().status == "failed" and json.loads(world.row().error or b"") == error
+    assert world.life.tracking == 0
+
+
+async def test_an_unexpected_failure_during_the_call_is_ambiguous(world: World) -> None:
+    """A bug or unknown exception while sending may have reached the API: `failed`/`ambiguous`, never retried."""
+    world.api.control = [RuntimeError("boom")]
+    await world.life.send(world.job())
+    await asyncio.sleep(0)
+    error = world.publisher.last()["error"]
+    assert world.publisher.last()["status"] == "failed" and error["code"] == "ambiguous"
+    assert "RuntimeError" in error["message"] and "may have reached the API" in error["message"]
+    assert len(world.api.calls) == 1 and world.row().status == "failed"
+
+
+# ---- publishing ------------------------------------------------------------------------------------
+
+
+async def test_states_are_retained_on_the_target_topic_and_answered_on_the_response_topic(world: World) -> None:
+    """Each state goes to the retained state topic and, without retain, to the MQTT 5 response topic."""
+    job = world.job(response_topic="client/1/reply", correlation=b"c-9")
+    world.life.publish_job(job, "queued")
+    await asyncio.sleep(0)
+    state, reply = world.publisher.messages
+    assert (state.topic, state.retain, state.correlation) == ("vpp/group/42/state", True, None)
+    assert (reply.topic, reply.retain, reply.correlation) == ("client/1/reply", False, b"c-9")
+    assert state.payload == reply.payload and state.payload["status"] == "queued"
+    assert state.payload["request_id"] == "r-1" and state.payload["target"] == {"kind": "group", "id": "42"}
+    assert state.payload["command"] == {"type": "manual", "action": "stop"}
+    assert world.observed == [("group", "queued")]
+
+
+async def test_a_state_waits_for_the_commit_that_records_it(world: World) -> None:
+    """Nothing is announced before the journal's transaction that holds it is committed."""
+    job = world.job()
+    world.life.publish_job(job, "queued")
+    assert world.publisher.messages == []
+    await asyncio.sleep(0)
+    assert world.publisher.statuses() == ["queued"]
+
+
+async def test_finish_journals_results_and_marks_the_state_announced(world: World) -> None:
+    """A terminal state is journaled with its results and error, and marked announced once the broker has it."""
+    job = world.job()
+    error = ErrorInfo(code="x", message="y")
+    world.life.finish(job, "unknown", error=error, results={"D": "1"})
+    await asyncio.sleep(0)
+    row = world.row()
+    assert (row.status, row.announced) == ("unknown", 1)
+    assert json.loads(row.results or b"") == {"D": "1"} and json.loads(row.error or b"") == {
+        "code": "x",
+        "message": "y",
+    }
+    assert world.publisher.last()["results"] == {"D": "1"} and world.publisher.last()["error"] == {"code": "x",
+                                                                                                   "message": "y"}  # fmt: skip
+
+
+async def test_finish_without_results_or_error_journals_neither(world: World) -> None:
+    """A plain terminal state leaves the results and error columns empty."""
+    world.life.finish(world.job(), "superseded")
+    await asyncio.sleep(0)
+    assert (world.row().results, world.row().error) == (None, None)
+    assert world.publisher.last()["results"] is None and world.publisher.last()["error"] is None
+
+
+# ---- polling ---------------------------------------------------------------------------------------
+
+
+async def accepted(world: World) -> None:
+    await world.life.send(world.job())
+    await asyncio.sleep(0)
+
+
+async def test_a_poll_finds_the_task_then_the_results(world: World) -> None:
+    """One poll step asks for the task id, journals `dispatched`, then asks for results and ends `completed`."""
+    await accepted(world)
+    assert await world.step(1.0) is None
+    await asyncio.sleep(0)
+    assert world.api.calls[1:] == [("query", COMMAND_ID), ("result", "7654321")]
+    assert world.publisher.statuses() == ["accepted", "dispatched", "completed"]
+    assert world.row().status == "completed" and world.row().task_id == "7654321"
+    assert world.publisher.last()["results"] == {"DONGLE1": "success"}
+
+
+async def test_ids_are_json_strings_in_every_state(world: World) -> None:
     """`command_id` and `task_id` are JSON strings from the state that first carries them (`accepted`) on."""
-    path = tmp_path / "journal.db"
-    journal = Journal(path)
-    publisher = Publisher()
-    life = lifecycle(journal, DiskReadingApi(path), publisher)
-    tracking = asyncio.create_task(life.run_tracking())
-    await life.send(queued_job(journal))
-    deadline = time.monotonic() + 5
-    while "completed" not in publisher.statuses() and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    tracking.cancel()
-    await life.close()
-    journal.close()
-    by_status = {m.payload["status"]: m.payload for m in publisher.messages}
-    assert publisher.statuses() == ["accepted", "dispatched", "completed"]
-    assert all(by_status[s]["command_id"] == "1234567890123456789" for s in by_status)
+    await accepted(world)
+    await world.step(1.0)
+    await asyncio.sleep(0)
+    by_status = {m.payload["status"]: m.payload for m in world.publisher.messages}
+    assert all(by_status[s]["command_id"] == COMMAND_ID for s in ("accepted", "dispatched", "completed"))
+    assert by_status["accepted"]["task_id"] is None
     assert by_status["dispatched"]["task_id"] == "7654321" and by_status["completed"]["task_id"] == "7654321"
+
+
+async def test_no_task_yet_backs_off_doubling_up_to_poll_max(world: World) -> None:
+    """While there is no task id, the next poll comes after twice the last wait, capped at poll_max."""
+    world.api.tasks = [None]
+    await accepted(world)
+    assert await world.step(1.0) == (2.0, 2.0)
+    assert await world.step(2.0) == (4.0, 4.0)
+    assert await world.step(4.0) == (8.0, 8.0)
+    assert await world.step(8.0) == (8.0, 8.0)
+    assert world.publisher.statuses() == ["accepted"] and world.row().status == "accepted"
+
+
+async def test_dispatched_without_results_polls_results_only(world: World) -> None:
+    """Once the task id is known, later polls ask only for results."""
+    world.api.results = [None, {"D": "ok"}]
+    await accepted(world)
+    assert await world.step(1.0) == (2.0, 2.0)
+    assert world.row().status == "dispatched"
+    assert await world.step(2.0) is None
+    assert [c[0] for c in world.api.calls] == ["group", "query", "result", "result"]
+
+
+async def test_the_last_wait_ends_at_the_tracking_window(world: World) -> None:
+    """The next poll is never scheduled past track_until."""
+    world.api.tasks = [None]
+    await accepted(world)
+    world.clock.now += 97.0
+    assert await world.step(4.0) == (3.0, 8.0)
+
+
+async def test_no_results_within_the_window_ends_unknown(world: World) -> None:
+    """A poll at or after track_until that finds nothing ends `unknown`/`no_results`, and tracking stops."""
+    world.api.tasks = [None]
+    await accepted(world)
+    world.clock.now += 100.0
+    assert await world.step(1.0) is None
+    await asyncio.sleep(0)
+    error = world.publisher.last()["error"]
+    assert world.publisher.last()["status"] == "unknown" and error == {"code": "no_results",
+                                                                       "message": "no results within 100 s"}  # fmt: skip
+    assert world.row().status == "unknown"
+
+
+async def test_poll_errors_are_retried_and_the_last_one_reported(world: World) -> None:
+    """A failing poll is retried with backoff; if the window closes, `unknown` names the last poll error."""
+    world.api.tasks = [HttpStatusError("HTTP 502", endpoint="query_command")]
+    await accepted(world)
+    assert await world.step(1.0) == (2.0, 2.0)
+    world.clock.now += 100.0
+    assert await world.step(2.0) is None
+    await asyncio.sleep(0)
+    message = world.publisher.last()["error"]["message"]
+    assert message == "no results within 100 s; last poll error: http_error: HTTP 502"
+
+
+async def test_a_poll_error_is_forgotten_once_results_come(world: World) -> None:
+    """An earlier poll error does not outlive the command: after `completed` nothing of it is kept."""
+    world.api.tasks = [HttpStatusError("HTTP 502", endpoint="query_command"), "7"]
+    await accepted(world)
+    await world.step(1.0)
+    assert world.life._poll_errors
+    assert await world.step(2.0) is None
+    assert world.life._poll_errors == {}
+
+
+async def test_a_command_no_longer_tracked_is_not_polled(world: World) -> None:
+    """A poll step for a command that ended meanwhile (e.g. by restart recovery) calls nothing and forgets it."""
+    world.api.tasks = [HttpStatusError("HTTP 502", endpoint="query_command")]
+    await accepted(world)
+    await world.step(1.0)
+    world.journal.update("r-1", "failed")
+    assert await world.step(2.0) is None
+    assert [c[0] for c in world.api.calls] == ["group", "query"] and world.life._poll_errors == {}
+
+
+async def test_first_poll_comes_after_poll_initial(world: World) -> None:
+    """A tracked command is first polled after poll_initial, or at the end of a shorter remaining window."""
+    job = world.job(command_id=COMMAND_ID, track_until=world.clock.now + 0.5)
+    world.life.track(job)
+    ((due, rid, backoff),) = world.life._schedule._heap
+    assert (due, rid, backoff) == (world.clock.now + 0.5, "r-1", 1.0)
+
+
+async def test_tracking_runs_polls_until_completed(tmp_path: Path) -> None:
+    """With the schedule running on the real clock, a tracked command reaches `completed` by itself."""
+    w = World(tmp_path, poll_initial=0.01, poll_max=0.02)
+    w.life.clock = time.time
+    w.life._schedule._clock = time.time
+    w.api.tasks = [None, "9"]
+    runner = asyncio.create_task(w.life.run_tracking())
+    await w.life.send(w.job(command=PowerControl(active_power=1, duration=1, timeout=1)))
+    for _ in range(300):
+        if "completed" in w.publisher.statuses():
+            break
+        await asyncio.sleep(0.01)
+    runner.cancel()
+    await w.life.close()
+    w.journal.close()
+    assert w.publisher.statuses() == ["accepted", "dispatched", "completed"]
