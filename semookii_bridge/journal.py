@@ -105,7 +105,10 @@ class Journal:
         self._waiters: list[asyncio.Future[None]] = []
 
     def close(self) -> None:
+        """Commit what is pending, including what the after-commit callbacks wrote (announced marks), then close."""
         self.commit()
+        if self._open:
+            self.commit()
         self._db.close()
 
     # ---- group commit ---------------------------------------------------------------------------------

@@ -202,3 +202,13 @@ def test_entries_read_back_whole(tmp_path: Path) -> None:
     journal.insert(written)
     assert journal.get("a") == written
     journal.close()
+
+
+async def test_close_commits_what_after_commit_callbacks_wrote(tmp_path: Path) -> None:
+    """Closing with announcements pending commits the marks they write instead of failing later (fail-stop)."""
+    journal = Journal(tmp_path / "j.db")
+    journal.insert(entry("a", "completed"))
+    journal.after_commit(lambda: journal.mark_announced("a"))
+    journal.close()
+    await asyncio.sleep(0)
+    assert on_disk(tmp_path / "j.db", "SELECT announced FROM commands") == [(1,)]
