@@ -67,6 +67,7 @@ class Bridge:
             config=config.commands,
             clock=clock,
             observer=observer,
+            tokens=limiter,
         )
         self.dispatcher = Dispatcher(
             limiter,

@@ -35,6 +35,7 @@ class _Command(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     ttl: Ttl | None = None
     expires_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     sns: Annotated[list[SerialNumber], msgspec.Meta(min_length=1, max_length=MAX_BATCH)] | None = None
+    track: Literal["results", "accepted"] | None = None
 
 
 class PowerControl(_Command, frozen=True, kw_only=True, tag="power_control"):
@@ -131,7 +132,7 @@ Command = (
     | Schedule
 )
 COMMAND_TYPES: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in Command.__args__)
-_ENVELOPE_FIELDS = ("request_id", "ttl", "expires_at", "sns")
+_ENVELOPE_FIELDS = ("request_id", "ttl", "expires_at", "sns", "track")
 _MANUAL = ("stop", "force_charge", "force_discharge")
 _MANUAL_MODE: dict[str, Literal[0, 1, 2]] = {"stop": 0, "force_charge": 1, "force_discharge": 2}
 

@@ -79,6 +79,7 @@ class RateLimitConfig(_Section, frozen=True):
     daily_quota: Annotated[int, msgspec.Meta(ge=0)] = 0
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
     pause_on_429: Positive = 5.0
+    poll_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
 
 
 class CommandsConfig(_Section, frozen=True):
@@ -93,6 +94,7 @@ class CommandsConfig(_Section, frozen=True):
     allow_groups: list[str] = msgspec.field(default_factory=list)
     allow_inverters: list[str] = msgspec.field(default_factory=list)
     max_abs_power: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 65535
+    track: Literal["results", "accepted"] = "results"
 
 
 class JournalConfig(_Section, frozen=True):

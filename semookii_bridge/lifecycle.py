@@ -3,6 +3,7 @@ and journaling every step. Nothing here knows MQTT or HTTP; it sees a publisher 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -10,11 +11,13 @@ from typing import Any, Protocol
 
 from . import wire
 from .api import ApiError, ControlParams
+from .api.endpoints import Priority
 from .commands import echo, to_params
 from .config import CommandsConfig
 from .errors import ErrorInfo
 from .jobs import Job, job_from_entry
 from .journal import Journal
+from .ratelimit import QuotaExhausted
 from .states import StateMessage, Status
 from .topics import Target, Topics
 from .tracker import PollSchedule
@@ -47,9 +50,17 @@ class ControlApi(Protocol):
 
     async def batch_control(self, sns: Sequence[str], params: ControlParams, *, prepaid: bool = False) -> str: ...
 
-    async def query_command(self, command_id: str) -> str | None: ...
+    async def query_command(self, command_id: str, *, prepaid: bool = False) -> str | None: ...
 
-    async def get_query_result(self, task_id: str) -> dict[str, str] | None: ...
+    async def get_query_result(self, task_id: str, *, prepaid: bool = False) -> dict[str, str] | None: ...
+
+
+class Tokens(Protocol):
+    """The shared rate limiter, as result polling uses it: take a token before a poll, give back an unused one."""
+
+    async def acquire(self, priority: int) -> None: ...
+
+    def refund(self) -> None: ...
 
 
 TRACKED = ("accepted", "dispatched")
@@ -73,8 +84,10 @@ class Lifecycle:
         clock: Callable[[], float] = time.time,
         observer: StatusObserver | None = None,
         poll_concurrency: int = 32,
+        tokens: Tokens | None = None,
     ) -> None:
         self.api = api
+        self.tokens = tokens
         self.journal = journal
         self.publisher = publisher
         self.topics = topics
@@ -83,6 +96,7 @@ class Lifecycle:
         self.observer = observer
         self._schedule = PollSchedule(self._poll_step, concurrency=poll_concurrency, clock=clock)
         self._poll_errors: dict[str, str] = {}
+        self._newest: dict[str, str] = {}
 
     # ---- publishing ---------------------------------------------------------------------------------
 
@@ -145,6 +159,8 @@ class Lifecycle:
             error=None if error is None else wire.encode(error),
         )
         rid = job.request_id
+        if self._newest.get(job.key) == rid:
+            del self._newest[job.key]
         self.publish_job(job, status, error=error, results=results, on_sent=lambda: self.journal.mark_announced(rid))
 
     # ---- sending --------------------------------------------------------------------------------------
@@ -167,6 +183,10 @@ class Lifecycle:
         job.track_until = self.clock() + self.config.track_results_for
         self.journal.update(job.request_id, "accepted", command_id=job.command_id, track_until=job.track_until)
         self.publish_job(job, "accepted")
+        if (job.command.track or self.config.track) == "accepted":
+            self._replace_older(job)
+            self.finish(job, "completed")
+            return
         self.track(job)
 
     async def _call(self, job: Job, params: ControlParams) -> str:
@@ -183,11 +203,27 @@ class Lifecycle:
         """Poll for the task id and results, first after `poll_initial`, then backing off to `poll_max`.
 
         Only the schedule stays in memory; each poll reads the command back from the journal, so a long
-        tracking window of busy traffic does not grow the process by a Job per command.
+        tracking window of busy traffic does not grow the process by a Job per command. A command tracked
+        for the same target before this one was replaced by it and is not polled again.
         """
+        self._replace_older(job)
+        self._newest[job.key] = job.request_id
         remaining = (job.track_until or self.clock()) - self.clock()
         initial = self.config.poll_initial
         self._schedule.add(job.request_id, min(initial, max(0.0, remaining)), initial)
+
+    def _replace_older(self, job: Job) -> None:
+        """End the target's previously sent, still tracked command `superseded`/`replaced`: polling it
+        would spend calls on a setpoint the devices no longer hold."""
+        older_id = self._newest.pop(job.key, None)
+        if older_id is None or older_id == job.request_id:
+            return
+        older = self._tracked_job(older_id)
+        if older is None:
+            return
+        message = f"replaced by {job.request_id!r}, sent later to the same target; its results are not polled"
+        self._poll_errors.pop(older_id, None)
+        self.finish(older, "superseded", error=ErrorInfo(code="replaced", message=message))
 
     @property
     def tracking(self) -> int:
@@ -198,52 +234,100 @@ class Lifecycle:
         await self._schedule.run()
 
     async def _poll_step(self, request_id: str, backoff: float) -> tuple[float, float] | None:
-        """One poll; (delay until the next, next backoff), or None once the command is completed or given up."""
+        """One poll; (delay until the next, next backoff), or None once the command is completed or given up.
+
+        The window is kept by the clock: a command whose window closed, before its poll or while the poll
+        waited for a rate-limit token, ends `unknown` without another call.
+        """
         job = self._tracked_job(request_id)
         if job is None:
             self._poll_errors.pop(request_id, None)
             return None
+        track_until = job.track_until or self.clock()
+        prepaid = False
+        if self.tokens is not None and self.clock() < track_until:
+            try:
+                await asyncio.wait_for(self.tokens.acquire(Priority.POLL), timeout=track_until - self.clock())
+                prepaid = True
+            except TimeoutError:
+                pass
+            except QuotaExhausted as exc:
+                self._poll_errors[request_id] = f"{QuotaExhausted.code}: {exc}"
+                return self._next_poll(job, backoff)
+            job = self._tracked_job(request_id)
+            if job is None:
+                if prepaid:
+                    self.tokens.refund()
+                self._poll_errors.pop(request_id, None)
+                return None
+        if self.clock() >= track_until:
+            if prepaid and self.tokens is not None:
+                self.tokens.refund()
+            self._give_up(job)
+            return None
         try:
-            if await self._poll_once(job):
+            if await self._poll_once(job, prepaid):
                 self._poll_errors.pop(request_id, None)
                 return None
         except ApiError as exc:
             self._poll_errors[request_id] = f"{exc.code}: {exc.message}"
             log.warning("poll_failed request_id=%s code=%s", request_id, exc.code)
+        return self._next_poll(job, backoff)
+
+    def _next_poll(self, job: Job, backoff: float) -> tuple[float, float] | None:
+        """(delay, backoff) of the next poll, doubling up to `poll_max` within the window; None after it."""
+        track_until = job.track_until or self.clock()
         now = self.clock()
-        track_until = job.track_until or now
         if now >= track_until:
-            message = f"no results within {self.config.track_results_for:g} s"
-            last_error = self._poll_errors.pop(request_id, None)
-            if last_error is not None:
-                message += f"; last poll error: {last_error}"
-            self.finish(job, "unknown", error=ErrorInfo(code="no_results", message=message))
+            self._give_up(job)
             return None
         backoff = min(backoff * 2, self.config.poll_max)
         return min(backoff, track_until - now), backoff
+
+    def _give_up(self, job: Job) -> None:
+        """The tracking window closed without results: `unknown`, with the last poll error if there was one."""
+        last_error = self._poll_errors.pop(job.request_id, None)
+        if not self._still_tracked(job.request_id):
+            return
+        message = f"no results within {self.config.track_results_for:g} s"
+        if last_error is not None:
+            message += f"; last poll error: {last_error}"
+        self.finish(job, "unknown", error=ErrorInfo(code="no_results", message=message))
 
     def _tracked_job(self, request_id: str) -> Job | None:
         """The tracked command as the journal holds it; None if it no longer waits for results."""
         entry = self.journal.get(request_id)
         if entry is None or entry.status not in TRACKED:
-            log.warning("poll_skipped request_id=%s: not tracked in the journal", request_id)
+            log.debug("poll_skipped request_id=%s: no longer tracked", request_id)
             return None
         return job_from_entry(entry)
 
-    async def _poll_once(self, job: Job) -> bool:
-        """One poll step; True when the command reached `completed`."""
+    async def _poll_once(self, job: Job, prepaid: bool = False) -> bool:
+        """One poll step; True when polling is over: `completed`, or ended meanwhile (replaced) by a newer command.
+
+        `prepaid`: a rate-limit token is already held for the step's first call.
+        """
         if job.task_id is None:
-            task_id = await self.api.query_command(str(job.command_id))
+            task_id = await self.api.query_command(str(job.command_id), prepaid=prepaid)
+            prepaid = False
             if task_id is None:
                 return False
+            if not self._still_tracked(job.request_id):
+                return True
             job.task_id = task_id
             self.journal.update(job.request_id, "dispatched", task_id=task_id)
             self.publish_job(job, "dispatched")
-        results = await self.api.get_query_result(job.task_id)
+        results = await self.api.get_query_result(job.task_id, prepaid=prepaid)
         if results is None:
             return False
-        self.finish(job, "completed", results=results)
+        if self._still_tracked(job.request_id):
+            self.finish(job, "completed", results=results)
         return True
+
+    def _still_tracked(self, request_id: str) -> bool:
+        """Whether the command still waits for results (it may have been replaced while a poll was on the wire)."""
+        entry = self.journal.get(request_id)
+        return entry is not None and entry.status in TRACKED
 
     async def close(self) -> None:
         """Stop tracking (the journal keeps tracked commands for the next start)."""

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from .api.endpoints import Endpoint
+from .api.endpoints import Endpoint, Priority
 from .api.errors import QuotaExceeded
 
 Clock = Callable[[], float]
@@ -108,34 +106,33 @@ class TokenBucket:
             raise QuotaExhausted(f"daily quota of {self.daily_quota} API calls used up")
 
 
-@dataclass(order=True)
-class _Waiter:
-    priority: int
-    seq: int
-    future: asyncio.Future[None] = field(compare=False)
-
-
 class RateLimiter:
-    """Async front of a TokenBucket: `await acquire(priority)`; lower priority numbers go first."""
+    """Async front of a TokenBucket: `await acquire(priority)`; lower priority numbers go first.
 
-    def __init__(self, bucket: TokenBucket, *, default_pause: float = 1.0) -> None:
+    Strict priority would starve result polling under sustained control load, so confirmations never came:
+    while polls wait behind other calls, they earn `poll_share` of a token per token granted to those
+    calls, and take the next token once they hold a whole one.
+    """
+
+    def __init__(self, bucket: TokenBucket, *, default_pause: float = 1.0, poll_share: float = 0.0) -> None:
         self.bucket = bucket
         self.default_pause = default_pause
-        self._waiters: list[_Waiter] = []
-        self._seq = itertools.count()
+        self.poll_share = poll_share
+        self._queues: dict[int, deque[asyncio.Future[None]]] = {int(p): deque() for p in Priority}
+        self._poll_credit = 0.0
         self._pump: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     def queue_depth(self) -> int:
         """Calls waiting for a token."""
-        return sum(1 for w in self._waiters if not w.future.done())
+        return sum(1 for queue in self._queues.values() for f in queue if not f.done())
 
     async def acquire(self, priority: int) -> None:
         """Wait for a token; raises QuotaExhausted when the daily quota is spent."""
-        if not self._waiters and self.bucket.try_take():
+        if not self._pick() and self.bucket.try_take():
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, _Waiter(priority, next(self._seq), future))
+        self._queues[priority].append(future)
         self._ensure_pump()
         self._wake.set()
         await future
@@ -154,21 +151,35 @@ class RateLimiter:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.get_running_loop().create_task(self._run())
 
+    def _pick(self) -> deque[asyncio.Future[None]] | None:
+        """The queue whose head gets the next token: the most urgent, unless polls have earned a turn."""
+        for queue in self._queues.values():
+            while queue and queue[0].done():
+                queue.popleft()
+        first = next((q for _, q in sorted(self._queues.items()) if q), None)
+        polls = self._queues[Priority.POLL]
+        if first is not None and first is not polls and polls and self._poll_credit >= 1.0 - 1e-9:
+            return polls
+        return first
+
+    def _granted(self, queue: deque[asyncio.Future[None]]) -> None:
+        """Book a token given to `queue` against the polls' share while polls are waiting."""
+        polls = self._queues[Priority.POLL]
+        if queue is polls:
+            self._poll_credit = max(0.0, self._poll_credit - 1.0)
+        elif polls:
+            self._poll_credit = min(1.0, self._poll_credit + self.poll_share)
+
     async def _run(self) -> None:
-        while self._waiters:
-            head = self._waiters[0]
-            if head.future.done():
-                heapq.heappop(self._waiters)
-                continue
+        while (queue := self._pick()) is not None:
             try:
                 taken = self.bucket.try_take()
             except QuotaExhausted as exc:
-                heapq.heappop(self._waiters)
-                head.future.set_exception(exc)
+                queue.popleft().set_exception(exc)
                 continue
             if taken:
-                heapq.heappop(self._waiters)
-                head.future.set_result(None)
+                self._granted(queue)
+                queue.popleft().set_result(None)
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -176,10 +187,11 @@ class RateLimiter:
 
     async def close(self) -> None:
         """Stop the pump; waiting callers are cancelled."""
-        for waiter in self._waiters:
-            if not waiter.future.done():
-                waiter.future.cancel()
-        self._waiters.clear()
+        for queue in self._queues.values():
+            for future in queue:
+                if not future.done():
+                    future.cancel()
+            queue.clear()
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)

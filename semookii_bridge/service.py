@@ -42,7 +42,9 @@ class Service:
         self._stack = AsyncExitStack()
         rl = config.rate_limit
         self.limiter = RateLimiter(
-            TokenBucket(rl.rate, rl.burst, daily_quota=rl.daily_quota), default_pause=rl.pause_on_429
+            TokenBucket(rl.rate, rl.burst, daily_quota=rl.daily_quota),
+            default_pause=rl.pause_on_429,
+            poll_share=rl.poll_share,
         )
         self.journal: Journal | None = None
         self.bridge: Bridge | None = None

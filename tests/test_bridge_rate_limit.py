@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
@@ -91,3 +92,53 @@ async def test_api_429_pauses_all_calls_for_retry_after(
         await probe.wait_status(f"vpp/group/{group_id}/state", "slow-down", "completed")
     first, second = sim.simulator.calls[:2]
     assert first.status == 429 and second.ts - first.ts >= 0.95
+
+
+async def test_re_dispatched_groups_poll_only_their_newest_command(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """Groups re-dispatched faster than their results come: a sent command that a newer one replaced ends
+    `superseded`/`replaced` and is never polled; confirmations still arrive while control load goes on."""
+    state = sim.simulator.state
+    groups = [g.id for g in state.list_groups()] + [state.add_group(f"re-{i}") for i in range(2)]
+    await make_bridge(rate_limit={"rate": 4, "burst": 2, "poll_share": 0.2},
+                      commands={"poll_initial": 0.3, "poll_max": 1, "track_results_for": 20})  # fmt: skip
+    rids = [f"{g}-{n}" for n in range(6) for g in groups]
+    with Probe(broker.port, subscribe="vpp/group/+/state") as probe:
+        for n in range(6):
+            for g in groups:
+                probe.publish(f"vpp/group/{g}/set", {"type": "power_control", "active_power": n, "duration": 60,
+                                                     "timeout": 1, "request_id": f"{g}-{n}"})  # fmt: skip
+            await probe.wait_for(lambda: True, timeout=0.7)
+        await probe.wait_for(lambda: all(f"{g}-5" in finals(probe) for g in groups), timeout=30)
+        done = finals(probe)
+    replaced = [d for d in done.values() if d["status"] == "superseded" and d["command_id"]]
+    assert replaced, "the load should have replaced some sent commands"
+    assert all(d["error"]["code"] == "replaced" for d in replaced)  # type: ignore[index]
+    for doc in replaced:
+        assert not polls_after_replacement(sim, doc), doc
+    assert all(done[f"{g}-5"]["status"] == "completed" for g in groups)
+    assert set(rids) <= set(done)
+
+
+def polls_after_replacement(sim: RunningSimulator, doc: dict[str, Any]) -> list[object]:
+    """Polls for a replaced command that reached the API after the newer command's control call was answered
+    (a poll already on the wire then may land up to 100 ms later)."""
+    group, power = doc["target"]["id"], doc["command"]["active_power"]
+    newer = [c for c in sim.simulator.calls_to("/commandapi/groupControl")
+             if c.params["groupId"] == group and int(c.params["activePower"]) > power]  # fmt: skip
+    replaced_at = min(newer, key=lambda c: c.seq).answered
+    ids = {doc["command_id"], doc["task_id"]} - {None}
+    return [c for c in sim.simulator.calls if c.path in ("/commandapi/queryCommand", "/commandapi/getQueryResult")
+            and ids & {c.params.get("commandId"), c.params.get("taskId")} and c.ts > replaced_at + 0.1]  # fmt: skip
+
+
+def finals(probe: Probe) -> dict[str, dict[str, Any]]:
+    """request_id -> its terminal state document (asserting there is only one)."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in probe.messages:
+        doc = m.json()
+        if doc["status"] in TERMINAL:
+            assert doc["request_id"] not in out, f"two terminal states for {doc['request_id']}"
+            out[doc["request_id"]] = doc
+    return out

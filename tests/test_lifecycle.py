@@ -69,6 +69,7 @@ class Api:
         self.journal_path = journal_path
         self.calls: list[tuple[Any, ...]] = []
         self.status_on_disk: list[str] = []
+        self.prepaid: list[bool] = []
         self.control: list[Any] = [COMMAND_ID]
         self.tasks: list[Any] = ["7654321"]
         self.results: list[Any] = [{"DONGLE1": "success"}]
@@ -96,13 +97,15 @@ class Api:
     async def batch_control(self, sns: Sequence[str], params: ControlParams, *, prepaid: bool = False) -> str:
         return str(self._control("batch", sns, params, prepaid))
 
-    async def query_command(self, command_id: str) -> str | None:
+    async def query_command(self, command_id: str, *, prepaid: bool = False) -> str | None:
         self.calls.append(("query", command_id))
+        self.prepaid.append(prepaid)
         answer: str | None = self._next(self.tasks)
         return answer
 
-    async def get_query_result(self, task_id: str) -> dict[str, str] | None:
+    async def get_query_result(self, task_id: str, *, prepaid: bool = False) -> dict[str, str] | None:
         self.calls.append(("result", task_id))
+        self.prepaid.append(prepaid)
         answer: dict[str, str] | None = self._next(self.results)
         return answer
 
@@ -118,7 +121,7 @@ class Clock:
 class World:
     """A journal on disk, the fake API, a recording publisher and a fake clock around one Lifecycle."""
 
-    def __init__(self, tmp_path: Path, **config: Any) -> None:
+    def __init__(self, tmp_path: Path, tokens: Any = None, **config: Any) -> None:
         self.path = tmp_path / "journal.db"
         self.clock = Clock()
         self.journal = Journal(self.path, clock=self.clock)
@@ -127,13 +130,13 @@ class World:
         self.observed: list[tuple[str, str]] = []
         settings = {"poll_initial": 1.0, "poll_max": 8.0, "track_results_for": 100.0, **config}
         self.life = Lifecycle(api=self.api, journal=self.journal, publisher=self.publisher, topics=Topics(),
-                              config=CommandsConfig(**settings), clock=self.clock,
+                              config=CommandsConfig(**settings), clock=self.clock, tokens=tokens,
                               observer=lambda kind, status: self.observed.append((kind, status)))  # fmt: skip
 
-    def job(self, target: Target = GROUP, command: Any = None, **fields: Any) -> Job:
+    def job(self, target: Target = GROUP, command: Any = None, rid: str = "r-1", **fields: Any) -> Job:
         command = command or Manual(action="stop", sns=["A", "B"] if target.kind == "batch" else None)
         now = self.clock()
-        job = Job(request_id="r-1", target=target, command=command, sns=tuple(command.sns) if command.sns else None,
+        job = Job(request_id=rid, target=target, command=command, sns=tuple(command.sns) if command.sns else None,
                   received_at=now, deadline=now + 60, **fields)  # fmt: skip
         self.journal.insert(Entry(request_id=job.request_id, target_kind=target.kind, target_id=target.id,
                                   command=wire.encode(command), status="queued", received_at=now,
@@ -141,13 +144,13 @@ class World:
                                   correlation=job.correlation))  # fmt: skip
         return job
 
-    def row(self) -> Entry:
-        entry = self.journal.get("r-1")
+    def row(self, rid: str = "r-1") -> Entry:
+        entry = self.journal.get(rid)
         assert entry is not None
         return entry
 
-    async def step(self, backoff: float) -> tuple[float, float] | None:
-        return await self.life._poll_step("r-1", backoff)
+    async def step(self, backoff: float, rid: str = "r-1") -> tuple[float, float] | None:
+        return await self.life._poll_step(rid, backoff)
 
 
 @pytest.fixture
@@ -390,3 +393,150 @@ async def test_tracking_runs_polls_until_completed(tmp_path: Path) -> None:
     await w.life.close()
     w.journal.close()
     assert w.publisher.statuses() == ["accepted", "dispatched", "completed"]
+
+
+# ---- spending the budget on what still matters ----------------------------------------------------
+
+
+async def test_a_newer_command_sent_to_the_target_replaces_the_tracked_one(world: World) -> None:
+    """Once a newer command for the same target is accepted, the older one ends `superseded`/`replaced`,
+    keeps its command_id, and is never polled again."""
+    world.api.control = ["111", "222"]
+    await world.life.send(world.job(rid="old"))
+    await world.life.send(world.job(rid="new"))
+    await asyncio.sleep(0)
+    old = [m.payload for m in world.publisher.messages if m.payload["request_id"] == "old"]
+    assert [s["status"] for s in old] == ["accepted", "superseded"]
+    assert old[-1]["command_id"] == "111" and old[-1]["error"]["code"] == "replaced"
+    assert "'new'" in old[-1]["error"]["message"] and world.row("old").status == "superseded"
+    assert await world.step(1.0, "old") is None
+    assert await world.step(1.0, "new") is None
+    assert [c[:2] for c in world.api.calls if c[0] == "query"] == [("query", "222")]
+
+
+async def test_commands_for_other_targets_are_not_replaced(world: World) -> None:
+    """Replacement is per target: a command for another group keeps being tracked."""
+    await world.life.send(world.job(rid="a"))
+    await world.life.send(world.job(Target("group", "43"), rid="b"))
+    await asyncio.sleep(0)
+    assert "superseded" not in world.publisher.statuses() and world.life.tracking == 2
+
+
+async def test_track_accepted_ends_completed_after_the_control_call(world: World) -> None:
+    """`"track": "accepted"` ends the command `completed` (no results, no error) after one call, unpolled."""
+    await world.life.send(world.job(command=Manual(action="stop", track="accepted")))
+    await asyncio.sleep(0)
+    assert world.publisher.statuses() == ["accepted", "completed"]
+    assert world.publisher.last()["results"] is None and world.publisher.last()["error"] is None
+    assert world.life.tracking == 0 and world.row().status == "completed" and len(world.api.calls) == 1
+
+
+async def test_track_accepted_can_be_the_default(tmp_path: Path) -> None:
+    """commands.track = "accepted" applies to commands that do not say; `"track": "results"` overrides it."""
+    w = World(tmp_path, track="accepted")
+    await w.life.send(w.job(rid="quick"))
+    await w.life.send(w.job(Target("group", "9"), command=Manual(action="stop", track="results"), rid="full"))
+    await asyncio.sleep(0)
+    assert w.row("quick").status == "completed" and w.row("full").status == "accepted"
+    await w.life.close()
+    w.journal.close()
+
+
+async def test_a_closed_window_ends_unknown_without_a_call(world: World) -> None:
+    """A poll due after the window closed (the loop was busy, or the bridge was down) calls nothing."""
+    await accepted(world)
+    world.clock.now += 100.0
+    assert await world.step(1.0) is None
+    await asyncio.sleep(0)
+    assert world.publisher.last()["status"] == "unknown" and [c[0] for c in world.api.calls] == ["group"]
+
+
+class Tokens:
+    """A rate limiter stand-in: grants after `delay` seconds, counts grants and refunds."""
+
+    def __init__(self, delay: float = 0.0, error: Exception | None = None) -> None:
+        self.delay, self.error = delay, error
+        self.granted = self.refunded = 0
+
+    async def acquire(self, priority: int) -> None:
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        self.granted += 1
+
+    def refund(self) -> None:
+        self.refunded += 1
+
+
+async def test_polls_take_their_token_before_the_call(tmp_path: Path) -> None:
+    """With a limiter, a poll takes its token first and the first call of the step is prepaid."""
+    tokens = Tokens()
+    w = World(tmp_path, tokens=tokens)
+    await w.life.send(w.job())
+    assert await w.step(1.0) is None
+    assert tokens.granted == 1 and w.api.prepaid == [True, False]
+    await w.life.close()
+    w.journal.close()
+
+
+async def test_a_window_that_closes_while_waiting_for_a_token_ends_unknown(tmp_path: Path) -> None:
+    """If the poll's token would come after the window, the command ends `unknown` and no call is made."""
+    tokens = Tokens(delay=5.0)
+    w = World(tmp_path, tokens=tokens, track_results_for=0.05)
+    w.life.clock = time.time
+    await w.life.send(w.job())
+    await asyncio.wait_for(w.step(1.0), 1.0)
+    await asyncio.sleep(0)
+    assert w.publisher.last()["status"] == "unknown" and [c[0] for c in w.api.calls] == ["group"]
+    await w.life.close()
+    w.journal.close()
+
+
+async def test_a_command_replaced_while_its_poll_waited_gives_the_token_back(tmp_path: Path) -> None:
+    """A poll whose command ended while it waited for its token makes no call and refunds the token."""
+    tokens = Tokens(delay=0.05)
+    w = World(tmp_path, tokens=tokens)
+    w.api.control = ["111", "222"]
+    await w.life.send(w.job(rid="old"))
+    poll = asyncio.create_task(w.step(1.0, "old"))
+    await asyncio.sleep(0.01)
+    await w.life.send(w.job(rid="new"))
+    assert await poll is None
+    assert tokens.refunded == 1 and not [c for c in w.api.calls if c[0] == "query"]
+    await w.life.close()
+    w.journal.close()
+
+
+async def test_a_spent_quota_skips_the_poll_and_keeps_tracking(tmp_path: Path) -> None:
+    """With the daily quota spent, the poll is skipped (no call), noted, and tried again later."""
+    from semookii_bridge.ratelimit import QuotaExhausted
+
+    tokens = Tokens(error=QuotaExhausted("daily quota of 5 API calls used up"))
+    w = World(tmp_path, tokens=tokens)
+    await w.life.send(w.job())
+    assert await w.step(1.0) == (2.0, 2.0)
+    assert [c[0] for c in w.api.calls] == ["group"] and "daily quota" in w.life._poll_errors["r-1"]
+    await w.life.close()
+    w.journal.close()
+
+
+async def test_results_that_arrive_after_the_command_was_replaced_do_not_end_it_twice(world: World) -> None:
+    """A poll on the wire when a newer command replaces its command does not publish a second final state."""
+    world.api.control = ["111", "222"]
+    await world.life.send(world.job(rid="old"))
+    gate = asyncio.Event()
+    answer = world.api.get_query_result
+
+    async def slow_results(task_id: str, *, prepaid: bool = False) -> dict[str, str] | None:
+        await gate.wait()
+        return await answer(task_id, prepaid=prepaid)
+
+    world.api.get_query_result = slow_results  # type: ignore[method-assign]
+    poll = asyncio.create_task(world.step(1.0, "old"))
+    await asyncio.sleep(0.01)
+    await world.life.send(world.job(rid="new"))
+    gate.set()
+    assert await poll is None
+    await asyncio.sleep(0)
+    old = [m.payload["status"] for m in world.publisher.messages if m.payload["request_id"] == "old"]
+    assert old == ["accepted", "dispatched", "superseded"] and world.row("old").status == "superseded"

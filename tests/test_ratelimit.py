@@ -240,3 +240,50 @@ async def test_gate_gives_api_calls_their_endpoint_priority_and_quota_error() ->
     gate.throttled(5.0)
     assert limiter.bucket.delay() > 4.9
     await limiter.close()
+
+
+async def test_polls_get_their_share_under_sustained_control_load() -> None:
+    """With control calls always waiting, polls still get `poll_share` of the tokens, in order."""
+    clock = FakeClock()
+    limiter = RateLimiter(TokenBucket(1, 1, clock=clock), poll_share=0.2)
+    await limiter.acquire(Priority.CONTROL)
+    order: list[str] = []
+
+    async def take(name: str, priority: Priority) -> None:
+        await limiter.acquire(priority)
+        order.append(name)
+
+    polls = [asyncio.create_task(take(f"p{i}", Priority.POLL)) for i in range(4)]
+    controls = [asyncio.create_task(take(f"c{i}", Priority.CONTROL)) for i in range(16)]
+    await asyncio.sleep(0)
+    for _ in range(20):
+        clock.now += 1.0
+        limiter._wake.set()
+        await asyncio.sleep(0.001)
+    await asyncio.gather(*polls, *controls)
+    await limiter.close()
+    assert order[:12] == ["c0", "c1", "c2", "c3", "c4", "p0", "c5", "c6", "c7", "c8", "c9", "p1"]
+    assert [name for name in order if name.startswith("p")] == ["p0", "p1", "p2", "p3"]
+
+
+async def test_without_a_poll_share_control_always_goes_first() -> None:
+    """poll_share = 0 keeps strict priority: every waiting control call before any poll."""
+    clock = FakeClock()
+    limiter = RateLimiter(TokenBucket(1, 1, clock=clock))
+    await limiter.acquire(Priority.CONTROL)
+    order: list[str] = []
+
+    async def take(name: str, priority: Priority) -> None:
+        await limiter.acquire(priority)
+        order.append(name)
+
+    tasks = [asyncio.create_task(take("poll", Priority.POLL))]
+    tasks += [asyncio.create_task(take(f"c{i}", Priority.CONTROL)) for i in range(6)]
+    await asyncio.sleep(0)
+    for _ in range(7):
+        clock.now += 1.0
+        limiter._wake.set()
+        await asyncio.sleep(0.001)
+    await asyncio.gather(*tasks)
+    await limiter.close()
+    assert order == ["c0", "c1", "c2", "c3", "c4", "c5", "poll"]

@@ -134,7 +134,8 @@ class CloudClient:
     # ---- control -------------------------------------------------------------------------------
 
     # `prepaid=True`: the caller already took a rate-limit token for the first attempt (the bridge's
-    # dispatcher takes it before choosing which queued command to send, so the newest one goes out).
+    # dispatcher takes it before choosing which queued command to send, so the newest one goes out; result
+    # polling takes it before checking that the command is still worth polling).
 
     async def single_control(self, sn: str, params: ControlParams, *, prepaid: bool = False) -> Id:
         """Control one inverter; returns the command id."""
@@ -238,14 +239,15 @@ class CloudClient:
 
     # ---- queries -------------------------------------------------------------------------------
 
-    async def query_command(self, command_id: str) -> str | None:
+    async def query_command(self, command_id: str, *, prepaid: bool = False) -> str | None:
         """The task id of a command, or None while the cloud has not dispatched it yet."""
-        status = await self._call(ep.QUERY_COMMAND, {"commandId": str(command_id)}, CommandStatus | None)
+        query = {"commandId": str(command_id)}
+        status = await self._call(ep.QUERY_COMMAND, query, CommandStatus | None, prepaid=prepaid)
         return status.task_id if status else None
 
-    async def get_query_result(self, task_id: str) -> TaskResults | None:
+    async def get_query_result(self, task_id: str, *, prepaid: bool = False) -> TaskResults | None:
         """Per-device results (dongle registration number -> status string, maybe "null"), or None."""
-        raw = await self._call(ep.GET_QUERY_RESULT, {"taskId": task_id}, dict[str, Any] | None)
+        raw = await self._call(ep.GET_QUERY_RESULT, {"taskId": task_id}, dict[str, Any] | None, prepaid=prepaid)
         if raw is None:
             return None
         return {str(k): "null" if v is None else str(v) for k, v in raw.items()}
