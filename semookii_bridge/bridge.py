@@ -21,7 +21,8 @@ import msgspec
 from . import __version__, wire
 from .aio import completer
 from .api import CloudClient
-from .commands import Command, decode_command, max_power
+from .budget import BudgetReporter, CallLog
+from .commands import Command, decode_command, is_safety, max_power
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
@@ -30,7 +31,7 @@ from .journal import DuplicateRequest, Entry, Journal
 from .lifecycle import Lifecycle, Publisher, StatusObserver
 from .management import handle_request
 from .messages import Incoming
-from .ratelimit import RateLimiter
+from .ratelimit import QuotaExhausted, RateLimiter
 from .states import Status
 from .topics import ControlRoute, RequestRoute, Target, Topics, owner_of
 
@@ -76,6 +77,16 @@ class Bridge:
             max_in_flight=config.rate_limit.max_in_flight,
             clock=clock,
         )
+        self.calls = CallLog()
+        limiter.on_grant = self.calls.record
+        self.budget = BudgetReporter(
+            limiter=limiter,
+            calls=self.calls,
+            queue=self.dispatcher,
+            tracking=lambda: self.lifecycle.tracking,
+            publish=publisher.publish,
+            topic=self.topics.bridge_budget,
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._allow_groups = frozenset(config.commands.allow_groups)
         self._allow_inverters = frozenset(config.commands.allow_inverters)
@@ -88,6 +99,7 @@ class Bridge:
         self._spawn(self.dispatcher.run())
         self._spawn(self.lifecycle.run_tracking())
         self._spawn(self._prune_loop())
+        self._spawn(self.budget.run())
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Let calls in flight finish (bounded), then stop; queued commands stay journaled."""
@@ -113,7 +125,13 @@ class Bridge:
             "instance": self._cluster.index if self._cluster.clustered else None,
             "instances": self._cluster.instances,
             "prefix": self.topics.prefix,
-            "rate_limit": {"rate": rl.rate, "burst": rl.burst, "daily_quota": rl.daily_quota},
+            "rate_limit": {
+                "rate": rl.rate,
+                "burst": rl.burst,
+                "daily_quota": rl.daily_quota,
+                "quota_reserve": self.limiter.bucket.quota.reserve,
+                "quota_timezone": rl.quota_timezone,
+            },
             "dry_run": cmd.dry_run,
             "default_ttl": cmd.default_ttl,
             "track_results_for": cmd.track_results_for,
@@ -205,8 +223,18 @@ class Bridge:
             self.lifecycle.finish(job, "completed", error=error)
         elif job.deadline <= now:
             self._dropped(job, "expired", ErrorInfo(code="expired", message="the command had expired on arrival"))
+        elif (refusal := self._quota_refusal(command)) is not None:
+            self._dropped(job, "failed", refusal)
         else:
             self.dispatcher.submit(job)
+
+    def _quota_refusal(self, command: Command) -> ErrorInfo | None:
+        """Why the day's quota cannot carry this command (fail it now rather than queue it); None if it can."""
+        try:
+            self.limiter.bucket.quota.check(reserve_ok=is_safety(command))
+        except QuotaExhausted as exc:
+            return ErrorInfo(code=QuotaExhausted.code, message=str(exc))
+        return None
 
     def _validate(self, target: Target, msg: Incoming) -> Command:
         """Decode and check a control message; raises BridgeError with the code for its class of bad input."""

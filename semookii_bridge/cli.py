@@ -63,6 +63,11 @@ def main(log_level: str, log_format: str) -> None:
 @click.option("--inverters-per-group", default=3, show_default=True, type=click.IntRange(0))
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--record/--no-record", default=True, show_default=True, help="Keep a log of calls (/_sim/calls).")
+@click.option(
+    "--ban-after", default=0, show_default=True, type=click.IntRange(0),
+    help="Ban the token after this many over-limit calls in a row (0: never).",
+)  # fmt: skip
+@click.option("--ban-for", default=3600.0, show_default=True, type=click.FloatRange(0), help="Seconds a ban lasts.")
 def simulate(
     host: str,
     port: int,
@@ -75,6 +80,8 @@ def simulate(
     inverters_per_group: int,
     seed: int,
     record: bool,
+    ban_after: int,
+    ban_for: float,
 ) -> None:
     """Run a simulator of the Cloud Control API (token: $SEMOOKII_TOKEN, else `sim-token`)."""
     token = os.environ.get("SEMOOKII_TOKEN", "").strip() or "sim-token"
@@ -89,6 +96,8 @@ def simulate(
         inverters_per_group=inverters_per_group,
         seed=seed,
         record_calls=record,
+        ban_after=ban_after,
+        ban_for=ban_for,
     )
 
     async def run() -> None:

@@ -341,6 +341,15 @@ def to_params(command: Command) -> ControlParams:
     raise TypeError(f"not a command: {command!r}")  # pragma: no cover - the union is exhaustive
 
 
+def is_safety(command: Command) -> bool:
+    """Commands that reduce risk and may use the quota's reserve: manual stop, leaving remote control,
+    switching the system off."""
+    match command:
+        case Manual(action="stop") | ExitRemoteControl() | SystemSwitch(on=False):
+            return True
+    return False
+
+
 def max_power(command: Command) -> int:
     """The largest absolute power (W or var) the command asks for, for the configured ceiling."""
     match command:

@@ -15,12 +15,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .quota import DailyQuota, zone
 from .secret import Secret
 
 ENV_PREFIX = "SEMOOKII_BRIDGE_"
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Percent = Annotated[str, msgspec.Meta(pattern=r"^\d{1,2}(\.\d+)?%$", description='e.g. "2%"')]
 Topic = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^#+\x00]+$")]
 
 
@@ -77,9 +79,30 @@ class RateLimitConfig(_Section, frozen=True):
     rate: NonNegative = 1.0
     burst: Annotated[int, msgspec.Meta(ge=1)] = 5
     daily_quota: Annotated[int, msgspec.Meta(ge=0)] = 0
+    quota_timezone: str = "UTC"
+    quota_reserve: Annotated[int, msgspec.Meta(ge=0)] | Percent = "2%"
     max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
     pause_on_429: Positive = 5.0
     poll_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
+    send_margin: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.25
+
+    def __post_init__(self) -> None:
+        zone(self.quota_timezone)  # an unknown zone is refused at load, with the key named
+        if self.daily_quota and self.reserve() >= self.daily_quota:
+            raise ValueError(f"rate_limit.quota_reserve {self.quota_reserve} leaves nothing of daily_quota")
+
+    def reserve(self) -> int:
+        """Calls of the daily quota kept for safety commands: a count, or a percentage (at least 1)."""
+        if isinstance(self.quota_reserve, int):
+            return self.quota_reserve
+        if self.daily_quota < 2:
+            return 0
+        share = int(self.daily_quota * float(self.quota_reserve.rstrip("%")) / 100)
+        return min(max(1, share), self.daily_quota - 1)
+
+    def quota(self) -> DailyQuota:
+        """The daily quota these settings describe."""
+        return DailyQuota(self.daily_quota, reserve=self.reserve(), tz=zone(self.quota_timezone))
 
 
 class CommandsConfig(_Section, frozen=True):
@@ -162,6 +185,7 @@ class BridgeConfig(_Section, frozen=True):
             rate=rl.rate / n,
             burst=max(1, rl.burst // n),
             daily_quota=rl.daily_quota // n if rl.daily_quota else 0,
+            quota_reserve=rl.quota_reserve if isinstance(rl.quota_reserve, str) else rl.quota_reserve // n,
         )
         journal = Path(self.journal.path)
         return msgspec.structs.replace(

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from .api.endpoints import Priority
+from .commands import is_safety
 from .errors import ErrorInfo
 from .jobs import Job
 from .ratelimit import QuotaExhausted, RateLimiter
@@ -52,6 +53,10 @@ class Dispatcher:
     def queued(self) -> int:
         """Commands waiting to be sent."""
         return len(self._pending)
+
+    def oldest_received(self) -> float | None:
+        """When the longest-waiting queued command arrived (wall clock), or None when none waits."""
+        return min((job.received_at for job in self._pending.values()), default=None)
 
     @property
     def in_flight(self) -> int:
@@ -103,17 +108,23 @@ class Dispatcher:
             key = await self._next_key()
             await self._slots.acquire()
             try:
-                await self._limiter.acquire(Priority.CONTROL)
+                await self._limiter.acquire(Priority.CONTROL, reserve_ok=self._safety(key))
             except QuotaExhausted as exc:
                 self._slots.release()
                 job = self._take(key)
                 if job is not None:
-                    self._on_drop(job, "failed", ErrorInfo(code="rate_limited", message=str(exc)))
+                    self._on_drop(job, "failed", ErrorInfo(code=QuotaExhausted.code, message=str(exc)))
                 continue
             except BaseException:
                 self._slots.release()
                 raise
             self._launch(key)
+
+    def _safety(self, key: str) -> bool:
+        """Whether the command queued for `key` may use the quota's safety reserve (no reference kept: a
+        local would hold the Job in this long-lived loop's frame)."""
+        job = self._pending.get(key)
+        return job is not None and is_safety(job.command)
 
     def _launch(self, key: str) -> None:
         job = self._take(key)

@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS commands (
 );
 CREATE INDEX IF NOT EXISTS commands_delivery ON commands(delivery_hash);
 CREATE INDEX IF NOT EXISTS commands_received ON commands(received_at);
+CREATE TABLE IF NOT EXISTS api_calls (
+    day  TEXT PRIMARY KEY,
+    used INTEGER NOT NULL
+);
 """
 # No index on status or updated_at: both change on every step (index churn cost ~30 us per command),
 # and open or unannounced rows are only looked for at start-up, where a scan is fine.
@@ -228,6 +232,18 @@ class Journal:
             (older_than, *OPEN_STATUSES),
         )
         return cursor.rowcount
+
+    def calls_on(self, day: str) -> int:
+        """API calls counted on a quota day (`YYYY-MM-DD`)."""
+        row = self._db.execute("SELECT used FROM api_calls WHERE day = ?", (day,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def record_calls(self, day: str, used: int) -> None:
+        """Keep the day's count of API calls (written with the step that spends the call)."""
+        self._write(
+            "INSERT INTO api_calls (day, used) VALUES (?, ?) ON CONFLICT(day) DO UPDATE SET used = excluded.used",
+            (day, used),
+        )
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM commands").fetchone()[0])

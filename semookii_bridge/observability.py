@@ -32,6 +32,10 @@ class LiveSample:
     queued: int
     in_flight: int
     tracking: int
+    quota_used: int = 0
+    quota_remaining: int | None = None
+    quota_reserve_only: bool = False
+    banned_for: float = 0.0
 
 
 class _LiveCollector(Collector):
@@ -52,6 +56,11 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily("semookii_commands_queued", "Control commands waiting to be sent", value=s.queued)
         yield GaugeMetricFamily("semookii_commands_in_flight", "Control calls on the wire", value=s.in_flight)
         yield GaugeMetricFamily("semookii_commands_tracking", "Accepted commands being polled", value=s.tracking)
+        yield GaugeMetricFamily("semookii_quota_used", "API calls counted today (quota day)", value=s.quota_used)
+        remaining = -1 if s.quota_remaining is None else s.quota_remaining
+        yield GaugeMetricFamily(
+            "semookii_quota_remaining", "API calls left today, reserve included (-1: no quota)", value=remaining
+        )
 
 
 class Observability:
@@ -107,19 +116,30 @@ class Observability:
         return generate_latest(self.registry)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy when MQTT is connected and the API's last attempt got an answer (or none was needed)."""
+        """Healthy when MQTT is connected, the API's last attempt got an answer (or none was needed), the API has
+        not banned the token, and more than the safety reserve of the daily quota is left."""
         sample = self._live()
         mqtt_ok = bool(sample and sample.mqtt_connected)
         now = self._clock()
         answer, failure = self.last_api_answer, self.last_api_failure
         api_ok = failure is None or (answer is not None and answer >= failure) or now - failure > self.api_stale_after
+        quota_ok = not (sample and sample.quota_reserve_only)
+        banned = sample.banned_for if sample else 0.0
+        healthy = mqtt_ok and api_ok and quota_ok and banned <= 0
         doc = {
-            "status": "ok" if mqtt_ok and api_ok else "unhealthy",
+            "status": "ok" if healthy else "unhealthy",
             "mqtt": {"connected": mqtt_ok},
+            "quota": {
+                "ok": quota_ok,
+                "used": sample.quota_used if sample else 0,
+                "remaining": sample.quota_remaining if sample else None,
+                "reason": None if quota_ok else "only the safety reserve of the daily quota is left",
+            },
             "api": {
                 "reachable": api_ok,
+                "banned_for": round(banned, 3),
                 "last_answer_age": None if answer is None else round(now - answer, 3),
                 "last_failure_age": None if failure is None else round(now - failure, 3),
             },
         }
-        return mqtt_ok and api_ok, doc
+        return healthy, doc

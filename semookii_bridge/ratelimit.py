@@ -10,47 +10,55 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from .api.endpoints import Endpoint, Priority
 from .api.errors import QuotaExceeded
+from .quota import DailyQuota, QuotaExhausted
+
+__all__ = ["LimiterGate", "QuotaExhausted", "RateLimiter", "TokenBucket"]
 
 Clock = Callable[[], float]
 
 
-class QuotaExhausted(Exception):
-    """The daily quota is used up until the next UTC day."""
-
-    code = "rate_limited"
-
-
 class TokenBucket:
-    """`rate` tokens per second up to `burst`; `rate <= 0` means unlimited. Optional daily quota."""
+    """`rate` tokens per second up to `burst`; `rate <= 0` means unlimited. Every token taken is counted
+    against the daily quota (`daily_quota`, or the `quota` given).
+
+    The vendor counts calls when they arrive, not when the bridge takes a token: between the two lie the
+    event loop's delays, which vary (a busy loop, other processes on the CPU). If that variation stays
+    within `margin` seconds, holding `rate * margin` fewer tokens at most keeps every window at the server
+    within `burst + rate * window`: calls arriving in a window were granted in one `margin` longer.
+    """
 
     def __init__(
-        self, rate: float, burst: int, *, daily_quota: int = 0, clock: Clock = time.monotonic, wall: Clock = time.time
+        self,
+        rate: float,
+        burst: int,
+        *,
+        daily_quota: int = 0,
+        clock: Clock = time.monotonic,
+        wall: Clock = time.time,
+        quota: DailyQuota | None = None,
+        margin: float = 0.0,
     ) -> None:
         self.rate = rate
         self.burst = max(1, burst)
-        self.daily_quota = daily_quota
+        self.capacity = max(1.0, self.burst - max(0.0, rate) * margin)
+        self.quota = quota if quota is not None else DailyQuota(daily_quota, reserve=0, wall=wall)
         self._clock = clock
-        self._wall = wall
-        self._tokens = float(self.burst)
+        self._tokens = self.capacity
         self._stamp = clock()
         self._paused_until = 0.0
-        self._day = self._today()
-        self._used_today = 0
 
     @property
     def unlimited(self) -> bool:
         return self.rate <= 0
 
-    def _today(self) -> int:
-        return int(self._wall() // 86400)
-
     def _refill(self, now: float) -> None:
         if now > self._stamp:
-            self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.rate)
+            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
             self._stamp = now
 
     def tokens(self) -> float:
@@ -73,21 +81,30 @@ class TokenBucket:
         # After a pause the bucket refills only from its end (`_stamp`), so the wait is the pause plus a refill.
         return max(pause, max(0.0, self._stamp - now) + missing / self.rate)
 
-    def try_take(self) -> bool:
-        """Take one token if available now; raises QuotaExhausted once the daily quota is spent."""
-        self._check_quota()
+    def try_take(self, *, reserve_ok: bool = False) -> bool:
+        """Take one token if available now; raises QuotaExhausted once the daily quota is spent (all of it
+        with `reserve_ok`, for safety commands; all but the reserve otherwise)."""
+        self.quota.check(reserve_ok=reserve_ok)
         if self.delay() > 0:
             return False
         if not self.unlimited:
             self._tokens -= 1.0
-        self._used_today += 1
+        self.quota.spend()
         return True
 
     def refund(self) -> None:
         """Give back a token that was taken but not used for a call."""
         if not self.unlimited:
-            self._tokens = min(float(self.burst), self._tokens + 1.0)
-        self._used_today = max(0, self._used_today - 1)
+            self._tokens = min(self.capacity, self._tokens + 1.0)
+        self.quota.refund()
+
+    def now(self) -> float:
+        """The bucket's clock."""
+        return self._clock()
+
+    def paused_for(self) -> float:
+        """Seconds left of a 429 pause (0 when not paused)."""
+        return max(0.0, self._paused_until - self._clock())
 
     def pause(self, seconds: float) -> None:
         """Hold every call for `seconds` (after a 429) and empty the bucket so calls resume gently."""
@@ -96,14 +113,11 @@ class TokenBucket:
         self._tokens = 0.0
         self._stamp = max(self._stamp, now + seconds)
 
-    def _check_quota(self) -> None:
-        if self.daily_quota <= 0:
-            return
-        today = self._today()
-        if today != self._day:
-            self._day, self._used_today = today, 0
-        if self._used_today >= self.daily_quota:
-            raise QuotaExhausted(f"daily quota of {self.daily_quota} API calls used up")
+
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    future: asyncio.Future[None]
+    reserve_ok: bool
 
 
 class RateLimiter:
@@ -118,24 +132,33 @@ class RateLimiter:
         self.bucket = bucket
         self.default_pause = default_pause
         self.poll_share = poll_share
-        self._queues: dict[int, deque[asyncio.Future[None]]] = {int(p): deque() for p in Priority}
+        self.after_grant: Callable[[], Awaitable[None]] | None = None
+        """Awaited after each grant: the journal's commit, so a counted call is on disk before it leaves."""
+        self.on_grant: Callable[[int], None] | None = None
+        """Told the priority of each call granted (the budget's call log)."""
+        self._queues: dict[int, deque[_Waiter]] = {int(p): deque() for p in Priority}
         self._poll_credit = 0.0
+        self._banned_until = 0.0
         self._pump: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     def queue_depth(self) -> int:
         """Calls waiting for a token."""
-        return sum(1 for queue in self._queues.values() for f in queue if not f.done())
+        return sum(1 for queue in self._queues.values() for w in queue if not w.future.done())
 
-    async def acquire(self, priority: int) -> None:
-        """Wait for a token; raises QuotaExhausted when the daily quota is spent."""
-        if not self._pick() and self.bucket.try_take():
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queues[priority].append(future)
-        self._ensure_pump()
-        self._wake.set()
-        await future
+    async def acquire(self, priority: int, *, reserve_ok: bool = False) -> None:
+        """Wait for a token; raises QuotaExhausted when the daily quota is spent. `reserve_ok`: a safety
+        command, which may use the quota's reserve."""
+        if self._pick() or not self.bucket.try_take(reserve_ok=reserve_ok):
+            waiter = _Waiter(asyncio.get_running_loop().create_future(), reserve_ok)
+            self._queues[priority].append(waiter)
+            self._ensure_pump()
+            self._wake.set()
+            await waiter.future
+        if self.on_grant is not None:
+            self.on_grant(priority)
+        if self.after_grant is not None:
+            await self.after_grant()
 
     def refund(self) -> None:
         """Return an unused token (the command it was taken for expired or was gone)."""
@@ -147,14 +170,24 @@ class RateLimiter:
         self.bucket.pause(retry_after if retry_after is not None else self.default_pause)
         self._wake.set()
 
+    def banned(self, seconds: float) -> None:
+        """The API banned the token: pause every call until the ban ends."""
+        self.bucket.pause(seconds)
+        self._banned_until = max(self._banned_until, self.bucket.now() + seconds)
+        self._wake.set()
+
+    def banned_for(self) -> float:
+        """Seconds left of a ban the API announced (0 when none)."""
+        return max(0.0, self._banned_until - self.bucket.now())
+
     def _ensure_pump(self) -> None:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.get_running_loop().create_task(self._run())
 
-    def _pick(self) -> deque[asyncio.Future[None]] | None:
+    def _pick(self) -> deque[_Waiter] | None:
         """The queue whose head gets the next token: the most urgent, unless polls have earned a turn."""
         for queue in self._queues.values():
-            while queue and queue[0].done():
+            while queue and queue[0].future.done():
                 queue.popleft()
         first = next((q for _, q in sorted(self._queues.items()) if q), None)
         polls = self._queues[Priority.POLL]
@@ -162,7 +195,7 @@ class RateLimiter:
             return polls
         return first
 
-    def _granted(self, queue: deque[asyncio.Future[None]]) -> None:
+    def _granted(self, queue: deque[_Waiter]) -> None:
         """Book a token given to `queue` against the polls' share while polls are waiting."""
         polls = self._queues[Priority.POLL]
         if queue is polls:
@@ -173,13 +206,13 @@ class RateLimiter:
     async def _run(self) -> None:
         while (queue := self._pick()) is not None:
             try:
-                taken = self.bucket.try_take()
-            except QuotaExhausted as exc:
-                queue.popleft().set_exception(exc)
+                taken = self.bucket.try_take(reserve_ok=queue[0].reserve_ok)
+            except Exception as exc:  # QuotaExhausted, or a bug: the caller hears it rather than hangs
+                queue.popleft().future.set_exception(exc)
                 continue
             if taken:
                 self._granted(queue)
-                queue.popleft().set_result(None)
+                queue.popleft().future.set_result(None)
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -188,9 +221,9 @@ class RateLimiter:
     async def close(self) -> None:
         """Stop the pump; waiting callers are cancelled."""
         for queue in self._queues.values():
-            for future in queue:
-                if not future.done():
-                    future.cancel()
+            for waiter in queue:
+                if not waiter.future.done():
+                    waiter.future.cancel()
             queue.clear()
         if self._pump is not None:
             self._pump.cancel()
@@ -211,3 +244,6 @@ class LimiterGate:
 
     def throttled(self, retry_after: float | None) -> None:
         self.limiter.throttled(retry_after)
+
+    def banned(self, seconds: float) -> None:
+        self.limiter.banned(seconds)

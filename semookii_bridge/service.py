@@ -42,7 +42,7 @@ class Service:
         self._stack = AsyncExitStack()
         rl = config.rate_limit
         self.limiter = RateLimiter(
-            TokenBucket(rl.rate, rl.burst, daily_quota=rl.daily_quota),
+            TokenBucket(rl.rate, rl.burst, quota=rl.quota(), margin=rl.send_margin),
             default_pause=rl.pause_on_429,
             poll_share=rl.poll_share,
         )
@@ -54,6 +54,11 @@ class Service:
         cfg = self.config
         self.journal = Journal(cfg.journal.path, synchronous=cfg.journal.synchronous)
         self._stack.callback(self.journal.close)
+        # Calls are counted in the journal, and each one waits for that count to be on disk before it leaves,
+        # so neither a restart nor a SIGKILL under-counts the day's quota.
+        self.limiter.bucket.quota.attach(self.journal)
+        if cfg.rate_limit.daily_quota:
+            self.limiter.after_grant = self.journal.durable
         api = CloudClient(
             cfg.api.base_url,
             self._token,
@@ -92,6 +97,7 @@ class Service:
         bridge, link = self.bridge, self.link
         if bridge is None or link is None:
             return None
+        quota = self.limiter.bucket.quota
         return LiveSample(
             mqtt_connected=link.connected,
             mqtt_reconnects=link.reconnects,
@@ -100,6 +106,10 @@ class Service:
             queued=bridge.dispatcher.queued,
             in_flight=bridge.dispatcher.in_flight,
             tracking=bridge.lifecycle.tracking,
+            quota_used=quota.used,
+            quota_remaining=quota.remaining,
+            quota_reserve_only=quota.reserve_only(),
+            banned_for=self.limiter.banned_for(),
         )
 
     async def stop(self) -> None:

@@ -59,6 +59,10 @@ class Topics:
         self._parts = len(self.prefix.split("/"))
         self.bridge_state = f"{self.prefix}/bridge/state"
         self.bridge_info = f"{self.prefix}/bridge/info"
+        # Each clustered instance has its own share of the rate limit and quota, so its own budget.
+        self.bridge_budget = (
+            f"{self.prefix}/bridge/budget" if instance is None else f"{self.prefix}/bridge/instance/{instance}/budget"
+        )
 
     def subscriptions(self) -> list[str]:
         """Filters the bridge subscribes to (as shared subscriptions when a share group is set)."""

@@ -315,3 +315,44 @@ async def test_the_wait_between_attempts_honours_retry_after() -> None:
     policy = RetryPolicy(initial_wait=0.01, jitter=0, max_total=5.0)
     assert await call_with_retries(policy, attempt, idempotent=False) == "ok"
     assert loop.time() - started >= 0.29
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("Several violations in a row, prohibit calls within the next hour", 3600.0),
+     ("Several violations in a row, prohibit calls within the next 120 seconds", 120.0),
+     ("calls are prohibited within the next 2 minutes", 120.0), ("device offline", None),
+     ("prohibit nothing", None)],
+)  # fmt: skip
+def test_ban_answers_are_recognised(text: str, seconds: float | None) -> None:
+    """The vendor's ban text and how long it lasts; other refusals are not bans."""
+    from semookii_bridge.api.client import ban_seconds
+
+    assert ban_seconds(text) == seconds
+
+
+async def test_a_ban_answer_pauses_every_call_and_is_not_retried(sim: RunningSimulator) -> None:
+    """A ban answer raises Banned (code api_banned) after one attempt, and tells the gate how long it lasts."""
+    from semookii_bridge.api import Banned, Endpoint
+    from semookii_bridge.simulator.app import ban_text
+
+    class Gate:
+        def __init__(self) -> None:
+            self.bans: list[float] = []
+
+        async def acquire(self, endpoint: Endpoint) -> None:
+            return None
+
+        def throttled(self, retry_after: float | None) -> None:
+            return None
+
+        def banned(self, seconds: float) -> None:
+            self.bans.append(seconds)
+
+    gate = Gate()
+    sim.simulator.inject(Fault("reject", path=CONTROL, times=5, message=ban_text(90)))
+    async with CloudClient(sim.base_url, Secret(TOKEN), retry=RetryPolicy.instant(), gate=gate) as client:
+        with pytest.raises(Banned) as info:
+            await client.group_control(group_of(sim), SWITCH)
+    assert info.value.code == "api_banned" and info.value.seconds == 90.0 and gate.bans == [90.0]
+    assert len(sim.simulator.calls_to(CONTROL)) == 1

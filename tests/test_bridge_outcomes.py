@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Awaitable, Callable
 
@@ -113,18 +114,25 @@ async def test_tracking_resumes_after_a_restart(
     assert len(sim.simulator.calls_to(CONTROL)) == 1
 
 
-async def test_daily_quota_exhausted_fails_with_rate_limited(
+async def test_daily_quota_keeps_a_reserve_for_safety_commands(
     make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
 ) -> None:
-    """With the daily quota spent, a command is `failed` with code rate_limited and never sent."""
-    groups = [g.id for g in sim.simulator.state.list_groups()]
-    await make_bridge(rate_limit={"rate": 0, "daily_quota": 1})
+    """When only the reserve is left, other commands fail `quota_exhausted` at once, unsent; a manual stop still
+    goes out; once all is spent, even that fails."""
+    gid_ = gid(sim)
+    await make_bridge(rate_limit={"rate": 0, "daily_quota": 3, "quota_reserve": 1}, commands={"track": "accepted"})
+    power = {"type": "power_control", "active_power": 100, "duration": 60, "timeout": 1}
+    topic = f"vpp/group/{gid_}/state"
     with Probe(broker.port) as probe:
-        probe.publish(f"vpp/group/{groups[0]}/set", {**STOP, "request_id": "q1"})
-        await probe.wait_status(f"vpp/group/{groups[0]}/state", "q1", "accepted")
-        probe.publish(f"vpp/group/{groups[1]}/set", {**STOP, "request_id": "q2"})
-        failed = await probe.wait_status(f"vpp/group/{groups[1]}/state", "q2", "failed")
-    assert failed["error"]["code"] == "rate_limited" and len(sim.simulator.calls_to(CONTROL)) == 1
+        for rid, command, status in [("p1", power, "completed"), ("p2", power, "completed"), ("p3", power, "failed"),
+                                     ("s1", STOP, "completed"), ("s2", STOP, "failed")]:  # fmt: skip
+            probe.publish(f"vpp/group/{gid_}/set", {**command, "request_id": rid})
+            final = await probe.wait_status(topic, rid, status)
+            if status == "failed":
+                assert final["error"]["code"] == "quota_exhausted", final
+                assert [s["status"] for s in probe.states(topic, rid)] == ["queued", "failed"]
+    sent = [c.params.get("manualMode") for c in sim.simulator.calls_to(CONTROL)]
+    assert sent == [None, None, "0"]
 
 
 async def test_mqtt_311_is_selectable(
@@ -187,3 +195,35 @@ async def test_each_api_fault_ends_in_the_right_state(
         final = await probe.wait_status(f"vpp/group/{gid(sim)}/state", f"fault-{kind}", status)
     assert (final["error"] or {}).get("code") == code
     assert len(sim.simulator.calls_to(CONTROL)) == calls
+
+
+async def test_a_ban_pauses_every_call_until_it_ends(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """A bridge allowed more than the API takes gets banned: the command that met the ban fails `api_banned`,
+    /healthz and the budget say so, no call is made while it lasts, and commands flow again after it."""
+    from semookii_bridge.simulator import SimConfig
+
+    from .test_observability import get
+
+    fields = {f: getattr(sim.simulator.config, f) for f in sim.simulator.config.__struct_fields__}
+    sim.simulator.config = SimConfig(**{**fields, "rate": 0.5, "burst": 1, "ban_after": 1, "ban_for": 2.0})
+    service = await make_bridge(rate_limit={"rate": 0}, commands={"track": "accepted"})
+    groups = [g.id for g in sim.simulator.state.list_groups()]
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{groups[0]}/set", {**STOP, "request_id": "fine"})
+        await probe.wait_status(f"vpp/group/{groups[0]}/state", "fine", "completed")
+        probe.publish(f"vpp/group/{groups[1]}/set", {**STOP, "request_id": "meets-ban"})
+        failed = await probe.wait_status(f"vpp/group/{groups[1]}/state", "meets-ban", "failed")
+        assert failed["error"]["code"] == "api_banned" and "prohibit calls" in failed["error"]["message"]
+        status, body = await get(service, "/healthz")
+        assert status == 503 and '"banned_for":' in body
+        budget = await probe.wait_for(lambda: [m.json() for m in probe.on("vpp/bridge/budget")
+                                               if m.json()["paused_until"]], timeout=3)  # fmt: skip
+        assert budget
+        calls_in_ban = len(sim.simulator.calls)
+        probe.publish(f"vpp/group/{groups[0]}/set", {**STOP, "request_id": "after-ban"})
+        await asyncio.sleep(1.0)
+        assert len(sim.simulator.calls) == calls_in_ban, "no call while the ban lasts"
+        await probe.wait_status(f"vpp/group/{groups[0]}/state", "after-ban", "completed", timeout=10)
+    assert sim.simulator.bans == 1

@@ -158,11 +158,11 @@ async def test_a_command_past_its_deadline_when_the_token_comes_is_not_sent() ->
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert rec.sent == ["fresh"], "the slot of the expired command must be released"
-    assert bucket._used_today == 1, "the expired command's token is given back"
+    assert bucket.quota.used == 1, "the expired command's token is given back"
 
 
 async def test_quota_exhausted_fails_the_command_and_frees_the_slot() -> None:
-    """With the daily quota spent, the command ends `failed`/`rate_limited` and later commands are still handled."""
+    """With the daily quota spent, the command ends `failed`/`quota_exhausted` and later commands are still handled."""
     bucket = TokenBucket(0, 1, daily_quota=1)
     bucket.try_take()
     dropped: list[tuple[str, str, str]] = []
@@ -174,7 +174,7 @@ async def test_quota_exhausted_fails_the_command_and_frees_the_slot() -> None:
     await asyncio.sleep(0.05)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    assert dropped == [("a", "failed", "rate_limited"), ("b", "failed", "rate_limited")]
+    assert dropped == [("a", "failed", "quota_exhausted"), ("b", "failed", "quota_exhausted")]
     assert dispatcher.queued == 0
 
 

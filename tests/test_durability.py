@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from semookii_bridge.service import Service
@@ -98,6 +99,7 @@ timeout = 5.0
 [rate_limit]
 rate = 3.0
 burst = 2
+daily_quota = 10000
 
 [commands]
 poll_initial = 0.1
@@ -178,6 +180,13 @@ async def test_sigkill_with_commands_queued_and_in_flight(
         bridge.wait(5)
     assert has_every_stage(at_kill, rids, ("accepted", "dispatched", "completed")), at_kill
     per_group = Counter(c.params["groupId"] for c in sim.simulator.calls_to("/commandapi/groupControl"))
+    # The day's count is written before each call leaves: never below what reached the API, and above it
+    # only by calls counted in the instant before the kill (at 3 calls/s, burst 2).
+    with sqlite3.connect(journal) as db:
+        (counted,) = db.execute(
+            "SELECT used FROM api_calls WHERE day = ?", (datetime.now(UTC).date().isoformat(),)
+        ).fetchone()
+    assert len(sim.simulator.calls) <= counted <= len(sim.simulator.calls) + 3, (counted, len(sim.simulator.calls))
     for rid in rids:
         gid = rid.removeprefix("k-")
         if at_kill.get(rid) == "sending":

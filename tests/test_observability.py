@@ -71,3 +71,22 @@ async def test_healthz_fails_when_the_broker_is_gone(bridge: Service, broker: Mo
         await asyncio.sleep(0.02)
     status, body = await get(bridge, "/healthz")
     assert status == 503 and '"connected":false' in body
+
+
+async def test_quota_metrics_and_healthz_when_only_the_reserve_is_left(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """Quota gauges follow the calls; once only the safety reserve is left, /healthz answers 503 saying so."""
+    service = await make_bridge(rate_limit={"rate": 0, "daily_quota": 3, "quota_reserve": 1},
+                                commands={"track": "accepted"})  # fmt: skip
+    group_id = sim.simulator.state.list_groups()[0].id
+    status, _ = await get(service, "/healthz")
+    assert status == 200
+    with Probe(broker.port) as probe:
+        for rid in ("q1", "q2"):
+            probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "force_charge", "request_id": rid})
+            await probe.wait_status(f"vpp/group/{group_id}/state", rid, "completed")
+    _, metrics = await get(service, "/metrics")
+    assert metric(metrics, "semookii_quota_used") == 2 and metric(metrics, "semookii_quota_remaining") == 1
+    status, body = await get(service, "/healthz")
+    assert status == 503 and "only the safety reserve" in body

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
@@ -108,3 +110,31 @@ def test_parameter_validation_names_the_problem(query: dict[str, str], fragment:
     """The server-side checks of the "Required if" column name the offending parameter."""
     with pytest.raises(InvalidParams, match=fragment):
         parse_control(query)
+
+
+async def test_too_many_over_limit_calls_in_a_row_ban_the_token() -> None:
+    """With ban_after = 2, the second over-limit call in a row starts a ban: every call is refused with the
+    vendor's words until it ends."""
+    config = SimConfig(tokens=[TOKEN], rate=0.5, burst=1, ban_after=2, ban_for=0.5)
+    async with serve(config) as sim:
+        assert (await post(sim, "/vppgroup/findAll", tokenId=TOKEN, current="1", size="10"))[0] == 200
+        assert (await post(sim, "/vppgroup/findAll", tokenId=TOKEN, current="1", size="10"))[0] == 429
+        status, body = await post(sim, "/vppgroup/findAll", tokenId=TOKEN, current="1", size="10")
+        assert status == 200 and body["success"] is False
+        assert body["exception"] == "Several violations in a row, prohibit calls within the next 1 seconds"
+        assert sim.simulator.bans == 1
+        assert (await post(sim, "/vppgroup/findAll", tokenId=TOKEN, current="1", size="10"))[1]["success"] is False
+        await asyncio.sleep(0.6)
+        await post(sim, "/vppgroup/findAll", tokenId=TOKEN, current="1", size="10")
+        assert [c.outcome for c in sim.simulator.calls] == ["ok", "rate_limited", "banned", "banned", "rate_limited"]
+
+
+async def test_an_in_limit_call_resets_the_violation_count() -> None:
+    """Over-limit calls must come in a row to ban: a call within the limit starts the count again."""
+    config = SimConfig(tokens=[TOKEN], rate=20, burst=1, ban_after=2, ban_for=60)
+    async with serve(config) as sim:
+        for _ in range(3):
+            assert (await post(sim, "/vppgroup/findAll", tokenId=TOKEN, current="1", size="10"))[0] == 200
+            assert (await post(sim, "/vppgroup/findAll", tokenId=TOKEN, current="1", size="10"))[0] == 429
+            await asyncio.sleep(0.06)
+        assert sim.simulator.bans == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
@@ -25,6 +26,7 @@ from .errors import (
     ApiError,
     ApiRejected,
     BadResponse,
+    Banned,
     ConnectFailed,
     HttpStatusError,
     RateLimited,
@@ -49,6 +51,16 @@ T = TypeVar("T")
 
 REGSN_CHUNK = 100
 MAX_BODY = 8 * 1024 * 1024
+_BAN = re.compile(r"prohibit\w*(?:\s+calls?)?\s+within\s+the\s+next\s+(?:(\d+)\s*)?(second|minute|hour)", re.I)
+_UNIT = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+
+def ban_seconds(message: str) -> float | None:
+    """How long the API says it bans the token ("... prohibit calls within the next hour"), or None."""
+    match = _BAN.search(message)
+    if match is None:
+        return None
+    return float(match.group(1) or 1) * _UNIT[match.group(2).lower()]
 
 
 class Gate(Protocol):
@@ -58,6 +70,8 @@ class Gate(Protocol):
 
     def throttled(self, retry_after: float | None) -> None: ...
 
+    def banned(self, seconds: float) -> None: ...
+
 
 class OpenGate:
     """No rate limit: every attempt goes straight out."""
@@ -66,6 +80,9 @@ class OpenGate:
         return None
 
     def throttled(self, retry_after: float | None) -> None:
+        return None
+
+    def banned(self, seconds: float) -> None:
         return None
 
 
@@ -308,8 +325,13 @@ class CloudClient:
         if ok is None:
             raise BadResponse("the API answer has neither success nor isSuccess", endpoint=endpoint.name)
         if not ok:
-            message = envelope.exception or "the API reported a failure without a message"
-            raise ApiRejected(self._token.redact(message), endpoint=endpoint.name)
+            message = self._token.redact(envelope.exception or "the API reported a failure without a message")
+            seconds = ban_seconds(message)
+            if seconds is not None:
+                log.error("api_banned endpoint=%s seconds=%g: every call paused", endpoint.name, seconds)
+                self._gate.banned(seconds)
+                raise Banned(message, endpoint=endpoint.name, seconds=seconds)
+            raise ApiRejected(message, endpoint=endpoint.name)
         try:
             return wire.decode(envelope.result, result_type, strict=False)
         except msgspec.ValidationError as exc:

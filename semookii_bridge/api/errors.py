@@ -72,4 +72,14 @@ class Ambiguous(ApiError):
 class QuotaExceeded(ApiError):
     """The configured daily quota of API calls is used up; the call was not made."""
 
-    code = "rate_limited"
+    code = "quota_exhausted"
+
+
+class Banned(ApiError):
+    """The API refuses every call of this token for `seconds` (too many calls over its limit); not retried."""
+
+    code = "api_banned"
+
+    def __init__(self, message: str, *, endpoint: str, seconds: float) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.seconds = seconds

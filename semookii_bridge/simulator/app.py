@@ -54,6 +54,10 @@ class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rate: float = 0.0
     burst: int = 10
     latency: float = 0.0
+    ban_after: int = 0
+    """After this many over-limit calls in a row the token is banned (0: never), like the vendor's penalty."""
+    ban_for: float = 3600.0
+    """Seconds a ban lasts; every call in it is refused."""
     task_delay: float = 0.2
     result_delay: float = 0.5
     groups: int = 2
@@ -101,6 +105,9 @@ class Simulator:
         self.calls: list[CallRecord] = []
         self._faults: list[_FaultSlot] = []
         self._buckets: dict[str, TokenBucket] = {}
+        self._violations: dict[str, int] = {}
+        self._banned_until: dict[str, float] = {}
+        self.bans = 0
         self._clock = clock
         self._seq = itertools.count(1)
         self._query_calls = itertools.count()
@@ -167,10 +174,18 @@ class Simulator:
         if record.token != "valid":
             record.outcome = "bad_token"
             return _envelope(None, ok=False, exception="tokenId is invalid or expired")
+        banned = self._ban_left(token)
+        if banned > 0:
+            record.outcome = "banned"
+            return _envelope(None, ok=False, exception=ban_text(banned))
         wait = self._bucket(token).delay()
         if not self._bucket(token).try_take():
             record.outcome = "rate_limited"
+            if self._violation(token):
+                record.outcome = "banned"
+                return _envelope(None, ok=False, exception=ban_text(self.config.ban_for))
             return web.Response(status=429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        self._violations.pop(token, None)
         if self.config.latency > 0:
             await asyncio.sleep(self.config.latency)
         fault = self._take_fault(path)
@@ -187,6 +202,20 @@ class Simulator:
             record.outcome = f"fault:{fault.kind}"
             return await _fault_after(request, fault, payload)
         return payload
+
+    def _ban_left(self, token: str) -> float:
+        """Seconds left of the token's ban (0 when not banned)."""
+        return max(0.0, self._banned_until.get(token, 0.0) - self._clock())
+
+    def _violation(self, token: str) -> bool:
+        """Count an over-limit call; True when it starts a ban."""
+        self._violations[token] = self._violations.get(token, 0) + 1
+        if self.config.ban_after and self._violations[token] >= self.config.ban_after:
+            self._violations.pop(token)
+            self._banned_until[token] = self._clock() + self.config.ban_for
+            self.bans += 1
+            return True
+        return False
 
     def _bucket(self, token: str) -> TokenBucket:
         bucket = self._buckets.get(token)
@@ -426,6 +455,11 @@ async def _json_body(request: web.Request) -> dict[str, Any] | None:
     except msgspec.DecodeError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def ban_text(seconds: float) -> str:
+    """The vendor's words for a ban (SolaX: several violations in a row, then no calls for an hour)."""
+    return f"Several violations in a row, prohibit calls within the next {math.ceil(seconds)} seconds"
 
 
 def _fault_before(request: web.Request, fault: Fault) -> web.StreamResponse | None:

@@ -1,0 +1,153 @@
+"""The API budget as operators see it on `<prefix>/bridge/budget`: what was spent today, what is left, how
+fast it goes, and what waits. Plain code: it reads the limiter, the dispatcher and the tracker, and hands a
+payload to a publisher; it knows no MQTT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+
+from . import wire
+from .api.endpoints import Priority
+from .ratelimit import RateLimiter
+from .states import utc_now_text
+
+KINDS = {Priority.CONTROL: "control", Priority.MANAGEMENT: "management", Priority.POLL: "polling"}
+PROJECTION_WINDOW = 600.0
+"""Seconds of recent calls whose rate projects when the quota runs out."""
+
+
+class CallLog:
+    """When each call was granted, by kind, for the last ten minutes."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._events: deque[tuple[float, int]] = deque()
+
+    def record(self, priority: int) -> None:
+        """One call granted (the limiter's `on_grant`)."""
+        self._events.append((self._clock(), priority))
+        self._trim()
+
+    def _trim(self) -> None:
+        horizon = self._clock() - PROJECTION_WINDOW
+        while self._events and self._events[0][0] < horizon:
+            self._events.popleft()
+
+    def last_minute(self) -> dict[str, int]:
+        """Calls per kind in the last 60 s."""
+        self._trim()
+        since = self._clock() - 60.0
+        counts = dict.fromkeys(KINDS.values(), 0)
+        for stamp, priority in self._events:
+            if stamp >= since:
+                counts[KINDS.get(Priority(priority), "control")] += 1
+        return counts
+
+    def rate(self) -> float:
+        """Calls per second over the projection window."""
+        self._trim()
+        return len(self._events) / PROJECTION_WINDOW
+
+
+class Budget(msgspec.Struct, frozen=True, kw_only=True):
+    """The retained budget message."""
+
+    day: str
+    used: int
+    quota: int | None
+    remaining: int | None
+    reserve: int
+    exhausts_at: str | None
+    rate: float
+    burst: int
+    calls_last_minute: dict[str, int]
+    queued: int
+    oldest_queued_age: float | None
+    tracking: int
+    paused_until: str | None
+    ts: str
+
+
+class Queue(Protocol):
+    """What the budget reads of the dispatcher."""
+
+    @property
+    def queued(self) -> int: ...
+
+    def oldest_received(self) -> float | None: ...
+
+
+class Publish(Protocol):
+    def __call__(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
+
+
+class BudgetReporter:
+    """Publishes the budget (retained) at most once per `interval` and only when something in it changed."""
+
+    def __init__(
+        self,
+        *,
+        limiter: RateLimiter,
+        calls: CallLog,
+        queue: Queue,
+        tracking: Callable[[], int],
+        publish: Publish,
+        topic: str,
+        interval: float = 1.0,
+        wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limiter, self.calls, self.queue = limiter, calls, queue
+        self._tracking, self._publish, self.topic = tracking, publish, topic
+        self.interval, self._wall, self._clock = interval, wall, clock
+        self._last: Budget | None = None
+
+    def snapshot(self) -> Budget:
+        """The budget now."""
+        bucket, quota = self.limiter.bucket, self.limiter.bucket.quota
+        now = self._wall()
+        rate = self.calls.rate()
+        remaining = quota.remaining
+        exhausts = None
+        if remaining is not None and rate > 0:
+            exhausts = utc_now_text((now + remaining / rate) // 60 * 60)  # to the minute: no churn each second
+        oldest = self.queue.oldest_received()
+        pause = bucket.paused_for()
+        return Budget(
+            day=quota.day,
+            used=quota.used,
+            quota=quota.limit or None,
+            remaining=remaining,
+            reserve=quota.reserve,
+            exhausts_at=exhausts,
+            rate=bucket.rate,
+            burst=bucket.burst,
+            calls_last_minute=self.calls.last_minute(),
+            queued=self.queue.queued,
+            oldest_queued_age=None if oldest is None else round(max(0.0, now - oldest), 3),
+            tracking=self._tracking(),
+            paused_until=None if pause <= 0 else utc_now_text(now + pause),
+            ts=utc_now_text(now),
+        )
+
+    def publish_if_changed(self) -> bool:
+        """Publish the budget if anything but its timestamp changed since the last one; True if published."""
+        budget = self.snapshot()
+        if self._last is not None and msgspec.structs.replace(budget, ts=self._last.ts) == self._last:
+            return False
+        self._last = budget
+        self._publish(self.topic, wire.encode(budget), retain=True)
+        return True
+
+    async def run(self) -> None:
+        """Publish changes, at most once per interval, until cancelled."""
+        while True:
+            self.publish_if_changed()
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,129 @@
+"""The daily API call quota: counted before each call goes out, kept across restarts, with a safety reserve.
+
+Vendors stop a token that overruns its daily allowance, so the count must never be low: each granted call
+is written to the journal (`Ledger`) before it leaves, and a restart reads the day's count back. The last
+`reserve` calls of the day are kept for commands that reduce risk (stop, leave remote control, switch off);
+every other call is refused once only the reserve is left.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+
+class QuotaExhausted(Exception):
+    """The daily quota (or all of it but the safety reserve) is used up until the next day."""
+
+    code = "quota_exhausted"
+
+
+class Ledger(Protocol):
+    """Where the day's count is kept (the journal)."""
+
+    def calls_on(self, day: str) -> int: ...
+
+    def record_calls(self, day: str, used: int) -> None: ...
+
+
+def zone(name: str) -> tzinfo:
+    """The time zone whose midnight starts a new quota day; raises ValueError for an unknown name."""
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+def default_reserve(limit: int) -> int:
+    """2 % of the quota, at least 1 when there is a quota."""
+    return 0 if limit <= 0 else max(1, limit // 50)
+
+
+class DailyQuota:
+    """Counts calls per day in `tz`; `limit <= 0` means no quota (calls are still counted)."""
+
+    def __init__(
+        self,
+        limit: int = 0,
+        *,
+        reserve: int | None = None,
+        tz: tzinfo = UTC,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.limit = limit
+        self.reserve = default_reserve(limit) if reserve is None else max(0, min(reserve, limit))
+        self.tz = tz
+        self._wall = wall
+        self._ledger: Ledger | None = None
+        self._day = self.today()
+        self._used = 0
+
+    def today(self) -> str:
+        """The current quota day, `YYYY-MM-DD` in the quota's time zone."""
+        return datetime.fromtimestamp(self._wall(), self.tz).date().isoformat()
+
+    def attach(self, ledger: Ledger) -> None:
+        """Keep the count in `ledger` from now on, starting from what it holds for today."""
+        self._ledger = ledger
+        self._day = self.today()
+        self._used = ledger.calls_on(self._day)
+
+    def _roll(self) -> None:
+        day = self.today()
+        if day != self._day:
+            self._day = day
+            self._used = self._ledger.calls_on(day) if self._ledger is not None else 0
+
+    @property
+    def day(self) -> str:
+        self._roll()
+        return self._day
+
+    @property
+    def used(self) -> int:
+        """Calls counted today."""
+        self._roll()
+        return self._used
+
+    @property
+    def remaining(self) -> int | None:
+        """Calls left today, the reserve included; None without a quota."""
+        return None if self.limit <= 0 else max(0, self.limit - self.used)
+
+    def reserve_only(self) -> bool:
+        """True when only the safety reserve (or nothing) is left."""
+        return self.limit > 0 and self.used >= self.limit - self.reserve
+
+    def check(self, *, reserve_ok: bool = False) -> None:
+        """Raise QuotaExhausted if a call may not be made now; `reserve_ok` for safety commands."""
+        if self.limit <= 0:
+            return
+        used = self.used
+        if used >= self.limit:
+            raise QuotaExhausted(f"daily quota of {self.limit} API calls used up for {self._day}")
+        if not reserve_ok and used >= self.limit - self.reserve:
+            raise QuotaExhausted(
+                f"daily quota of {self.limit} API calls used up for {self._day} but for the {self.reserve} "
+                "kept for safety commands (manual stop, exit_remote_control, system_switch off)"
+            )
+
+    def spend(self) -> None:
+        """Count one call (before it goes out)."""
+        self._roll()
+        self._used += 1
+        self._save()
+
+    def refund(self) -> None:
+        """Uncount a call that was granted but not made."""
+        self._roll()
+        self._used = max(0, self._used - 1)
+        self._save()
+
+    def _save(self) -> None:
+        if self._ledger is not None:
+            self._ledger.record_calls(self._day, self._used)
