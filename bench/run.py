@@ -1,6 +1,6 @@
 """Run every benchmark and write bench/RESULTS.md (the numbers, the machine, the commit).
 
-.venv/bin/python bench/run.py            # about 5 minutes on 2 cores
+.venv/bin/python bench/run.py            # about 12 minutes on 2 cores
 .venv/bin/python bench/run.py --quick    # shorter runs, same shape
 """
 
@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import budget
 import decode
 import flood
 import latency
@@ -43,6 +44,7 @@ def main() -> None:
             lambda: throughput.report(throughput.run(seconds, track=False), throughput.run(seconds, track=True)),
         ),
         ("flood", lambda: flood.run(10)),
+        ("budget", lambda: budget.run(60.0 if args.quick else 120.0)),
         ("node-red", lambda: nodered.run(200, 10)),
         ("decode", lambda: decode.run(1.0)),
     ):

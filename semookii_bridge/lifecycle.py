@@ -243,26 +243,15 @@ class Lifecycle:
         if job is None:
             self._poll_errors.pop(request_id, None)
             return None
-        track_until = job.track_until or self.clock()
-        prepaid = False
-        if self.tokens is not None and self.clock() < track_until:
-            try:
-                await asyncio.wait_for(self.tokens.acquire(Priority.POLL), timeout=track_until - self.clock())
-                prepaid = True
-            except TimeoutError:
-                pass
-            except QuotaExhausted as exc:
-                self._poll_errors[request_id] = f"{QuotaExhausted.code}: {exc}"
-                return self._next_poll(job, backoff)
-            job = self._tracked_job(request_id)
-            if job is None:
-                if prepaid:
-                    self.tokens.refund()
-                self._poll_errors.pop(request_id, None)
-                return None
-        if self.clock() >= track_until:
-            if prepaid and self.tokens is not None:
-                self.tokens.refund()
+        prepaid = await self._poll_token(job)
+        if prepaid is None:
+            return self._next_poll(job, backoff)
+        if self.tokens is not None and (job := self._tracked_job(request_id)) is None:
+            self._release(prepaid)
+            self._poll_errors.pop(request_id, None)
+            return None  # ended (replaced) while the poll waited for its token
+        if self.clock() >= (job.track_until or self.clock()):
+            self._release(prepaid)
             self._give_up(job)
             return None
         try:
@@ -273,6 +262,26 @@ class Lifecycle:
             self._poll_errors[request_id] = f"{exc.code}: {exc.message}"
             log.warning("poll_failed request_id=%s code=%s", request_id, exc.code)
         return self._next_poll(job, backoff)
+
+    async def _poll_token(self, job: Job) -> bool | None:
+        """Take the poll's rate-limit token, waiting at most until the window closes. True: held; False: none
+        (no limiter, or the window closed first); None: the daily quota is spent (noted as the poll's error)."""
+        wait = (job.track_until or self.clock()) - self.clock()
+        if self.tokens is None or wait <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self.tokens.acquire(Priority.POLL), timeout=wait)
+        except TimeoutError:
+            return False
+        except QuotaExhausted as exc:
+            self._poll_errors[job.request_id] = f"{QuotaExhausted.code}: {exc}"
+            return None
+        return True
+
+    def _release(self, held: bool) -> None:
+        """Give back a poll token that will not be used."""
+        if held and self.tokens is not None:
+            self.tokens.refund()
 
     def _next_poll(self, job: Job, backoff: float) -> tuple[float, float] | None:
         """(delay, backoff) of the next poll, doubling up to `poll_max` within the window; None after it."""

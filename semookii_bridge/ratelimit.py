@@ -125,7 +125,9 @@ class RateLimiter:
 
     Strict priority would starve result polling under sustained control load, so confirmations never came:
     while polls wait behind other calls, they earn `poll_share` of a token per token granted to those
-    calls, and take the next token once they hold a whole one.
+    calls, and take the next token once they hold a whole one. Among polls the newest goes first: a
+    just-accepted command is the one still worth confirming, while an old one is likely to be replaced
+    by then (and its window, kept by the clock, ends it without a call).
     """
 
     def __init__(self, bucket: TokenBucket, *, default_pause: float = 1.0, poll_share: float = 0.0) -> None:
@@ -186,14 +188,26 @@ class RateLimiter:
 
     def _pick(self) -> deque[_Waiter] | None:
         """The queue whose head gets the next token: the most urgent, unless polls have earned a turn."""
-        for queue in self._queues.values():
-            while queue and queue[0].future.done():
-                queue.popleft()
+        for priority, queue in self._queues.items():
+            while queue and self._head(priority, queue).future.done():
+                self._take(priority, queue)
         first = next((q for _, q in sorted(self._queues.items()) if q), None)
         polls = self._queues[Priority.POLL]
         if first is not None and first is not polls and polls and self._poll_credit >= 1.0 - 1e-9:
             return polls
         return first
+
+    @staticmethod
+    def _head(priority: int, queue: deque[_Waiter]) -> _Waiter:
+        """The waiter served next in a queue: the oldest, except for polls, where the newest goes first."""
+        return queue[-1] if priority == Priority.POLL else queue[0]
+
+    @staticmethod
+    def _take(priority: int, queue: deque[_Waiter]) -> _Waiter:
+        return queue.pop() if priority == Priority.POLL else queue.popleft()
+
+    def _priority_of(self, queue: deque[_Waiter]) -> int:
+        return next(p for p, q in self._queues.items() if q is queue)
 
     def _granted(self, queue: deque[_Waiter]) -> None:
         """Book a token given to `queue` against the polls' share while polls are waiting."""
@@ -205,14 +219,15 @@ class RateLimiter:
 
     async def _run(self) -> None:
         while (queue := self._pick()) is not None:
+            priority = self._priority_of(queue)
             try:
-                taken = self.bucket.try_take(reserve_ok=queue[0].reserve_ok)
+                taken = self.bucket.try_take(reserve_ok=self._head(priority, queue).reserve_ok)
             except Exception as exc:  # QuotaExhausted, or a bug: the caller hears it rather than hangs
-                queue.popleft().future.set_exception(exc)
+                self._take(priority, queue).future.set_exception(exc)
                 continue
             if taken:
                 self._granted(queue)
-                queue.popleft().future.set_result(None)
+                self._take(priority, queue).future.set_result(None)
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
