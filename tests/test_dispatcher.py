@@ -251,3 +251,39 @@ async def test_close_cancels_timers_and_calls_in_flight() -> None:
     await asyncio.sleep(0.1)
     assert rec.dropped == [] and rec.sent == ["in-flight"]
     assert all(t.cancelled() for t in dispatcher._tasks) or not dispatcher._tasks
+
+
+async def test_oldest_received_is_the_longest_waiting_command() -> None:
+    """oldest_received() is the arrival time of the longest-waiting queued command, None when none waits."""
+    bucket = TokenBucket(0.1, 1)
+    bucket.try_take()
+    dispatcher = Dispatcher(RateLimiter(bucket), Recorder().send, Recorder().drop)
+    assert dispatcher.oldest_received() is None
+    first, second = job("a", target="1"), job("b", target="2")
+    first.received_at, second.received_at = 100.0, 50.0
+    dispatcher.submit(first)
+    dispatcher.submit(second)
+    assert dispatcher.oldest_received() == 50.0
+    dispatcher.close()
+
+
+async def test_a_safety_command_may_use_the_quota_reserve() -> None:
+    """In the quota's reserve a manual stop is still sent; a force-charge fails quota_exhausted, saying why."""
+    from semookii_bridge.quota import DailyQuota
+
+    bucket = TokenBucket(0, 1, quota=DailyQuota(3, reserve=2))
+    bucket.try_take()
+    rec = Recorder()
+    errors: list[str] = []
+    dispatcher = Dispatcher(RateLimiter(bucket), rec.send,
+                            lambda j, s, e: errors.append(f"{j.request_id} {s} {e.code if e else ''} {e.message if e else ''}"))  # fmt: skip
+    task = asyncio.create_task(dispatcher.run())
+    forced = job("charge", target="1")
+    forced.command = Manual(action="force_charge")
+    dispatcher.submit(forced)
+    dispatcher.submit(job("stop", target="2"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert rec.sent == ["stop"] and len(errors) == 1
+    assert errors[0].startswith("charge failed quota_exhausted daily quota of 3 API calls used up")

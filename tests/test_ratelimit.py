@@ -242,10 +242,10 @@ async def test_gate_gives_api_calls_their_endpoint_priority_and_quota_error() ->
     await limiter.close()
 
 
-async def test_polls_get_their_share_under_sustained_control_load() -> None:
-    """With control calls always waiting, polls still get `poll_share` of the tokens, the newest poll first."""
+async def grant_order(poll_share: float, polls: int, controls: int) -> list[str]:
+    """The order in which waiting polls (p0, p1, ...) and control calls (c0, ...) get tokens at 1 call/s."""
     clock = FakeClock()
-    limiter = RateLimiter(TokenBucket(1, 1, clock=clock), poll_share=0.2)
+    limiter = RateLimiter(TokenBucket(1, 1, clock=clock), poll_share=poll_share)
     await limiter.acquire(Priority.CONTROL)
     order: list[str] = []
 
@@ -253,37 +253,91 @@ async def test_polls_get_their_share_under_sustained_control_load() -> None:
         await limiter.acquire(priority)
         order.append(name)
 
-    polls = [asyncio.create_task(take(f"p{i}", Priority.POLL)) for i in range(4)]
-    controls = [asyncio.create_task(take(f"c{i}", Priority.CONTROL)) for i in range(16)]
+    tasks = [asyncio.create_task(take(f"p{i}", Priority.POLL)) for i in range(polls)]
+    tasks += [asyncio.create_task(take(f"c{i}", Priority.CONTROL)) for i in range(controls)]
     await asyncio.sleep(0)
-    for _ in range(20):
+    for _ in range(polls + controls):
         clock.now += 1.0
         limiter._wake.set()
         await asyncio.sleep(0.001)
-    await asyncio.gather(*polls, *controls)
+    await asyncio.gather(*tasks)
     await limiter.close()
+    return order
+
+
+async def test_polls_get_their_share_under_sustained_control_load() -> None:
+    """With control calls always waiting, polls still get `poll_share` of the tokens, the newest poll first."""
+    order = await grant_order(0.2, polls=4, controls=16)
     assert order[:12] == ["c0", "c1", "c2", "c3", "c4", "p3", "c5", "c6", "c7", "c8", "c9", "p2"]
     assert [name for name in order if name.startswith("p")] == ["p3", "p2", "p1", "p0"]
 
 
 async def test_without_a_poll_share_control_always_goes_first() -> None:
     """poll_share = 0 keeps strict priority: every waiting control call before any poll."""
+    assert await grant_order(0.0, polls=1, controls=6) == ["c0", "c1", "c2", "c3", "c4", "c5", "p0"]
+
+
+async def test_a_cancelled_newest_poll_is_skipped() -> None:
+    """Polls are served newest first; one that gave up is skipped and the next newest gets the token."""
     clock = FakeClock()
     limiter = RateLimiter(TokenBucket(1, 1, clock=clock))
     await limiter.acquire(Priority.CONTROL)
-    order: list[str] = []
-
-    async def take(name: str, priority: Priority) -> None:
-        await limiter.acquire(priority)
-        order.append(name)
-
-    tasks = [asyncio.create_task(take("poll", Priority.POLL))]
-    tasks += [asyncio.create_task(take(f"c{i}", Priority.CONTROL)) for i in range(6)]
+    older = asyncio.create_task(limiter.acquire(Priority.POLL))
+    newest = asyncio.create_task(limiter.acquire(Priority.POLL))
     await asyncio.sleep(0)
-    for _ in range(7):
-        clock.now += 1.0
-        limiter._wake.set()
-        await asyncio.sleep(0.001)
-    await asyncio.gather(*tasks)
+    newest.cancel()
+    clock.now += 1.0
+    limiter._wake.set()
+    await asyncio.wait_for(older, 1)
     await limiter.close()
-    assert order == ["c0", "c1", "c2", "c3", "c4", "c5", "poll"]
+
+
+async def test_only_safety_callers_may_use_the_reserve() -> None:
+    """In the reserve, a waiting call flagged reserve_ok gets its token; the others get QuotaExhausted."""
+    from semookii_bridge.quota import DailyQuota
+
+    clock = FakeClock()
+    limiter = RateLimiter(TokenBucket(1, 1, clock=clock, quota=DailyQuota(3, reserve=2)))
+    await limiter.acquire(Priority.CONTROL)
+    plain = asyncio.create_task(limiter.acquire(Priority.CONTROL))
+    safety = asyncio.create_task(limiter.acquire(Priority.CONTROL, reserve_ok=True))
+    await asyncio.sleep(0)
+    clock.now += 1.0
+    limiter._wake.set()
+    await asyncio.wait_for(safety, 1)
+    with pytest.raises(QuotaExhausted, match="kept for safety commands"):
+        await plain
+    assert limiter.bucket.quota.used == 2
+    await limiter.close()
+
+
+async def test_a_ban_pauses_every_call_and_says_for_how_long() -> None:
+    """banned(s) holds every caller for s seconds and reports the time left; the client's gate passes it on."""
+    from semookii_bridge.ratelimit import LimiterGate
+
+    clock = FakeClock()
+    limiter = RateLimiter(TokenBucket(100, 5, clock=clock))
+    assert limiter.banned_for() == 0.0 and limiter.bucket.paused_for() == 0.0
+    LimiterGate(limiter).banned(30.0)
+    assert limiter.banned_for() == 30.0 and limiter.bucket.paused_for() == 30.0 and not limiter.bucket.try_take()
+    limiter.banned(5.0)
+    clock.now += 29.0
+    assert limiter.banned_for() == 1.0 and not limiter.bucket.try_take()
+    clock.now += 1.5
+    assert limiter.banned_for() == 0.0 and limiter.bucket.try_take()
+
+
+async def test_each_grant_is_reported_with_its_priority() -> None:
+    """on_grant hears the priority of every call granted, at once or after waiting."""
+    clock = FakeClock()
+    limiter = RateLimiter(TokenBucket(1, 1, clock=clock))
+    heard: list[int] = []
+    limiter.on_grant = heard.append
+    await limiter.acquire(Priority.MANAGEMENT)
+    waiting = asyncio.create_task(limiter.acquire(Priority.POLL))
+    await asyncio.sleep(0)
+    clock.now += 1.0
+    limiter._wake.set()
+    await asyncio.wait_for(waiting, 1)
+    assert heard == [Priority.MANAGEMENT, Priority.POLL]
+    await limiter.close()
