@@ -488,6 +488,7 @@ async def test_a_window_that_closes_while_waiting_for_a_token_ends_unknown(tmp_p
     await asyncio.wait_for(w.step(1.0), 1.0)
     await asyncio.sleep(0)
     assert w.publisher.last()["status"] == "unknown" and [c[0] for c in w.api.calls] == ["group"]
+    assert tokens.granted == 0 and tokens.refunded == 0, "no token was taken, so none is given back"
     await w.life.close()
     w.journal.close()
 
@@ -540,3 +541,20 @@ async def test_results_that_arrive_after_the_command_was_replaced_do_not_end_it_
     await asyncio.sleep(0)
     old = [m.payload["status"] for m in world.publisher.messages if m.payload["request_id"] == "old"]
     assert old == ["accepted", "dispatched", "superseded"] and world.row("old").status == "superseded"
+
+
+async def test_a_window_that_closes_during_a_failing_poll_ends_unknown(world: World) -> None:
+    """A poll that fails after the window closed ends the command `unknown` naming that failure."""
+    await accepted(world)
+    query = world.api.query_command
+
+    async def late_failure(command_id: str, *, prepaid: bool = False) -> str | None:
+        world.clock.now += 200.0
+        await query(command_id, prepaid=prepaid)
+        raise HttpStatusError("HTTP 500", endpoint="query_command")
+
+    world.api.query_command = late_failure  # type: ignore[method-assign]
+    assert await world.step(1.0) is None
+    await asyncio.sleep(0)
+    assert world.publisher.last()["status"] == "unknown"
+    assert world.publisher.last()["error"]["message"].endswith("last poll error: http_error: HTTP 500")

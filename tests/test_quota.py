@@ -77,7 +77,7 @@ def test_refund_uncounts_a_call_not_made() -> None:
     assert quota.used == 0
 
 
-@pytest.mark.parametrize(("limit", "reserve"), [(0, 0), (1, 1), (49, 1), (50, 1), (10000, 200)])
+@pytest.mark.parametrize(("limit", "reserve"), [(0, 0), (1, 1), (49, 1), (50, 1), (75, 1), (10000, 200)])
 def test_default_reserve_is_two_percent_at_least_one(limit: int, reserve: int) -> None:
     """2 % of the quota, at least 1 when there is a quota."""
     assert default_reserve(limit) == reserve
@@ -146,3 +146,11 @@ async def test_a_granted_call_is_on_disk_before_it_may_leave(tmp_path: Path) -> 
         assert db.execute("SELECT used FROM api_calls").fetchall() == [(1,)]
     await limiter.close()
     journal.close()
+
+
+def test_a_one_call_quota_is_spent_by_one_call() -> None:
+    """The smallest quota: after its one call only the (empty) reserve is left."""
+    quota = DailyQuota(1, reserve=0)
+    assert not quota.reserve_only()
+    quota.spend()
+    assert quota.reserve_only() and quota.remaining == 0
