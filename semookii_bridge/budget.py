@@ -24,36 +24,47 @@ PROJECTION_WINDOW = 600.0
 
 
 class CallLog:
-    """When each call was granted, by kind, for the last ten minutes."""
+    """Calls granted, by kind, counted per second for the last ten minutes (bounded memory at any rate)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._events: deque[tuple[float, int]] = deque()
+        self._seconds: deque[list[int]] = deque()
+        """[second, control, management, polling] per second that saw a call, oldest first."""
+        self._total = 0
 
     def record(self, priority: int) -> None:
         """One call granted (the limiter's `on_grant`)."""
-        self._events.append((self._clock(), priority))
-        self._trim()
+        second = int(self._clock())
+        if not self._seconds or self._seconds[-1][0] != second:
+            self._seconds.append([second, 0, 0, 0])
+            self._trim()
+        self._seconds[-1][1 + _COLUMN.get(priority, 0)] += 1
+        self._total += 1
 
     def _trim(self) -> None:
         horizon = self._clock() - PROJECTION_WINDOW
-        while self._events and self._events[0][0] < horizon:
-            self._events.popleft()
+        while self._seconds and self._seconds[0][0] < horizon:
+            self._total -= sum(self._seconds.popleft()[1:])
 
     def last_minute(self) -> dict[str, int]:
         """Calls per kind in the last 60 s."""
         self._trim()
         since = self._clock() - 60.0
-        counts = dict.fromkeys(KINDS.values(), 0)
-        for stamp, priority in self._events:
-            if stamp >= since:
-                counts[KINDS.get(Priority(priority), "control")] += 1
-        return counts
+        counts = [0, 0, 0]
+        for row in reversed(self._seconds):
+            if row[0] < since:
+                break
+            for i in range(3):
+                counts[i] += row[1 + i]
+        return dict(zip(KINDS.values(), counts, strict=True))
 
     def rate(self) -> float:
         """Calls per second over the projection window."""
         self._trim()
-        return len(self._events) / PROJECTION_WINDOW
+        return self._total / PROJECTION_WINDOW
+
+
+_COLUMN = {int(Priority.CONTROL): 0, int(Priority.MANAGEMENT): 1, int(Priority.POLL): 2}
 
 
 class Budget(msgspec.Struct, frozen=True, kw_only=True):

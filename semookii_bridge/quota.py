@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -60,24 +60,31 @@ class DailyQuota:
         self.tz = tz
         self._wall = wall
         self._ledger: Ledger | None = None
-        self._day = self.today()
+        self._day, self._day_ends = self._day_at(self._wall())
         self._used = 0
+
+    def _day_at(self, now: float) -> tuple[str, float]:
+        """The quota day at `now` and when it ends (the next midnight in the quota's time zone)."""
+        local = datetime.fromtimestamp(now, self.tz)
+        midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), self.tz)
+        return local.date().isoformat(), midnight.timestamp()
 
     def today(self) -> str:
         """The current quota day, `YYYY-MM-DD` in the quota's time zone."""
-        return datetime.fromtimestamp(self._wall(), self.tz).date().isoformat()
+        return self._day_at(self._wall())[0]
 
     def attach(self, ledger: Ledger) -> None:
         """Keep the count in `ledger` from now on, starting from what it holds for today."""
         self._ledger = ledger
-        self._day = self.today()
+        self._day, self._day_ends = self._day_at(self._wall())
         self._used = ledger.calls_on(self._day)
 
     def _roll(self) -> None:
-        day = self.today()
-        if day != self._day:
-            self._day = day
-            self._used = self._ledger.calls_on(day) if self._ledger is not None else 0
+        """Start a new count at midnight (a float comparison per call; the date is computed once a day)."""
+        now = self._wall()
+        if now >= self._day_ends or now < self._day_ends - 90000:  # also when the clock was stepped back
+            self._day, self._day_ends = self._day_at(now)
+            self._used = self._ledger.calls_on(self._day) if self._ledger is not None else 0
 
     @property
     def day(self) -> str:

@@ -54,10 +54,10 @@ class Service:
         cfg = self.config
         self.journal = Journal(cfg.journal.path, synchronous=cfg.journal.synchronous)
         self._stack.callback(self.journal.close)
-        # Calls are counted in the journal, and each one waits for that count to be on disk before it leaves,
-        # so neither a restart nor a SIGKILL under-counts the day's quota.
-        self.limiter.bucket.quota.attach(self.journal)
+        # With a quota, calls are counted in the journal and each one waits for that count to be on disk
+        # before it leaves, so neither a restart nor a SIGKILL under-counts the day's quota.
         if cfg.rate_limit.daily_quota:
+            self.limiter.bucket.quota.attach(self.journal)
             self.limiter.after_grant = self.journal.durable
         api = CloudClient(
             cfg.api.base_url,
