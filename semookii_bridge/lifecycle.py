@@ -296,12 +296,10 @@ class Lifecycle:
     def _give_up(self, job: Job) -> None:
         """The tracking window closed without results: `unknown`, with the last poll error if there was one."""
         last_error = self._poll_errors.pop(job.request_id, None)
-        if not self._still_tracked(job.request_id):
-            return
         message = f"no results within {self.config.track_results_for:g} s"
         if last_error is not None:
             message += f"; last poll error: {last_error}"
-        self.finish(job, "unknown", error=ErrorInfo(code="no_results", message=message))
+        self._end_tracked(job, "unknown", error=ErrorInfo(code="no_results", message=message))
 
     def _tracked_job(self, request_id: str) -> Job | None:
         """The tracked command as the journal holds it; None if it no longer waits for results."""
@@ -329,9 +327,16 @@ class Lifecycle:
         results = await self.api.get_query_result(job.task_id, prepaid=prepaid)
         if results is None:
             return False
-        if self._still_tracked(job.request_id):
-            self.finish(job, "completed", results=results)
+        self._end_tracked(job, "completed", results=results)
         return True
+
+    def _end_tracked(
+        self, job: Job, status: Status, *, error: ErrorInfo | None = None, results: dict[str, str] | None = None
+    ) -> None:
+        """Finish a command that was being polled, unless it ended meanwhile (replaced while a poll was on the
+        wire): a command gets one terminal state, whichever step reaches it first."""
+        if self._still_tracked(job.request_id):
+            self.finish(job, status, error=error, results=results)
 
     def _still_tracked(self, request_id: str) -> bool:
         """Whether the command still waits for results (it may have been replaced while a poll was on the wire)."""

@@ -138,7 +138,7 @@ class RateLimiter:
         """Awaited after each grant: the journal's commit, so a counted call is on disk before it leaves."""
         self.on_grant: Callable[[int], None] | None = None
         """Told the priority of each call granted (the budget's call log)."""
-        self._queues: dict[int, deque[_Waiter]] = {int(p): deque() for p in Priority}
+        self._queues: dict[int, deque[_Waiter]] = {int(p): deque() for p in sorted(Priority)}
         self._poll_credit = 0.0
         self._banned_until = 0.0
         self._pump: asyncio.Task[None] | None = None
@@ -151,7 +151,7 @@ class RateLimiter:
     async def acquire(self, priority: int, *, reserve_ok: bool = False) -> None:
         """Wait for a token; raises QuotaExhausted when the daily quota is spent. `reserve_ok`: a safety
         command, which may use the quota's reserve."""
-        if self._pick() or not self.bucket.try_take(reserve_ok=reserve_ok):
+        if self._pick() is not None or not self.bucket.try_take(reserve_ok=reserve_ok):
             waiter = _Waiter(asyncio.get_running_loop().create_future(), reserve_ok)
             self._queues[priority].append(waiter)
             self._ensure_pump()
@@ -186,16 +186,17 @@ class RateLimiter:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.get_running_loop().create_task(self._run())
 
-    def _pick(self) -> deque[_Waiter] | None:
-        """The queue whose head gets the next token: the most urgent, unless polls have earned a turn."""
+    def _pick(self) -> int | None:
+        """The priority whose next waiter gets the next token: the most urgent (the queues are kept in
+        priority order), unless polls have earned a turn; None when nobody waits."""
+        first = None
         for priority, queue in self._queues.items():
             while queue and self._head(priority, queue).future.done():
                 self._take(priority, queue)
-        first = next((q for _, q in sorted(self._queues.items()) if q), None)
-        polls = self._queues[Priority.POLL]
-        if first is not None and first is not polls and polls and self._poll_credit >= 1.0 - 1e-9:
-            return polls
-        return first
+            if queue and first is None:
+                first = priority
+        polls_earned = self._poll_credit >= 1.0 - 1e-9 and bool(self._queues[Priority.POLL])
+        return Priority.POLL if first is not None and polls_earned else first
 
     @staticmethod
     def _head(priority: int, queue: deque[_Waiter]) -> _Waiter:
@@ -206,27 +207,23 @@ class RateLimiter:
     def _take(priority: int, queue: deque[_Waiter]) -> _Waiter:
         return queue.pop() if priority == Priority.POLL else queue.popleft()
 
-    def _priority_of(self, queue: deque[_Waiter]) -> int:
-        return next(p for p, q in self._queues.items() if q is queue)
-
-    def _granted(self, queue: deque[_Waiter]) -> None:
-        """Book a token given to `queue` against the polls' share while polls are waiting."""
-        polls = self._queues[Priority.POLL]
-        if queue is polls:
+    def _granted(self, priority: int) -> None:
+        """Book a token given to `priority` against the polls' share while polls are waiting."""
+        if priority == Priority.POLL:
             self._poll_credit = max(0.0, self._poll_credit - 1.0)
-        elif polls:
+        elif self._queues[Priority.POLL]:
             self._poll_credit = min(1.0, self._poll_credit + self.poll_share)
 
     async def _run(self) -> None:
-        while (queue := self._pick()) is not None:
-            priority = self._priority_of(queue)
+        while (priority := self._pick()) is not None:
+            queue = self._queues[priority]
             try:
                 taken = self.bucket.try_take(reserve_ok=self._head(priority, queue).reserve_ok)
             except Exception as exc:  # QuotaExhausted, or a bug: the caller hears it rather than hangs
                 self._take(priority, queue).future.set_exception(exc)
                 continue
             if taken:
-                self._granted(queue)
+                self._granted(priority)
                 self._take(priority, queue).future.set_result(None)
                 continue
             self._wake.clear()
