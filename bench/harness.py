@@ -157,7 +157,9 @@ def _cli(*args: str) -> list[str]:
 
 
 @contextmanager
-def stack(*, groups: int, sim_args: tuple[str, ...] = (), bridge_config: str | None = None) -> Iterator[Stack]:
+def stack(
+    *, groups: int, per_group: int = 1, sim_args: tuple[str, ...] = (), bridge_config: str | None = None
+) -> Iterator[Stack]:
     """mosquitto + simulator (+ the bridge when `bridge_config` is TOML for its sections) until exit."""
     workdir = Path(tempfile.mkdtemp(prefix="semookii-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -172,7 +174,7 @@ def stack(*, groups: int, sim_args: tuple[str, ...] = (), bridge_config: str | N
         wait_port(broker_port, procs[-1])
         sim_port = free_port()
         procs.append(subprocess.Popen(_cli("simulate", "--port", str(sim_port), "--groups", str(groups),
-                                           "--inverters-per-group", "1", *sim_args), env=env,
+                                           "--inverters-per-group", str(per_group), *sim_args), env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
         wait_port(sim_port, procs[-1])
         sim_url = f"http://127.0.0.1:{sim_port}"

@@ -26,10 +26,12 @@ from .commands import Command, decode_command, is_safety, max_power
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
+from .inventory import Inventory
 from .jobs import Job, job_from_entry
 from .journal import DuplicateRequest, Entry, Journal
 from .lifecycle import Lifecycle, Publisher, StatusObserver
 from .management import handle_request
+from .merging import MergePolicy
 from .messages import Incoming
 from .ratelimit import QuotaExhausted, RateLimiter
 from .states import Status
@@ -60,6 +62,7 @@ class Bridge:
         self.clock = clock
         self.topics = topics_for(config)
         self._cluster = config.cluster
+        self.inventory = Inventory(clock)
         self.lifecycle = Lifecycle(
             api=api,
             journal=journal,
@@ -69,13 +72,16 @@ class Bridge:
             clock=clock,
             observer=observer,
             tokens=limiter,
+            dongle_of=self.inventory.dongle,
         )
+        cmd = config.commands
         self.dispatcher = Dispatcher(
             limiter,
-            self.lifecycle.send,
+            self.lifecycle.send_all,
             self._dropped,
             max_in_flight=config.rate_limit.max_in_flight,
             clock=clock,
+            merge=MergePolicy(self.inventory.known, cmd.batch_max_sns) if cmd.merge and not cmd.dry_run else None,
         )
         self.calls = CallLog()
         limiter.on_grant = self.calls.record
@@ -100,6 +106,8 @@ class Bridge:
         self._spawn(self.lifecycle.run_tracking())
         self._spawn(self._prune_loop())
         self._spawn(self.budget.run())
+        if self.config.commands.merge and not self.config.commands.dry_run:
+            self._spawn(self.inventory.run(self.api, self.config.commands.inventory_refresh))
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Let calls in flight finish (bounded), then stop; queued commands stay journaled."""
@@ -133,6 +141,8 @@ class Bridge:
                 "quota_timezone": rl.quota_timezone,
             },
             "dry_run": cmd.dry_run,
+            "merge": cmd.merge,
+            "batch_max_sns": cmd.batch_max_sns,
             "default_ttl": cmd.default_ttl,
             "track_results_for": cmd.track_results_for,
             "max_abs_power": cmd.max_abs_power,
@@ -299,12 +309,15 @@ class Bridge:
         for entry in self.journal.unannounced():
             self._announce_again(entry)
         recovered = self.journal.open_entries()
+        calls: dict[str, list[Job]] = {}
         for entry in recovered:
             job = job_from_entry(entry)
             if job is None:
                 self.journal.update(entry.request_id, "failed")
                 continue
-            if entry.status == "queued":
+            if entry.status in ("accepted", "dispatched"):
+                calls.setdefault(str(job.command_id), []).append(job)
+            elif entry.status == "queued":
                 if job.deadline <= self.clock():
                     self._dropped(
                         job, "expired", ErrorInfo(code="expired", message="expired while the bridge was down")
@@ -316,8 +329,8 @@ class Bridge:
                     "the bridge stopped while sending this command; it may have reached the API and is not repeated"
                 )
                 self.lifecycle.finish(job, "failed", error=ErrorInfo(code="ambiguous", message=message))
-            else:
-                self.lifecycle.track(job)
+        for jobs in calls.values():
+            self.lifecycle.track(jobs)
         if recovered:
             log.info("recovered commands=%d", len(recovered))
 

@@ -118,6 +118,9 @@ class CommandsConfig(_Section, frozen=True):
     allow_inverters: list[str] = msgspec.field(default_factory=list)
     max_abs_power: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 65535
     track: Literal["results", "accepted"] = "results"
+    merge: bool = True
+    batch_max_sns: Annotated[int, msgspec.Meta(ge=2, le=500)] = 100
+    inventory_refresh: Positive = 21600.0
 
 
 class JournalConfig(_Section, frozen=True):

@@ -2,7 +2,9 @@
 
 One loop takes a rate-limit token first and only then picks the command to send, so a command that is
 superseded while waiting for the token is never sent. A target never has two calls in flight, so a
-newer setpoint cannot overtake an older one on the wire.
+newer setpoint cannot overtake an older one on the wire. With a merge policy, the picked inverter command
+takes along the queued commands with the same API parameters (one batch call for all): no command waits
+for company, and commands merge exactly when the limit makes them queue.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from .api.endpoints import Priority
 from .commands import is_safety
 from .errors import ErrorInfo
 from .jobs import Job
+from .merging import MergePolicy
 from .ratelimit import QuotaExhausted, RateLimiter
 from .states import Status
 
@@ -31,11 +34,12 @@ class Dispatcher:
     def __init__(
         self,
         limiter: RateLimiter,
-        send: Callable[[Job], Awaitable[None]],
+        send: Callable[[Sequence[Job]], Awaitable[None]],
         on_drop: DropFn,
         *,
         max_in_flight: int = 8,
         clock: Callable[[], float] = time.time,
+        merge: MergePolicy | None = None,
     ) -> None:
         self._limiter = limiter
         self._send = send
@@ -48,6 +52,8 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max_in_flight)
         self._wake = asyncio.Event()
+        self._merge = merge
+        self._alike: dict[bytes, dict[str, None]] = {}
 
     @property
     def queued(self) -> int:
@@ -69,7 +75,12 @@ class Dispatcher:
         older = self._pending.get(key)
         if older is not None:
             self._cancel_timer(key)
+            self._unindex(key, older)
             self._on_drop(older, "superseded", None)
+        if self._merge is not None:
+            job.merge_sig = self._merge.signature(job)
+            if job.merge_sig is not None:
+                self._alike.setdefault(job.merge_sig, {})[key] = None
         self._pending[key] = job
         if key not in self._in_flight:
             self._ready.setdefault(key, None)
@@ -91,7 +102,19 @@ class Dispatcher:
         job = self._pending.pop(key, None)
         self._ready.pop(key, None)
         self._cancel_timer(key)
+        if job is not None:
+            self._unindex(key, job)
         return job
+
+    def _unindex(self, key: str, job: Job) -> None:
+        """Forget a job that leaves the queue from the merge index."""
+        if job.merge_sig is None:
+            return
+        alike = self._alike.get(job.merge_sig)
+        if alike is not None:
+            alike.pop(key, None)
+            if not alike:
+                del self._alike[job.merge_sig]
 
     async def _next_key(self) -> str:
         while True:
@@ -134,22 +157,51 @@ class Dispatcher:
             if job is not None:
                 self._on_drop(job, "expired", EXPIRED)
             return
-        self._in_flight.add(key)
-        task = asyncio.get_running_loop().create_task(self._run_send(key, job))
+        jobs = [job, *self._companions(job)]
+        self._in_flight.update(j.key for j in jobs)
+        task = asyncio.get_running_loop().create_task(self._run_send(jobs))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_send(self, key: str, job: Job) -> None:
+    def _companions(self, lead: Job) -> list[Job]:
+        """Queued jobs to send in the lead's call: same parameters, inverters known and not overlapping,
+        their targets not on the wire, within the batch size. Taken out of the queue."""
+        if self._merge is None or not self._merge.eligible(lead) or lead.merge_sig is None:
+            return []
+        taken: list[Job] = []
+        names = set(lead.inverters)
+        now = self._clock()
+        for key in list(self._alike.get(lead.merge_sig, ())):
+            job = self._pending[key]
+            sns = job.inverters
+            if (
+                key in self._in_flight
+                or job.deadline <= now
+                or len(names) + len(sns) > self._merge.max_sns
+                or not names.isdisjoint(sns)
+                or not self._merge.eligible(job)
+            ):
+                continue
+            self._take(key)
+            names.update(sns)
+            taken.append(job)
+            if len(names) >= self._merge.max_sns:
+                break
+        return taken
+
+    async def _run_send(self, jobs: list[Job]) -> None:
         try:
-            await self._send(job)
+            await self._send(jobs)
         except Exception:
-            log.exception("send_crashed request_id=%s", job.request_id)
+            log.exception("send_crashed request_id=%s", jobs[0].request_id)
         finally:
-            self._in_flight.discard(key)
             self._slots.release()
-            if key in self._pending:
-                self._ready[key] = None
-                self._wake.set()
+            for job in jobs:
+                key = job.key
+                self._in_flight.discard(key)
+                if key in self._pending:
+                    self._ready[key] = None
+                    self._wake.set()
 
     async def drain(self, seconds: float) -> None:
         """Wait up to `seconds` for calls in flight to finish (graceful shutdown)."""

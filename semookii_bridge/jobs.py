@@ -28,6 +28,14 @@ class Job:
     command_id: str | None = None
     task_id: str | None = None
     track_until: float | None = None
+    merge_sig: bytes | None = None
+
+    @property
+    def inverters(self) -> tuple[str, ...]:
+        """The inverter serials the command names (none for a group: the API resolves its members)."""
+        if self.target.kind == "inverter":
+            return (str(self.target.id),)
+        return self.sns or ()
 
     @property
     def key(self) -> str:

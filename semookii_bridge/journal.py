@@ -46,13 +46,15 @@ CREATE TABLE IF NOT EXISTS commands (
 );
 CREATE INDEX IF NOT EXISTS commands_delivery ON commands(delivery_hash);
 CREATE INDEX IF NOT EXISTS commands_received ON commands(received_at);
+CREATE INDEX IF NOT EXISTS commands_call ON commands(command_id);
 CREATE TABLE IF NOT EXISTS api_calls (
     day  TEXT PRIMARY KEY,
     used INTEGER NOT NULL
 );
 """
 # No index on status or updated_at: both change on every step (index churn cost ~30 us per command),
-# and open or unannounced rows are only looked for at start-up, where a scan is fine.
+# and open or unannounced rows are only looked for at start-up, where a scan is fine. command_id is set
+# once, at `accepted`, and each result poll looks up the commands that share one control call by it.
 
 
 class Entry(msgspec.Struct, kw_only=True):
@@ -191,6 +193,15 @@ class Journal:
             (request_id,),
         ).fetchone()
         return self._entry(row) if row else None
+
+    def tracked_for_call(self, command_id: str) -> list[Entry]:
+        """The commands of one control call (several when merged) that still wait for its results."""
+        rows = self._db.execute(
+            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE command_id = ?"  # noqa: S608
+            " AND status IN ('accepted', 'dispatched') ORDER BY received_at",
+            (command_id,),
+        ).fetchall()
+        return [self._entry(r) for r in rows]
 
     def find_delivery(self, *delivery_hashes: str) -> Entry | None:
         """The command journaled from this exact MQTT delivery (a broker redelivery after a crash)."""

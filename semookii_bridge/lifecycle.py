@@ -85,6 +85,7 @@ class Lifecycle:
         observer: StatusObserver | None = None,
         poll_concurrency: int = 32,
         tokens: Tokens | None = None,
+        dongle_of: Callable[[str], str | None] = lambda _sn: None,
     ) -> None:
         self.api = api
         self.tokens = tokens
@@ -94,6 +95,7 @@ class Lifecycle:
         self.config = config
         self.clock = clock
         self.observer = observer
+        self.dongle_of = dongle_of
         self._schedule = PollSchedule(self._poll_step, concurrency=poll_concurrency, clock=clock)
         self._poll_errors: dict[str, str] = {}
         self._newest: dict[str, str] = {}
@@ -166,51 +168,75 @@ class Lifecycle:
     # ---- sending --------------------------------------------------------------------------------------
 
     async def send(self, job: Job) -> None:
-        """Send once. Journaled as `sending` first: after a crash it is reported ambiguous, not resent."""
-        self.journal.update(job.request_id, "sending")
+        """Send one command (see `send_all`)."""
+        await self.send_all([job])
+
+    async def send_all(self, jobs: Sequence[Job]) -> None:
+        """Send once: one command, or several merged into one batch call (same parameters, one command id).
+
+        Journaled as `sending` first: after a crash each is reported ambiguous, not resent.
+        """
+        for job in jobs:
+            self.journal.update(job.request_id, "sending")
         await self.journal.durable()
         try:
-            command_id = await self._call(job, to_params(job.command))
+            command_id = str(await self._call(jobs, to_params(jobs[0].command)))
         except ApiError as exc:
-            self.finish(job, "failed", error=ErrorInfo(code=exc.code, message=exc.message))
+            for job in jobs:
+                self.finish(job, "failed", error=ErrorInfo(code=exc.code, message=exc.message))
             return
         except Exception as exc:
-            log.exception("send_failed request_id=%s", job.request_id)
+            log.exception("send_failed request_id=%s", jobs[0].request_id)
             message = f"the bridge failed while sending ({type(exc).__name__}); the call may have reached the API"
-            self.finish(job, "failed", error=ErrorInfo(code="ambiguous", message=message))
+            for job in jobs:
+                self.finish(job, "failed", error=ErrorInfo(code="ambiguous", message=message))
             return
-        job.command_id = str(command_id)
-        job.track_until = self.clock() + self.config.track_results_for
-        self.journal.update(job.request_id, "accepted", command_id=job.command_id, track_until=job.track_until)
-        self.publish_job(job, "accepted")
-        if (job.command.track or self.config.track) == "accepted":
-            self._replace_older(job)
-            self.finish(job, "completed")
-            return
-        self.track(job)
+        track_until = self.clock() + self.config.track_results_for
+        tracked = [job for job in jobs if self._accepted(job, command_id, track_until)]
+        if tracked:
+            self.track(tracked)
 
-    async def _call(self, job: Job, params: ControlParams) -> str:
-        target = job.target
+    def _accepted(self, job: Job, command_id: str, track_until: float) -> bool:
+        """Record and announce that the API took the command; True when its results are to be polled."""
+        job.command_id = command_id
+        job.track_until = track_until
+        self.journal.update(job.request_id, "accepted", command_id=command_id, track_until=track_until)
+        self.publish_job(job, "accepted")
+        if (job.command.track or self.config.track) == "results":
+            return True
+        self._replace_older(job)
+        self.finish(job, "completed")
+        return False
+
+    async def _call(self, jobs: Sequence[Job], params: ControlParams) -> str:
+        if len(jobs) > 1:
+            sns = [sn for job in jobs for sn in job.inverters]
+            log.info("merged_call commands=%d inverters=%d", len(jobs), len(sns))
+            return await self.api.batch_control(sns, params, prepaid=True)
+        target = jobs[0].target
         if target.kind == "group":
             return await self.api.group_control(str(target.id), params, prepaid=True)
         if target.kind == "inverter":
             return await self.api.single_control(str(target.id), params, prepaid=True)
-        return await self.api.batch_control(list(job.sns or ()), params, prepaid=True)
+        return await self.api.batch_control(list(jobs[0].inverters), params, prepaid=True)
 
     # ---- tracking -------------------------------------------------------------------------------------
 
-    def track(self, job: Job) -> None:
-        """Poll for the task id and results, first after `poll_initial`, then backing off to `poll_max`.
+    def track(self, jobs: Sequence[Job]) -> None:
+        """Poll for the task id and results of one control call (all `jobs` share its command id), first
+        after `poll_initial`, then backing off to `poll_max`.
 
-        Only the schedule stays in memory; each poll reads the command back from the journal, so a long
-        tracking window of busy traffic does not grow the process by a Job per command. A command tracked
-        for the same target before this one was replaced by it and is not polled again.
+        Only the schedule stays in memory; each poll reads the call's commands back from the journal, so a
+        long tracking window of busy traffic does not grow the process by a Job per command. A command
+        tracked for the same target before one of these was replaced by it and is not polled again.
         """
-        self._replace_older(job)
-        self._newest[job.key] = job.request_id
-        remaining = (job.track_until or self.clock()) - self.clock()
+        for job in jobs:
+            self._replace_older(job)
+            self._newest[job.key] = job.request_id
+        lead = jobs[0]
+        remaining = (lead.track_until or self.clock()) - self.clock()
         initial = self.config.poll_initial
-        self._schedule.add(job.request_id, min(initial, max(0.0, remaining)), initial)
+        self._schedule.add(str(lead.command_id), min(initial, max(0.0, remaining)), initial)
 
     def _replace_older(self, job: Job) -> None:
         """End the target's previously sent, still tracked command `superseded`/`replaced`: polling it
@@ -222,51 +248,53 @@ class Lifecycle:
         if older is None:
             return
         message = f"replaced by {job.request_id!r}, sent later to the same target; its results are not polled"
-        self._poll_errors.pop(older_id, None)
         self.finish(older, "superseded", error=ErrorInfo(code="replaced", message=message))
 
     @property
     def tracking(self) -> int:
+        """Control calls whose results are being polled."""
         return len(self._schedule)
 
     async def run_tracking(self) -> None:
         """Run the polling schedule (until cancelled)."""
         await self._schedule.run()
 
-    async def _poll_step(self, request_id: str, backoff: float) -> tuple[float, float] | None:
-        """One poll; (delay until the next, next backoff), or None once the command is completed or given up.
+    async def _poll_step(self, command_id: str, backoff: float) -> tuple[float, float] | None:
+        """One poll of a control call; (delay until the next, next backoff), or None once its commands are
+        completed, replaced or given up.
 
-        The window is kept by the clock: a command whose window closed, before its poll or while the poll
-        waited for a rate-limit token, ends `unknown` without another call.
+        The window is kept by the clock: commands whose window closed, before the poll or while it waited
+        for a rate-limit token, end `unknown` without another call.
         """
-        job = self._tracked_job(request_id)
-        if job is None:
-            self._poll_errors.pop(request_id, None)
+        jobs = self._tracked_call(command_id)
+        if not jobs:
+            self._poll_errors.pop(command_id, None)
             return None
-        prepaid = await self._poll_token(job)
+        track_until = jobs[0].track_until or self.clock()
+        prepaid = await self._poll_token(command_id, track_until)
         if prepaid is None:
-            return self._next_poll(job, backoff)
-        if self.tokens is not None and (job := self._tracked_job(request_id)) is None:
+            return self._next_poll(command_id, jobs, backoff)
+        if self.tokens is not None and not (jobs := self._tracked_call(command_id)):
             self._release(prepaid)
-            self._poll_errors.pop(request_id, None)
-            return None  # ended (replaced) while the poll waited for its token
-        if self.clock() >= (job.track_until or self.clock()):
+            self._poll_errors.pop(command_id, None)
+            return None  # all replaced while the poll waited for its token
+        if self.clock() >= track_until:
             self._release(prepaid)
-            self._give_up(job)
+            self._give_up(command_id, jobs)
             return None
         try:
-            if await self._poll_once(job, prepaid):
-                self._poll_errors.pop(request_id, None)
+            if await self._poll_once(command_id, jobs, prepaid):
+                self._poll_errors.pop(command_id, None)
                 return None
         except ApiError as exc:
-            self._poll_errors[request_id] = f"{exc.code}: {exc.message}"
-            log.warning("poll_failed request_id=%s code=%s", request_id, exc.code)
-        return self._next_poll(job, backoff)
+            self._poll_errors[command_id] = f"{exc.code}: {exc.message}"
+            log.warning("poll_failed command_id=%s code=%s", command_id, exc.code)
+        return self._next_poll(command_id, jobs, backoff)
 
-    async def _poll_token(self, job: Job) -> bool | None:
+    async def _poll_token(self, command_id: str, track_until: float) -> bool | None:
         """Take the poll's rate-limit token, waiting at most until the window closes. True: held; False: none
         (no limiter, or the window closed first); None: the daily quota is spent (noted as the poll's error)."""
-        wait = (job.track_until or self.clock()) - self.clock()
+        wait = track_until - self.clock()
         if self.tokens is None or wait <= 0:
             return False
         try:
@@ -274,7 +302,7 @@ class Lifecycle:
         except TimeoutError:
             return False
         except QuotaExhausted as exc:
-            self._poll_errors[job.request_id] = f"{QuotaExhausted.code}: {exc}"
+            self._poll_errors[command_id] = f"{QuotaExhausted.code}: {exc}"
             return None
         return True
 
@@ -283,23 +311,29 @@ class Lifecycle:
         if held and self.tokens is not None:
             self.tokens.refund()
 
-    def _next_poll(self, job: Job, backoff: float) -> tuple[float, float] | None:
+    def _next_poll(self, command_id: str, jobs: list[Job], backoff: float) -> tuple[float, float] | None:
         """(delay, backoff) of the next poll, doubling up to `poll_max` within the window; None after it."""
-        track_until = job.track_until or self.clock()
+        track_until = jobs[0].track_until or self.clock()
         now = self.clock()
         if now >= track_until:
-            self._give_up(job)
+            self._give_up(command_id, jobs)
             return None
         backoff = min(backoff * 2, self.config.poll_max)
         return min(backoff, track_until - now), backoff
 
-    def _give_up(self, job: Job) -> None:
+    def _give_up(self, command_id: str, jobs: list[Job]) -> None:
         """The tracking window closed without results: `unknown`, with the last poll error if there was one."""
-        last_error = self._poll_errors.pop(job.request_id, None)
+        last_error = self._poll_errors.pop(command_id, None)
         message = f"no results within {self.config.track_results_for:g} s"
         if last_error is not None:
             message += f"; last poll error: {last_error}"
-        self._end_tracked(job, "unknown", error=ErrorInfo(code="no_results", message=message))
+        for job in jobs:
+            self._end_tracked(job, "unknown", error=ErrorInfo(code="no_results", message=message))
+
+    def _tracked_call(self, command_id: str) -> list[Job]:
+        """The commands of one control call that still wait for results, as the journal holds them."""
+        jobs = [job_from_entry(entry) for entry in self.journal.tracked_for_call(command_id)]
+        return [job for job in jobs if job is not None]
 
     def _tracked_job(self, request_id: str) -> Job | None:
         """The tracked command as the journal holds it; None if it no longer waits for results."""
@@ -309,26 +343,39 @@ class Lifecycle:
             return None
         return job_from_entry(entry)
 
-    async def _poll_once(self, job: Job, prepaid: bool = False) -> bool:
-        """One poll step; True when polling is over: `completed`, or ended meanwhile (replaced) by a newer command.
+    async def _poll_once(self, command_id: str, jobs: list[Job], prepaid: bool = False) -> bool:
+        """One poll step for a control call; True when polling is over: `completed`, or all its commands
+        ended meanwhile (replaced by newer ones).
 
         `prepaid`: a rate-limit token is already held for the step's first call.
         """
-        if job.task_id is None:
-            task_id = await self.api.query_command(str(job.command_id), prepaid=prepaid)
+        task_id = jobs[0].task_id
+        if task_id is None:
+            task_id = await self.api.query_command(command_id, prepaid=prepaid)
             prepaid = False
             if task_id is None:
                 return False
-            if not self._still_tracked(job.request_id):
+            jobs = self._tracked_call(command_id)
+            if not jobs:
                 return True
-            job.task_id = task_id
-            self.journal.update(job.request_id, "dispatched", task_id=task_id)
-            self.publish_job(job, "dispatched")
-        results = await self.api.get_query_result(job.task_id, prepaid=prepaid)
+            for job in jobs:
+                job.task_id = task_id
+                self.journal.update(job.request_id, "dispatched", task_id=task_id)
+                self.publish_job(job, "dispatched")
+        results = await self.api.get_query_result(task_id, prepaid=prepaid)
         if results is None:
             return False
-        self._end_tracked(job, "completed", results=results)
+        for job in jobs:
+            self._end_tracked(job, "completed", results=self._results_for(job, results))
         return True
+
+    def _results_for(self, job: Job, results: dict[str, str]) -> dict[str, str]:
+        """The command's own devices' entries (the map is keyed by dongle serial, and a merged call's map
+        holds every command's devices); the whole map when the inventory cannot name the devices."""
+        dongles = [self.dongle_of(sn) for sn in job.inverters]
+        if not dongles or None in dongles:
+            return results
+        return {d: results[d] for d in dongles if d is not None and d in results}
 
     def _end_tracked(
         self, job: Job, status: Status, *, error: ErrorInfo | None = None, results: dict[str, str] | None = None

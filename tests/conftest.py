@@ -58,13 +58,17 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 def bridge_config_for(
     broker_port: int, sim: RunningSimulator, tmp_path: Path, **sections: dict[str, object]
 ) -> bridge_config.BridgeConfig:
-    """A configuration pointing at the test broker and simulator, with fast polling and no rate limit."""
+    """A configuration pointing at the test broker and simulator, with fast polling and no rate limit.
+
+    Merging is off, so the bridge reads no fleet inventory at start: most tests count API calls exactly.
+    The merge tests (test_merging.py) turn it on.
+    """
     base: dict[str, dict[str, object]] = {
         "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "bridge-under-test", "reconnect_min": 0.2,
                  "reconnect_max": 1},
         "api": {"base_url": sim.base_url, "timeout": 2.0},
         "rate_limit": {"rate": 0, "burst": 1},
-        "commands": {"poll_initial": 0.05, "poll_max": 0.2, "track_results_for": 5},
+        "commands": {"poll_initial": 0.05, "poll_max": 0.2, "track_results_for": 5, "merge": False},
         "journal": {"path": str(tmp_path / "journal.db")},
         "http": {"port": 0},
     }  # fmt: skip

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
-from semookii_bridge.commands import Manual
+from semookii_bridge.commands import Manual, PowerControl
 from semookii_bridge.dispatcher import Dispatcher
 from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.jobs import Job
+from semookii_bridge.merging import MergePolicy
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket
 from semookii_bridge.topics import Target
 
@@ -27,10 +29,10 @@ class Recorder:
         self.peak = 0
         self.hold = hold
 
-    async def send(self, j: Job) -> None:
+    async def send(self, jobs: Sequence[Job]) -> None:
         self.active += 1
         self.peak = max(self.peak, self.active)
-        self.sent.append(j.request_id)
+        self.sent.extend(j.request_id for j in jobs)
         if self.hold is not None:
             await self.hold.wait()
         await asyncio.sleep(0.01)
@@ -182,9 +184,9 @@ async def test_a_crashing_send_frees_its_target_and_slot() -> None:
     """If `send` raises, the target is no longer in flight and a newer command for it is sent."""
     sent: list[str] = []
 
-    async def send(j: Job) -> None:
-        sent.append(j.request_id)
-        if j.request_id == "boom":
+    async def send(jobs: Sequence[Job]) -> None:
+        sent.append(jobs[0].request_id)
+        if jobs[0].request_id == "boom":
             raise RuntimeError("bug")
 
     dispatcher = Dispatcher(RateLimiter(TokenBucket(0, 1)), send, Recorder().drop, max_in_flight=1)
@@ -287,3 +289,136 @@ async def test_a_safety_command_may_use_the_quota_reserve() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert rec.sent == ["stop"] and len(errors) == 1
     assert errors[0].startswith("charge failed quota_exhausted daily quota of 3 API calls used up")
+
+
+# ---- merging -----------------------------------------------------------------------------------------
+
+
+def inverter_job(rid: str, sn: str, power: int = 100, ttl: float = 60.0, sns: list[str] | None = None) -> Job:
+    """A power setpoint for one inverter, or for the batch `sns`."""
+    command = PowerControl(active_power=power, duration=60, timeout=1, sns=sns)
+    target = Target("batch", None) if sns else Target("inverter", sn)
+    return Job(request_id=rid, target=target, command=command, sns=tuple(sns) if sns else None,
+               received_at=time.time(), deadline=time.time() + ttl)  # fmt: skip
+
+
+class Calls(Recorder):
+    """Records each call as the list of its request_ids."""
+
+    def __init__(self, hold: asyncio.Event | None = None) -> None:
+        super().__init__(hold)
+        self.calls: list[list[str]] = []
+
+    async def send(self, jobs: Sequence[Job]) -> None:
+        self.calls.append([j.request_id for j in jobs])
+        await super().send(jobs)
+
+
+def merging(rec: Calls, *, known: set[str] | None = None, max_sns: int = 100) -> Dispatcher:
+    """A dispatcher whose one token is spent: what is submitted now waits and can merge."""
+    bucket = TokenBucket(20, 1)
+    bucket.try_take()
+    policy = MergePolicy(lambda sn: known is None or sn in known, max_sns)
+    return Dispatcher(RateLimiter(bucket), rec.send, rec.drop, merge=policy)
+
+
+async def test_queued_setpoints_with_equal_parameters_share_one_call() -> None:
+    """Identical setpoints for three inverters, queued behind the limit, go out in one call, oldest first."""
+    rec = Calls()
+    dispatcher = merging(rec)
+    for n in range(3):
+        dispatcher.submit(inverter_job(f"r{n}", f"SN{n}"))
+    await run_until(dispatcher, lambda: rec.sent)
+    assert rec.calls == [["r0", "r1", "r2"]]
+
+
+async def test_different_parameters_never_merge() -> None:
+    """A setpoint with another power value gets its own call."""
+    rec = Calls()
+    dispatcher = merging(rec)
+    dispatcher.submit(inverter_job("a", "SN1"))
+    dispatcher.submit(inverter_job("b", "SN2", power=200))
+    dispatcher.submit(inverter_job("c", "SN3"))
+    await run_until(dispatcher, lambda: len(rec.sent) == 3)
+    assert rec.calls == [["a", "c"], ["b"]]
+
+
+async def test_group_commands_never_merge() -> None:
+    """Group commands are sent one call each (the API resolves a group's members itself)."""
+    rec = Calls()
+    dispatcher = merging(rec)
+    dispatcher.submit(job("g1", "1"))
+    dispatcher.submit(job("g2", "2"))
+    await run_until(dispatcher, lambda: len(rec.sent) == 2)
+    assert rec.calls == [["g1"], ["g2"]]
+
+
+async def test_unknown_inverters_are_sent_alone() -> None:
+    """An inverter the inventory does not list neither leads nor joins a merge."""
+    rec = Calls()
+    dispatcher = merging(rec, known={"SN1", "SN3"})
+    dispatcher.submit(inverter_job("unknown-lead", "SN2"))
+    dispatcher.submit(inverter_job("a", "SN1"))
+    dispatcher.submit(inverter_job("unknown", "SN4"))
+    dispatcher.submit(inverter_job("b", "SN3"))
+    await run_until(dispatcher, lambda: len(rec.sent) == 4)
+    assert rec.calls == [["unknown-lead"], ["a", "b"], ["unknown"]]
+
+
+async def test_a_merge_never_names_an_inverter_twice_and_respects_the_size_limit() -> None:
+    """A batch command overlapping the lead's inverters stays queued, and no call exceeds batch_max_sns."""
+    rec = Calls()
+    dispatcher = merging(rec, max_sns=3)
+    dispatcher.submit(inverter_job("lead", "SN1"))
+    dispatcher.submit(inverter_job("overlap", "", sns=["SN1", "SN2"]))
+    dispatcher.submit(inverter_job("pair", "", sns=["SN3", "SN4"]))
+    dispatcher.submit(inverter_job("too-many", "SN5"))
+    await run_until(dispatcher, lambda: len(rec.sent) == 4)
+    assert rec.calls == [["lead", "pair"], ["overlap", "too-many"]]
+
+
+async def test_a_target_on_the_wire_is_not_merged_into_another_call() -> None:
+    """A queued setpoint whose inverter has a call in flight waits for it, even when a merge could take it."""
+    hold = asyncio.Event()
+    rec = Calls(hold)
+    dispatcher = Dispatcher(RateLimiter(TokenBucket(0, 1)), rec.send, rec.drop,
+                            merge=MergePolicy(lambda sn: True, 100))  # fmt: skip
+    task = asyncio.create_task(dispatcher.run())
+    dispatcher.submit(inverter_job("first", "SN1"))
+    await asyncio.sleep(0.05)
+    dispatcher.submit(inverter_job("again", "SN1"))
+    dispatcher.submit(inverter_job("other", "SN2"))
+    await asyncio.sleep(0.05)
+    hold.set()
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert rec.calls == [["first"], ["other"], ["again"]]
+
+
+async def test_an_expired_setpoint_does_not_join_a_merge() -> None:
+    """A queued setpoint whose deadline has passed (by the clock, before its timer fired) is not taken into a
+    call; it is reported expired instead."""
+    rec = Calls()
+    clock = Clock()
+    bucket = TokenBucket(20, 1)
+    bucket.try_take()
+    dispatcher = Dispatcher(RateLimiter(bucket), rec.send, rec.drop, clock=clock,
+                            merge=MergePolicy(lambda sn: True, 100))  # fmt: skip
+    dispatcher.submit(inverter_job("lead", "SN1", ttl=60))
+    dispatcher.submit(inverter_job("stale", "SN2", ttl=30))
+    clock.now += 40
+    await run_until(dispatcher, lambda: rec.sent and rec.dropped)
+    assert rec.calls == [["lead"]] and rec.dropped == [("stale", "expired")]
+
+
+async def test_a_superseded_setpoint_leaves_the_merge_index() -> None:
+    """A newer setpoint with other parameters replaces a queued one: the old parameters merge nothing for it."""
+    rec = Calls()
+    dispatcher = merging(rec)
+    dispatcher.submit(inverter_job("old", "SN1"))
+    dispatcher.submit(inverter_job("new", "SN1", power=300))
+    dispatcher.submit(inverter_job("peer", "SN2"))
+    await run_until(dispatcher, lambda: len(rec.sent) == 2)
+    assert sorted(rec.calls) == [["new"], ["peer"]] and rec.dropped == [("old", "superseded")]
+    assert dispatcher._alike == {}

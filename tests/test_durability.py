@@ -105,6 +105,7 @@ daily_quota = 10000
 poll_initial = 0.1
 poll_max = 0.3
 track_results_for = 20
+merge = false
 
 [journal]
 path = "{journal}"

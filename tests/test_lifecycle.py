@@ -150,7 +150,7 @@ class World:
         return entry
 
     async def step(self, backoff: float, rid: str = "r-1") -> tuple[float, float] | None:
-        return await self.life._poll_step(rid, backoff)
+        return await self.life._poll_step(str(self.row(rid).command_id), backoff)
 
 
 @pytest.fixture
@@ -372,9 +372,9 @@ async def test_a_command_no_longer_tracked_is_not_polled(world: World) -> None:
 async def test_first_poll_comes_after_poll_initial(world: World) -> None:
     """A tracked command is first polled after poll_initial, or at the end of a shorter remaining window."""
     job = world.job(command_id=COMMAND_ID, track_until=world.clock.now + 0.5)
-    world.life.track(job)
-    ((due, rid, backoff),) = world.life._schedule._heap
-    assert (due, rid, backoff) == (world.clock.now + 0.5, "r-1", 1.0)
+    world.life.track([job])
+    ((due, call, backoff),) = world.life._schedule._heap
+    assert (due, call, backoff) == (world.clock.now + 0.5, COMMAND_ID, 1.0)
 
 
 async def test_tracking_runs_polls_until_completed(tmp_path: Path) -> None:
@@ -516,7 +516,7 @@ async def test_a_spent_quota_skips_the_poll_and_keeps_tracking(tmp_path: Path) -
     w = World(tmp_path, tokens=tokens)
     await w.life.send(w.job())
     assert await w.step(1.0) == (2.0, 2.0)
-    assert [c[0] for c in w.api.calls] == ["group"] and "daily quota" in w.life._poll_errors["r-1"]
+    assert [c[0] for c in w.api.calls] == ["group"] and "daily quota" in w.life._poll_errors[COMMAND_ID]
     await w.life.close()
     w.journal.close()
 
@@ -558,3 +558,80 @@ async def test_a_window_that_closes_during_a_failing_poll_ends_unknown(world: Wo
     await asyncio.sleep(0)
     assert world.publisher.last()["status"] == "unknown"
     assert world.publisher.last()["error"]["message"].endswith("last poll error: http_error: HTTP 500")
+
+
+# ---- merged calls ------------------------------------------------------------------------------------
+
+DONGLES = {"SN1": "SW1", "SN2": "SW2", "SN3": "SW3"}
+
+
+def merged_jobs(world: World, *sns: str) -> list[Job]:
+    """One power setpoint per inverter, as the dispatcher hands a merge to `send_all`."""
+    power = PowerControl(active_power=100, duration=60, timeout=1)
+    return [world.job(Target("inverter", sn), command=power, rid=f"r-{sn}") for sn in sns]
+
+
+async def test_a_merge_is_one_batch_call_and_each_command_is_accepted_with_its_id(world: World) -> None:
+    """Merged commands go out as one batchTempControl with every serial; each is journaled `sending` before it,
+    then `accepted` with the shared command_id on its own state topic."""
+    jobs = merged_jobs(world, "SN1", "SN2")
+    await world.life.send_all(jobs)
+    await asyncio.sleep(0)
+    ((kind, sns, _, prepaid),) = world.api.calls
+    assert (kind, list(sns), prepaid) == ("batch", ["SN1", "SN2"], True)
+    assert world.api.status_on_disk == ["sending", "sending"]
+    for sn in ("SN1", "SN2"):
+        assert world.row(f"r-{sn}").status == "accepted" and world.row(f"r-{sn}").command_id == COMMAND_ID
+        assert world.publisher.statuses(f"vpp/inverter/{sn}/state") == ["accepted"]
+
+
+async def test_a_refused_merge_fails_every_command_in_it(world: World) -> None:
+    """When the API refuses the batch call, each merged command ends `failed` with the API's error."""
+    world.api.control = [ApiRejected("Device offline", endpoint="batch_control")]
+    await world.life.send_all(merged_jobs(world, "SN1", "SN2"))
+    await asyncio.sleep(0)
+    assert [world.row(f"r-{sn}").status for sn in ("SN1", "SN2")] == ["failed", "failed"]
+    assert len(world.api.calls) == 1
+
+
+async def test_a_merged_call_is_polled_once_and_each_command_gets_its_own_results(world: World) -> None:
+    """One queryCommand and one getQueryResult for the whole call; each `completed` carries only its own
+    dongle's entry of the per-device map."""
+    world.life.dongle_of = DONGLES.get
+    world.api.results = [{"SW1": "success", "SW2": "null"}]
+    await world.life.send_all(merged_jobs(world, "SN1", "SN2"))
+    assert world.life.tracking == 1
+    assert await world.step(1.0, "r-SN1") is None
+    await asyncio.sleep(0)
+    assert [c[0] for c in world.api.calls] == ["batch", "query", "result"]
+    done = {m.payload["request_id"]: m.payload for m in world.publisher.messages if m.payload["status"] == "completed"}
+    assert done["r-SN1"]["results"] == {"SW1": "success"} and done["r-SN2"]["results"] == {"SW2": "null"}
+    assert done["r-SN1"]["task_id"] == done["r-SN2"]["task_id"] == "7654321"
+
+
+async def test_results_stay_whole_when_the_inventory_cannot_name_the_devices(world: World) -> None:
+    """Without a dongle for the command's inverter, its `completed` carries the map as the API gave it."""
+    world.api.results = [{"SW9": "success", "SW8": "success"}]
+    await world.life.send(world.job(Target("inverter", "SN9"), command=PowerControl(active_power=1, duration=1,
+                                                                                    timeout=1)))  # fmt: skip
+    assert await world.step(1.0) is None
+    await asyncio.sleep(0)
+    assert world.publisher.last()["results"] == {"SW9": "success", "SW8": "success"}
+
+
+async def test_one_replaced_member_leaves_the_rest_of_the_call_tracked(world: World) -> None:
+    """A newer command for one inverter of a merged call replaces only that command; the call is still polled
+    for the others, which complete."""
+    world.life.dongle_of = DONGLES.get
+    world.api.control = [COMMAND_ID, "999"]
+    world.api.results = [{"SW1": "success", "SW2": "success"}]
+    await world.life.send_all(merged_jobs(world, "SN1", "SN2"))
+    newer = world.job(Target("inverter", "SN1"), command=PowerControl(active_power=5, duration=60, timeout=1),
+                      rid="newer")  # fmt: skip
+    await world.life.send(newer)
+    await asyncio.sleep(0)
+    assert world.row("r-SN1").status == "superseded"
+    assert await world.step(1.0, "r-SN2") is None
+    await asyncio.sleep(0)
+    assert world.row("r-SN2").status == "completed" and world.row("r-SN1").status == "superseded"
+    assert [c[1] for c in world.api.calls if c[0] == "query"] == [COMMAND_ID]

@@ -116,3 +116,17 @@ def test_a_redelivery_journaled_by_an_earlier_version_is_recognised(tmp_path: Pa
     publisher = Recorder()
     asyncio.run(bridge_on(journal, publisher).handle(msgspec.structs.replace(STOP_SET, dup=True)))
     assert journal.count() == 1 and publisher.sent == []
+
+
+def test_a_merged_call_is_tracked_once_after_a_restart(tmp_path: Path) -> None:
+    """Tracked commands that shared one control call are polled as that one call again, not once each."""
+    journal = Journal(tmp_path / "j.db")
+    for rid, target in (("m1", "SN1"), ("m2", "SN2")):
+        row = entry(rid, "accepted", command_id="77", track_until=time.time() + 60)
+        row.target_kind, row.target_id = "inverter", target
+        journal.insert(row)
+    journal.insert(entry("alone", "dispatched", command_id="78", task_id="t", track_until=time.time() + 60))
+    bridge = bridge_on(journal, Recorder())
+    bridge.recover()
+    assert bridge.lifecycle.tracking == 2
+    assert sorted(call for _, call, _ in bridge.lifecycle._schedule._heap) == ["77", "78"]
