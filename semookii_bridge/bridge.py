@@ -53,6 +53,7 @@ class Bridge:
         limiter: RateLimiter,
         clock: Callable[[], float] = time.time,
         observer: StatusObserver | None = None,
+        age_observer: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
         self.api = api
@@ -73,6 +74,7 @@ class Bridge:
             observer=observer,
             tokens=limiter,
             dongle_of=self.inventory.dongle,
+            age_observer=age_observer,
         )
         cmd = config.commands
         self.dispatcher = Dispatcher(

@@ -31,6 +31,8 @@ class CallLog:
         self._seconds: deque[list[int]] = deque()
         """[second, control, management, polling] per second that saw a call, oldest first."""
         self._total = 0
+        self.totals = [0, 0, 0]
+        """Calls granted since start: control, management, polling."""
 
     def record(self, priority: int) -> None:
         """One call granted (the limiter's `on_grant`)."""
@@ -38,7 +40,9 @@ class CallLog:
         if not self._seconds or self._seconds[-1][0] != second:
             self._seconds.append([second, 0, 0, 0])
             self._trim()
-        self._seconds[-1][1 + _COLUMN.get(priority, 0)] += 1
+        column = _COLUMN.get(priority, 0)
+        self._seconds[-1][1 + column] += 1
+        self.totals[column] += 1
         self._total += 1
 
     def _trim(self) -> None:

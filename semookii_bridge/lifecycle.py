@@ -86,6 +86,7 @@ class Lifecycle:
         poll_concurrency: int = 32,
         tokens: Tokens | None = None,
         dongle_of: Callable[[str], str | None] = lambda _sn: None,
+        age_observer: Callable[[float], None] | None = None,
     ) -> None:
         self.api = api
         self.tokens = tokens
@@ -96,6 +97,7 @@ class Lifecycle:
         self.clock = clock
         self.observer = observer
         self.dongle_of = dongle_of
+        self.age_observer = age_observer
         self._schedule = PollSchedule(self._poll_step, concurrency=poll_concurrency, clock=clock)
         self._poll_errors: dict[str, str] = {}
         self._newest: dict[str, str] = {}
@@ -179,6 +181,10 @@ class Lifecycle:
         for job in jobs:
             self.journal.update(job.request_id, "sending")
         await self.journal.durable()
+        if self.age_observer is not None:
+            now = self.clock()
+            for job in jobs:
+                self.age_observer(now - job.received_at)
         try:
             command_id = str(await self._call(jobs, to_params(jobs[0].command)))
         except ApiError as exc:

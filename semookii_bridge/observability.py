@@ -19,6 +19,7 @@ from .api.endpoints import Endpoint
 
 TRANSPORT_FAILURES = frozenset({"connect_error", "timeout", "transport_error"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+AGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class LiveSample:
     quota_remaining: int | None = None
     quota_reserve_only: bool = False
     banned_for: float = 0.0
+    oldest_queued: float = 0.0
+    calls_by_kind: dict[str, int] | None = None
 
 
 class _LiveCollector(Collector):
@@ -57,6 +60,14 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily("semookii_commands_in_flight", "Control calls on the wire", value=s.in_flight)
         yield GaugeMetricFamily("semookii_commands_tracking", "Accepted commands being polled", value=s.tracking)
         yield GaugeMetricFamily("semookii_quota_used", "API calls counted today (quota day)", value=s.quota_used)
+        oldest = "Age of the longest-waiting queued command (0: none)"
+        yield GaugeMetricFamily("semookii_oldest_queued_seconds", oldest, value=s.oldest_queued)
+        calls = CounterMetricFamily(
+            "semookii_api_calls", "API calls made (rate-limit tokens granted), by kind", labels=["kind"]
+        )
+        for kind, count in (s.calls_by_kind or {}).items():
+            calls.add_metric([kind], count)
+        yield calls
         remaining = -1 if s.quota_remaining is None else s.quota_remaining
         yield GaugeMetricFamily(
             "semookii_quota_remaining", "API calls left today, reserve included (-1: no quota)", value=remaining
@@ -73,12 +84,17 @@ class Observability:
         self.commands = Counter(
             "semookii_commands", "Lifecycle states published", ["target", "status"], registry=self.registry
         )
-        self.api_calls = Counter(
-            "semookii_api_calls", "HTTP attempts to the Cloud API", ["endpoint", "outcome"], registry=self.registry
-        )
+        self.api_attempts = Counter(
+            "semookii_api_attempts", "HTTP attempts to the Cloud API (retries included)", ["endpoint", "outcome"],
+            registry=self.registry,
+        )  # fmt: skip
         self.api_latency = Histogram(
             "semookii_api_call_seconds", "Cloud API call latency", ["endpoint"],
             buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.setpoint_age = Histogram(
+            "semookii_setpoint_age_seconds", "Age of a control command (since it arrived) when its call leaves",
+            buckets=AGE_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.last_api_answer: float | None = None
         self.last_api_failure: float | None = None
@@ -92,12 +108,16 @@ class Observability:
 
     def observe_call(self, endpoint: Endpoint, outcome: str, seconds: float) -> None:
         """One HTTP attempt (the API client's observer)."""
-        self._child(self.api_calls, endpoint.name, outcome).inc()
+        self._child(self.api_attempts, endpoint.name, outcome).inc()
         self._child(self.api_latency, endpoint.name).observe(seconds)
         if outcome in TRANSPORT_FAILURES:
             self.last_api_failure = self._clock()
         else:
             self.last_api_answer = self._clock()
+
+    def observe_setpoint_age(self, seconds: float) -> None:
+        """A control command's age as its call leaves (how stale a setpoint reaches the API)."""
+        self.setpoint_age.observe(seconds)
 
     def observe_status(self, target_kind: str, status: str) -> None:
         """One lifecycle state published (the lifecycle's observer)."""

@@ -8,11 +8,13 @@ come back next time), let calls in flight finish, publish `offline`, disconnect.
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import AsyncExitStack
 
 from . import http_server
 from .api import CloudClient, RetryPolicy
 from .bridge import Bridge, topics_for
+from .budget import KINDS
 from .config import BridgeConfig
 from .journal import Journal
 from .mqtt import MqttLink
@@ -79,7 +81,13 @@ class Service:
             before_ack=self.journal.durable,
         )
         bridge = Bridge(
-            cfg, api=api, publisher=link, journal=self.journal, limiter=self.limiter, observer=self.obs.observe_status
+            cfg,
+            api=api,
+            publisher=link,
+            journal=self.journal,
+            limiter=self.limiter,
+            observer=self.obs.observe_status,
+            age_observer=self.obs.observe_setpoint_age,
         )
         self.bridge, self.link = bridge, link
         self.obs.bind(self._sample)
@@ -110,6 +118,8 @@ class Service:
             quota_remaining=quota.remaining,
             quota_reserve_only=quota.reserve_only(),
             banned_for=self.limiter.banned_for(),
+            oldest_queued=_age(bridge.dispatcher.oldest_received()),
+            calls_by_kind=dict(zip(KINDS.values(), bridge.calls.totals, strict=True)),
         )
 
     async def stop(self) -> None:
@@ -117,6 +127,11 @@ class Service:
             await self.link.pause()
         await self._stack.aclose()
         log.info("bridge_stopped")
+
+
+def _age(since: float | None) -> float:
+    """Seconds since a wall-clock time, 0 for none."""
+    return 0.0 if since is None else max(0.0, time.time() - since)
 
 
 def _require(bridge: Bridge | None) -> Bridge:

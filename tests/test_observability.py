@@ -37,10 +37,29 @@ async def test_metrics_change_as_commands_flow(bridge: Service, broker: Mosquitt
     assert status == 200
     done = 'semookii_commands_total{status="completed",target="group"}'
     assert metric(before, done) == 0 and metric(after, done) == 1
-    assert metric(after, 'semookii_api_calls_total{endpoint="group_control",outcome="ok"}') == 1
+    assert metric(after, 'semookii_api_attempts_total{endpoint="group_control",outcome="ok"}') == 1
     assert metric(after, 'semookii_api_call_seconds_count{endpoint="group_control"}') == 1
     assert metric(after, "semookii_mqtt_connected") == 1 and "semookii_ratelimit_tokens" in after
     assert "semookii_mqtt_reconnects_total" in after and "semookii_commands_queued" in after
+
+
+async def test_budget_metrics_count_calls_by_kind_and_setpoint_age(
+    bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """`semookii_api_calls_total{kind}` counts calls as the API saw them; each sent setpoint's age is observed;
+    the oldest queued command's age is exported (0 with nothing queued)."""
+    group_id = sim.simulator.state.list_groups()[0].id
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "k1"})
+        await probe.wait_status(f"vpp/group/{group_id}/state", "k1", "completed")
+    _, text = await get(bridge, "/metrics")
+    polls = len([c for c in sim.simulator.calls if c.path != "/commandapi/groupControl"])
+    assert metric(text, 'semookii_api_calls_total{kind="control"}') == 1
+    assert metric(text, 'semookii_api_calls_total{kind="polling"}') == polls > 0
+    assert metric(text, 'semookii_api_calls_total{kind="management"}') == 0
+    assert metric(text, "semookii_setpoint_age_seconds_count") == 1
+    assert 0 <= metric(text, "semookii_setpoint_age_seconds_sum") < 1
+    assert metric(text, "semookii_oldest_queued_seconds") == 0 and "semookii_oldest_queued_seconds" in text
 
 
 async def test_healthz_ok_when_connected_and_api_answers(bridge: Service, sim: RunningSimulator) -> None:
