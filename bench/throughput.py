@@ -34,11 +34,14 @@ def run(seconds: float = 60, window: int = 1000, track: bool = False, groups: in
         done = threading.Semaphore(window)
         finished: list[float] = []
         lost = [0]
+        replaced = [0]
 
         def on_state(topic: str, payload: bytes, ts: float) -> None:
             if counted in payload:
                 finished.append(ts)
                 done.release()
+            elif b'"code":"replaced"' in payload:
+                replaced[0] += 1  # an accepted command replaced by a newer one: already counted, holds no slot
             elif any(end in payload for end in ends):
                 lost[0] += 1
                 done.release()
@@ -72,6 +75,7 @@ def run(seconds: float = 60, window: int = 1000, track: bool = False, groups: in
         "seconds": wall1 - wall0,
         "published": n,
         "not_completed": lost[0],
+        "replaced": replaced[0],
     }
 
 
@@ -99,8 +103,10 @@ def report(plain: dict[str, float], tracked: dict[str, float]) -> str:
         f"accepted ({plain['published']:,.0f} published) is still tracked at the end: RSS grew from "
         f"{plain['idle_rss']:.0f} MB at start by about {per_command(plain):.0f} bytes per published command "
         "(the commands are in the journal; memory holds their poll schedule).",
-        f"Commands that ended otherwise (superseded, failed, unknown): {plain['not_completed']:.0f} and "
-        f"{tracked['not_completed']:.0f}.",
+        f"Commands that ended otherwise (superseded before sending, failed, unknown): {plain['not_completed']:.0f}"
+        f" and {tracked['not_completed']:.0f}. Accepted commands later replaced by a newer one for their group"
+        f" (`superseded`/`replaced`, one more state message each): {plain['replaced']:.0f} and"
+        f" {tracked['replaced']:.0f}.",
     ])  # fmt: skip
 
 

@@ -51,6 +51,7 @@ class MqttConfig(_Section, frozen=True):
     reconnect_max: Positive = 30.0
     max_payload: Annotated[int, msgspec.Meta(ge=256, le=16 * 1024 * 1024)] = 65536
     shared_group: str = ""
+    max_inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 100
 
     def __repr__(self) -> str:
         return f"MqttConfig(host={self.host!r}, port={self.port}, protocol={self.protocol}, prefix={self.prefix!r})"

@@ -117,9 +117,11 @@ class Dispatcher:
                 del self._alike[job.merge_sig]
 
     async def _next_key(self) -> str:
+        ready = self._ready
         while True:
-            for key in list(self._ready):
-                del self._ready[key]
+            while ready:
+                key = next(iter(ready))
+                del ready[key]
                 if key in self._pending and key not in self._in_flight:
                     return key
             self._wake.clear()

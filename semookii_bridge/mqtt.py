@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -88,6 +88,20 @@ class _BufferedClient(paho.Client):
         start = self._read_pos
         self._read_pos = start + bufsize
         return self._read[start : self._read_pos]
+
+    def set_window(self, in_flight: int) -> None:
+        """How many QoS 1 publishes may await their PUBACK at once. paho's default of 20 queued the state
+        messages of a busy bridge in memory (RSS grew by kilobytes per command, bench/throughput.py); paho
+        does not read the broker's Receive Maximum itself, so MqttLink sets it from the CONNACK."""
+        self._max_inflight_messages = in_flight
+
+    def _update_inflight(self) -> MQTTErrorCode:
+        """paho's, skipped when no publish waits for room: it scanned every message in flight on each PUBACK.
+        Waiting publishes are always the newest (paho queues one only while the window is full)."""
+        out = self._out_messages
+        if not out or out[next(reversed(out))].state != paho.mqtt_ms_queued:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._update_inflight()
 
     def has_unread(self) -> bool:
         """Bytes were read from the socket that paho has not asked for yet (the socket will not wake us)."""
@@ -176,6 +190,7 @@ class MqttLink:
             **kwargs,
         )
         client.manual_ack_set(True)
+        client.set_window(cfg.max_inflight)
         client.will_set(self.topics.bridge_state, _presence("offline", self.topics.instance), qos=1, retain=True)
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password_secret().reveal() or None)
@@ -365,6 +380,9 @@ class MqttLink:
 
     def _paho_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         _no_delay(client)
+        receive_maximum = getattr(props, "ReceiveMaximum", None) if self._v5 else None
+        if receive_maximum:
+            self._client.set_window(min(self.config.max_inflight, int(receive_maximum)))
         if self._loop is not None:
             self._loop.call_soon(self._connected_in_loop, not reason.is_failure, str(reason))
 

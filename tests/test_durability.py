@@ -13,10 +13,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from semookii_bridge.api import RetryPolicy
+from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .broker import Mosquitto, Probe, free_port
 from .conftest import TOKEN
 
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
@@ -198,3 +200,34 @@ async def test_sigkill_with_commands_queued_and_in_flight(
 
 def _fields(config: object) -> dict[str, object]:
     return {f: getattr(config, f) for f in config.__struct_fields__}  # type: ignore[attr-defined]
+
+
+async def test_the_publish_window_follows_the_brokers_receive_maximum(tmp_path: Path, sim: RunningSimulator) -> None:
+    """MQTT 5: the bridge keeps at most the broker's Receive Maximum (mosquitto's max_inflight_messages)
+    publishes unacknowledged, below mqtt.max_inflight; states still all arrive. MQTT 3.1.1 uses the setting."""
+    from .conftest import bridge_config_for
+
+    port = free_port()
+    broker = Mosquitto(tmp_path, port=port, config_text=f"user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
+                                             "max_inflight_messages 3\nlog_dest none\n")  # fmt: skip
+    broker.start()
+    try:
+        services = []
+        for protocol, client_id in ((5, "window-v5"), (3, "window-v3")):
+            config = bridge_config_for(port, sim, tmp_path / client_id, mqtt={"protocol": protocol,
+                                       "client_id": client_id, "max_inflight": 50})  # fmt: skip
+            service = Service(config, Secret(TOKEN), retry=RetryPolicy.instant())
+            await service.start()
+            services.append(service)
+        windows = [s.link._client._max_inflight_messages for s in services if s.link is not None]
+        assert windows == [3, 50]
+        group_id = sim.simulator.state.list_groups()[0].id
+        with Probe(port, subscribe=f"vpp/group/{group_id}/state") as probe:
+            for n in range(20):
+                probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": f"w{n}"})
+            for n in range(20):
+                await probe.wait_status(f"vpp/group/{group_id}/state", f"w{n}", "queued")
+        for service in services:
+            await service.stop()
+    finally:
+        broker.stop()

@@ -104,3 +104,47 @@ def test_a_new_socket_drops_what_was_pending_for_the_old_one(
         broker.recv(100)
     fresh.close()
     peer.close()
+
+
+def connected(client: _BufferedClient) -> None:
+    """Mark the wired client connected, as after a CONNACK, so publishes go out."""
+    from paho.mqtt.client import _ConnectionState
+
+    client._state = _ConnectionState.MQTT_CS_CONNECTED
+
+
+def test_the_window_holds_publishes_beyond_it_until_a_puback(
+    wired: tuple[_BufferedClient, socket.socket, list[int]],
+) -> None:
+    """With a window of 2, a third QoS 1 publish waits in paho and leaves when the first PUBACK comes back."""
+    client, broker, _ = wired
+    connected(client)
+    client.set_window(2)
+    for payload in (b"a", b"b", b"c"):
+        client.publish("t", payload, qos=1)
+    client.send_pending()
+    sent = broker.recv(100)
+    assert sent.count(b"\x32") == 2 and b"c" not in sent
+    broker.sendall(PUBACK_1)
+    client.loop_read()
+    client.send_pending()
+    assert broker.recv(100).endswith(b"c")
+
+
+def test_a_puback_with_nothing_waiting_sends_nothing(
+    wired: tuple[_BufferedClient, socket.socket, list[int]],
+) -> None:
+    """The shortcut for an empty wait list: a PUBACK frees its message and writes nothing."""
+    client, broker, _ = wired
+    connected(client)
+    client.set_window(5)
+    client.publish("t", b"a", qos=1)
+    client.send_pending()
+    broker.recv(100)
+    broker.sendall(PUBACK_1)
+    client.loop_read()
+    client.send_pending()
+    assert not client._out_messages and client._inflight_messages == 0
+    broker.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        broker.recv(100)
