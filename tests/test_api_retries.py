@@ -226,6 +226,23 @@ async def test_waiting_for_a_pooled_connection_is_not_ambiguous(sim: RunningSimu
     assert len(sim.simulator.calls_to(CONTROL)) == 1
 
 
+async def test_hanging_polls_do_not_hold_the_connection_a_control_call_needs(sim: RunningSimulator) -> None:
+    """Control has its own connection pool: with every pooled connection held by a hanging queryCommand, a
+    control call is answered at once, on its first attempt."""
+    sim.simulator.inject(Fault("slow", path="/commandapi/queryCommand", delay=2.0, times=4))
+    client = CloudClient(sim.base_url, Secret(TOKEN), timeout=3.0, connect_timeout=0.5, max_connections=4,
+                         retry=RetryPolicy.instant(attempts=1))  # fmt: skip
+    async with client:
+        command_id = await client.group_control(group_of(sim), SWITCH)
+        hanging = [asyncio.create_task(client.query_command(command_id)) for _ in range(4)]
+        await asyncio.sleep(0.1)
+        started = asyncio.get_running_loop().time()
+        await client.group_control(group_of(sim), SWITCH)
+        took = asyncio.get_running_loop().time() - started
+        await asyncio.gather(*hanging)
+    assert took < 0.5 and len(sim.simulator.calls_to(CONTROL)) == 2
+
+
 def test_backoff_doubles_from_initial_wait_up_to_max_wait() -> None:
     """Without jitter the waits are initial_wait x 1, 2, 4, ... capped at max_wait."""
     policy = RetryPolicy(initial_wait=0.25, max_wait=2.0, jitter=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
@@ -106,6 +107,7 @@ class CloudClient:
         gate: Gate | None = None,
         max_connections: int = 16,
         observer: CallObserver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._token = token
@@ -118,7 +120,9 @@ class CloudClient:
         self._gate: Gate = gate or OpenGate()
         self._max_connections = max_connections
         self._observer = observer
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
+        self._control_session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"CloudClient(base_url={self._base_url!r}, token=Secret('***'))"
@@ -135,18 +139,22 @@ class CloudClient:
         await self.close()
 
     async def open(self) -> None:
-        """Create the pooled session (idempotent)."""
+        """Create the pooled sessions (idempotent): one for control calls and one for everything else, so a
+        slow or hanging poll or management call never holds the connection a control call needs."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=10)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, headers={"Accept": "application/json"}
-            )
+            self._session = self._new_session()
+            self._control_session = self._new_session()
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=10, ssl=self._ssl)
+        return aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers={"Accept": "application/json"})
 
     async def close(self) -> None:
-        """Close the session and its connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the sessions and their connections."""
+        for session in (self._session, self._control_session):
+            if session is not None:
+                await session.close()
+        self._session = self._control_session = None
 
     # ---- control -------------------------------------------------------------------------------
 
@@ -343,7 +351,7 @@ class CloudClient:
         """One HTTP attempt, its failure classified by whether the request may have reached the server."""
         if gated:
             await self._gate.acquire(endpoint)
-        session = self._session
+        session = self._control_session if endpoint.priority == ep.Priority.CONTROL else self._session
         if session is None:
             raise RuntimeError("CloudClient used outside `async with`")
         started = time.perf_counter()
@@ -358,7 +366,7 @@ class CloudClient:
                 if response.status >= 400:
                     outcome = str(response.status)
                     raise HttpStatusError(f"HTTP {response.status}", endpoint=endpoint.name, status=response.status)
-                return await response.content.read(MAX_BODY)
+                return await _read_body(response, endpoint)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             outcome = "connect_error"
             message = self._token.redact(f"cannot connect: {type(exc).__name__}")
@@ -374,6 +382,19 @@ class CloudClient:
             if self._observer is not None:
                 self._observer(endpoint, outcome, elapsed)
             log.debug("api_call endpoint=%s outcome=%s ms=%.1f", endpoint.name, outcome, elapsed * 1000)
+
+
+async def _read_body(response: aiohttp.ClientResponse, endpoint: Endpoint) -> bytes:
+    """The whole answer, however the network splits it (`content.read(n)` returns only what has arrived);
+    over MAX_BODY is BadResponse rather than memory spent on it."""
+    if response.content_length is not None and response.content_length > MAX_BODY:
+        raise BadResponse(f"answer of {response.content_length} bytes exceeds {MAX_BODY}", endpoint=endpoint.name)
+    body = bytearray()
+    while chunk := await response.content.read(MAX_BODY + 1 - len(body)):
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BadResponse(f"answer exceeds {MAX_BODY} bytes", endpoint=endpoint.name)
+    return bytes(body)
 
 
 def _json(endpoint: Endpoint, raw: bytes, type_: type[T]) -> T:
