@@ -22,6 +22,7 @@ from . import __version__, wire
 from .aio import completer
 from .api import CloudClient
 from .budget import BudgetReporter, CallLog
+from .clock import steady
 from .commands import Command, decode_command, is_safety, max_power
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
@@ -51,7 +52,8 @@ class Bridge:
         publisher: Publisher,
         journal: Journal,
         limiter: RateLimiter,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = steady,
+        wall: Callable[[], float] = time.time,
         observer: StatusObserver | None = None,
         age_observer: Callable[[float], None] | None = None,
     ) -> None:
@@ -61,6 +63,7 @@ class Bridge:
         self.journal = journal
         self.limiter = limiter
         self.clock = clock
+        self.wall = wall
         self.topics = topics_for(config)
         self._cluster = config.cluster
         self.inventory = Inventory(clock)
@@ -282,7 +285,7 @@ class Bridge:
     def _deadline(self, command: Command, msg: Incoming, now: float) -> float:
         deadline = now + (command.ttl if command.ttl is not None else self.config.commands.default_ttl)
         if command.expires_at is not None:
-            deadline = min(deadline, command.expires_at.timestamp())
+            deadline = min(deadline, now + command.expires_at.timestamp() - self.wall())
         if msg.message_expiry is not None:
             deadline = min(deadline, now + msg.message_expiry)
         return deadline

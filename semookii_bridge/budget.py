@@ -96,7 +96,7 @@ class Queue(Protocol):
     @property
     def queued(self) -> int: ...
 
-    def oldest_received(self) -> float | None: ...
+    def oldest_age(self) -> float | None: ...
 
 
 class Publish(Protocol):
@@ -133,7 +133,7 @@ class BudgetReporter:
         exhausts = None
         if remaining is not None and rate > 0:
             exhausts = utc_now_text((now + remaining / rate) // 60 * 60)  # to the minute: no churn each second
-        oldest = self.queue.oldest_received()
+        oldest = self.queue.oldest_age()
         pause = bucket.paused_for()
         return Budget(
             day=quota.day,
@@ -146,7 +146,7 @@ class BudgetReporter:
             burst=bucket.burst,
             calls_last_minute=self.calls.last_minute(),
             queued=self.queue.queued,
-            oldest_queued_age=None if oldest is None else round(max(0.0, now - oldest), 3),
+            oldest_queued_age=None if oldest is None else round(oldest, 3),
             tracking=self._tracking(),
             paused_until=None if pause <= 0 else utc_now_text(now + pause),
             ts=utc_now_text(now),

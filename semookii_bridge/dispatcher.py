@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from .api.endpoints import Priority
+from .clock import steady
 from .commands import is_safety
 from .errors import ErrorInfo
 from .jobs import Job
@@ -38,7 +38,7 @@ class Dispatcher:
         on_drop: DropFn,
         *,
         max_in_flight: int = 8,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = steady,
         merge: MergePolicy | None = None,
     ) -> None:
         self._limiter = limiter
@@ -60,9 +60,10 @@ class Dispatcher:
         """Commands waiting to be sent."""
         return len(self._pending)
 
-    def oldest_received(self) -> float | None:
-        """When the longest-waiting queued command arrived (wall clock), or None when none waits."""
-        return min((job.received_at for job in self._pending.values()), default=None)
+    def oldest_age(self) -> float | None:
+        """Seconds the longest-waiting queued command has waited, or None when none waits."""
+        oldest = min((job.received_at for job in self._pending.values()), default=None)
+        return None if oldest is None else max(0.0, self._clock() - oldest)
 
     @property
     def in_flight(self) -> int:

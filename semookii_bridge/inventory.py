@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from typing import Protocol
 
 from .api import ApiError, Group, Inverter
+from .clock import steady
 from .ratelimit import QuotaExhausted
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class FleetApi(Protocol):
 class Inventory:
     """Inverter serial -> dongle serial for every inverter in a group, as last read from the API."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = steady) -> None:
         self._dongles: dict[str, str] = {}
         self._clock = clock
         self.loaded_at: float | None = None

@@ -8,7 +8,6 @@ come back next time), let calls in flight finish, publish `offline`, disconnect.
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import AsyncExitStack
 
 from . import http_server
@@ -118,7 +117,7 @@ class Service:
             quota_remaining=quota.remaining,
             quota_reserve_only=quota.reserve_only(),
             banned_for=self.limiter.banned_for(),
-            oldest_queued=_age(bridge.dispatcher.oldest_received()),
+            oldest_queued=bridge.dispatcher.oldest_age() or 0.0,
             calls_by_kind=dict(zip(KINDS.values(), bridge.calls.totals, strict=True)),
         )
 
@@ -127,11 +126,6 @@ class Service:
             await self.link.pause()
         await self._stack.aclose()
         log.info("bridge_stopped")
-
-
-def _age(since: float | None) -> float:
-    """Seconds since a wall-clock time, 0 for none."""
-    return 0.0 if since is None else max(0.0, time.time() - since)
 
 
 def _require(bridge: Bridge | None) -> Bridge:

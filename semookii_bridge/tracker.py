@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import time
 from collections.abc import Awaitable, Callable
+
+from .clock import steady
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ or None when the command is finished."""
 class PollSchedule:
     """Runs `step` for each request_id when it is due, at most `concurrency` at a time."""
 
-    def __init__(self, step: PollStep, *, concurrency: int = 32, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, step: PollStep, *, concurrency: int = 32, clock: Callable[[], float] = steady) -> None:
         self._step = step
         self._clock = clock
         self._heap: list[tuple[float, str, float]] = []

@@ -29,7 +29,7 @@ class Queue:
         self.queued = 0
         self.oldest: float | None = None
 
-    def oldest_received(self) -> float | None:
+    def oldest_age(self) -> float | None:
         return self.oldest
 
 
@@ -67,10 +67,10 @@ def test_call_log_counts_the_last_minute_by_kind_and_the_ten_minute_rate() -> No
 
 async def test_the_budget_says_what_was_spent_and_what_is_left() -> None:
     """used, remaining, reserve, rate, burst, queue, tracking and a projected exhaustion from the recent rate."""
-    budget, _, queue, _, _, wall = reporter(limit=100)
+    budget, _, queue, _, _, _ = reporter(limit=100)
     for _ in range(3):
         await budget.limiter.acquire(Priority.CONTROL)
-    queue.queued, queue.oldest = 2, wall.now - 4.5
+    queue.queued, queue.oldest = 2, 4.5
     doc = budget.snapshot()
     assert (doc.day, doc.used, doc.quota, doc.remaining, doc.reserve) == ("2026-11-27", 3, 100, 97, 2)
     assert (doc.rate, doc.burst, doc.queued, doc.oldest_queued_age, doc.tracking) == (0.5, 3, 2, 4.5, 4)

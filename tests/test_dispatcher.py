@@ -255,17 +255,18 @@ async def test_close_cancels_timers_and_calls_in_flight() -> None:
     assert all(t.cancelled() for t in dispatcher._tasks) or not dispatcher._tasks
 
 
-async def test_oldest_received_is_the_longest_waiting_command() -> None:
-    """oldest_received() is the arrival time of the longest-waiting queued command, None when none waits."""
+async def test_oldest_age_is_the_longest_wait() -> None:
+    """oldest_age() is how long the longest-waiting queued command has waited, None when none waits."""
     bucket = TokenBucket(0.1, 1)
     bucket.try_take()
-    dispatcher = Dispatcher(RateLimiter(bucket), Recorder().send, Recorder().drop)
-    assert dispatcher.oldest_received() is None
+    clock = Clock()
+    dispatcher = Dispatcher(RateLimiter(bucket), Recorder().send, Recorder().drop, clock=clock)
+    assert dispatcher.oldest_age() is None
     first, second = job("a", target="1"), job("b", target="2")
-    first.received_at, second.received_at = 100.0, 50.0
+    first.received_at, second.received_at = clock.now - 10, clock.now - 50
     dispatcher.submit(first)
     dispatcher.submit(second)
-    assert dispatcher.oldest_received() == 50.0
+    assert dispatcher.oldest_age() == 50.0
     dispatcher.close()
 
 

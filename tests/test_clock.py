@@ -1,0 +1,119 @@
+"""Scheduling survives wall-clock steps: queued commands do not expire early, polls do not stall."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from semookii_bridge.bridge import Bridge
+from semookii_bridge.clock import SteadyClock, steady
+from semookii_bridge.commands import Manual
+from semookii_bridge.config import BridgeConfig
+from semookii_bridge.dispatcher import Dispatcher
+from semookii_bridge.jobs import Job
+from semookii_bridge.journal import Journal
+from semookii_bridge.lifecycle import Lifecycle
+from semookii_bridge.messages import Incoming
+from semookii_bridge.ratelimit import RateLimiter, TokenBucket
+from semookii_bridge.topics import Target
+from semookii_bridge.tracker import PollSchedule
+
+
+class Quiet:
+    """A publisher that drops everything."""
+
+    def publish(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+class Wall:
+    """A wall clock that an operator (or NTP) can step."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def test_a_steady_clock_ignores_wall_steps_and_follows_elapsed_time() -> None:
+    """Stepping the wall clock by +-1 h moves the steady clock by nothing; elapsed time moves it."""
+    wall, mono = Wall(), [100.0]
+    clock = SteadyClock(wall, lambda: mono[0])
+    start = clock()
+    wall.offset += 3600
+    assert clock() == start
+    wall.offset -= 7200
+    mono[0] += 2.5
+    assert clock() == start + 2.5
+
+
+async def test_a_queued_command_survives_a_forward_step() -> None:
+    """A command queued with a 60 s ttl is still sent after the wall clock jumps 1 h forward while it waits."""
+    wall = Wall()
+    clock = SteadyClock(wall)
+    bucket = TokenBucket(5, 1)
+    bucket.try_take()
+    sent: list[str] = []
+    dropped: list[str] = []
+
+    async def send(jobs: Sequence[Job]) -> None:
+        sent.extend(j.request_id for j in jobs)
+
+    dispatcher = Dispatcher(RateLimiter(bucket), send, lambda j, s, e: dropped.append(s), clock=clock)
+    now = clock()
+    dispatcher.submit(Job(request_id="r", target=Target("group", "1"), command=Manual(action="stop"), sns=None,
+                          received_at=now, deadline=now + 60))  # fmt: skip
+    wall.offset += 3600
+    task = asyncio.create_task(dispatcher.run())
+    await asyncio.sleep(0.4)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert sent == ["r"] and dropped == []
+
+
+async def test_polls_stay_due_after_a_backward_step() -> None:
+    """A poll due in 0.1 s runs in 0.1 s even when the wall clock is stepped back 1 h meanwhile."""
+    wall = Wall()
+    polled = asyncio.Event()
+
+    async def step(key: str, backoff: float) -> None:
+        polled.set()
+
+    schedule = PollSchedule(step, clock=SteadyClock(wall))
+    schedule.add("c", 0.1, 1.0)
+    wall.offset -= 3600
+    runner = asyncio.create_task(schedule.run())
+    await asyncio.wait_for(polled.wait(), 2)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+
+
+def test_scheduling_modules_use_the_steady_clock_by_default(tmp_path: Path) -> None:
+    """The bridge, its dispatcher, lifecycle and poll schedule keep time with the steady clock, not time.time."""
+    journal = Journal(tmp_path / "j.db")
+    bridge = Bridge(BridgeConfig(), api=None, publisher=Quiet(), journal=journal,  # type: ignore[arg-type]
+                    limiter=RateLimiter(TokenBucket(0, 1)))  # fmt: skip
+    assert bridge.clock is steady and bridge.dispatcher._clock is steady and bridge.lifecycle.clock is steady
+    assert bridge.lifecycle._schedule._clock is steady
+    assert Lifecycle.__init__.__kwdefaults__["clock"] is steady  # type: ignore[index]
+    journal.close()
+
+
+def test_expires_at_is_read_against_the_wall_clock_at_receipt(tmp_path: Path) -> None:
+    """`expires_at` 30 s ahead of the wall clock gives a deadline 30 s ahead on the steady clock, even when the
+    two differ by an hour (the wall clock was stepped since start)."""
+    wall = Wall()
+    wall.offset = 3600
+    journal = Journal(tmp_path / "j.db")
+    bridge = Bridge(BridgeConfig(), api=None, publisher=Quiet(), journal=journal, wall=wall,  # type: ignore[arg-type]
+                    limiter=RateLimiter(TokenBucket(0, 1)))  # fmt: skip
+    expires = datetime.fromtimestamp(wall() + 30, UTC)
+    command = Manual(action="stop", expires_at=expires)
+    now = bridge.clock()
+    deadline = bridge._deadline(command, Incoming(topic="vpp/group/1/set", payload=b""), now)
+    assert abs(deadline - (now + 30)) < 0.5
+    journal.close()
