@@ -14,7 +14,9 @@ import logging
 import socket
 import ssl
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -33,6 +35,11 @@ from .topics import Topics
 log = logging.getLogger(__name__)
 
 ACK_BATCH = 64
+OUT_LIMIT = 50_000
+"""Publishes paho may hold unacknowledged: packet ids are 16 bits, and past 65,535 paho refuses a publish
+whose id is still in use (MQTT_ERR_QUEUE_SIZE). Beyond this the link keeps them itself, in order."""
+INTAKE_PAUSE = 40_000
+"""Unacknowledged publishes above which the intake stops taking commands (the broker keeps them unacked)."""
 """Messages taken from the inbox per turn; their journal writes share one commit and then are acknowledged."""
 _DISCONNECT = 0xE0
 READ_SIZE = 65536
@@ -168,6 +175,9 @@ class MqttLink:
         self.reconnects = 0
         self._ever_connected = False
         self._on_sent: dict[int, Callable[[], None]] = {}
+        self._overflow: deque[_Outgoing] = deque()
+        self._room = asyncio.Event()
+        self._room.set()
         self._flush_scheduled = False
         self._client = self._make_client()
 
@@ -190,6 +200,7 @@ class MqttLink:
             **kwargs,
         )
         client.manual_ack_set(True)
+        client.max_queued_messages_set(OUT_LIMIT)
         client.set_window(cfg.max_inflight)
         client.will_set(self.topics.bridge_state, _presence("offline", self.topics.instance), qos=1, retain=True)
         if cfg.username:
@@ -423,12 +434,14 @@ class MqttLink:
         self.publish(self.topics.bridge_state, _presence("online", self.topics.instance), retain=True)
         if self._info is not None:
             self.publish(self.topics.bridge_info, wire.encode(self._info()), retain=True)
+        self._drain_overflow()
         self._connected.set()
         log.info("mqtt_connected host=%s port=%d protocol=%d", self.config.host, self.config.port, self.config.protocol)
 
     def _published_in_loop(self, mid: int) -> None:
         callback = self._on_sent.pop(mid, None)
-        if not self._on_sent:
+        self._drain_overflow()
+        if not self._on_sent and self._room.is_set():
             self._client.on_publish = None
         if callback is not None:
             try:
@@ -450,9 +463,18 @@ class MqttLink:
             self._client.subscribe([(f, 1) for f in filters])
         self._flush()
 
+    @property
+    def unacknowledged(self) -> int:
+        """Publishes the broker has not acknowledged yet (paho's and the link's own overflow)."""
+        return len(self._client._out_messages) + len(self._overflow)
+
     async def _consume(self) -> None:
-        """Hand over what has arrived (up to ACK_BATCH messages), wait until it is durable, then ack it all."""
+        """Hand over what has arrived (up to ACK_BATCH messages), wait until it is durable, then ack it all.
+
+        While more than INTAKE_PAUSE publishes await their acknowledgement, no command is taken: its states
+        could not be published in order, and unacknowledged QoS 1 commands stay safely with the broker."""
         while True:
+            await self._room.wait()
             batch = [await self._inbox.get()]
             while len(batch) < ACK_BATCH and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
@@ -482,7 +504,11 @@ class MqttLink:
         response_topic: str | None = None,
         message_expiry: int | None = None,
     ) -> None:
-        """Publish with QoS 1 (kept by paho while disconnected); `on_sent` runs when the broker acks it."""
+        """Publish with QoS 1 (kept by paho while disconnected); `on_sent` runs when the broker acks it.
+
+        Never dropped: what paho cannot take now (OUT_LIMIT, or its packet id still in use) waits here, in
+        order, and goes out as acknowledgements free room.
+        """
         properties = None
         if self._v5 and (correlation_data is not None or response_topic or message_expiry is not None):
             properties = Properties(PacketTypes.PUBLISH)
@@ -492,13 +518,50 @@ class MqttLink:
                 properties.ResponseTopic = response_topic
             if message_expiry is not None:
                 properties.MessageExpiryInterval = message_expiry
-        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
-        if on_sent is not None:
-            # paho builds a reason code and properties for every callback; only ask while someone waits.
-            self._on_sent[info.mid] = on_sent
-            self._client.on_publish = self._paho_published
+        message = _Outgoing(topic, payload, retain, properties, on_sent)
+        if self._overflow or not self._hand_to_paho(message):
+            self._overflow.append(message)
+            self._watch_acks()
+        if self.unacknowledged > INTAKE_PAUSE:
+            self._room.clear()
+            self._watch_acks()
+
+    def _hand_to_paho(self, message: _Outgoing) -> bool:
+        """Give paho one publish; False when it refused it (no room or its packet id is in use)."""
+        info = self._client.publish(message.topic, message.payload, qos=1, retain=message.retain,
+                                    properties=message.properties)  # fmt: skip
+        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            return False
+        if message.on_sent is not None:
+            self._on_sent[info.mid] = message.on_sent
+            self._watch_acks()
         if self._client.want_write():
             self._flush()  # paho could not take it to the socket now (its callback lock was held)
+        return True
+
+    def _watch_acks(self) -> None:
+        """Be told of each PUBACK (paho builds a reason code and properties for every callback: only while
+        a callback waits, publishes are held back, or the intake is paused)."""
+        self._client.on_publish = self._paho_published
+
+    def _drain_overflow(self) -> None:
+        """Hand held-back publishes to paho, oldest first, while it takes them; reopen the intake below half."""
+        overflow = self._overflow
+        while overflow and self._hand_to_paho(overflow[0]):
+            overflow.popleft()
+        if not self._room.is_set() and self.unacknowledged <= INTAKE_PAUSE // 2:
+            self._room.set()
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A publish the link holds until paho has room for it."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    properties: Properties | None
+    on_sent: Callable[[], None] | None
 
 
 def _no_delay(client: paho.Client) -> None:

@@ -1,4 +1,5 @@
-"""The bridge's paho client joins the writes of one loop turn and serves reads from one recv().
+"""The bridge's paho client joins the writes of one loop turn and serves reads from one recv(); its publish
+window, and what the link does with publishes paho cannot take.
 
 These tests drive the client over a socketpair, since they pin how it hooks into paho's private socket
 calls: a paho release that renames them fails here rather than slowing or breaking the bridge.
@@ -11,10 +12,13 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from paho.mqtt.client import MQTTMessage
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.client import MQTTMessage, MQTTMessageInfo
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from semookii_bridge.mqtt import _BufferedClient
+from semookii_bridge import mqtt as mqtt_module
+from semookii_bridge.config import MqttConfig
+from semookii_bridge.mqtt import MqttLink, _BufferedClient
+from semookii_bridge.topics import Topics
 
 PUBACK_1 = b"\x40\x02\x00\x01"
 
@@ -148,3 +152,71 @@ def test_a_puback_with_nothing_waiting_sends_nothing(
     broker.setblocking(False)
     with pytest.raises(BlockingIOError):
         broker.recv(100)
+
+
+class RefusingPaho:
+    """Stands in for paho's client: refuses publishes (MQTT_ERR_QUEUE_SIZE) while `full`, like paho with
+    OUT_LIMIT messages held or a packet id still in use; records the ones it takes."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.taken: list[bytes] = []
+        self._out_messages: dict[int, bytes] = {}
+        self.on_publish: object = None
+        self._mid = 0
+
+    def publish(self, topic: str, payload: bytes, **_: object) -> MQTTMessageInfo:
+        self._mid += 1
+        info = MQTTMessageInfo(self._mid)
+        if self.full:
+            info.rc = MQTTErrorCode.MQTT_ERR_QUEUE_SIZE
+            return info
+        self.taken.append(payload)
+        self._out_messages[self._mid] = payload
+        return info
+
+    def want_write(self) -> bool:
+        return False
+
+
+def link_with(fake: RefusingPaho) -> MqttLink:
+    async def nothing(_: object) -> None:
+        return None
+
+    link = MqttLink(MqttConfig(), Topics(), nothing)
+    link._client = fake  # type: ignore[assignment]
+    return link
+
+
+def test_a_refused_publish_is_held_and_sent_in_order_after_a_puback() -> None:
+    """What paho refuses is neither dropped nor filed under a packet id it does not own: it goes out, in
+    order, once a PUBACK frees room, and its on_sent runs for its own acknowledgement only."""
+    fake = RefusingPaho()
+    link = link_with(fake)
+    sent: list[str] = []
+    link.publish("t", b"first", on_sent=lambda: sent.append("first"))
+    fake.full = True
+    link.publish("t", b"second", on_sent=lambda: sent.append("second"))
+    link.publish("t", b"third")
+    assert fake.taken == [b"first"] and link.unacknowledged == 3 and link._on_sent.keys() == {1}
+    fake.full = False
+    del fake._out_messages[1]
+    link._published_in_loop(1)
+    assert fake.taken == [b"first", b"second", b"third"] and sent == ["first"]
+    second_mid = next(mid for mid, payload in fake._out_messages.items() if payload == b"second")
+    link._published_in_loop(second_mid)
+    assert sent == ["first", "second"]
+
+
+def test_the_intake_pauses_while_too_many_publishes_await_their_ack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above INTAKE_PAUSE unacknowledged publishes the intake stops taking commands, and resumes below half."""
+    monkeypatch.setattr(mqtt_module, "INTAKE_PAUSE", 4)
+    fake = RefusingPaho()
+    link = link_with(fake)
+    for n in range(5):
+        link.publish("t", b"%d" % n)
+    assert not link._room.is_set() and fake.on_publish is not None
+    for mid in (1, 2, 3):
+        del fake._out_messages[mid]
+        link._published_in_loop(mid)
+    assert link._room.is_set()
