@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from . import wire
 from .api import ApiError, ControlParams
 from .api.endpoints import Priority
+from .clock import steady
 from .commands import echo, to_params
 from .config import CommandsConfig
 from .errors import ErrorInfo
@@ -58,7 +58,7 @@ class ControlApi(Protocol):
 class Tokens(Protocol):
     """The shared rate limiter, as result polling uses it: take a token before a poll, give back an unused one."""
 
-    async def acquire(self, priority: int) -> None: ...
+    async def acquire(self, priority: int, *, urgent: bool = False) -> None: ...
 
     def refund(self) -> None: ...
 
@@ -81,7 +81,7 @@ class Lifecycle:
         publisher: Publisher,
         topics: Topics,
         config: CommandsConfig,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = steady,
         observer: StatusObserver | None = None,
         poll_concurrency: int = 32,
         tokens: Tokens | None = None,
@@ -297,20 +297,29 @@ class Lifecycle:
             log.warning("poll_failed command_id=%s code=%s", command_id, exc.code)
         return self._next_poll(command_id, jobs, backoff)
 
-    async def _poll_token(self, command_id: str, track_until: float) -> bool | None:
+    async def _poll_token(self, command_id: str, track_until: float, *, urgent: bool = False) -> bool | None:
         """Take the poll's rate-limit token, waiting at most until the window closes. True: held; False: none
-        (no limiter, or the window closed first); None: the daily quota is spent (noted as the poll's error)."""
+        (no limiter, or the window closed first); None: the daily quota is spent (noted as the poll's error).
+        `urgent`: the result query of a dispatched command, served before other polls."""
         wait = track_until - self.clock()
         if self.tokens is None or wait <= 0:
             return False
         try:
-            await asyncio.wait_for(self.tokens.acquire(Priority.POLL), timeout=wait)
+            await asyncio.wait_for(self.tokens.acquire(Priority.POLL, urgent=urgent), timeout=wait)
         except TimeoutError:
             return False
         except QuotaExhausted as exc:
             self._poll_errors[command_id] = f"{QuotaExhausted.code}: {exc}"
             return None
         return True
+
+    async def _result_token(self, command_id: str, track_until: float) -> bool | None:
+        """The token for the result query that follows a task id in the same step, ahead of other polls:
+        True when held, False without a limiter, None when none could be had in the window."""
+        if self.tokens is None:
+            return False
+        held = await self._poll_token(command_id, track_until, urgent=True)
+        return True if held else None
 
     def _release(self, held: bool) -> None:
         """Give back a poll token that will not be used."""
@@ -358,7 +367,6 @@ class Lifecycle:
         task_id = jobs[0].task_id
         if task_id is None:
             task_id = await self.api.query_command(command_id, prepaid=prepaid)
-            prepaid = False
             if task_id is None:
                 return False
             jobs = self._tracked_call(command_id)
@@ -368,6 +376,14 @@ class Lifecycle:
                 job.task_id = task_id
                 self.journal.update(job.request_id, "dispatched", task_id=task_id)
                 self.publish_job(job, "dispatched")
+            held = await self._result_token(command_id, jobs[0].track_until or self.clock())
+            if held is None:
+                return False  # the quota is spent or the window closed while waiting: the next step says so
+            jobs = self._tracked_call(command_id)
+            if not jobs:
+                self._release(held)
+                return True  # all replaced while the result query waited for its token
+            prepaid = held
         results = await self.api.get_query_result(task_id, prepaid=prepaid)
         if results is None:
             return False

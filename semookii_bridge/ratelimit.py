@@ -118,6 +118,7 @@ class TokenBucket:
 class _Waiter:
     future: asyncio.Future[None]
     reserve_ok: bool
+    urgent: bool = False
 
 
 class RateLimiter:
@@ -127,7 +128,9 @@ class RateLimiter:
     while polls wait behind other calls, they earn `poll_share` of a token per token granted to those
     calls, and take the next token once they hold a whole one. Among polls the newest goes first: a
     just-accepted command is the one still worth confirming, while an old one is likely to be replaced
-    by then (and its window, kept by the clock, ends it without a call).
+    by then (and its window, kept by the clock, ends it without a call). An `urgent` poll goes before the
+    others: the result query of a command already dispatched, whose answer completes it (otherwise each
+    newer command's first poll would overtake it, and under load nothing would ever complete).
     """
 
     def __init__(self, bucket: TokenBucket, *, default_pause: float = 1.0, poll_share: float = 0.0) -> None:
@@ -148,11 +151,11 @@ class RateLimiter:
         """Calls waiting for a token."""
         return sum(1 for queue in self._queues.values() for w in queue if not w.future.done())
 
-    async def acquire(self, priority: int, *, reserve_ok: bool = False) -> None:
+    async def acquire(self, priority: int, *, reserve_ok: bool = False, urgent: bool = False) -> None:
         """Wait for a token; raises QuotaExhausted when the daily quota is spent. `reserve_ok`: a safety
-        command, which may use the quota's reserve."""
+        command, which may use the quota's reserve; `urgent`: a poll served before the other polls."""
         if self._pick() is not None or not self.bucket.try_take(reserve_ok=reserve_ok):
-            waiter = _Waiter(asyncio.get_running_loop().create_future(), reserve_ok)
+            waiter = _Waiter(asyncio.get_running_loop().create_future(), reserve_ok, urgent)
             self._queues[priority].append(waiter)
             self._ensure_pump()
             self._wake.set()
@@ -200,12 +203,18 @@ class RateLimiter:
 
     @staticmethod
     def _head(priority: int, queue: deque[_Waiter]) -> _Waiter:
-        """The waiter served next in a queue: the oldest, except for polls, where the newest goes first."""
-        return queue[-1] if priority == Priority.POLL else queue[0]
+        """The waiter served next in a queue: the oldest, except for polls: the newest urgent one, else the
+        newest."""
+        return queue[_poll_turn(queue)] if priority == Priority.POLL else queue[0]
 
     @staticmethod
     def _take(priority: int, queue: deque[_Waiter]) -> _Waiter:
-        return queue.pop() if priority == Priority.POLL else queue.popleft()
+        if priority != Priority.POLL:
+            return queue.popleft()
+        index = _poll_turn(queue)
+        waiter = queue[index]
+        del queue[index]
+        return waiter
 
     def _granted(self, priority: int) -> None:
         """Book a token given to `priority` against the polls' share while polls are waiting."""
@@ -240,6 +249,15 @@ class RateLimiter:
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+
+
+def _poll_turn(queue: deque[_Waiter]) -> int:
+    """Index of the poll served next: the newest urgent waiter, else the newest (polls wait a few dozen at
+    most, bounded by the poll schedule's concurrency, so the scan is short)."""
+    for index in range(len(queue) - 1, -1, -1):
+        if queue[index].urgent:
+            return index
+    return len(queue) - 1
 
 
 class LimiterGate:

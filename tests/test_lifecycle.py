@@ -457,8 +457,10 @@ class Tokens:
     def __init__(self, delay: float = 0.0, error: Exception | None = None) -> None:
         self.delay, self.error = delay, error
         self.granted = self.refunded = 0
+        self.urgent: list[bool] = []
 
-    async def acquire(self, priority: int) -> None:
+    async def acquire(self, priority: int, *, urgent: bool = False) -> None:
+        self.urgent.append(urgent)
         await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error
@@ -469,12 +471,13 @@ class Tokens:
 
 
 async def test_polls_take_their_token_before_the_call(tmp_path: Path) -> None:
-    """With a limiter, a poll takes its token first and the first call of the step is prepaid."""
+    """With a limiter, each call of a poll step is paid for before it leaves; the result query that follows
+    a task id asks for an urgent token (served before other polls)."""
     tokens = Tokens()
     w = World(tmp_path, tokens=tokens)
     await w.life.send(w.job())
     assert await w.step(1.0) is None
-    assert tokens.granted == 1 and w.api.prepaid == [True, False]
+    assert tokens.granted == 2 and w.api.prepaid == [True, True] and tokens.urgent == [False, True]
     await w.life.close()
     w.journal.close()
 
@@ -635,3 +638,49 @@ async def test_one_replaced_member_leaves_the_rest_of_the_call_tracked(world: Wo
     await asyncio.sleep(0)
     assert world.row("r-SN2").status == "completed" and world.row("r-SN1").status == "superseded"
     assert [c[1] for c in world.api.calls if c[0] == "query"] == [COMMAND_ID]
+
+
+async def test_a_window_closing_while_the_result_query_waits_costs_no_call(tmp_path: Path) -> None:
+    """When the task id came but the window closes before the result query gets its token, no result query
+    is made and the next step ends the command `unknown`."""
+    tokens = Tokens()
+    w = World(tmp_path, tokens=tokens, track_results_for=0.3)
+    await w.life.send(w.job())
+    real_acquire = tokens.acquire
+
+    async def slow_result(priority: int, *, urgent: bool = False) -> None:
+        if urgent:
+            w.clock.now += 10
+            await asyncio.sleep(10)
+        await real_acquire(priority, urgent=urgent)
+
+    tokens.acquire = slow_result  # type: ignore[method-assign]
+    assert await w.step(1.0) is None
+    await asyncio.sleep(0)
+    assert [c[0] for c in w.api.calls] == ["group", "query"]
+    assert w.row().status == "unknown"
+    await w.life.close()
+    w.journal.close()
+
+
+async def test_a_command_replaced_while_its_result_query_waits_costs_no_result_call(tmp_path: Path) -> None:
+    """The task id came, then a newer command replaced this one while its result query waited for a token:
+    the token is given back and no getQueryResult is made."""
+    tokens = Tokens()
+    w = World(tmp_path, tokens=tokens)
+    w.api.control = ["111", "222"]
+    await w.life.send(w.job(rid="old"))
+    real_acquire = tokens.acquire
+
+    async def replaced_meanwhile(priority: int, *, urgent: bool = False) -> None:
+        if urgent:
+            await w.life.send(w.job(rid="new"))
+        await real_acquire(priority, urgent=urgent)
+
+    tokens.acquire = replaced_meanwhile  # type: ignore[method-assign]
+    assert await w.step(1.0, "old") is None
+    await asyncio.sleep(0)
+    assert [c[0] for c in w.api.calls] == ["group", "query", "group"]
+    assert w.row("old").status == "superseded" and tokens.refunded == 1
+    await w.life.close()
+    w.journal.close()

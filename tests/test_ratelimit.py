@@ -292,6 +292,30 @@ async def test_a_cancelled_newest_poll_is_skipped() -> None:
     await limiter.close()
 
 
+async def test_an_urgent_poll_goes_before_newer_polls() -> None:
+    """A result query (urgent) is served before polls that started later, then the newest of the rest."""
+    clock = FakeClock()
+    limiter = RateLimiter(TokenBucket(1, 1, clock=clock))
+    await limiter.acquire(Priority.CONTROL)
+    order: list[str] = []
+
+    async def poll(name: str, urgent: bool = False) -> None:
+        await limiter.acquire(Priority.POLL, urgent=urgent)
+        order.append(name)
+
+    tasks = [asyncio.create_task(poll("old")), asyncio.create_task(poll("result", urgent=True))]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(poll("newer")), asyncio.create_task(poll("newest"))]
+    for _ in range(4):
+        await asyncio.sleep(0)
+        clock.now += 1.0
+        limiter._wake.set()
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(asyncio.gather(*tasks), 1)
+    assert order == ["result", "newest", "newer", "old"]
+    await limiter.close()
+
+
 async def test_only_safety_callers_may_use_the_reserve() -> None:
     """In the reserve, a waiting call flagged reserve_ok gets its token; the others get QuotaExhausted."""
     from semookii_bridge.quota import DailyQuota
