@@ -31,11 +31,11 @@ from .inventory import Inventory
 from .jobs import Job, job_from_entry
 from .journal import DuplicateRequest, Entry, Journal
 from .lifecycle import Lifecycle, Publisher, StatusObserver
-from .management import handle_request
+from .management import busy, handle_request
 from .merging import MergePolicy
 from .messages import Incoming
 from .ratelimit import QuotaExhausted, RateLimiter
-from .states import Status
+from .states import Response, Status
 from .topics import ControlRoute, RequestRoute, Target, Topics, owner_of
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,7 @@ class Bridge:
             topic=self.topics.bridge_budget,
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._requests_pending = 0
         self._allow_groups = frozenset(config.commands.allow_groups)
         self._allow_inverters = frozenset(config.commands.allow_inverters)
 
@@ -166,7 +167,7 @@ class Bridge:
             log.warning("response_topic_refused topic=%s response_topic=%s", msg.topic, msg.response_topic)
             msg = msgspec.structs.replace(msg, response_topic=None)
         if isinstance(route, RequestRoute):
-            self._spawn(self._answer(route.op, msg))
+            self._request(route.op, msg)
             return
         if self._cluster.clustered and not route.forwarded and not msg.retain:
             owner = owner_of(route.target, self._cluster.instances)
@@ -189,11 +190,36 @@ class Bridge:
         await sent
         log.debug("forwarded topic=%s owner=%d", msg.topic, owner)
 
+    def _request(self, op: str, msg: Incoming) -> None:
+        """Answer a management request in its own task, or `busy` at once when too many are waiting."""
+        if self._requests_pending >= self.config.management.max_pending:
+            self._respond(op, msg, busy(msg.payload, self._requests_pending, max_payload=self.config.mqtt.max_payload))
+            return
+        self._requests_pending += 1
+        self._spawn(self._answer(op, msg))
+
     async def _answer(self, op: str, msg: Incoming) -> None:
-        response = await handle_request(self.api, op, msg.payload, max_payload=self.config.mqtt.max_payload)
+        try:
+            response = await handle_request(self.api, op, msg.payload, max_payload=self.config.mqtt.max_payload)
+        finally:
+            self._requests_pending -= 1
+        self._respond(op, msg, response)
+
+    def _respond(self, op: str, msg: Incoming, response: Response) -> None:
         topic = msg.response_topic or self.topics.response(op)
         self.publisher.publish(topic, wire.encode(response), correlation_data=msg.correlation_data)
         log.info("management op=%s status=%s", op, response.status)
+
+    def refuse_overloaded(self, msg: Incoming) -> None:
+        """A QoS 0 message that arrived while the inbox was full (QoS 0 has no flow control): refused loudly,
+        `rejected`/`overloaded` for a command and `busy` for a request, never dropped without a word."""
+        route = self.topics.parse(msg.topic)
+        if isinstance(route, RequestRoute):
+            self._respond(route.op, msg, busy(msg.payload, self._requests_pending,
+                                               max_payload=self.config.mqtt.max_payload))  # fmt: skip
+        elif route is not None and not msg.retain:
+            message = "the bridge's inbox is full; the command was not accepted, send it again later"
+            self._reject(route.target, msg, ErrorInfo(code="overloaded", message=message))
 
     def _intake(self, route: ControlRoute, msg: Incoming) -> None:
         target = route.target

@@ -52,6 +52,8 @@ class MqttConfig(_Section, frozen=True):
     max_payload: Annotated[int, msgspec.Meta(ge=256, le=16 * 1024 * 1024)] = 65536
     shared_group: str = ""
     max_inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 100
+    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
+    inbox_limit: Annotated[int, msgspec.Meta(ge=100)] = 10000
 
     def __repr__(self) -> str:
         return f"MqttConfig(host={self.host!r}, port={self.port}, protocol={self.protocol}, prefix={self.prefix!r})"
@@ -124,6 +126,12 @@ class CommandsConfig(_Section, frozen=True):
     inventory_refresh: Positive = 21600.0
 
 
+class ManagementConfig(_Section, frozen=True):
+    """Management requests (`<prefix>/bridge/request/<op>`)."""
+
+    max_pending: Annotated[int, msgspec.Meta(ge=1)] = 1000
+
+
 class JournalConfig(_Section, frozen=True):
     """The local SQLite journal that makes accepted commands survive a crash."""
 
@@ -167,6 +175,7 @@ class BridgeConfig(_Section, frozen=True):
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
+    management: ManagementConfig = msgspec.field(default_factory=ManagementConfig)
     journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from .api.endpoints import Priority
@@ -24,6 +25,8 @@ from .states import Status
 
 log = logging.getLogger(__name__)
 
+EXPIRY_SLICE = 500
+"""Expired commands reported per loop turn."""
 EXPIRED = ErrorInfo(code="expired", message="the command's ttl passed before it could be sent")
 DropFn = Callable[[Job, Status, ErrorInfo | None], None]
 
@@ -53,6 +56,8 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._wake = asyncio.Event()
         self._merge = merge
+        self._expired: deque[Job] = deque()
+        self._reporter: asyncio.Task[None] | None = None
         self._alike: dict[bytes, dict[str, None]] = {}
 
     @property
@@ -95,9 +100,20 @@ class Dispatcher:
             timer.cancel()
 
     def _expire(self, key: str, job: Job) -> None:
+        """A queued job's ttl passed: out of the queue now, reported in slices (60,000 commands expiring
+        together once held the loop for a minute, and the broker disconnected the bridge)."""
         if self._pending.get(key) is job:
             self._take(key)
-            self._on_drop(job, "expired", EXPIRED)
+            self._expired.append(job)
+            if self._reporter is None or self._reporter.done():
+                self._reporter = asyncio.get_running_loop().create_task(self._report_expired())
+
+    async def _report_expired(self) -> None:
+        """Report expired jobs EXPIRY_SLICE at a time, yielding to the loop between slices."""
+        while self._expired:
+            for _ in range(min(EXPIRY_SLICE, len(self._expired))):
+                self._on_drop(self._expired.popleft(), "expired", EXPIRED)
+            await asyncio.sleep(0)
 
     def _take(self, key: str) -> Job | None:
         job = self._pending.pop(key, None)
@@ -212,9 +228,14 @@ class Dispatcher:
             await asyncio.wait(set(self._tasks), timeout=seconds)
 
     def close(self) -> None:
-        """Cancel timers (queued jobs are left in the journal) and calls still in flight."""
+        """Cancel timers (queued jobs are left in the journal) and calls still in flight; report what has
+        expired but was not reported yet."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        if self._reporter is not None:
+            self._reporter.cancel()
+        while self._expired:
+            self._on_drop(self._expired.popleft(), "expired", EXPIRED)
         for task in self._tasks:
             task.cancel()

@@ -6,6 +6,7 @@ One dispatch table from op to (request type, handler); one catch point turns eve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -198,6 +199,16 @@ def _parse(payload: bytes) -> tuple[dict[str, Any], Any]:
     doc = json_object(payload)
     transaction = doc.pop("transaction", None)
     return doc, transaction
+
+
+def busy(payload: bytes, pending: int, *, max_payload: int) -> Response:
+    """The answer to a request that arrives while `pending` others wait: `busy` at once, no API call."""
+    transaction: Any = None
+    if len(payload) <= max_payload:
+        with contextlib.suppress(BridgeError):
+            _, transaction = _parse(payload)
+    message = f"{pending} management requests are already waiting; try again later"
+    return Response(status="error", error=ErrorInfo(code="busy", message=message), transaction=transaction)
 
 
 async def handle_request(api: CloudClient, op: str, payload: bytes, *, max_payload: int) -> Response:

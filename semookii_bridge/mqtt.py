@@ -153,12 +153,14 @@ class MqttLink:
         *,
         info: Callable[[], dict[str, Any]] | None = None,
         before_ack: Callable[[], Awaitable[None]] | None = None,
+        on_overload: Callable[[Incoming], None] | None = None,
     ) -> None:
         self.config = config
         self.topics = topics
         self._on_message = on_message
         self._info = info
         self._before_ack = before_ack
+        self._on_overload = on_overload
         self._v5 = config.protocol == 5
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[Incoming] = asyncio.Queue()
@@ -222,6 +224,7 @@ class MqttLink:
         if self._v5:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = cfg.session_expiry
+            properties.ReceiveMaximum = cfg.receive_maximum  # QoS 1 commands the broker sends before our acks
         connect_kwargs: dict[str, Any] = {"clean_start": False, "properties": properties} if self._v5 else {}
         client.connect_async(cfg.host, cfg.port, cfg.keepalive, **connect_kwargs)
         return client
@@ -415,6 +418,9 @@ class MqttLink:
             correlation_data=getattr(props, "CorrelationData", None),
             message_expiry=getattr(props, "MessageExpiryInterval", None),
         )
+        if incoming.qos == 0 and self._on_overload is not None and self._inbox.qsize() >= self.config.inbox_limit:
+            self._on_overload(incoming)  # QoS 0 has no flow control: refused, not queued without bound
+            return
         self._inbox.put_nowait(incoming)
 
     def _paho_published(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:

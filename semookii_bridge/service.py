@@ -78,6 +78,7 @@ class Service:
             on_message=lambda msg: _require(bridge).handle(msg),
             info=lambda: _require(bridge).info(),
             before_ack=self.journal.durable,
+            on_overload=lambda msg: _require(bridge).refuse_overloaded(msg),
         )
         bridge = Bridge(
             cfg,

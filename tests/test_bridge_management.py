@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from semookii_bridge.management import OPS
 from semookii_bridge.service import Service
-from semookii_bridge.simulator import RunningSimulator
+from semookii_bridge.simulator import Fault, RunningSimulator
 
 from .broker import Mosquitto, Probe
 
@@ -136,3 +137,21 @@ async def test_error_responses_echo_the_transaction(bridge: Service, broker: Mos
         for n, (op, payload, code) in enumerate(cases):
             response = await request(probe, op, {**payload, "transaction": f"t-{n}"})
             assert (response["status"], response["error"]["code"], response["transaction"]) == ("error", code, f"t-{n}")
+
+
+async def test_requests_beyond_max_pending_answer_busy_at_once(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """With `management.max_pending = 2` and the API slow, a third and later request are answered
+    `busy` (transaction echoed, no API call) while the first two are still answered `ok`."""
+    sim.simulator.inject(Fault("slow", path="/vppgroup/findAll", delay=1.0, times=2))
+    await make_bridge(management={"max_pending": 2})
+    topic = "vpp/bridge/response/group/list"
+    with Probe(broker.port, subscribe=topic) as probe:
+        for n in range(5):
+            probe.publish("vpp/bridge/request/group/list", {"transaction": n})
+        await probe.wait_for(lambda: len(probe.on(topic)) == 5, timeout=10)
+    answers = {m.json()["transaction"]: m.json() for m in probe.on(topic)}
+    assert [answers[n]["status"] for n in range(5)] == ["ok", "ok", "error", "error", "error"]
+    assert {answers[n]["error"]["code"] for n in (2, 3, 4)} == {"busy"}
+    assert len(sim.simulator.calls_to("/vppgroup/findAll")) == 2

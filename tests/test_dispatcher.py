@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Sequence
 
@@ -423,3 +424,27 @@ async def test_a_superseded_setpoint_leaves_the_merge_index() -> None:
     await run_until(dispatcher, lambda: len(rec.sent) == 2)
     assert sorted(rec.calls) == [["new"], ["peer"]] and rec.dropped == [("old", "superseded")]
     assert dispatcher._alike == {}
+
+
+async def test_mass_expiry_is_reported_in_slices_that_yield_to_the_loop() -> None:
+    """2,000 commands expiring together are reported EXPIRY_SLICE per loop turn, not in one long turn."""
+    from semookii_bridge.dispatcher import EXPIRY_SLICE
+
+    bucket = TokenBucket(0.001, 1)
+    bucket.try_take()
+    rec = Recorder()
+    dispatcher = Dispatcher(RateLimiter(bucket), rec.send, rec.drop)
+    for n in range(2000):
+        dispatcher.submit(job(str(n), target=str(n), ttl=0.05))
+    turns: list[int] = []
+
+    async def count_turns() -> None:
+        while len(rec.dropped) < 2000:
+            turns.append(len(rec.dropped))
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(count_turns(), 5)
+    steps = [b - a for a, b in itertools.pairwise(turns) if b > a]
+    assert max(steps) <= EXPIRY_SLICE and len(steps) >= 2000 // EXPIRY_SLICE - 1
+    assert {status for _, status in rec.dropped} == {"expired"} and dispatcher.queued == 0
+    dispatcher.close()
