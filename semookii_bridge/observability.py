@@ -6,7 +6,9 @@ service, so several bridges can live in one process (tests, benchmarks).
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,10 @@ from .api.endpoints import Endpoint
 
 TRANSPORT_FAILURES = frozenset({"connect_error", "timeout", "transport_error"})
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+LAG_UNHEALTHY = 5.0
+"""Seconds of event-loop lag, seen within the last LAG_WINDOW, that make /healthz answer 503."""
+LAG_WINDOW = 30.0
 AGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -96,6 +102,11 @@ class Observability:
             "semookii_setpoint_age_seconds", "Age of a control command (since it arrived) when its call leaves",
             buckets=AGE_BUCKETS, registry=self.registry,
         )  # fmt: skip
+        self.loop_lag = Histogram(
+            "semookii_event_loop_lag_seconds", "How late the event loop ran a 0.25 s timer",
+            buckets=LAG_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self._lags: deque[tuple[float, float]] = deque()
         self.last_api_answer: float | None = None
         self.last_api_failure: float | None = None
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -114,6 +125,27 @@ class Observability:
             self.last_api_failure = self._clock()
         else:
             self.last_api_answer = self._clock()
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        """One measurement of the event loop's lag (kept LAG_WINDOW seconds for /healthz)."""
+        self.loop_lag.observe(seconds)
+        now = self._clock()
+        self._lags.append((now, seconds))
+        while self._lags and self._lags[0][0] < now - LAG_WINDOW:
+            self._lags.popleft()
+
+    def worst_recent_lag(self) -> float:
+        """The largest loop lag measured in the last LAG_WINDOW seconds."""
+        horizon = self._clock() - LAG_WINDOW
+        return max((lag for at, lag in self._lags if at >= horizon), default=0.0)
+
+    async def watch_loop(self, interval: float = 0.25) -> None:
+        """Measure the event loop's lag forever: how much later than asked a short sleep returns."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(interval)
+            self.observe_loop_lag(max(0.0, loop.time() - started - interval))
 
     def observe_setpoint_age(self, seconds: float) -> None:
         """A control command's age as its call leaves (how stale a setpoint reaches the API)."""
@@ -137,7 +169,8 @@ class Observability:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Healthy when MQTT is connected, the API's last attempt got an answer (or none was needed), the API has
-        not banned the token, and more than the safety reserve of the daily quota is left."""
+        not banned the token, more than the safety reserve of the daily quota is left, and the event loop
+        has not lagged more than LAG_UNHEALTHY seconds in the last LAG_WINDOW."""
         sample = self._live()
         mqtt_ok = bool(sample and sample.mqtt_connected)
         now = self._clock()
@@ -145,10 +178,13 @@ class Observability:
         api_ok = failure is None or (answer is not None and answer >= failure) or now - failure > self.api_stale_after
         quota_ok = not (sample and sample.quota_reserve_only)
         banned = sample.banned_for if sample else 0.0
-        healthy = mqtt_ok and api_ok and quota_ok and banned <= 0
+        lag = self.worst_recent_lag()
+        loop_ok = lag <= LAG_UNHEALTHY
+        healthy = mqtt_ok and api_ok and quota_ok and banned <= 0 and loop_ok
         doc = {
             "status": "ok" if healthy else "unhealthy",
             "mqtt": {"connected": mqtt_ok},
+            "loop": {"ok": loop_ok, "worst_lag_recent": round(lag, 3)},
             "quota": {
                 "ok": quota_ok,
                 "used": sample.quota_used if sample else 0,

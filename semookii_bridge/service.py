@@ -7,6 +7,7 @@ come back next time), let calls in flight finish, publish `offline`, disconnect.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import AsyncExitStack
 
@@ -98,6 +99,8 @@ class Service:
         await link.start()
         await bridge.start()
         self._stack.push_async_callback(bridge.stop)
+        watcher = asyncio.get_running_loop().create_task(self.obs.watch_loop())
+        self._stack.callback(watcher.cancel)
         link.deliver()
         log.info("bridge_started prefix=%s api=%s dry_run=%s", cfg.mqtt.prefix, api.base_url, cfg.commands.dry_run)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -109,3 +110,17 @@ async def test_quota_metrics_and_healthz_when_only_the_reserve_is_left(
     assert metric(metrics, "semookii_quota_used") == 2 and metric(metrics, "semookii_quota_remaining") == 1
     status, body = await get(service, "/healthz")
     assert status == 503 and "only the safety reserve" in body
+
+
+async def test_a_stalled_event_loop_shows_in_metrics_and_fails_healthz(bridge: Service) -> None:
+    """A loop held for 6 s is measured (`semookii_event_loop_lag_seconds`) and /healthz answers 503 with the
+    lag for the next 30 s."""
+    await asyncio.sleep(0.3)
+    time.sleep(6)  # noqa: ASYNC251 - the bridge runs in this loop: this is the stall
+    await asyncio.sleep(0.3)
+    status, body = await get(bridge, "/healthz")
+    assert status == 503 and '"loop":{"ok":false' in body
+    _, text = await get(bridge, "/metrics")
+    assert metric(text, 'semookii_event_loop_lag_seconds_bucket{le="5.0"}') < metric(
+        text, 'semookii_event_loop_lag_seconds_bucket{le="10.0"}'
+    )
