@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+from semookii_bridge.api import RetryPolicy
+from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
+from semookii_bridge.states import TERMINAL
 
-from .broker import Mosquitto, Probe
+from .broker import Mosquitto, Probe, free_port
+from .conftest import TOKEN, bridge_config_for
 
 
 async def test_qos0_commands_beyond_the_inbox_bound_are_refused_overloaded(
@@ -43,3 +50,57 @@ async def test_the_broker_sends_at_most_receive_maximum_unacknowledged_commands(
     assert service.link is not None
     props = service.link._client._connect_properties
     assert props is not None and props.ReceiveMaximum == 7
+
+
+def shipped_queue_limits() -> str:
+    """The backlog lines of the shipped broker configuration (mosquitto/mosquitto.conf)."""
+    conf = Path(__file__).resolve().parent.parent / "mosquitto" / "mosquitto.conf"
+    lines = [line for line in conf.read_text().splitlines() if line.startswith(("max_queued", "max_inflight"))]
+    assert any(line.startswith("max_queued_messages") for line in lines)
+    return "\n".join(lines) + "\n"
+
+
+async def test_fifty_thousand_commands_sent_while_the_bridge_is_down_each_get_one_terminal_state(
+    tmp_path: Path, sim: RunningSimulator
+) -> None:
+    """With the shipped broker's backlog limits, 50,000 QoS 1 commands published while the bridge is down
+    are all kept by the broker, and after it starts each gets exactly one terminal state (dry run: no API)."""
+    port = free_port()
+    broker = Mosquitto(tmp_path, port=port, config_text=(
+        f"user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n"
+        f"log_dest none\n{shipped_queue_limits()}"))  # fmt: skip
+    broker.start()
+    config = bridge_config_for(port, sim, tmp_path, commands={"dry_run": True, "merge": False})
+    try:
+        service = Service(config, Secret(TOKEN), retry=RetryPolicy.instant())
+        await service.start()  # creates the bridge's persistent session
+        await service.stop()
+        groups = [g.id for g in sim.simulator.state.list_groups()]
+        with Probe(port, subscribe="vpp/group/+/state") as probe:
+            infos = [probe.client.publish(f"vpp/group/{groups[n % len(groups)]}/set",
+                                          json.dumps({"type": "manual", "action": "stop", "request_id": f"d{n}"}),
+                                          qos=1) for n in range(50_000)]  # fmt: skip
+            await probe.wait_for(lambda: all(i.is_published() for i in infos), timeout=120)
+            service = Service(config, Secret(TOKEN), retry=RetryPolicy.instant())
+            await service.start()
+
+            counts: Counter[str] = Counter()
+            seen = [0]
+
+            def terminal() -> int:
+                """Terminal states per request_id, counted incrementally (decoding all each time starves the bridge)."""
+                messages = probe.messages[seen[0] :]
+                seen[0] += len(messages)
+                for m in messages:
+                    doc = json.loads(m.payload) if m.payload else {}
+                    if doc.get("status") in TERMINAL:
+                        counts[doc["request_id"]] += 1
+                return len(counts)
+
+            await probe.wait_for(lambda: terminal() == 50_000, timeout=180)
+            await asyncio.sleep(1)
+            terminal()
+            await service.stop()
+        assert len(counts) == 50_000 and set(counts.values()) == {1}
+    finally:
+        broker.stop()
