@@ -158,7 +158,12 @@ def _cli(*args: str) -> list[str]:
 
 @contextmanager
 def stack(
-    *, groups: int, per_group: int = 1, sim_args: tuple[str, ...] = (), bridge_config: str | None = None
+    *,
+    groups: int,
+    per_group: int = 1,
+    sim_args: tuple[str, ...] = (),
+    bridge_config: str | None = None,
+    http_port: int | None = None,
 ) -> Iterator[Stack]:
     """mosquitto + simulator (+ the bridge when `bridge_config` is TOML for its sections) until exit."""
     workdir = Path(tempfile.mkdtemp(prefix="semookii-bench-"))
@@ -183,7 +188,9 @@ def stack(
             toml = workdir / "bridge.toml"
             toml.write_text(
                 f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n[api]\nbase_url = "{sim_url}"\n'
-                f'[journal]\npath = "{workdir / "journal.db"}"\n[http]\nenabled = false\n' + bridge_config
+                f'[journal]\npath = "{workdir / "journal.db"}"\n'
+                + (f"[http]\nport = {http_port}\n" if http_port else "[http]\nenabled = false\n")
+                + bridge_config
             )
             bridge = subprocess.Popen(_cli("run", "--config", str(toml)), env=env, stdout=subprocess.DEVNULL)
             procs.append(bridge)

@@ -1,6 +1,6 @@
 """Run every benchmark and write bench/RESULTS.md (the numbers, the machine, the commit).
 
-.venv/bin/python bench/run.py            # about 12 minutes on 2 cores
+.venv/bin/python bench/run.py            # about 35 minutes on 2 cores
 .venv/bin/python bench/run.py --quick    # shorter runs, same shape
 """
 
@@ -16,6 +16,7 @@ import decode
 import flood
 import latency
 import nodered
+import overload
 import throughput
 from harness import ROOT, machine
 
@@ -45,6 +46,7 @@ def main() -> None:
         ),
         ("flood", lambda: flood.run(10)),
         ("budget", lambda: budget.run(60.0 if args.quick else 120.0)),
+        ("overload", lambda: overload.run(0.1 if args.quick else 1.0)),
         ("node-red", lambda: nodered.run(200, 10)),
         ("decode", lambda: decode.run(1.0)),
     ):

@@ -50,6 +50,8 @@ class Dispatcher:
         self._clock = clock
         self._pending: dict[str, Job] = {}
         self._ready: dict[str, None] = {}
+        self._first: dict[str, None] = {}
+        """Targets whose queued command is a safety command (manual stop, ...): sent before the others."""
         self._in_flight: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -89,10 +91,15 @@ class Dispatcher:
                 self._alike.setdefault(job.merge_sig, {})[key] = None
         self._pending[key] = job
         if key not in self._in_flight:
-            self._ready.setdefault(key, None)
+            self._mark_ready(key, job)
         delay = max(0.0, job.deadline - self._clock())
         self._timers[key] = asyncio.get_running_loop().call_later(delay, self._expire, key, job)
         self._wake.set()
+
+    def _mark_ready(self, key: str, job: Job) -> None:
+        """The target may be sent next: in arrival order, a safety command before every other command (a
+        stop must not wait behind a thousand queued setpoints)."""
+        (self._first if is_safety(job.command) else self._ready).setdefault(key, None)
 
     def _cancel_timer(self, key: str) -> None:
         timer = self._timers.pop(key, None)
@@ -118,6 +125,7 @@ class Dispatcher:
     def _take(self, key: str) -> Job | None:
         job = self._pending.pop(key, None)
         self._ready.pop(key, None)
+        self._first.pop(key, None)
         self._cancel_timer(key)
         if job is not None:
             self._unindex(key, job)
@@ -134,13 +142,13 @@ class Dispatcher:
                 del self._alike[job.merge_sig]
 
     async def _next_key(self) -> str:
-        ready = self._ready
         while True:
-            while ready:
-                key = next(iter(ready))
-                del ready[key]
-                if key in self._pending and key not in self._in_flight:
-                    return key
+            for ready in (self._first, self._ready):
+                while ready:
+                    key = next(iter(ready))
+                    del ready[key]
+                    if key in self._pending and key not in self._in_flight:
+                        return key
             self._wake.clear()
             await self._wake.wait()
 
@@ -218,8 +226,8 @@ class Dispatcher:
             for job in jobs:
                 key = job.key
                 self._in_flight.discard(key)
-                if key in self._pending:
-                    self._ready[key] = None
+                if (queued := self._pending.get(key)) is not None:
+                    self._mark_ready(key, queued)
                     self._wake.set()
 
     async def drain(self, seconds: float) -> None:

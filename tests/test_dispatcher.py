@@ -448,3 +448,18 @@ async def test_mass_expiry_is_reported_in_slices_that_yield_to_the_loop() -> Non
     assert max(steps) <= EXPIRY_SLICE and len(steps) >= 2000 // EXPIRY_SLICE - 1
     assert {status for _, status in rec.dropped} == {"expired"} and dispatcher.queued == 0
     dispatcher.close()
+
+
+async def test_a_safety_command_goes_before_queued_setpoints() -> None:
+    """A manual stop queued behind setpoints for other targets is sent first (arrival order otherwise)."""
+    bucket = TokenBucket(50, 1)
+    bucket.try_take()
+    rec = Recorder()
+    dispatcher = Dispatcher(RateLimiter(bucket), rec.send, rec.drop)
+    for n in range(3):
+        setpoint = job(f"p{n}", target=str(n))
+        setpoint.command = Manual(action="force_charge")
+        dispatcher.submit(setpoint)
+    dispatcher.submit(job("stop", target="9"))
+    await run_until(dispatcher, lambda: len(rec.sent) == 4)
+    assert rec.sent == ["stop", "p0", "p1", "p2"]
