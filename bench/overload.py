@@ -23,10 +23,7 @@ from typing import Any
 from harness import ProcStats, Recorder, free_port, percentile, stack
 
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
-CONFIG = (
-    "[rate_limit]\nrate = 10.0\nburst = 10\n[commands]\ntrack = \"accepted\"\nmerge = false\n"
-    "default_ttl = 600\n"
-)
+CONFIG = '[rate_limit]\nrate = 10.0\nburst = 10\n[commands]\ntrack = "accepted"\nmerge = false\ndefault_ttl = 600\n'
 
 
 class Answers:

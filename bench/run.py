@@ -11,12 +11,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import overload
+
 import budget
 import decode
 import flood
 import latency
 import nodered
-import overload
 import throughput
 from harness import ROOT, machine
 

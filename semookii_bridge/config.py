@@ -88,6 +88,7 @@ class RateLimitConfig(_Section, frozen=True):
     pause_on_429: Positive = 5.0
     poll_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
     send_margin: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.25
+    pace_quota: bool = False
 
     def __post_init__(self) -> None:
         zone(self.quota_timezone)  # an unknown zone is refused at load, with the key named
@@ -105,7 +106,7 @@ class RateLimitConfig(_Section, frozen=True):
 
     def quota(self) -> DailyQuota:
         """The daily quota these settings describe."""
-        return DailyQuota(self.daily_quota, reserve=self.reserve(), tz=zone(self.quota_timezone))
+        return DailyQuota(self.daily_quota, reserve=self.reserve(), tz=zone(self.quota_timezone), pace=self.pace_quota)
 
 
 class CommandsConfig(_Section, frozen=True):

@@ -54,8 +54,10 @@ class DailyQuota:
         reserve: int | None = None,
         tz: tzinfo = UTC,
         wall: Callable[[], float] = time.time,
+        pace: bool = False,
     ) -> None:
         self.limit = limit
+        self.pace = pace and limit > 0
         self.reserve = default_reserve(limit) if reserve is None else max(0, min(reserve, limit))
         self.tz = tz
         self._wall = wall
@@ -105,6 +107,23 @@ class DailyQuota:
     def reserve_only(self) -> bool:
         """True when only the safety reserve (or nothing) is left."""
         return self.limit > 0 and self.used >= self.limit - self.reserve
+
+    def pace_wait(self) -> float:
+        """With pacing, seconds until one more call stays within an even spread of the day's quota (0: now).
+
+        The allowance grows linearly from midnight to the whole quota at the next midnight, plus 1 % (at
+        least one call) so that a quiet start is not punished; calls not spent earlier stay available.
+        """
+        if not self.pace:
+            return 0.0
+        used, now = self.used, self._wall()
+        day = 86400.0
+        elapsed = min(day, max(0.0, now - (self._day_ends - day)))
+        slack = max(1.0, self.limit / 100)
+        allowed = self.limit * elapsed / day + slack
+        if used < allowed:
+            return 0.0
+        return (used + 1 - slack) * day / self.limit - elapsed
 
     def check(self, *, reserve_ok: bool = False) -> None:
         """Raise QuotaExhausted if a call may not be made now; `reserve_ok` for safety commands."""

@@ -154,7 +154,7 @@ class RateLimiter:
     async def acquire(self, priority: int, *, reserve_ok: bool = False, urgent: bool = False) -> None:
         """Wait for a token; raises QuotaExhausted when the daily quota is spent. `reserve_ok`: a safety
         command, which may use the quota's reserve; `urgent`: a poll served before the other polls."""
-        if self._pick() is not None or not self.bucket.try_take(reserve_ok=reserve_ok):
+        if self._pick() is not None or self._paced(priority) or not self.bucket.try_take(reserve_ok=reserve_ok):
             waiter = _Waiter(asyncio.get_running_loop().create_future(), reserve_ok, urgent)
             self._queues[priority].append(waiter)
             self._ensure_pump()
@@ -189,17 +189,26 @@ class RateLimiter:
         if self._pump is None or self._pump.done():
             self._pump = asyncio.get_running_loop().create_task(self._run())
 
+    def _paced(self, priority: int) -> bool:
+        """Whether `priority` must wait for the quota's pace (`pace_quota`: polls and management calls
+        follow an even spread of the day's quota; control calls are never paced)."""
+        return priority != Priority.CONTROL and self.bucket.quota.pace_wait() > 0
+
     def _pick(self) -> int | None:
         """The priority whose next waiter gets the next token: the most urgent (the queues are kept in
-        priority order), unless polls have earned a turn; None when nobody waits."""
+        priority order), unless polls have earned a turn; None when nobody waits (or only paced calls)."""
         first = None
+        paced = self.bucket.quota.pace_wait() > 0
         for priority, queue in self._queues.items():
             while queue and self._head(priority, queue).future.done():
                 self._take(priority, queue)
-            if queue and first is None:
+            if queue and first is None and not (paced and priority != Priority.CONTROL):
                 first = priority
-        polls_earned = self._poll_credit >= 1.0 - 1e-9 and bool(self._queues[Priority.POLL])
+        polls_earned = self._poll_credit >= 1.0 - 1e-9 and bool(self._queues[Priority.POLL]) and not paced
         return Priority.POLL if first is not None and polls_earned else first
+
+    def _waiting(self) -> bool:
+        return any(not w.future.done() for queue in self._queues.values() for w in queue)
 
     @staticmethod
     def _head(priority: int, queue: deque[_Waiter]) -> _Waiter:
@@ -224,7 +233,13 @@ class RateLimiter:
             self._poll_credit = min(1.0, self._poll_credit + self.poll_share)
 
     async def _run(self) -> None:
-        while (priority := self._pick()) is not None:
+        while True:
+            priority = self._pick()
+            if priority is None:
+                if not self._waiting():
+                    return
+                await self._sleep(self.bucket.quota.pace_wait())  # only paced calls wait
+                continue
             queue = self._queues[priority]
             try:
                 taken = self.bucket.try_take(reserve_ok=self._head(priority, queue).reserve_ok)
@@ -235,9 +250,13 @@ class RateLimiter:
                 self._granted(priority)
                 self._take(priority, queue).future.set_result(None)
                 continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(self.bucket.delay(), 0.0005))
+            await self._sleep(self.bucket.delay())
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait `seconds` or until woken (a new waiter, a refund, a pause)."""
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=max(seconds, 0.0005))
 
     async def close(self) -> None:
         """Stop the pump; waiting callers are cancelled."""

@@ -154,3 +154,21 @@ def test_a_one_call_quota_is_spent_by_one_call() -> None:
     assert not quota.reserve_only()
     quota.spend()
     assert quota.reserve_only() and quota.remaining == 0
+
+
+def test_pacing_spreads_the_quota_evenly_over_the_day() -> None:
+    """With pace_quota, 1,000 s into the day a quota of 8,640 allows 100 calls plus 1 % (86.4); the next
+    call waits until the allowance reaches it. Without pacing nothing waits."""
+    wall = Wall("2026-11-27T00:16:40+00:00")
+    paced = DailyQuota(8640, wall=wall, pace=True)
+    for _ in range(186):
+        paced.spend()
+    assert paced.pace_wait() == 0.0
+    paced.spend()
+    assert paced.pace_wait() == pytest.approx((188 - 86.4) * 10 - 1000)
+    wall.now += 20
+    assert paced.pace_wait() == 0.0
+    unpaced = DailyQuota(8640, wall=wall)
+    for _ in range(500):
+        unpaced.spend()
+    assert unpaced.pace_wait() == 0.0 and not DailyQuota(0, wall=wall, pace=True).pace

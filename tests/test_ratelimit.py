@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -364,4 +365,24 @@ async def test_each_grant_is_reported_with_its_priority() -> None:
     limiter._wake.set()
     await asyncio.wait_for(waiting, 1)
     assert heard == [Priority.MANAGEMENT, Priority.POLL]
+    await limiter.close()
+
+
+async def test_paced_polls_wait_while_control_goes_at_once() -> None:
+    """Ahead of the quota's pace, a poll waits for the pace while a control call is granted at once; when the
+    pace allows (time passes), the poll is granted."""
+    from semookii_bridge.quota import DailyQuota
+
+    wall = [datetime(2026, 11, 27, 0, 0, 10, tzinfo=UTC).timestamp()]
+    quota = DailyQuota(8640, wall=lambda: wall[0], pace=True)
+    for _ in range(90):
+        quota.spend()
+    limiter = RateLimiter(TokenBucket(0, 1, quota=quota))
+    poll = asyncio.create_task(limiter.acquire(Priority.POLL))
+    await asyncio.wait_for(limiter.acquire(Priority.CONTROL), 1)
+    await asyncio.sleep(0.05)
+    assert not poll.done()
+    wall[0] += 3600
+    limiter._wake.set()
+    await asyncio.wait_for(poll, 1)
     await limiter.close()
