@@ -30,7 +30,7 @@ from .errors import BridgeError, ErrorInfo
 from .inventory import Inventory
 from .jobs import Job, job_from_entry
 from .journal import DuplicateRequest, Entry, Journal
-from .lifecycle import Lifecycle, Publisher, StatusObserver
+from .lifecycle import Lifecycle, Publisher, StatusObserver, silent
 from .management import busy, handle_request
 from .merging import MergePolicy
 from .messages import Incoming
@@ -369,11 +369,13 @@ class Bridge:
         job = job_from_entry(entry)
         if job is None:
             return
+        results = wire.decode(entry.results, dict[str, str]) if entry.results else None
         self.lifecycle.finish(
             job,
             entry.status,  # type: ignore[arg-type]
             error=wire.decode(entry.error, ErrorInfo) if entry.error else None,
-            results=wire.decode(entry.results, dict[str, str]) if entry.results else None,
+            results=results,
+            no_answer=silent(results) if entry.status == "partial" and results else None,
         )
 
     async def _prune_loop(self) -> None:

@@ -68,6 +68,10 @@ def main(log_level: str, log_format: str) -> None:
     help="Ban the token after this many over-limit calls in a row (0: never).",
 )  # fmt: skip
 @click.option("--ban-for", default=3600.0, show_default=True, type=click.FloatRange(0), help="Seconds a ban lasts.")
+@click.option(
+    "--silent-devices", default=0, show_default=True, type=click.IntRange(0),
+    help="Devices (the first of each group) that never answer a command: their result stays \"null\".",
+)  # fmt: skip
 def simulate(
     host: str,
     port: int,
@@ -82,6 +86,7 @@ def simulate(
     record: bool,
     ban_after: int,
     ban_for: float,
+    silent_devices: int,
 ) -> None:
     """Run a simulator of the Cloud Control API (token: $SEMOOKII_TOKEN, else `sim-token`)."""
     token = os.environ.get("SEMOOKII_TOKEN", "").strip() or "sim-token"
@@ -98,6 +103,7 @@ def simulate(
         record_calls=record,
         ban_after=ban_after,
         ban_for=ban_for,
+        silent_devices=silent_devices,
     )
 
     async def run() -> None:

@@ -63,6 +63,15 @@ class Tokens(Protocol):
     def refund(self) -> None: ...
 
 
+NO_ANSWER = frozenset({"null", ""})
+"""A device's result that means it has not answered (the API sends the string "null"; JSON null becomes it)."""
+
+
+def silent(results: dict[str, str]) -> list[str]:
+    """The devices (dongle serials) in a results map that have not answered."""
+    return [device for device, answer in results.items() if answer.strip() in NO_ANSWER]
+
+
 TRACKED = ("accepted", "dispatched")
 """Journal statuses of a command whose results are being polled."""
 
@@ -100,6 +109,8 @@ class Lifecycle:
         self.age_observer = age_observer
         self._schedule = PollSchedule(self._poll_step, concurrency=poll_concurrency, clock=clock)
         self._poll_errors: dict[str, str] = {}
+        self._answers: dict[str, dict[str, str]] = {}
+        """A call's last results while some device has not answered (kept for `partial` at the window's end)."""
         self._newest: dict[str, str] = {}
 
     # ---- publishing ---------------------------------------------------------------------------------
@@ -153,7 +164,13 @@ class Lifecycle:
         )
 
     def finish(
-        self, job: Job, status: Status, *, error: ErrorInfo | None = None, results: dict[str, str] | None = None
+        self,
+        job: Job,
+        status: Status,
+        *,
+        error: ErrorInfo | None = None,
+        results: dict[str, str] | None = None,
+        no_answer: list[str] | None = None,
     ) -> None:
         """Journal a terminal state (with what it says), then publish it; the broker's ack is journaled too."""
         self.journal.update(
@@ -165,7 +182,14 @@ class Lifecycle:
         rid = job.request_id
         if self._newest.get(job.key) == rid:
             del self._newest[job.key]
-        self.publish_job(job, status, error=error, results=results, on_sent=lambda: self.journal.mark_announced(rid))
+        self.publish_job(
+            job,
+            status,
+            error=error,
+            results=results,
+            no_answer=no_answer,
+            on_sent=lambda: self.journal.mark_announced(rid),
+        )
 
     # ---- sending --------------------------------------------------------------------------------------
 
@@ -337,13 +361,25 @@ class Lifecycle:
         return min(backoff, track_until - now), backoff
 
     def _give_up(self, command_id: str, jobs: list[Job]) -> None:
-        """The tracking window closed without results: `unknown`, with the last poll error if there was one."""
+        """The tracking window closed: `partial` for a command some of whose devices answered (naming the
+        silent ones), else `unknown`, with the last poll error if there was one."""
         last_error = self._poll_errors.pop(command_id, None)
+        answers = self._answers.pop(command_id, None)
         message = f"no results within {self.config.track_results_for:g} s"
         if last_error is not None:
             message += f"; last poll error: {last_error}"
         for job in jobs:
-            self._end_tracked(job, "unknown", error=ErrorInfo(code="no_results", message=message))
+            own = self._results_for(job, answers) if answers else {}
+            quiet = silent(own)
+            if own:
+                error = ErrorInfo(
+                    code="devices_no_answer",
+                    message=f"{len(quiet)} of {len(own)} devices did not answer within "
+                    f"{self.config.track_results_for:g} s",
+                )
+                self._end_tracked(job, "partial", error=error, results=own, no_answer=quiet)
+            else:
+                self._end_tracked(job, "unknown", error=ErrorInfo(code="no_results", message=message))
 
     def _tracked_call(self, command_id: str) -> list[Job]:
         """The commands of one control call that still wait for results, as the journal holds them."""
@@ -387,8 +423,17 @@ class Lifecycle:
         results = await self.api.get_query_result(task_id, prepaid=prepaid)
         if results is None:
             return False
+        waiting = False
         for job in jobs:
-            self._end_tracked(job, "completed", results=self._results_for(job, results))
+            own = self._results_for(job, results)
+            if not own or silent(own):
+                waiting = True  # some device has not answered yet: poll again, until the window closes
+                continue
+            self._end_tracked(job, "completed", results=own)
+        if waiting:
+            self._answers[command_id] = results
+            return False
+        self._answers.pop(command_id, None)
         return True
 
     def _results_for(self, job: Job, results: dict[str, str]) -> dict[str, str]:
@@ -400,12 +445,18 @@ class Lifecycle:
         return {d: results[d] for d in dongles if d is not None and d in results}
 
     def _end_tracked(
-        self, job: Job, status: Status, *, error: ErrorInfo | None = None, results: dict[str, str] | None = None
+        self,
+        job: Job,
+        status: Status,
+        *,
+        error: ErrorInfo | None = None,
+        results: dict[str, str] | None = None,
+        no_answer: list[str] | None = None,
     ) -> None:
         """Finish a command that was being polled, unless it ended meanwhile (replaced while a poll was on the
         wire): a command gets one terminal state, whichever step reaches it first."""
         if self._still_tracked(job.request_id):
-            self.finish(job, status, error=error, results=results)
+            self.finish(job, status, error=error, results=results, no_answer=no_answer)
 
     def _still_tracked(self, request_id: str) -> bool:
         """Whether the command still waits for results (it may have been replaced while a poll was on the wire)."""

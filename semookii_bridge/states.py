@@ -12,9 +12,18 @@ from .errors import ErrorInfo
 from .topics import Target
 
 Status = Literal[
-    "queued", "accepted", "dispatched", "completed", "rejected", "superseded", "expired", "failed", "unknown"
+    "queued",
+    "accepted",
+    "dispatched",
+    "completed",
+    "partial",
+    "rejected",
+    "superseded",
+    "expired",
+    "failed",
+    "unknown",
 ]
-TERMINAL: frozenset[str] = frozenset({"completed", "rejected", "superseded", "expired", "failed", "unknown"})
+TERMINAL: frozenset[str] = frozenset({"completed", "partial", "rejected", "superseded", "expired", "failed", "unknown"})
 
 
 def utc_now_text(now: float | None = None) -> str:
@@ -39,6 +48,7 @@ class StateMessage(msgspec.Struct, frozen=True, kw_only=True):
     command_id: str | None = None
     task_id: str | None = None
     results: dict[str, str] | None = None
+    no_answer: list[str] | None = None
     error: ErrorInfo | None = None
     ts: str = msgspec.field(default_factory=utc_now_text)
 

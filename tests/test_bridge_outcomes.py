@@ -227,3 +227,23 @@ async def test_a_ban_pauses_every_call_until_it_ends(
         assert len(sim.simulator.calls) == calls_in_ban, "no call while the ban lasts"
         await probe.wait_status(f"vpp/group/{groups[0]}/state", "after-ban", "completed", timeout=10)
     assert sim.simulator.bans == 1
+
+
+async def test_a_group_with_a_silent_device_ends_partial_and_one_that_answers_completed(
+    bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """One device of the first group never answers: that group's command ends `partial`, naming the device's
+    dongle in `no_answer` (`devices_no_answer`) after the tracking window; the other group's ends `completed`."""
+    state = sim.simulator.state
+    quiet_group, loud_group = [g.id for g in state.list_groups()][:2]
+    quiet_sn = state.list_inverters(quiet_group)[0].inverter_sn
+    assert state.set_silent(quiet_sn, True)
+    with Probe(broker.port, subscribe="vpp/group/+/state") as probe:
+        for group, rid in ((quiet_group, "quiet"), (loud_group, "loud")):
+            probe.publish(f"vpp/group/{group}/set", {"type": "manual", "action": "stop", "request_id": rid})
+        loud = await probe.wait_status(f"vpp/group/{loud_group}/state", "loud", "completed")
+        quiet = await probe.wait_status(f"vpp/group/{quiet_group}/state", "quiet", "partial", timeout=15)
+    assert quiet["no_answer"] == [state.wifi_sn_of(quiet_sn)] and quiet["error"]["code"] == "devices_no_answer"
+    assert quiet["results"][state.wifi_sn_of(quiet_sn)] == "null" and len(quiet["results"]) == 3
+    assert loud["no_answer"] is None and set(loud["results"].values()) == {"success"}
+    assert not [s for s in probe.states(f"vpp/group/{quiet_group}/state", "quiet") if s["status"] == "completed"]

@@ -601,14 +601,14 @@ async def test_a_merged_call_is_polled_once_and_each_command_gets_its_own_result
     """One queryCommand and one getQueryResult for the whole call; each `completed` carries only its own
     dongle's entry of the per-device map."""
     world.life.dongle_of = DONGLES.get
-    world.api.results = [{"SW1": "success", "SW2": "null"}]
+    world.api.results = [{"SW1": "success", "SW2": "0"}]
     await world.life.send_all(merged_jobs(world, "SN1", "SN2"))
     assert world.life.tracking == 1
     assert await world.step(1.0, "r-SN1") is None
     await asyncio.sleep(0)
     assert [c[0] for c in world.api.calls] == ["batch", "query", "result"]
     done = {m.payload["request_id"]: m.payload for m in world.publisher.messages if m.payload["status"] == "completed"}
-    assert done["r-SN1"]["results"] == {"SW1": "success"} and done["r-SN2"]["results"] == {"SW2": "null"}
+    assert done["r-SN1"]["results"] == {"SW1": "success"} and done["r-SN2"]["results"] == {"SW2": "0"}
     assert done["r-SN1"]["task_id"] == done["r-SN2"]["task_id"] == "7654321"
 
 
@@ -684,3 +684,45 @@ async def test_a_command_replaced_while_its_result_query_waits_costs_no_result_c
     assert w.row("old").status == "superseded" and tokens.refunded == 1
     await w.life.close()
     w.journal.close()
+
+
+# ---- per-device outcome ------------------------------------------------------------------------------
+
+
+async def test_a_silent_device_keeps_the_command_polled_and_it_ends_partial(world: World) -> None:
+    """While a device answers "null" the command is polled again; at the window's end it is `partial` with the
+    device named in `no_answer`, the results as the API gave them, and `devices_no_answer`."""
+    world.api.results = [{"SW1": "success", "SW2": "null"}]
+    await world.life.send(world.job())
+    delay = await world.step(1.0)
+    assert delay is not None and world.row().status == "dispatched"
+    world.clock.now += 101
+    assert await world.step(2.0) is None
+    await asyncio.sleep(0)
+    last = world.publisher.last()
+    assert last["status"] == "partial" and last["no_answer"] == ["SW2"]
+    assert last["results"] == {"SW1": "success", "SW2": "null"} and last["error"]["code"] == "devices_no_answer"
+    assert world.row().status == "partial"
+
+
+async def test_a_device_that_answers_later_completes_the_command(world: World) -> None:
+    """A device silent at the first result query and answering at the next: `completed`, nothing missing."""
+    world.api.results = [{"SW1": "success", "SW2": "null"}, {"SW1": "success", "SW2": "1"}]
+    await world.life.send(world.job())
+    assert await world.step(1.0) is not None
+    assert await world.step(2.0) is None
+    await asyncio.sleep(0)
+    last = world.publisher.last()
+    assert last["status"] == "completed" and last["results"] == {"SW1": "success", "SW2": "1"}
+    assert last["no_answer"] is None and last["error"] is None
+
+
+async def test_no_device_answering_is_partial_with_every_device_named(world: World) -> None:
+    """A results map in which no device answered ends `partial` naming all of them (not `completed`)."""
+    world.api.results = [{"SW1": "null", "SW2": ""}]
+    await world.life.send(world.job())
+    assert await world.step(1.0) is not None
+    world.clock.now += 101
+    assert await world.step(2.0) is None
+    await asyncio.sleep(0)
+    assert world.publisher.last()["status"] == "partial" and world.publisher.last()["no_answer"] == ["SW1", "SW2"]

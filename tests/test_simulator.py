@@ -138,3 +138,19 @@ async def test_an_in_limit_call_resets_the_violation_count() -> None:
             assert (await post(sim, "/vppgroup/findAll", tokenId=TOKEN, current="1", size="10"))[0] == 429
             await asyncio.sleep(0.06)
         assert sim.simulator.bans == 0
+
+
+async def test_silent_devices_never_answer_and_can_be_toggled() -> None:
+    """`silent_devices = 2` silences the first inverter of each of two groups (result "null"); the admin
+    route turns one back on."""
+    async with serve(SimConfig(tokens=[TOKEN], groups=2, inverters_per_group=2, silent_devices=2)) as running:
+        state = running.simulator.state
+        firsts = [state.list_inverters(g.id)[0].inverter_sn for g in state.list_groups()]
+        assert [not state.devices[state.wifi_sn_of(sn)].online for sn in firsts] == [True, True]
+        assert sum(not d.online for d in state.devices.values()) == 2
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{running.base_url}/_sim/devices/{firsts[0]}/silent?on=false") as r:
+                assert r.status == 200
+            async with http.post(f"{running.base_url}/_sim/devices/NOPE/silent") as r:
+                assert r.status == 404
+        assert state.devices[state.wifi_sn_of(firsts[0])].online

@@ -64,6 +64,9 @@ class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     inverters_per_group: int = 3
     seed: int = 1
     query_success_key: Literal["success", "isSuccess", "mixed"] = "mixed"
+    silent_devices: int = 0
+    """Devices that never answer a command (their result stays "null"): the first inverter of each group,
+    group after group; `/_sim/devices/<sn>/silent` toggles one at run time."""
     record_calls: bool = True
 
     def __repr__(self) -> str:
@@ -102,6 +105,7 @@ class Simulator:
             timings=SimTimings(self.config.task_delay, self.config.result_delay), clock=clock, seed=self.config.seed
         )
         self.state.seed_fleet(self.config.groups, self.config.inverters_per_group)
+        self.state.silence(self.config.silent_devices)
         self.calls: list[CallRecord] = []
         self._faults: list[_FaultSlot] = []
         self._buckets: dict[str, TokenBucket] = {}
@@ -129,6 +133,7 @@ class Simulator:
         app.router.add_delete("/_sim/calls", self._admin_clear)
         app.router.add_post("/_sim/faults", self._admin_faults)
         app.router.add_get("/_sim/fleet", self._admin_fleet)
+        app.router.add_post("/_sim/devices/{sn}/silent", self._admin_silent)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         return app
 
@@ -270,6 +275,13 @@ class Simulator:
 
     async def _admin_fleet(self, request: web.Request) -> web.Response:
         return web.json_response(self.fleet())
+
+    async def _admin_silent(self, request: web.Request) -> web.Response:
+        """`POST /_sim/devices/<sn>/silent?on=true|false`: a device stops (or resumes) answering commands."""
+        silent = request.query.get("on", "true").lower() != "false"
+        if not self.state.set_silent(request.match_info["sn"], silent):
+            return web.json_response({"error": "unknown device"}, status=404)
+        return web.json_response({"sn": request.match_info["sn"], "silent": silent})
 
 
 # ---- endpoint handlers: (simulator, query, body) -> response --------------------------------------

@@ -125,6 +125,21 @@ class CloudState:
         for _ in range(unbound):
             self.add_device(bound=False)
 
+    def silence(self, count: int) -> None:
+        """Make `count` devices never answer: the first inverter of each group, then the second, ..."""
+        members = [sorted(self.group_members(g), key=lambda i: i.id) for g in sorted(self.groups)]
+        order = [rows[k] for k in range(max((len(r) for r in members), default=0)) for rows in members if k < len(rows)]
+        for row in order[:count]:
+            self.set_silent(row.inverter_sn, True)
+
+    def set_silent(self, sn: str, silent: bool) -> bool:
+        """Whether a device (by inverter or dongle serial) answers commands; False if it is unknown."""
+        device = self.devices.get(sn) or self._device_by_inverter(sn)
+        if device is None:
+            return False
+        device.online = not silent
+        return True
+
     # ---- lookups --------------------------------------------------------------------------------
 
     def _device_by_inverter(self, sn: str) -> Device | None:
