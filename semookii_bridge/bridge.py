@@ -307,6 +307,14 @@ class Bridge:
         power = max_power(command)
         if power > cfg.max_abs_power:
             raise BridgeError("not_allowed", f"power {power} exceeds commands.max_abs_power {cfg.max_abs_power}")
+        duration = getattr(command, "duration", None)
+        if duration is not None and duration > cfg.max_duration:
+            message = f"duration {duration} s exceeds commands.max_duration {cfg.max_duration} s - at `$.duration`"
+            raise BridgeError("not_allowed", message)
+        timeout = getattr(command, "timeout", None)
+        if timeout is not None and timeout > cfg.max_timeout:
+            message = f"timeout {timeout} s exceeds commands.max_timeout {cfg.max_timeout} s - at `$.timeout`"
+            raise BridgeError("not_allowed", message)
 
     def _deadline(self, command: Command, msg: Incoming, now: float) -> float:
         deadline = now + (command.ttl if command.ttl is not None else self.config.commands.default_ttl)

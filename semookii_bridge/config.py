@@ -121,6 +121,8 @@ class CommandsConfig(_Section, frozen=True):
     allow_groups: list[str] = msgspec.field(default_factory=list)
     allow_inverters: list[str] = msgspec.field(default_factory=list)
     max_abs_power: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 65535
+    max_duration: Annotated[int, msgspec.Meta(ge=1)] = 86400
+    max_timeout: Annotated[int, msgspec.Meta(ge=0)] = 3600
     track: Literal["results", "accepted"] = "results"
     merge: bool = True
     batch_max_sns: Annotated[int, msgspec.Meta(ge=2, le=500)] = 100

@@ -183,6 +183,29 @@ async def test_not_allowed_outside_allow_lists_and_power_ceiling(
         await still_works(probe, allowed, "allowed")
 
 
+async def test_a_setpoint_may_not_outlive_its_controller(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """`duration` above commands.max_duration and `timeout` above commands.max_timeout are `not_allowed`
+    before any call, in our field names and in the vendor's (`proidTime`); the limits are named."""
+    group = sim.simulator.state.list_groups()[0].id
+    await make_bridge(commands={"max_duration": 3600, "max_timeout": 600})
+    too_long = {
+        "d": {"type": "power_control", "active_power": 100, "duration": 3601, "timeout": 10},
+        "t": {"type": "soc_control", "target_soc": 50, "charge_power": 100, "timeout": 601},
+        "v": {"superType": 0, "mode": 1, "activePower": 100, "reactivePower": 0, "setType": 1,
+              "proidTime": 2**31 - 1, "timeout": 10},
+    }  # fmt: skip
+    with Probe(broker.port) as probe:
+        for rid, command in too_long.items():
+            probe.publish(f"vpp/group/{group}/set", {**command, "request_id": rid})
+        for rid, limit in (("d", "max_duration"), ("t", "max_timeout"), ("v", "max_duration")):
+            rejected = await probe.wait_status(f"vpp/group/{group}/state", rid, "rejected")
+            assert rejected["error"]["code"] == "not_allowed" and limit in rejected["error"]["message"], rid
+        await still_works(probe, group, "fine")
+    assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1  # only the valid command after them
+
+
 async def test_dry_run_validates_and_calls_nothing(
     make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
 ) -> None:
