@@ -23,7 +23,7 @@ from .aio import completer
 from .api import CloudClient
 from .budget import BudgetReporter, CallLog
 from .clock import steady
-from .commands import Command, decode_command, is_safety, max_power
+from .commands import Command, decode_command, echo, is_safety, max_power
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
@@ -249,8 +249,7 @@ class Bridge:
         try:
             self.journal.insert(_entry(job, "queued", delivery))
         except DuplicateRequest:
-            error = ErrorInfo(code="duplicate", message=f"request_id {request_id!r} was already received")
-            self._reject(target, msg, error, request_id=request_id)
+            self._repeat(request_id, target, msg)
             return
         except sqlite3.Error as exc:
             # Not journaled means not accepted: say so rather than acknowledge a command nobody keeps.
@@ -268,6 +267,33 @@ class Bridge:
             self._dropped(job, "failed", refusal)
         else:
             self.dispatcher.submit(job)
+
+    def _repeat(self, request_id: str, target: Target, msg: Incoming) -> None:
+        """A request_id seen within the dedup window: nothing is sent and no second lifecycle starts; the
+        command's latest state is published again, not retained, with `duplicate: true`."""
+        entry = self.journal.get(request_id)
+        job = job_from_entry(entry) if entry is not None else None
+        if entry is None or job is None:
+            error = ErrorInfo(code="duplicate", message=f"request_id {request_id!r} was already received")
+            self._reject(target, msg, error, request_id=request_id)
+            return
+        results = wire.decode(entry.results, dict[str, str]) if entry.results else None
+        log.info("duplicate request_id=%s status=%s", request_id, entry.status)
+        self.lifecycle.publish_state(
+            job.target,
+            request_id,
+            entry.status,  # type: ignore[arg-type]
+            command=echo(job.command),
+            command_id=job.command_id,
+            task_id=job.task_id,
+            results=results,
+            no_answer=silent(results) if entry.status == "partial" and results else None,
+            error=wire.decode(entry.error, ErrorInfo) if entry.error else None,
+            duplicate=True,
+            topic_target=target,
+            response_topic=msg.response_topic,
+            correlation=msg.correlation_data,
+        )
 
     def _quota_refusal(self, command: Command) -> ErrorInfo | None:
         """Why the day's quota cannot carry this command (fail it now rather than queue it); None if it can."""

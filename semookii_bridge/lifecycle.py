@@ -125,24 +125,28 @@ class Lifecycle:
         response_topic: str | None = None,
         correlation: bytes | None = None,
         on_sent: Callable[[], None] | None = None,
+        topic_target: Target | None = None,
         **fields: Any,
     ) -> None:
         """One lifecycle message on the target's state topic (retained), and on the MQTT 5 response topic.
 
-        `on_sent` runs once the broker has acknowledged the state-topic message.
+        `on_sent` runs once the broker has acknowledged the state-topic message. A repeat for a duplicate
+        request_id (`duplicate=True`) is not retained, so it never replaces the command's own last state;
+        it goes to the topic where the duplicate arrived (`topic_target`).
         """
         message = StateMessage(request_id=request_id, status=status, target=target, command=command, **fields)
         payload = wire.encode(message)
-        topic = self.topics.state(target)
+        topic = self.topics.state(topic_target or target)
+        retain = not message.duplicate
 
         def publish() -> None:
-            self.publisher.publish(topic, payload, retain=True, on_sent=on_sent)
+            self.publisher.publish(topic, payload, retain=retain, on_sent=on_sent)
             if response_topic:
                 self.publisher.publish(response_topic, payload, correlation_data=correlation)
 
         # Announce only what the journal holds: the state goes out after the commit that records it.
         self.journal.after_commit(publish)
-        if self.observer is not None:
+        if self.observer is not None and retain:
             self.observer(target.kind, status)
         log.info("command_state request_id=%s target=%s status=%s", request_id, target.key, status)
 

@@ -50,6 +50,7 @@ class StateMessage(msgspec.Struct, frozen=True, kw_only=True):
     results: dict[str, str] | None = None
     no_answer: list[str] | None = None
     error: ErrorInfo | None = None
+    duplicate: bool = False
     ts: str = msgspec.field(default_factory=utc_now_text)
 
 

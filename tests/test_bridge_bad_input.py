@@ -133,14 +133,48 @@ async def test_retained_command_is_refused(bridge: Service, broker: Mosquitto, s
     assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1
 
 
-async def test_duplicate_request_id_is_rejected(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:
-    """A repeated request_id within the dedup window is rejected as a duplicate and not sent again."""
+async def test_a_duplicate_request_id_repeats_the_commands_state_and_sends_nothing(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """A repeated request_id, before and after completion and after a restart, is not sent again: the command's
+    latest state is published again with `duplicate: true`, not retained; the retained state stays the
+    original's."""
     gid = group_id(sim)
-    with Probe(broker.port) as probe:
+    topic = f"vpp/group/{gid}/state"
+    service = await make_bridge()
+    with Probe(broker.port, subscribe=topic) as probe:
         await still_works(probe, gid, "same")
         probe.publish(f"vpp/group/{gid}/set", {**VALID, "request_id": "same"})
-        rejected = await probe.wait_status(f"vpp/group/{gid}/state", "same", "rejected")
-    assert rejected["error"]["code"] == "duplicate"
+        repeat = await probe.wait_for(lambda: [s for s in probe.states(topic, "same") if s["duplicate"]])
+        assert repeat[0]["status"] == "completed" and repeat[0]["command_id"]
+    await service.stop()
+    await make_bridge()
+    with Probe(broker.port, subscribe=topic) as probe:
+        probe.publish(f"vpp/group/{gid}/set", {**VALID, "request_id": "same"})
+        repeat = await probe.wait_for(lambda: [s for s in probe.states(topic, "same") if s["duplicate"]])
+        assert repeat[0]["status"] == "completed"
+    with Probe(broker.port, subscribe=topic) as late:
+        (retained,) = await late.wait_for(lambda: late.on(topic))
+    assert retained.retain and retained.json()["request_id"] == "same" and not retained.json()["duplicate"]
+    assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1
+
+
+async def test_a_duplicate_of_a_queued_command_is_not_a_second_lifecycle(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """A request_id repeated while the command waits for a token: `queued` again with `duplicate: true`, then
+    the original's lifecycle goes on, one call in all."""
+    gid = group_id(sim)
+    topic = f"vpp/group/{gid}/state"
+    service = await make_bridge(rate_limit={"rate": 1, "burst": 1})
+    await service.limiter.acquire(0)
+    with Probe(broker.port, subscribe=topic) as probe:
+        probe.publish(f"vpp/group/{gid}/set", {**VALID, "request_id": "twice"})
+        probe.publish(f"vpp/group/{gid}/set", {**VALID, "request_id": "twice"})
+        await probe.wait_status(topic, "twice", "completed")
+        states = probe.states(topic, "twice")
+    assert [(s["status"], s["duplicate"]) for s in states][:2] == [("queued", False), ("queued", True)]
+    assert [s["status"] for s in states if not s["duplicate"]][-1] == "completed"
     assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1
 
 
