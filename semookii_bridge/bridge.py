@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import re
 import sqlite3
 import time
 import uuid
@@ -439,12 +441,18 @@ def _delivery_hash(msg: Incoming) -> tuple[str, str]:
     return f"{msg.mid:05d}:{digest[:26]}", digest[:32]
 
 
+_REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([\x21\x23-\x5b\x5d-\x7e]{1,128})"')
+
+
 def _guess_request_id(payload: bytes) -> str | None:
-    """The request_id of a payload that failed validation, if one can be read, so the operator can match it."""
+    """The request_id of a payload that failed validation, if one can be read, so the operator can match it:
+    from the parsed object (Python's parser also takes numbers like 1e999), else, for a payload no parser
+    takes (nested too deeply, cut short), from the first plain `"request_id": "..."` in its bytes."""
     try:
-        doc = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
-        return None
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        found = _REQUEST_ID.search(payload)
+        return found.group(1).decode() if found else None
     rid = doc.get("request_id") if isinstance(doc, dict) else None
     return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None
 

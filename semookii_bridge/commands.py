@@ -20,7 +20,7 @@ Power = Annotated[int, msgspec.Meta(ge=-65535, le=65535, description="W or var; 
 Seconds = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 Energy = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 Soc = Annotated[int, msgspec.Meta(ge=0, le=100)]
-ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM")]
+ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM")]
 RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 SerialNumber = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 Ttl = Annotated[float, msgspec.Meta(gt=0, le=7 * 86400)]
@@ -149,7 +149,7 @@ def decode_command(payload: bytes) -> Command:
     try:
         command: Command = _TYPED.decode(payload)
         return command
-    except msgspec.MsgspecError:
+    except (msgspec.MsgspecError, RecursionError):
         pass
     doc = json_object(payload)
     if "type" in doc:

@@ -32,6 +32,8 @@ def json_object(payload: bytes) -> dict[str, Any]:
         doc = msgspec.json.decode(payload)
     except msgspec.DecodeError as exc:
         raise BridgeError("invalid_json", f"payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BridgeError("validation_error", "payload is nested too deeply") from None
     if not isinstance(doc, dict):
         raise BridgeError("validation_error", "payload must be a JSON object")
     return doc

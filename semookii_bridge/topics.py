@@ -9,8 +9,8 @@ from typing import Literal
 import msgspec
 
 TargetKind = Literal["group", "inverter", "batch"]
-_GROUP_ID = re.compile(r"^\d{1,25}$")
-_SN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_GROUP_ID = re.compile(r"[0-9]{1,25}")  # ASCII digits only: `\d` also takes Arabic-Indic and other digits
+_SN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 class Target(msgspec.Struct, frozen=True):
@@ -26,9 +26,9 @@ class Target(msgspec.Struct, frozen=True):
 
     def problem(self) -> str | None:
         """Why the id in the topic is not a valid id for its kind, or None."""
-        if self.kind == "group" and not _GROUP_ID.match(self.id or ""):
+        if self.kind == "group" and not _GROUP_ID.fullmatch(self.id or ""):
             return f"group id {self.id!r} in the topic must be digits"
-        if self.kind == "inverter" and not _SN.match(self.id or ""):
+        if self.kind == "inverter" and not _SN.fullmatch(self.id or ""):
             return f"inverter serial number {self.id!r} in the topic is not valid"
         return None
 

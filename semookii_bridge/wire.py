@@ -24,8 +24,8 @@ def _dec_hook(type_: type, obj: Any) -> Any:
         if isinstance(obj, bool) or not isinstance(obj, int | str):
             raise ValueError("expected an id (string or integer)")
         text = str(obj).strip()
-        if not text or len(text) > 64:
-            raise ValueError("expected an id of 1 to 64 characters")
+        if not text or len(text) > 64 or not (text.isascii() and text.isdigit()):
+            raise ValueError("expected an id of 1 to 64 ASCII digits")
         return Id(text)
     raise NotImplementedError(f"no decoder for {type_!r}")
 

@@ -271,3 +271,27 @@ async def test_queued_command_expires_at_its_ttl_while_waiting_for_a_token(
         expired = await probe.wait_status(f"vpp/group/{second}/state", "waits", "expired", timeout=5)
     assert expired["error"]["code"] == "expired"
     assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1
+
+
+async def test_ids_are_ascii_and_unreadable_payloads_are_answered_under_their_request_id(
+    bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """Arabic-Indic digits in a group id are refused (nothing journaled or sent); a payload nested 5,000 deep
+    and one with `ttl: 1e999` are each rejected once, under the request_id they carry."""
+    gid = group_id(sim)
+    arabic = "".join(chr(0x0660 + int(d)) for d in gid)
+    deep = b'{"request_id":"deep","type":"manual","action":"stop","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{arabic}/set", {**VALID, "request_id": "arabic"})
+        probe.publish(f"vpp/group/{gid}/set", deep)
+        probe.publish(f"vpp/group/{gid}/set", b'{"request_id":"huge-ttl","type":"manual","action":"stop","ttl":1e999}')
+        refused = await probe.wait_status(f"vpp/group/{arabic}/state", "arabic", "rejected")
+        nested = await probe.wait_status(f"vpp/group/{gid}/state", "deep", "rejected")
+        huge = await probe.wait_status(f"vpp/group/{gid}/state", "huge-ttl", "rejected")
+        await still_works(probe, gid, "after-odd-input")
+        answers = [s for s in probe.states(f"vpp/group/{gid}/state") if s["request_id"] in ("deep", "huge-ttl")]
+    assert refused["error"]["code"] == "validation_error" and "digits" in refused["error"]["message"]
+    assert nested["error"]["code"] == "validation_error" and huge["error"]["code"] == "invalid_json"
+    assert len(answers) == 2
+    assert bridge.journal is not None and bridge.journal.get("arabic") is None
+    assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1
