@@ -33,7 +33,7 @@ from .inventory import Inventory
 from .jobs import Job, job_from_entry
 from .journal import DuplicateRequest, Entry, Journal
 from .lifecycle import Lifecycle, Publisher, StatusObserver, silent
-from .management import busy, handle_request
+from .management import Guard, busy, handle_request
 from .merging import MergePolicy
 from .messages import Incoming
 from .ratelimit import QuotaExhausted, RateLimiter
@@ -104,6 +104,12 @@ class Bridge:
         self._requests_pending = 0
         self._allow_groups = frozenset(config.commands.allow_groups)
         self._allow_inverters = frozenset(config.commands.allow_inverters)
+        self._guard = Guard(
+            allow_groups=self._allow_groups,
+            allow_inverters=self._allow_inverters,
+            read_only=config.management.read_only,
+            inverter_of=self.inventory.inverter_of,
+        )
 
     # ---- start / stop ---------------------------------------------------------------------------------
 
@@ -114,8 +120,9 @@ class Bridge:
         self._spawn(self.lifecycle.run_tracking())
         self._spawn(self._prune_loop())
         self._spawn(self.budget.run())
-        if self.config.commands.merge and not self.config.commands.dry_run:
-            self._spawn(self.inventory.run(self.api, self.config.commands.inventory_refresh))
+        cmd = self.config.commands
+        if (cmd.merge and not cmd.dry_run) or cmd.allow_groups or cmd.allow_inverters:
+            self._spawn(self.inventory.run(self.api, cmd.inventory_refresh))
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
         """Let calls in flight finish (bounded), then stop; queued commands stay journaled."""
@@ -202,7 +209,9 @@ class Bridge:
 
     async def _answer(self, op: str, msg: Incoming) -> None:
         try:
-            response = await handle_request(self.api, op, msg.payload, max_payload=self.config.mqtt.max_payload)
+            response = await handle_request(
+                self.api, op, msg.payload, max_payload=self.config.mqtt.max_payload, guard=self._guard
+            )
         finally:
             self._requests_pending -= 1
         self._respond(op, msg, response)

@@ -133,6 +133,7 @@ class ManagementConfig(_Section, frozen=True):
     """Management requests (`<prefix>/bridge/request/<op>`)."""
 
     max_pending: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    read_only: bool = False
 
 
 class JournalConfig(_Section, frozen=True):

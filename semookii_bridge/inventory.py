@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+import msgspec
+
 from .api import ApiError, Group, Inverter
 from .clock import steady
 from .ratelimit import QuotaExhausted
@@ -36,6 +38,7 @@ class Inventory:
 
     def __init__(self, clock: Callable[[], float] = steady) -> None:
         self._dongles: dict[str, str] = {}
+        self._rows: dict[str, tuple[str, str]] = {}
         self._clock = clock
         self.loaded_at: float | None = None
         self.loaded = asyncio.Event()
@@ -51,9 +54,14 @@ class Inventory:
         """The dongle serial that result maps are keyed by, or None for an inverter not listed."""
         return self._dongles.get(sn)
 
+    def inverter_of(self, inverter_id: str) -> tuple[str, str] | None:
+        """(group id, inverter serial) of an inverter row id, or None when it was not listed."""
+        return self._rows.get(inverter_id)
+
     def replace(self, inverters: list[Inverter]) -> None:
-        """Take a fresh listing (inverters without both serials are left out)."""
+        """Take a fresh listing (inverters without both serials are left out of the dongle map)."""
         self._dongles = {i.inverter_sn: i.wifi_sn for i in inverters if i.inverter_sn and i.wifi_sn}
+        self._rows = {str(i.id): (str(i.group_id), i.inverter_sn) for i in inverters if i.inverter_sn and i.group_id}
         self.loaded_at = self._clock()
         self.loaded.set()
 
@@ -61,7 +69,8 @@ class Inventory:
         """Read every group's inverters (1 call per 100 groups, plus 1 per 100 inverters of each group)."""
         inverters: list[Inverter] = []
         for group in await api.group_list_all():
-            inverters += await api.inverter_list_all(str(group.id))
+            listed = await api.inverter_list_all(str(group.id))
+            inverters += [i if i.group_id else msgspec.structs.replace(i, group_id=group.id) for i in listed]
         self.replace(inverters)
         log.info("inventory_loaded inverters=%d", len(self._dongles))
 

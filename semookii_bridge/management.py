@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import msgspec
 
 from . import wire
-from .api import ApiError, CloudClient
+from .api import ApiError, CloudClient, Group, Inverter
 from .commands import SerialNumber
 from .errors import BridgeError, ErrorInfo, json_object
 from .states import Response
@@ -150,8 +150,6 @@ async def _inverter_list(api: CloudClient, r: InverterList) -> Any:
 
 
 async def _inverter_search(api: CloudClient, r: InverterSearch) -> Any:
-    if not (r.wifi_sn or r.sn):
-        raise BridgeError("validation_error", "give `wifi_sn`, `sn` or both")
     return await api.inverter_find_like(r.group_id, wifi_sn=r.wifi_sn, sn=r.sn)
 
 
@@ -168,28 +166,97 @@ async def _device_bind(api: CloudClient, r: DeviceBind) -> Any:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """What a request touches, for the allow-lists: group ids, inverter serials, inverter (row) ids."""
+
+    groups: tuple[str, ...] = ()
+    sns: tuple[str, ...] = ()
+    inverter_ids: tuple[str, ...] = ()
+
+
+def _ids(r: IdOrIds) -> tuple[str, ...]:
+    return tuple([r.id] if r.id is not None else list(r.ids or []))
+
+
+@dataclass(frozen=True)
 class Op:
-    """A management operation: its request type and the handler that turns it into data."""
+    """A management operation: its request type, the handler that turns it into data, whether it changes
+    the account (refused when read-only), and what it touches (checked against the allow-lists)."""
 
     request: type[_Request]
     handler: Callable[[CloudClient, Any], Awaitable[Any]]
+    mutating: bool = False
+    scope: Callable[[Any], Scope] = lambda _r: Scope()
 
 
 OPS: dict[str, Op] = {
-    "group/add": Op(GroupAdd, _group_add),
-    "group/rename": Op(GroupRename, _group_rename),
-    "group/remove": Op(IdOrIds, _group_remove),
+    "group/add": Op(GroupAdd, _group_add, mutating=True),
+    "group/rename": Op(GroupRename, _group_rename, mutating=True, scope=lambda r: Scope(groups=(r.id,))),
+    "group/remove": Op(IdOrIds, _group_remove, mutating=True, scope=lambda r: Scope(groups=_ids(r))),
     "group/list": Op(Paging, _group_list),
     "group/search": Op(GroupSearch, _group_search),
-    "inverter/add": Op(InverterAdd, _inverter_add),
-    "inverter/remove": Op(IdOrIds, _inverter_remove),
-    "inverter/replace": Op(InverterReplace, _inverter_replace),
-    "inverter/list": Op(InverterList, _inverter_list),
-    "inverter/search": Op(InverterSearch, _inverter_search),
+    "inverter/add": Op(InverterAdd, _inverter_add, mutating=True,
+                       scope=lambda r: Scope(groups=(r.group_id,), sns=(r.sn,))),
+    "inverter/remove": Op(IdOrIds, _inverter_remove, mutating=True, scope=lambda r: Scope(inverter_ids=_ids(r))),
+    "inverter/replace": Op(InverterReplace, _inverter_replace, mutating=True,
+                           scope=lambda r: Scope(sns=(r.new_sn,), inverter_ids=(r.id,))),
+    "inverter/list": Op(InverterList, _inverter_list, scope=lambda r: Scope(groups=(r.group_id,))),
+    "inverter/search": Op(InverterSearch, _inverter_search, scope=lambda r: Scope(groups=(r.group_id,))),
     "command/query": Op(CommandQuery, _command_query),
     "task/result": Op(TaskResult, _task_result),
-    "device/bind": Op(DeviceBind, _device_bind),
-}
+    "device/bind": Op(DeviceBind, _device_bind, mutating=True),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The same rules as on the command topics: allow-lists (empty: all) and read-only mode.
+
+    `inverter_of` names the group and serial behind an inverter row id (from the fleet inventory); with
+    allow-lists set, a row id it cannot name is refused, since the bridge cannot tell what it would touch.
+    """
+
+    allow_groups: frozenset[str] = frozenset()
+    allow_inverters: frozenset[str] = frozenset()
+    read_only: bool = False
+    inverter_of: Callable[[str], tuple[str, str] | None] = lambda _id: None
+
+    def check(self, name: str, op: Op, request: Any) -> None:
+        """Raise BridgeError `not_allowed` before any call when the request is outside the rules."""
+        if self.read_only and op.mutating:
+            raise BridgeError("not_allowed", f"{name} changes the account; management.read_only is set")
+        scope = op.scope(request)
+        groups, sns = list(scope.groups), list(scope.sns)
+        for inverter_id in scope.inverter_ids:
+            if not (self.allow_groups or self.allow_inverters):
+                break
+            known = self.inverter_of(inverter_id)
+            if known is None:
+                raise BridgeError("not_allowed", f"inverter id {inverter_id} is not in the bridge's inventory, so "
+                                  "the allow-lists cannot be checked")  # fmt: skip
+            groups.append(known[0])
+            sns.append(known[1])
+        outside = [g for g in groups if self.allow_groups and g not in self.allow_groups]
+        if outside:
+            raise BridgeError("not_allowed", f"group(s) {', '.join(outside)} not in commands.allow_groups")
+        outside = [sn for sn in sns if self.allow_inverters and sn not in self.allow_inverters]
+        if outside:
+            raise BridgeError("not_allowed", f"inverter(s) {', '.join(outside)} not in commands.allow_inverters")
+
+    def reveal(self, data: Any) -> Any:
+        """Leave out of a listing the groups and inverters outside the allow-lists."""
+        items = getattr(data, "items", None) if not isinstance(data, dict) else data.get("items")
+        if not isinstance(items, list) or not (self.allow_groups or self.allow_inverters):
+            return data
+        kept = [item for item in items if self._visible(item)]
+        return {"total": len(kept), "items": kept}
+
+    def _visible(self, item: Any) -> bool:
+        if isinstance(item, Group):
+            return not self.allow_groups or str(item.id) in self.allow_groups
+        if isinstance(item, Inverter):
+            return not self.allow_inverters or (item.inverter_sn or "") in self.allow_inverters
+        return True
 
 
 def _parse(payload: bytes) -> tuple[dict[str, Any], Any]:
@@ -211,7 +278,9 @@ def busy(payload: bytes, pending: int, *, max_payload: int) -> Response:
     return Response(status="error", error=ErrorInfo(code="busy", message=message), transaction=transaction)
 
 
-async def handle_request(api: CloudClient, op: str, payload: bytes, *, max_payload: int) -> Response:
+async def handle_request(
+    api: CloudClient, op: str, payload: bytes, *, max_payload: int, guard: Guard | None = None
+) -> Response:
     """Run one management request; never raises, every outcome is a Response."""
     transaction: Any = None
     try:
@@ -225,7 +294,9 @@ async def handle_request(api: CloudClient, op: str, payload: bytes, *, max_paylo
             request = wire.convert(fields, spec.request)
         except msgspec.ValidationError as exc:
             raise BridgeError("validation_error", str(exc)) from None
-        data = await spec.handler(api, request)
+        guard = guard or Guard()
+        guard.check(op, spec, request)
+        data = guard.reveal(await spec.handler(api, request))
         return Response(status="ok", data=wire.to_user(data), transaction=transaction)
     except BridgeError as exc:
         return Response(status="error", error=exc.info(), transaction=transaction)

@@ -155,3 +155,40 @@ async def test_requests_beyond_max_pending_answer_busy_at_once(
     assert [answers[n]["status"] for n in range(5)] == ["ok", "ok", "error", "error", "error"]
     assert {answers[n]["error"]["code"] for n in (2, 3, 4)} == {"busy"}
     assert len(sim.simulator.calls_to("/vppgroup/findAll")) == 2
+
+
+async def test_management_obeys_the_allow_lists_before_any_call(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """With `allow_groups = [g0]`: removing g1 and g2 is `not_allowed` with no API call, listing shows only g0,
+    and g0's inverters can be searched without a filter (the document calls the filters optional)."""
+    state = sim.simulator.state
+    g0, g1 = [g.id for g in state.list_groups()][:2]
+    g2 = state.add_group("third")
+    await make_bridge(commands={"allow_groups": [g0]})
+    with Probe(broker.port) as probe:
+        refused = await request(probe, "group/remove", {"ids": [g1, g2], "transaction": "t1"})
+        listed = await request(probe, "group/list", {"all": True})
+        found = await request(probe, "inverter/search", {"group_id": g0})
+        other = await request(probe, "inverter/list", {"group_id": g1})
+    assert refused["status"] == "error" and refused["error"]["code"] == "not_allowed" and refused["transaction"] == "t1"
+    assert not sim.simulator.calls_to("/vppgroup/deleteBatch") and g1 in {g.id for g in state.list_groups()}
+    assert [g["id"] for g in listed["data"]["items"]] == [g0]
+    assert found["status"] == "ok" and len(found["data"]["items"]) == 3
+    assert other["error"]["code"] == "not_allowed"
+
+
+async def test_read_only_refuses_every_change_and_answers_reads(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """`management.read_only`: group/add, inverter/remove and device/bind are `not_allowed` with no API call;
+    group/list still answers."""
+    await make_bridge(management={"read_only": True})
+    before = len(sim.simulator.calls)
+    with Probe(broker.port) as probe:
+        answers = [await request(probe, op, body) for op, body in (
+            ("group/add", {"name": "x"}), ("inverter/remove", {"id": "1"}), ("device/bind", {"sns": ["SW1"]}))]  # fmt: skip
+        assert len(sim.simulator.calls) == before
+        listed = await request(probe, "group/list", {})
+    assert [a["error"]["code"] for a in answers] == ["not_allowed"] * 3
+    assert listed["status"] == "ok"

@@ -168,10 +168,11 @@ async def test_inverter_search_by_either_serial(request_: dict[str, Any], kwargs
     assert api.calls == [("inverter_find_like", ("4",), kwargs)]
 
 
-async def test_inverter_search_without_a_filter_is_refused() -> None:
-    """inverter/search needs wifi_sn or sn."""
-    message = await refused("inverter/search", {"group_id": "4"})
-    assert message == "give `wifi_sn`, `sn` or both"
+async def test_inverter_search_needs_no_filter() -> None:
+    """inverter/search with only the group (the document marks wifiSn and inverterSn optional) is sent."""
+    api = FakeApi(inverter_find_like={"total": 0, "items": []})
+    await ok(api, "inverter/search", {"group_id": "4"})
+    assert api.calls == [("inverter_find_like", ("4",), {"wifi_sn": None, "sn": None})]
 
 
 async def test_command_query_answers_the_task_id() -> None:
@@ -298,3 +299,20 @@ async def test_internal_error_names_the_exception_type_only() -> None:
     response = await ask(FakeApi(group_add=RuntimeError("secret detail")), "group/add", {"name": "x"})
     assert response.error is not None and "RuntimeError" in response.error.message
     assert "secret detail" not in response.error.message
+
+
+def test_the_guard_names_what_an_inverter_row_id_would_touch() -> None:
+    """With allow-lists, an inverter row id is checked through the inventory: an allowed inverter passes, one
+    outside the lists or unknown to the inventory is `not_allowed`; without allow-lists nothing is looked up."""
+    from semookii_bridge.errors import BridgeError
+    from semookii_bridge.management import OPS, Guard, IdOrIds
+
+    rows = {"11": ("100", "SN-OK"), "12": ("100", "SN-NO")}
+    guard = Guard(allow_inverters=frozenset({"SN-OK"}), inverter_of=rows.get)
+    op = OPS["inverter/remove"]
+    guard.check("inverter/remove", op, IdOrIds(id="11"))
+    for inverter_id, why in (("12", "SN-NO"), ("13", "inventory")):
+        with pytest.raises(BridgeError, match=why) as raised:
+            guard.check("inverter/remove", op, IdOrIds(id=inverter_id))
+        assert raised.value.code == "not_allowed"
+    Guard().check("inverter/remove", op, IdOrIds(id="13"))
