@@ -68,6 +68,7 @@ def main(log_level: str, log_format: str) -> None:
     help="Ban the token after this many over-limit calls in a row (0: never).",
 )  # fmt: skip
 @click.option("--ban-for", default=3600.0, show_default=True, type=click.FloatRange(0), help="Seconds a ban lasts.")
+@click.option("--tz", default="UTC", show_default=True, help="The site's time zone for the dates the API writes.")
 @click.option(
     "--silent-devices", default=0, show_default=True, type=click.IntRange(0),
     help="Devices (the first of each group) that never answer a command: their result stays \"null\".",
@@ -87,6 +88,7 @@ def simulate(
     ban_after: int,
     ban_for: float,
     silent_devices: int,
+    tz: str,
 ) -> None:
     """Run a simulator of the Cloud Control API (token: $SEMOOKII_TOKEN, else `sim-token`)."""
     token = os.environ.get("SEMOOKII_TOKEN", "").strip() or "sim-token"
@@ -104,6 +106,7 @@ def simulate(
         ban_after=ban_after,
         ban_for=ban_for,
         silent_devices=silent_devices,
+        tz=tz,
     )
 
     async def run() -> None:

@@ -161,3 +161,27 @@ def test_control_params_reject_out_of_range_values() -> None:
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"superType": 2, "minSoc": 101}, ControlParams)
     assert json.loads(msgspec.json.encode(ControlParams(super_type=1))) == {"superType": 1}
+
+
+async def test_regsn_sends_the_token_under_both_documented_names() -> None:
+    """The parameter table names `tokenId`, the example body `token`: the client sends both, same value."""
+
+    bodies: list[dict[str, str]] = []
+
+    async def regsn(request: web.Request) -> web.Response:
+        bodies.append(await request.json())
+        return web.json_response({"success": True, "Binding success": "A1"})
+
+    app = web.Application()
+    app.router.add_post("/api/regsn", regsn)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with CloudClient(f"http://127.0.0.1:{port}", Secret("tok-1"), retry=RetryPolicy.instant()) as c:
+            assert (await c.bind_sns(["A1"])).bound == ["A1"]
+    finally:
+        await runner.cleanup()
+    assert bodies == [{"tokenId": "tok-1", "token": "tok-1", "sns": "A1"}]

@@ -154,3 +154,15 @@ async def test_silent_devices_never_answer_and_can_be_toggled() -> None:
             async with http.post(f"{running.base_url}/_sim/devices/NOPE/silent") as r:
                 assert r.status == 404
         assert state.devices[state.wifi_sn_of(firsts[0])].online
+
+
+async def test_dates_are_written_in_the_sites_time_zone() -> None:
+    """`tz = "Asia/Shanghai"`: createTime is the site's local time (UTC+8), as the document says; default UTC."""
+    from datetime import UTC, datetime, timedelta
+
+    for tz, offset in (("Asia/Shanghai", 8), ("UTC", 0)):
+        async with serve(SimConfig(tokens=[TOKEN], groups=1, tz=tz)) as running:
+            created = running.simulator.state.list_groups()[0].create_time
+        written = datetime.strptime(created, "%Y-%m-%d %H:%M:%S")
+        expected = datetime.now(UTC).replace(tzinfo=None) + timedelta(hours=offset)
+        assert abs((written - expected).total_seconds()) < 120, tz

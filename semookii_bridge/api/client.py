@@ -293,7 +293,9 @@ class CloudClient:
         endpoint = ep.REGISTER_SN
 
         async def attempt() -> dict[str, list[str]]:
-            body = {"token": self._token.reveal(), "sns": ",".join(sns)}
+            # The parameter table names `tokenId`, the example body sends `token`: send both.
+            token = self._token.reveal()
+            body = {"tokenId": token, "token": token, "sns": ",".join(sns)}
             raw = await self._http(endpoint, params=None, json_body=body)
             doc = _json(endpoint, raw, dict[str, Any])
             if doc.get("success") is not True:

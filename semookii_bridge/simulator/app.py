@@ -20,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
+from ..quota import zone
 from ..ratelimit import TokenBucket
 from .state import CloudState, Rejected, SimTimings
 from .validation import InvalidParams, parse_control
@@ -64,6 +65,9 @@ class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     inverters_per_group: int = 3
     seed: int = 1
     query_success_key: Literal["success", "isSuccess", "mixed"] = "mixed"
+    tz: str = "UTC"
+    """The site's time zone, in which the API writes createTime/updateTime (the document: "the time zone of
+    the site")."""
     silent_devices: int = 0
     """Devices that never answer a command (their result stays "null"): the first inverter of each group,
     group after group; `/_sim/devices/<sn>/silent` toggles one at run time."""
@@ -102,7 +106,10 @@ class Simulator:
     def __init__(self, config: SimConfig | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config or SimConfig()
         self.state = CloudState(
-            timings=SimTimings(self.config.task_delay, self.config.result_delay), clock=clock, seed=self.config.seed
+            timings=SimTimings(self.config.task_delay, self.config.result_delay),
+            clock=clock,
+            seed=self.config.seed,
+            tz=zone(self.config.tz),
         )
         self.state.seed_fleet(self.config.groups, self.config.inverters_per_group)
         self.state.silence(self.config.silent_devices)
@@ -143,13 +150,15 @@ class Simulator:
         path = "/" + request.match_info["tail"].lstrip("/")
         query = {k: request.query.getone(k) for k in request.query}
         body = await _json_body(request) if path == "/api/regsn" else None
-        token = (body or {}).get("token") if path == "/api/regsn" else query.get("tokenId")
+        token = (
+            ((body or {}).get("tokenId") or (body or {}).get("token")) if path == "/api/regsn" else query.get("tokenId")
+        )
         record = CallRecord(
             seq=next(self._seq),
             ts=time.time(),
             path=path,
             params={k: v for k, v in query.items() if k != "tokenId"},
-            body={k: v for k, v in body.items() if k != "token"} if body is not None else None,
+            body={k: v for k, v in body.items() if k not in ("token", "tokenId")} if body is not None else None,
             token="missing" if not token else ("valid" if token in self.config.tokens else "invalid"),
         )
         if self.config.record_calls:

@@ -11,6 +11,7 @@ import string
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
 
 from .validation import ControlRequest
 
@@ -76,6 +77,7 @@ class CloudState:
     timings: SimTimings = field(default_factory=SimTimings)
     clock: Callable[[], float] = time.monotonic
     seed: int = 1
+    tz: tzinfo = UTC
     groups: dict[str, GroupRow] = field(default_factory=dict)
     inverters: dict[str, InverterRow] = field(default_factory=dict)
     devices: dict[str, Device] = field(default_factory=dict)
@@ -96,9 +98,9 @@ class CloudState:
     def _task_id(self) -> str:
         return "".join(self._rng.choice("0123456789abcdef") for _ in range(32))
 
-    @staticmethod
-    def now_text() -> str:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    def now_text(self) -> str:
+        """Now as the API writes dates: local time of the site (`tz`), no zone suffix."""
+        return datetime.now(self.tz).strftime("%Y-%m-%d %H:%M:%S")
 
     # ---- seeding --------------------------------------------------------------------------------
 
