@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from . import wire
-from .api.params import API_NAME_ALIASES, ControlParams
+from .api.params import API_NAME_ALIASES, ControlParams, ParamsProblem, check_required, spelling_conflict
 from .errors import BridgeError, json_object
 
 Power = Annotated[int, msgspec.Meta(ge=-65535, le=65535, description="W or var; positive charges")]
@@ -179,7 +179,13 @@ def _field_message(exc: msgspec.ValidationError) -> str:
 
 
 def _from_api_names(doc: dict[str, Any]) -> Command:
+    """A command in the vendor's parameter names, held to the document's rules: nothing required is filled
+    in, two spellings of one field must agree, and period 2 needs its switch."""
     envelope = {k: doc.pop(k) for k in _ENVELOPE_FIELDS if k in doc}
+    conflict = spelling_conflict(doc)
+    if conflict is not None:
+        name = API_NAME_ALIASES[conflict]
+        raise BridgeError("validation_error", f"`{conflict}` and `{name}` disagree - at `$.{conflict}`")
     for alias, name in API_NAME_ALIASES.items():
         if alias in doc:
             doc.setdefault(name, doc.pop(alias))
@@ -187,8 +193,22 @@ def _from_api_names(doc: dict[str, Any]) -> Command:
         params = msgspec.convert(doc, ControlParams)
     except msgspec.ValidationError as exc:
         raise BridgeError("validation_error", _field_message(exc)) from None
+    try:
+        check_required(doc)
+    except ParamsProblem as exc:
+        raise BridgeError("validation_error", _rule_message(exc)) from None
     typed = _typed_from_params(params)
     return _convert({**typed, **envelope})
+
+
+def _rule_message(problem: ParamsProblem) -> str:
+    """The bridge's words for a broken document rule, naming the field."""
+    field = problem.field
+    if problem.kind == "missing":
+        return f"Object missing required field `{field}`"
+    if problem.kind == "switch":
+        return f"`{field}` is only valid with `p2TimeSetEnable` = 1 - at `$.{field}`"
+    return f"{problem} - at `$.{field}`"
 
 
 _API_NAME = {f.name: f.encode_name for f in msgspec.structs.fields(ControlParams)}

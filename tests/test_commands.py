@@ -117,10 +117,10 @@ def test_api_name_form_takes_either_system_switch_spelling() -> None:
 @pytest.mark.parametrize(
     ("doc", "missing"),
     [({"superType": 1}, "systemSwich"), ({"superType": 0}, "mode"),
-     ({"superType": 0, "mode": 1, "activePower": 1, "reactivePower": 0, "proidTime": 5}, "timeout"),
+     ({"superType": 0, "mode": 1, "activePower": 1, "reactivePower": 0, "setType": 1, "proidTime": 5}, "timeout"),
      ({"superType": 0, "mode": 1, "reactivePower": 0, "proidTime": 5, "timeout": 1}, "activePower"),
-     ({"superType": 0, "mode": 2, "chargerPower": 1, "timeout": 1}, "targetEnergy"),
-     ({"superType": 0, "mode": 3, "targetSoc": 1, "timeout": 1}, "chargerPower"),
+     ({"superType": 0, "mode": 2, "setType": 1, "chargerPower": 1, "timeout": 1}, "targetEnergy"),
+     ({"superType": 0, "mode": 3, "setType": 1, "targetSoc": 1, "timeout": 1}, "chargerPower"),
      ({"superType": 2, "mode": 0, "minSoc": 1, "chargeFromGridUpperSoC": 2}, "chargeFromGridEN"),
      ({"superType": 2, "mode": 1, "chargeFromGridUpperSoC": 2}, "minSoc"),
      ({"superType": 2, "mode": 3}, "manualMode"),
@@ -150,18 +150,23 @@ def test_api_name_form_refuses_what_the_document_does_not_allow(doc: dict[str, A
     assert error.code == "validation_error" and fragment in error.message
 
 
-def test_api_name_form_with_period2_disabled_ignores_period2() -> None:
-    """p2TimeSetEnable = 0 makes a one-period schedule."""
-    query = dict(EXPECTED[-1][1], p2TimeSetEnable="0")
-    assert decode(api_form(query)) == decode({"type": "schedule", "period1": PERIOD1})
+def test_api_name_form_refuses_period2_fields_without_their_switch() -> None:
+    """Period-2 times with p2TimeSetEnable = 0 (or absent) are refused, naming the first such field."""
+    for switch in ("0", None):
+        query = {k: v for k, v in dict(EXPECTED[-1][1], p2TimeSetEnable=switch).items() if v is not None}
+        error = refusal(api_form(query))
+        assert error.code == "validation_error" and "`chargeStartTime2Hour`" in error.message
 
 
 def test_energy_control_update_comes_from_set_type_two() -> None:
-    """In the API-name form, setType 2 is `update: true` and setType 1 (or none) is false."""
+    """In the API-name form, setType 2 is `update: true` and setType 1 false; without setType (required for
+    mode 2 by the document) it is refused rather than defaulted."""
     base = {"superType": 0, "mode": 2, "targetEnergy": 1, "chargerPower": 1, "timeout": 1}
     assert decode({**base, "setType": 2}) == decode({"type": "energy_control", "target_energy": 1, "charge_power": 1,
                                                      "timeout": 1, "update": True})  # fmt: skip
-    assert decode(base) == decode({"type": "energy_control", "target_energy": 1, "charge_power": 1, "timeout": 1})
+    assert decode({**base, "setType": 1}) == decode({"type": "energy_control", "target_energy": 1,
+                                                     "charge_power": 1, "timeout": 1})  # fmt: skip
+    assert "`setType`" in refusal(base).message
 
 
 # ---- field rules -----------------------------------------------------------------------------------
@@ -275,3 +280,35 @@ def test_typed_commands_round_trip_through_the_journal_encoding() -> None:
     for doc, _ in EXPECTED:
         command = decode(doc)
         assert decode_command(msgspec.json.encode(command)) == command
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [({"superType": 0, "mode": 1, "activePower": 1, "reactivePower": 0, "setType": 1, "proidTime": 5}, "timeout"),
+     ({"superType": 0, "mode": 1, "activePower": 1, "reactivePower": 0, "proidTime": 5, "timeout": 1}, "setType"),
+     ({"superType": 0, "mode": 0}, "timeout"),
+     ({"superType": 0, "mode": 3, "targetSoc": 1, "chargerPower": 1, "timeout": 1}, "setType")],
+)  # fmt: skip
+def test_api_name_form_fills_in_no_required_field(doc: dict[str, Any], field: str) -> None:
+    """Each field the document marks required for the superType/mode must be given: none is defaulted."""
+    error = refusal(doc)
+    assert error.code == "validation_error" and f"`{field}`" in error.message
+
+
+def test_api_name_form_refuses_two_spellings_that_disagree() -> None:
+    """`systemSwich: 1` with `systemSwitch: 0` is refused (which one did the sender mean?); agreeing is fine."""
+    error = refusal({"superType": 1, "systemSwich": 1, "systemSwitch": 0})
+    assert error.code == "validation_error" and "`systemSwitch`" in error.message
+    assert decode({"superType": 1, "systemSwich": 1, "systemSwitch": 1}) == decode(
+        {"type": "system_switch", "on": True}
+    )
+
+
+def test_the_simulator_and_the_bridge_apply_one_table() -> None:
+    """A vendor-name command the bridge refuses for a missing field, the simulator refuses for the same field."""
+    from semookii_bridge.simulator.validation import InvalidParams, parse_control
+
+    doc = {"superType": 0, "mode": 1, "activePower": 1, "reactivePower": 0, "proidTime": 5, "timeout": 1}
+    assert "`setType`" in refusal(dict(doc)).message
+    with pytest.raises(InvalidParams, match="setType"):
+        parse_control({k: str(v) for k, v in doc.items()})
