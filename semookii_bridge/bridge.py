@@ -37,7 +37,7 @@ from .management import Guard, busy, handle_request
 from .merging import MergePolicy
 from .messages import Incoming
 from .ratelimit import QuotaExhausted, RateLimiter
-from .states import Response, Status
+from .states import INTERFACE_VERSION, Response, Status
 from .topics import ControlRoute, RequestRoute, Target, Topics, owner_of
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ class Bridge:
         rl, cmd = self.config.rate_limit, self.config.commands
         return {
             "version": __version__,
+            "interface": INTERFACE_VERSION,
             "instance": self._cluster.index if self._cluster.clustered else None,
             "instances": self._cluster.instances,
             "prefix": self.topics.prefix,

@@ -9,6 +9,7 @@ import pytest
 from semookii_bridge.commands import COMMAND_TYPES
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
+from semookii_bridge.states import INTERFACE_VERSION
 
 from .broker import Mosquitto, Probe
 
@@ -114,13 +115,15 @@ async def test_generated_request_id_when_absent(bridge: Service, broker: Mosquit
 
 
 async def test_bridge_state_online_and_info(bridge: Service, broker: Mosquitto) -> None:
-    """`vpp/bridge/state` is retained online; `vpp/bridge/info` names version and limits, not the token."""
+    """`vpp/bridge/state` is retained online; `vpp/bridge/info` names the versions (bridge and interface) and
+    limits, not the token."""
     with Probe(broker.port, subscribe="vpp/bridge/#") as probe:
         await probe.wait_for(lambda: probe.on("vpp/bridge/info"))
         state = probe.on("vpp/bridge/state")[-1]
         info = probe.on("vpp/bridge/info")[-1]
     assert state.retain and state.json() == {"state": "online"}
     assert info.json()["prefix"] == "vpp" and "rate_limit" in info.json() and "token" not in json.dumps(info.json())
+    assert info.json()["interface"] == INTERFACE_VERSION
 
 
 async def test_failed_when_api_says_no(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:

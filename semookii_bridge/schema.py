@@ -1,0 +1,149 @@
+"""The MQTT interface as machine-readable documents, generated from the code's own msgspec types.
+
+`json_schemas()` gives a JSON Schema per payload (commands, states, management requests and responses, the
+budget); `asyncapi()` an AsyncAPI 3.0 document that places them on their topics. `semookii-bridge schema`
+prints them; `docs/asyncapi.yaml` is the committed output, which a test keeps equal to the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import yaml
+
+from .budget import Budget
+from .commands import Command
+from .management import OPS
+from .states import INTERFACE_VERSION, TERMINAL, Response, StateMessage
+from .wire import Id
+
+REF = "#/components/schemas/{name}"
+
+_PRESENCE: dict[str, Any] = {
+    "title": "BridgePresence",
+    "description": "Retained; `offline` is the bridge's MQTT will. `instance` names the instance in cluster mode.",
+    "type": "object",
+    "properties": {"state": {"enum": ["online", "offline"]}, "instance": {"type": "integer", "minimum": 0}},
+    "required": ["state"],
+}
+_INFO: dict[str, Any] = {
+    "title": "BridgeInfo",
+    "description": "Retained: the bridge's version, the interface version and its effective limits (never the token).",
+    "type": "object",
+    "properties": {"version": {"type": "string"}, "interface": {"type": "string"}},
+    "required": ["version", "interface"],
+    "additionalProperties": True,
+}
+
+
+def _schema_hook(type_: type) -> dict[str, Any]:
+    """Schemas for the project's own scalar types."""
+    if type_ is Id:
+        return {"anyOf": [{"type": "string", "pattern": "^[0-9]{1,64}$"}, {"type": "integer", "minimum": 0}],
+                "description": "An id: ASCII digits, as a string (19-digit ids exceed JSON's safe integers), "
+                "or as an integer on input."}  # fmt: skip
+    raise NotImplementedError(type_)
+
+
+def _request_name(op: str) -> str:
+    return "Request" + "".join(part.capitalize() for part in op.replace("/", "_").split("_"))
+
+
+def json_schemas() -> dict[str, Any]:
+    """Every payload's JSON Schema, keyed by name (references point into the same map)."""
+    requests = [spec.request for spec in OPS.values()]
+    (command, *_), components = msgspec.json.schema_components(
+        [Command, StateMessage, Response, Budget, *requests], ref_template=REF, schema_hook=_schema_hook
+    )
+    schemas: dict[str, Any] = {**components, "Command": command, "BridgePresence": _PRESENCE, "BridgeInfo": _INFO}
+    for op, spec in OPS.items():
+        schemas[_request_name(op)] = {**components[spec.request.__name__], "title": _request_name(op)}
+    return {name: _asyncapi_schema(value) for name, value in sorted(schemas.items())}
+
+
+def _asyncapi_schema(node: Any) -> Any:
+    """msgspec writes OpenAPI's `discriminator` object; AsyncAPI's schema object takes the property name."""
+    if isinstance(node, dict):
+        out = {k: _asyncapi_schema(v) for k, v in node.items()}
+        if isinstance(out.get("discriminator"), dict):
+            out["discriminator"] = out["discriminator"]["propertyName"]
+        return out
+    if isinstance(node, list):
+        return [_asyncapi_schema(v) for v in node]
+    return node
+
+
+def _channel(address: str, message: str, description: str, **parameters: str) -> dict[str, Any]:
+    channel: dict[str, Any] = {
+        "address": address,
+        "description": description,
+        "messages": {message: {"$ref": f"#/components/messages/{message}"}},
+    }
+    if parameters:
+        channel["parameters"] = {name: {"description": text} for name, text in parameters.items()}
+    return channel
+
+
+def _message(schema: str, summary: str) -> dict[str, Any]:
+    return {"name": schema, "summary": summary, "contentType": "application/json",
+            "payload": {"$ref": REF.format(name=schema)}}  # fmt: skip
+
+
+def asyncapi(prefix: str = "vpp") -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of the bridge's MQTT interface (from the bridge's side: it receives
+    commands and requests, and sends states, responses and its own status)."""
+    group, sn = {"groupId": "A Cloud API group id (ASCII digits)."}, {"sn": "An inverter serial number."}
+    op = {"op": "A management op: " + ", ".join(OPS) + "."}
+    state = "Lifecycle states (the last one retained)."
+    channels = {
+        "groupCommand": _channel(f"{prefix}/group/{{groupId}}/set", "command", "Commands for a group.", **group),
+        "inverterCommand": _channel(f"{prefix}/inverter/{{sn}}/set", "command", "Commands for an inverter.", **sn),
+        "batchCommand": _channel(f"{prefix}/batch/set", "command", "Commands for the inverters in `sns`."),
+        "groupState": _channel(f"{prefix}/group/{{groupId}}/state", "state", state, **group),
+        "inverterState": _channel(f"{prefix}/inverter/{{sn}}/state", "state", state, **sn),
+        "batchState": _channel(f"{prefix}/batch/state", "state", "Lifecycle states of batch commands."),
+        "request": _channel(f"{prefix}/bridge/request/{{op}}", "request", "Management requests.", **op),
+        "response": _channel(f"{prefix}/bridge/response/{{op}}", "response", "Management answers.", **op),
+        "bridgeState": _channel(f"{prefix}/bridge/state", "presence", "Retained presence; the MQTT will."),
+        "bridgeInfo": _channel(f"{prefix}/bridge/info", "info", "Retained description of the running bridge."),
+        "bridgeBudget": _channel(f"{prefix}/bridge/budget", "budget", "Retained API budget, at most once a second."),
+    }  # fmt: skip
+    receives = ("groupCommand", "inverterCommand", "batchCommand", "request")
+    operations = {
+        f"{'receive' if name in receives else 'send'}{name[0].upper()}{name[1:]}": {
+            "action": "receive" if name in receives else "send",
+            "channel": {"$ref": f"#/channels/{name}"},
+        }
+        for name in channels
+    }
+    messages = {
+        "command": _message("Command", "A control command (QoS 1, not retained)."),
+        "state": _message("StateMessage", "One lifecycle step; terminal: " + ", ".join(sorted(TERMINAL)) + "."),
+        "request": {"name": "Request", "summary": "A management request; its fields depend on the op.",
+                    "contentType": "application/json",
+                    "payload": {"oneOf": [{"$ref": REF.format(name=_request_name(o))} for o in OPS]}},
+        "response": _message("Response", "`{status, data, error, transaction}`."),
+        "presence": _message("BridgePresence", "online / offline."),
+        "info": _message("BridgeInfo", "Versions and limits."),
+        "budget": _message("Budget", "Calls used and left, by kind."),
+    }  # fmt: skip
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "semookii-bridge MQTT interface",
+            "version": INTERFACE_VERSION,
+            "description": "Generated by `semookii-bridge schema asyncapi` from the bridge's own types; "
+            "docs/mqtt-interface.md explains each topic and status.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {"broker": {"host": "localhost:1883", "protocol": "mqtt", "protocolVersion": "5.0.0"}},
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": json_schemas(), "messages": messages},
+    }
+
+
+def asyncapi_yaml(prefix: str = "vpp") -> str:
+    """The AsyncAPI document as YAML, keys in the order written."""
+    return yaml.safe_dump(asyncapi(prefix), sort_keys=False, allow_unicode=True, width=110)
