@@ -26,6 +26,7 @@ from .mqtt import StateFollower
 from .secret import Secret
 from .service import Service
 from .simulator import SimConfig, serve
+from .topics import Target, Topics
 
 DEFAULT_BASE_URL = "https://www.solaxcloud.com:9443/proxy"
 
@@ -256,8 +257,7 @@ def send(
         raise click.UsageError(str(exc)) from None
     request_id = command.request_id or uuid.uuid4().hex
     doc = {**msgspec.to_builtins(command), "request_id": request_id}
-    prefix_ = cfg.mqtt.prefix
-    topic = f"{prefix_}/batch/set" if kind == "batch" else f"{prefix_}/{kind}/{target}/set"
+    topic = Topics(cfg.mqtt.prefix).command(Target(kind, None if kind == "batch" else target))  # type: ignore[arg-type]  # kind is one of the Choice values
     final = asyncio.run(_send_and_follow(cfg.mqtt, topic, json.dumps(doc).encode(), request_id, wait))
     sys.exit(0 if final == "completed" else 1)
 

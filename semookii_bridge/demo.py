@@ -23,6 +23,7 @@ from .mqtt import StateFollower
 from .secret import Secret
 from .service import Service
 from .simulator import SimConfig, serve
+from .topics import Target, Topics
 
 REPO_MOSQUITTO = Path(__file__).resolve().parents[1] / "mosquitto"
 DEMO_PASSWORDS = {"bridge": "bridge-demo-password", "operator": "operator-demo-password"}
@@ -122,7 +123,7 @@ async def _show(group_id: str, port: int, sim_url: str, once: bool, stop: asynci
     print(f"simulator  {sim_url}  (Semookii Cloud Control API, no account needed)")
     print("bridge     running, rate limit 2 calls/s\n")
     command = {"type": "power_control", "active_power": -3000, "duration": 600, "timeout": 10, "request_id": "demo-1"}
-    topic = f"vpp/group/{group_id}/set"
+    topic = Topics().command(Target("group", group_id))
     async with StateFollower("127.0.0.1", port, username="operator", password=DEMO_PASSWORDS["operator"]) as operator:
         print(f"publish  {topic}\n         {json.dumps(command)}\n")
         start = time.monotonic()

@@ -105,6 +105,16 @@ class Topics:
         """Where a command for a target owned by instance `owner` is forwarded."""
         return f"{self.prefix}/bridge/instance/{owner}/fwd/{topic[len(self.prefix) + 1 :]}"
 
+    def command(self, target: Target) -> str:
+        """Where commands for `target` are published (by operators)."""
+        if target.kind == "batch":
+            return f"{self.prefix}/batch/set"
+        return f"{self.prefix}/{target.kind}/{target.id}/set"
+
+    def state_filters(self) -> list[str]:
+        """Subscriptions that see every command's states."""
+        return [f"{self.prefix}/group/+/state", f"{self.prefix}/inverter/+/state", f"{self.prefix}/batch/state"]
+
     def state(self, target: Target) -> str:
         """Where lifecycle states of commands for `target` are published."""
         if target.kind == "batch":

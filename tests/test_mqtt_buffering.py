@@ -15,9 +15,9 @@ import pytest
 from paho.mqtt.client import MQTTMessage, MQTTMessageInfo
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from semookii_bridge import mqtt as mqtt_module
 from semookii_bridge.config import MqttConfig
-from semookii_bridge.mqtt import MqttLink, _BufferedClient
+from semookii_bridge.mqtt import link as mqtt_module
+from semookii_bridge.mqtt.link import MqttLink, _BufferedClient
 from semookii_bridge.topics import Topics
 
 PUBACK_1 = b"\x40\x02\x00\x01"

@@ -51,3 +51,15 @@ def test_response_topics_outside_the_prefix_only() -> None:
     assert topics.reply_allowed("replies/7") and topics.reply_allowed("vppx/7")
     assert not topics.reply_allowed("vpp/bridge/state") and not topics.reply_allowed("vpp/group/1/state")
     assert not topics.reply_allowed("replies/#") and not topics.reply_allowed("a/+/b") and not topics.reply_allowed("")
+
+
+def test_command_topics_and_state_filters_are_built_in_one_place() -> None:
+    """Operators' command topics and the state subscriptions come from Topics, for any prefix."""
+    from semookii_bridge.topics import Target, Topics
+
+    topics = Topics("site/a")
+    assert topics.command(Target("group", "42")) == "site/a/group/42/set"
+    assert topics.command(Target("inverter", "H4751")) == "site/a/inverter/H4751/set"
+    assert topics.command(Target("batch", None)) == "site/a/batch/set"
+    assert topics.state_filters() == ["site/a/group/+/state", "site/a/inverter/+/state", "site/a/batch/state"]
+    assert topics.parse(topics.command(Target("group", "42"))) is not None

@@ -15,7 +15,7 @@ import socket
 import ssl
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +25,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from . import wire
-from .aio import completer
-from .config import MqttConfig
-from .messages import Incoming
-from .states import TERMINAL
-from .topics import Topics
+from .. import wire
+from ..aio import completer
+from ..config import MqttConfig
+from ..messages import Incoming
+from ..topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -577,87 +576,3 @@ def _no_delay(client: paho.Client) -> None:
     if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class StateFollower:
-    """An operator-side client: publish a command, then follow its lifecycle on the state topics.
-
-    Used by `semookii-bridge send` and the demo; it sees the same topics and payloads a Node-RED flow does.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        prefix: str = "vpp",
-        username: str = "",
-        password: str = "",
-        client_id: str = "",
-    ) -> None:
-        self.topics = Topics(prefix)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._states: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._ready = asyncio.Event()
-        self._host, self._port = host, port
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-        if username:
-            self._client.username_pw_set(username, password or None)
-        self._client.on_connect = self._paho_connect
-        self._client.on_message = self._paho_message
-        self._client.on_subscribe = self._paho_subscribed
-
-    async def __aenter__(self) -> StateFollower:
-        self._loop = asyncio.get_running_loop()
-        self._client.connect_async(self._host, self._port)
-        self._client.loop_start()
-        await asyncio.wait_for(self._ready.wait(), 10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def _paho_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            log.error("operator_connect_refused reason=%s", reason)
-            return
-        prefix = self.topics.prefix
-        client.subscribe(
-            [(f"{prefix}/group/+/state", 1), (f"{prefix}/inverter/+/state", 1), (f"{prefix}/batch/state", 1)]
-        )
-
-    def _paho_subscribed(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._ready.set)
-
-    def _paho_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if not message.payload or self._loop is None:
-            return
-        try:
-            doc = wire.decode(bytes(message.payload), dict[str, Any])
-        except ValueError:
-            return
-        self._loop.call_soon_threadsafe(self._states.put_nowait, doc)
-
-    def send(self, topic: str, payload: bytes) -> None:
-        """Publish a command (QoS 1, not retained)."""
-        self._client.publish(topic, payload, qos=1)
-
-    async def follow(self, request_id: str, wait_seconds: float) -> AsyncIterator[dict[str, Any]]:
-        """Yield the command's state messages until a terminal one, or stop after `wait_seconds`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_seconds
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            try:
-                doc = await asyncio.wait_for(self._states.get(), remaining)
-            except TimeoutError:
-                return
-            if doc.get("request_id") != request_id:
-                continue
-            yield doc
-            if doc.get("status") in TERMINAL:
-                return

@@ -1,0 +1,29 @@
+"""The layering holds: transports stay at the edges (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "semookii_bridge"
+EDGES = {"paho": ("mqtt/",), "aiohttp": ("api/", "simulator/", "http_server.py")}
+
+
+def imported_roots(path: Path) -> set[str]:
+    """Top-level package names a module imports."""
+    roots: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_transports_are_imported_only_at_the_edges() -> None:
+    """paho only in mqtt/, aiohttp only in api/, simulator/ and http_server.py."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        for library, allowed in EDGES.items():
+            if library in imported_roots(path):
+                assert relative.startswith(allowed), f"{relative} imports {library}"
