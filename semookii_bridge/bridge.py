@@ -30,7 +30,7 @@ from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
 from .inventory import Inventory
-from .jobs import Job, job_from_entry
+from .jobs import Job, entry_from_job, job_from_entry
 from .journal import DuplicateRequest, Entry, Journal
 from .lifecycle import Lifecycle, Publisher, StatusObserver, silent
 from .management import Guard, busy, handle_request
@@ -259,7 +259,7 @@ class Bridge:
             correlation=msg.correlation_data,
         )
         try:
-            self.journal.insert(_entry(job, "queued", delivery))
+            self.journal.insert(entry_from_job(job, "queued", delivery))
         except DuplicateRequest:
             self._repeat(request_id, target, msg)
             return
@@ -290,11 +290,12 @@ class Bridge:
             self._reject(target, msg, error, request_id=request_id)
             return
         results = wire.decode(entry.results, dict[str, str]) if entry.results else None
-        log.info("duplicate request_id=%s status=%s", request_id, entry.status)
+        status: Status = "queued" if entry.status == "sending" else entry.status  # its last published state
+        log.info("duplicate request_id=%s status=%s", request_id, status)
         self.lifecycle.publish_state(
             job.target,
             request_id,
-            entry.status,  # type: ignore[arg-type]
+            status,
             command=echo(job.command),
             command_id=job.command_id,
             task_id=job.task_id,
@@ -413,12 +414,12 @@ class Bridge:
 
     def _announce_again(self, entry: Entry) -> None:
         job = job_from_entry(entry)
-        if job is None:
-            return
+        if job is None or entry.status == "sending":
+            return  # (unannounced() returns terminal states only)
         results = wire.decode(entry.results, dict[str, str]) if entry.results else None
         self.lifecycle.finish(
             job,
-            entry.status,  # type: ignore[arg-type]
+            entry.status,
             error=wire.decode(entry.error, ErrorInfo) if entry.error else None,
             results=results,
             no_answer=silent(results) if entry.status == "partial" and results else None,
@@ -465,18 +466,3 @@ def _guess_request_id(payload: bytes) -> str | None:
         return found.group(1).decode() if found else None
     rid = doc.get("request_id") if isinstance(doc, dict) else None
     return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None
-
-
-def _entry(job: Job, status: str, delivery: str) -> Entry:
-    return Entry(
-        request_id=job.request_id,
-        target_kind=job.target.kind,
-        target_id=job.target.id,
-        command=wire.encode(job.command),
-        status=status,
-        received_at=job.received_at,
-        deadline=job.deadline,
-        delivery_hash=delivery,
-        response_topic=job.response_topic,
-        correlation=job.correlation,
-    )

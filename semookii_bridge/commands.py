@@ -14,7 +14,7 @@ import msgspec
 
 from . import wire
 from .api.params import API_NAME_ALIASES, ControlParams, ParamsProblem, check_required, spelling_conflict
-from .errors import BridgeError, json_object
+from .errors import BridgeError
 
 Power = Annotated[int, msgspec.Meta(ge=-65535, le=65535, description="W or var; positive charges")]
 Seconds = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
@@ -151,7 +151,7 @@ def decode_command(payload: bytes) -> Command:
         return command
     except (msgspec.MsgspecError, RecursionError):
         pass
-    doc = json_object(payload)
+    doc = wire.json_object(payload)
     if "type" in doc:
         return _convert(doc)
     if "superType" in doc:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 
@@ -24,16 +22,3 @@ class BridgeError(Exception):
 
     def info(self) -> ErrorInfo:
         return ErrorInfo(code=self.code, message=self.message)
-
-
-def json_object(payload: bytes) -> dict[str, Any]:
-    """Parse a payload that must be a JSON object; raises BridgeError `invalid_json` or `validation_error`."""
-    try:
-        doc = msgspec.json.decode(payload)
-    except msgspec.DecodeError as exc:
-        raise BridgeError("invalid_json", f"payload is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise BridgeError("validation_error", "payload is nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise BridgeError("validation_error", "payload must be a JSON object")
-    return doc

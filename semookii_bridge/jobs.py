@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from . import wire
 from .commands import Command, decode_command
 from .errors import BridgeError
 from .journal import Entry
+from .states import Status
 from .topics import Target
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def job_from_entry(entry: Entry) -> Job | None:
         return None
     return Job(
         request_id=entry.request_id,
-        target=Target(entry.target_kind, entry.target_id),  # type: ignore[arg-type]
+        target=Target(entry.target_kind, entry.target_id),
         command=command,
         sns=tuple(command.sns) if command.sns else None,
         received_at=entry.received_at,
@@ -64,4 +66,20 @@ def job_from_entry(entry: Entry) -> Job | None:
         command_id=entry.command_id,
         task_id=entry.task_id,
         track_until=entry.track_until,
+    )
+
+
+def entry_from_job(job: Job, status: Status, delivery: str) -> Entry:
+    """The journal row of a newly accepted job (the other direction of `job_from_entry`)."""
+    return Entry(
+        request_id=job.request_id,
+        target_kind=job.target.kind,
+        target_id=job.target.id,
+        command=wire.encode(job.command),
+        status=status,
+        received_at=job.received_at,
+        deadline=job.deadline,
+        delivery_hash=delivery,
+        response_topic=job.response_topic,
+        correlation=job.correlation,
     )

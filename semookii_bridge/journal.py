@@ -16,13 +16,18 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
+
+from .states import Status
+from .topics import TargetKind
 
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = ("queued", "sending", "accepted", "dispatched")
+JournalStatus = Status | Literal["sending"]
+"""A journaled command's status: a published one, or `sending` (on disk before the control call)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (
@@ -61,10 +66,10 @@ class Entry(msgspec.Struct, kw_only=True):
     """One journaled command."""
 
     request_id: str
-    target_kind: str
+    target_kind: TargetKind
     target_id: str | None
     command: bytes
-    status: str
+    status: JournalStatus
     received_at: float
     deadline: float
     delivery_hash: str | None = None

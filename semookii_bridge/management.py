@@ -17,7 +17,7 @@ import msgspec
 from . import wire
 from .api import ApiError, CloudClient, Group, Inverter
 from .commands import SerialNumber
-from .errors import BridgeError, ErrorInfo, json_object
+from .errors import BridgeError, ErrorInfo
 from .states import Response
 from .wire import Id
 
@@ -263,7 +263,7 @@ def _parse(payload: bytes) -> tuple[dict[str, Any], Any]:
     """The request's fields and its `transaction`; an empty payload is an empty request."""
     if not payload.strip():
         return {}, None
-    doc = json_object(payload)
+    doc = wire.json_object(payload)
     transaction = doc.pop("transaction", None)
     return doc, transaction
 

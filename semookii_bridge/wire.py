@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from .errors import BridgeError
+
 T = TypeVar("T")
 
 
@@ -70,3 +72,16 @@ def to_user(obj: Any) -> Any:
     if isinstance(obj, Id):
         return str(obj)
     return obj
+
+
+def json_object(payload: bytes) -> dict[str, Any]:
+    """Parse a payload that must be a JSON object; raises BridgeError `invalid_json` or `validation_error`."""
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise BridgeError("invalid_json", f"payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BridgeError("validation_error", "payload is nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise BridgeError("validation_error", "payload must be a JSON object")
+    return doc

@@ -130,3 +130,16 @@ def test_a_merged_call_is_tracked_once_after_a_restart(tmp_path: Path) -> None:
     bridge.recover()
     assert bridge.lifecycle.tracking == 2
     assert sorted(call for _, call, _ in bridge.lifecycle._schedule._heap) == ["77", "78"]
+
+
+def test_a_duplicate_of_a_command_on_the_wire_repeats_queued_not_sending(tmp_path: Path) -> None:
+    """`sending` is a journal status, never published: a repeat of such a command says `queued`, its last
+    published state, with duplicate true and not retained."""
+    journal = Journal(tmp_path / "j.db")
+    journal.insert(entry("mid-air", "sending"))
+    publisher = Recorder()
+    bridge = bridge_on(journal, publisher)
+    bridge._repeat("mid-air", bridge.lifecycle.topics.parse("vpp/group/42/set").target,  # type: ignore[union-attr]
+                   Incoming(topic="vpp/group/42/set", payload=b"{}"))  # fmt: skip
+    [(topic, state, retain)] = publisher.sent
+    assert (topic, state["status"], state["duplicate"], retain) == ("vpp/group/42/state", "queued", True, False)
