@@ -14,8 +14,7 @@ from typing import Protocol
 import msgspec
 
 from . import wire
-from .api.endpoints import Priority
-from .ratelimit import RateLimiter
+from .ratelimit import Priority, RateLimiter
 from .states import utc_now_text
 
 KINDS = {Priority.CONTROL: "control", Priority.MANAGEMENT: "management", Priority.POLL: "polling"}

@@ -14,13 +14,12 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
-from .api.endpoints import Priority
 from .clock import steady
 from .commands import is_safety
 from .errors import ErrorInfo
 from .jobs import Job
 from .merging import MergePolicy
-from .ratelimit import QuotaExhausted, RateLimiter
+from .ratelimit import Priority, QuotaExhausted, RateLimiter
 from .states import Status
 
 log = logging.getLogger(__name__)

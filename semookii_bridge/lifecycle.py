@@ -10,14 +10,13 @@ from typing import Any, Protocol
 
 from . import wire
 from .api import ApiError, ControlParams
-from .api.endpoints import Priority
 from .clock import steady
 from .commands import echo, to_params
 from .config import CommandsConfig
 from .errors import ErrorInfo
 from .jobs import Job, job_from_entry
 from .journal import Journal
-from .ratelimit import QuotaExhausted
+from .ratelimit import Priority, QuotaExhausted
 from .states import StateMessage, Status
 from .topics import Target, Topics
 from .tracker import PollSchedule

@@ -12,12 +12,20 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import IntEnum
 
-from .api.endpoints import Endpoint, Priority
-from .api.errors import QuotaExceeded
 from .quota import DailyQuota, QuotaExhausted
 
-__all__ = ["LimiterGate", "QuotaExhausted", "RateLimiter", "TokenBucket"]
+
+class Priority(IntEnum):
+    """Rate-limit priority: control calls go first, then management, then result polling."""
+
+    CONTROL = 0
+    MANAGEMENT = 1
+    POLL = 2
+
+
+__all__ = ["Priority", "QuotaExhausted", "RateLimiter", "TokenBucket"]
 
 Clock = Callable[[], float]
 
@@ -277,22 +285,3 @@ def _poll_turn(queue: deque[_Waiter]) -> int:
         if queue[index].urgent:
             return index
     return len(queue) - 1
-
-
-class LimiterGate:
-    """Adapts the RateLimiter to the API client's gate: priority by endpoint, 429 pauses everyone."""
-
-    def __init__(self, limiter: RateLimiter) -> None:
-        self.limiter = limiter
-
-    async def acquire(self, endpoint: Endpoint) -> None:
-        try:
-            await self.limiter.acquire(endpoint.priority)
-        except QuotaExhausted as exc:
-            raise QuotaExceeded(str(exc), endpoint=endpoint.name) from None
-
-    def throttled(self, retry_after: float | None) -> None:
-        self.limiter.throttled(retry_after)
-
-    def banned(self, seconds: float) -> None:
-        self.limiter.banned(seconds)

@@ -12,14 +12,14 @@ import logging
 from contextlib import AsyncExitStack
 
 from . import http_server
-from .api import CloudClient, RetryPolicy
+from .api import CloudClient, Endpoint, QuotaExceeded, RetryPolicy
 from .bridge import Bridge, topics_for
 from .budget import KINDS
 from .config import BridgeConfig
 from .journal import Journal
 from .mqtt import MqttLink
 from .observability import LiveSample, Observability
-from .ratelimit import LimiterGate, RateLimiter, TokenBucket
+from .ratelimit import QuotaExhausted, RateLimiter, TokenBucket
 from .secret import Secret
 
 log = logging.getLogger(__name__)
@@ -136,3 +136,22 @@ def _require(bridge: Bridge | None) -> Bridge:
     if bridge is None:
         raise RuntimeError("bridge not constructed yet")
     return bridge
+
+
+class LimiterGate:
+    """Adapts the RateLimiter to the API client's gate: priority by endpoint, 429 pauses everyone."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    async def acquire(self, endpoint: Endpoint) -> None:
+        try:
+            await self.limiter.acquire(endpoint.priority)
+        except QuotaExhausted as exc:
+            raise QuotaExceeded(str(exc), endpoint=endpoint.name) from None
+
+    def throttled(self, retry_after: float | None) -> None:
+        self.limiter.throttled(retry_after)
+
+    def banned(self, seconds: float) -> None:
+        self.limiter.banned(seconds)

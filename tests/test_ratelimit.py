@@ -229,7 +229,7 @@ async def test_gate_gives_api_calls_their_endpoint_priority_and_quota_error() ->
     """The client's gate: a spent quota is the client's QuotaExceeded naming the endpoint; 429s pause all."""
     from semookii_bridge.api import endpoints
     from semookii_bridge.api.errors import QuotaExceeded
-    from semookii_bridge.ratelimit import LimiterGate
+    from semookii_bridge.service import LimiterGate
 
     limiter = RateLimiter(TokenBucket(0, 1, daily_quota=1))
     gate = LimiterGate(limiter)
@@ -338,7 +338,7 @@ async def test_only_safety_callers_may_use_the_reserve() -> None:
 
 async def test_a_ban_pauses_every_call_and_says_for_how_long() -> None:
     """banned(s) holds every caller for s seconds and reports the time left; the client's gate passes it on."""
-    from semookii_bridge.ratelimit import LimiterGate
+    from semookii_bridge.service import LimiterGate
 
     clock = FakeClock()
     limiter = RateLimiter(TokenBucket(100, 5, clock=clock))

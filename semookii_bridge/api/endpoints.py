@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 import msgspec
 
-
-class Priority(IntEnum):
-    """Rate-limit priority: control calls go first, then management, then result polling."""
-
-    CONTROL = 0
-    MANAGEMENT = 1
-    POLL = 2
+from ..ratelimit import Priority as Priority
 
 
 class Endpoint(msgspec.Struct, frozen=True):
