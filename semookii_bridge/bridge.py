@@ -16,24 +16,23 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
 from . import __version__, wire
 from .aio import completer
-from .api import CloudClient
 from .budget import BudgetReporter, CallLog
 from .clock import steady
 from .commands import Command, decode_command, echo, is_safety, max_power
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
-from .inventory import Inventory
+from .inventory import FleetApi, Inventory
 from .jobs import Job, entry_from_job, job_from_entry
 from .journal import DuplicateRequest, Entry, Journal
-from .lifecycle import Lifecycle, Publisher, StatusObserver, silent
-from .management import Guard, busy, handle_request
+from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver, silent
+from .management import Guard, ManagementApi, busy, handle_request
 from .merging import MergePolicy
 from .messages import Incoming
 from .ratelimit import QuotaExhausted, RateLimiter
@@ -43,6 +42,13 @@ from .topics import ControlRoute, RequestRoute, Target, Topics, owner_of
 log = logging.getLogger(__name__)
 
 
+class BridgeApi(ControlApi, ManagementApi, FleetApi, Protocol):
+    """Everything the bridge asks of the Cloud API client (the concrete one is `api.CloudClient`)."""
+
+    @property
+    def base_url(self) -> str: ...
+
+
 class Bridge:
     """Everything between the MQTT edge and the Cloud API client."""
 
@@ -50,7 +56,7 @@ class Bridge:
         self,
         config: BridgeConfig,
         *,
-        api: CloudClient,
+        api: BridgeApi,
         publisher: Publisher,
         journal: Journal,
         limiter: RateLimiter,

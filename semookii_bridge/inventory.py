@@ -15,7 +15,8 @@ from typing import Protocol
 
 import msgspec
 
-from .api import ApiError, Group, Inverter
+from .api.errors import ApiError
+from .api.types import Group, Inverter
 from .clock import steady
 from .ratelimit import QuotaExhausted
 

@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from . import wire
-from .api import ApiError, ControlParams
+from .api.errors import ApiError
+from .api.params import ControlParams
 from .clock import steady
 from .commands import echo, to_params
 from .config import CommandsConfig

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import msgspec
 
 from . import wire
-from .api import ApiError, CloudClient, Group, Inverter
+from .api.errors import ApiError
+from .api.types import BindResult, Group, GroupPage, Inverter, InverterPage
 from .commands import SerialNumber
 from .errors import BridgeError, ErrorInfo
 from .states import Response
@@ -27,6 +28,46 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 PageNo = Annotated[int, msgspec.Meta(ge=1)]
 PageSize = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 IdList = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class ManagementApi(Protocol):
+    """The part of the Cloud API client the management ops use (the core names no HTTP client)."""
+
+    async def group_add(self, name: str) -> Id: ...
+
+    async def group_update(self, group_id: str, name: str) -> None: ...
+
+    async def group_delete(self, group_id: str) -> None: ...
+
+    async def group_delete_batch(self, group_ids: Iterable[str]) -> None: ...
+
+    async def group_find_all(self, current: int = 1, size: int = 20) -> GroupPage: ...
+
+    async def group_list_all(self, page_size: int = 100) -> list[Group]: ...
+
+    async def group_find_like_name(self, name: str) -> GroupPage: ...
+
+    async def inverter_add(self, group_id: str, sn: str) -> Id: ...
+
+    async def inverter_delete(self, inverter_id: str) -> None: ...
+
+    async def inverter_delete_batch(self, inverter_ids: Iterable[str]) -> None: ...
+
+    async def inverter_update(self, inverter_id: str, new_sn: str) -> None: ...
+
+    async def inverter_find_by_group(self, group_id: str, current: int = 1, size: int = 20) -> InverterPage: ...
+
+    async def inverter_list_all(self, group_id: str, page_size: int = 100) -> list[Inverter]: ...
+
+    async def inverter_find_like(
+        self, group_id: str, *, wifi_sn: str | None = None, sn: str | None = None
+    ) -> InverterPage: ...
+
+    async def query_command(self, command_id: str, *, prepaid: bool = False) -> str | None: ...
+
+    async def get_query_result(self, task_id: str, *, prepaid: bool = False) -> dict[str, str] | None: ...
+
+    async def bind_sns(self, sns: Sequence[str]) -> BindResult: ...
 
 
 class _Request(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -95,16 +136,16 @@ def _one_of(req: IdOrIds) -> list[str] | str:
     return req.id if req.id is not None else list(req.ids or [])
 
 
-async def _group_add(api: CloudClient, r: GroupAdd) -> Any:
+async def _group_add(api: ManagementApi, r: GroupAdd) -> Any:
     return {"id": await api.group_add(r.name)}
 
 
-async def _group_rename(api: CloudClient, r: GroupRename) -> Any:
+async def _group_rename(api: ManagementApi, r: GroupRename) -> Any:
     await api.group_update(r.id, r.name)
     return {"id": r.id, "name": r.name}
 
 
-async def _group_remove(api: CloudClient, r: IdOrIds) -> Any:
+async def _group_remove(api: ManagementApi, r: IdOrIds) -> Any:
     which = _one_of(r)
     if isinstance(which, str):
         await api.group_delete(which)
@@ -113,22 +154,22 @@ async def _group_remove(api: CloudClient, r: IdOrIds) -> Any:
     return {"removed": which}
 
 
-async def _group_list(api: CloudClient, r: Paging) -> Any:
+async def _group_list(api: ManagementApi, r: Paging) -> Any:
     if r.all:
         groups = await api.group_list_all()
         return {"total": len(groups), "items": groups}
     return await api.group_find_all(r.page, r.size)
 
 
-async def _group_search(api: CloudClient, r: GroupSearch) -> Any:
+async def _group_search(api: ManagementApi, r: GroupSearch) -> Any:
     return await api.group_find_like_name(r.name)
 
 
-async def _inverter_add(api: CloudClient, r: InverterAdd) -> Any:
+async def _inverter_add(api: ManagementApi, r: InverterAdd) -> Any:
     return {"id": await api.inverter_add(r.group_id, r.sn)}
 
 
-async def _inverter_remove(api: CloudClient, r: IdOrIds) -> Any:
+async def _inverter_remove(api: ManagementApi, r: IdOrIds) -> Any:
     which = _one_of(r)
     if isinstance(which, str):
         await api.inverter_delete(which)
@@ -137,31 +178,31 @@ async def _inverter_remove(api: CloudClient, r: IdOrIds) -> Any:
     return {"removed": which}
 
 
-async def _inverter_replace(api: CloudClient, r: InverterReplace) -> Any:
+async def _inverter_replace(api: ManagementApi, r: InverterReplace) -> Any:
     await api.inverter_update(r.id, r.new_sn)
     return {"id": r.id, "sn": r.new_sn}
 
 
-async def _inverter_list(api: CloudClient, r: InverterList) -> Any:
+async def _inverter_list(api: ManagementApi, r: InverterList) -> Any:
     if r.all:
         inverters = await api.inverter_list_all(r.group_id)
         return {"total": len(inverters), "items": inverters}
     return await api.inverter_find_by_group(r.group_id, r.page, r.size)
 
 
-async def _inverter_search(api: CloudClient, r: InverterSearch) -> Any:
+async def _inverter_search(api: ManagementApi, r: InverterSearch) -> Any:
     return await api.inverter_find_like(r.group_id, wifi_sn=r.wifi_sn, sn=r.sn)
 
 
-async def _command_query(api: CloudClient, r: CommandQuery) -> Any:
+async def _command_query(api: ManagementApi, r: CommandQuery) -> Any:
     return {"command_id": r.command_id, "task_id": await api.query_command(r.command_id)}
 
 
-async def _task_result(api: CloudClient, r: TaskResult) -> Any:
+async def _task_result(api: ManagementApi, r: TaskResult) -> Any:
     return {"task_id": r.task_id, "results": await api.get_query_result(r.task_id)}
 
 
-async def _device_bind(api: CloudClient, r: DeviceBind) -> Any:
+async def _device_bind(api: ManagementApi, r: DeviceBind) -> Any:
     return await api.bind_sns(r.sns)
 
 
@@ -184,7 +225,7 @@ class Op:
     the account (refused when read-only), and what it touches (checked against the allow-lists)."""
 
     request: type[_Request]
-    handler: Callable[[CloudClient, Any], Awaitable[Any]]
+    handler: Callable[[ManagementApi, Any], Awaitable[Any]]
     mutating: bool = False
     scope: Callable[[Any], Scope] = lambda _r: Scope()
 
@@ -279,7 +320,7 @@ def busy(payload: bytes, pending: int, *, max_payload: int) -> Response:
 
 
 async def handle_request(
-    api: CloudClient, op: str, payload: bytes, *, max_payload: int, guard: Guard | None = None
+    api: ManagementApi, op: str, payload: bytes, *, max_payload: int, guard: Guard | None = None
 ) -> Response:
     """Run one management request; never raises, every outcome is a Response."""
     transaction: Any = None

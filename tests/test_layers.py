@@ -27,3 +27,15 @@ def test_transports_are_imported_only_at_the_edges() -> None:
         for library, allowed in EDGES.items():
             if library in imported_roots(path):
                 assert relative.startswith(allowed), f"{relative} imports {library}"
+
+
+def test_the_core_loads_without_the_http_client() -> None:
+    """Importing the core (bridge, lifecycle, management, dispatcher, ...) loads neither aiohttp nor paho."""
+    import subprocess
+    import sys
+
+    code = ("import sys, semookii_bridge.bridge, semookii_bridge.lifecycle, semookii_bridge.management, "
+            "semookii_bridge.dispatcher, semookii_bridge.inventory, semookii_bridge.merging; "
+            "print(sorted(m for m in ('aiohttp', 'paho') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

@@ -1,6 +1,11 @@
-"""Client for the Semookii Cloud Control API (HTTP, JSON, token in the query string)."""
+"""Client for the Semookii Cloud Control API (HTTP, JSON, token in the query string).
 
-from .client import CloudClient, Gate, OpenGate
+The client (and with it aiohttp) is loaded on first use: the core imports the API's types, errors and
+parameters from here without loading an HTTP stack.
+"""
+
+from typing import TYPE_CHECKING, Any
+
 from .endpoints import Endpoint, Priority
 from .errors import (
     Ambiguous,
@@ -17,6 +22,19 @@ from .errors import (
 from .params import ControlParams
 from .retry import RetryPolicy
 from .types import BindResult, Group, GroupPage, Inverter, InverterPage
+
+if TYPE_CHECKING:
+    from .client import CloudClient, Gate, OpenGate
+
+
+def __getattr__(name: str) -> Any:
+    """`CloudClient`, `Gate` and `OpenGate`, imported when first asked for."""
+    if name in ("CloudClient", "Gate", "OpenGate"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "Ambiguous",
