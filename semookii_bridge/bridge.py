@@ -34,9 +34,8 @@ from .journal import DuplicateRequest, Entry, Journal
 from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver, silent
 from .management import Guard, ManagementApi, busy, handle_request
 from .merging import MergePolicy
-from .messages import Incoming
+from .payloads import INTERFACE_VERSION, Incoming, Response, Status
 from .ratelimit import QuotaExhausted, RateLimiter
-from .states import INTERFACE_VERSION, Response, Status
 from .topics import ControlRoute, RequestRoute, Target, Topics, owner_of
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from typing import Protocol
 import msgspec
 
 from . import wire
+from .payloads import utc_now_text
 from .ratelimit import Priority, RateLimiter
-from .states import utc_now_text
 
 KINDS = {Priority.CONTROL: "control", Priority.MANAGEMENT: "management", Priority.POLL: "polling"}
 PROJECTION_WINDOW = 600.0

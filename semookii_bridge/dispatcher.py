@@ -19,8 +19,8 @@ from .commands import is_safety
 from .errors import ErrorInfo
 from .jobs import Job
 from .merging import MergePolicy
+from .payloads import Status
 from .ratelimit import Priority, QuotaExhausted, RateLimiter
-from .states import Status
 
 log = logging.getLogger(__name__)
 

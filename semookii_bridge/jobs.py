@@ -9,7 +9,7 @@ from . import wire
 from .commands import Command, decode_command
 from .errors import BridgeError
 from .journal import Entry
-from .states import Status
+from .payloads import Status
 from .topics import Target
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .states import Status
+from .payloads import Status
 from .topics import TargetKind
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from .config import CommandsConfig
 from .errors import ErrorInfo
 from .jobs import Job, job_from_entry
 from .journal import Journal
+from .payloads import StateMessage, Status
 from .ratelimit import Priority, QuotaExhausted
-from .states import StateMessage, Status
 from .topics import Target, Topics
 from .tracker import PollSchedule
 

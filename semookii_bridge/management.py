@@ -19,7 +19,7 @@ from .api.errors import ApiError
 from .api.types import BindResult, Group, GroupPage, Inverter, InverterPage
 from .commands import SerialNumber
 from .errors import BridgeError, ErrorInfo
-from .states import Response
+from .payloads import Response
 from .wire import Id
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import yaml
 from .budget import Budget
 from .commands import Command
 from .management import OPS
-from .states import INTERFACE_VERSION, TERMINAL, Response, StateMessage
+from .payloads import INTERFACE_VERSION, TERMINAL, Response, StateMessage
 from .wire import Id
 
 REF = "#/components/schemas/{name}"

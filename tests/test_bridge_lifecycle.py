@@ -7,9 +7,9 @@ import json
 import pytest
 
 from semookii_bridge.commands import COMMAND_TYPES
+from semookii_bridge.payloads import INTERFACE_VERSION
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
-from semookii_bridge.states import INTERFACE_VERSION
 
 from .broker import Mosquitto, Probe
 

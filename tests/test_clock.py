@@ -16,7 +16,7 @@ from semookii_bridge.dispatcher import Dispatcher
 from semookii_bridge.jobs import Job
 from semookii_bridge.journal import Journal
 from semookii_bridge.lifecycle import Lifecycle
-from semookii_bridge.messages import Incoming
+from semookii_bridge.payloads import Incoming
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket
 from semookii_bridge.topics import Target
 from semookii_bridge.tracker import PollSchedule

@@ -16,7 +16,7 @@ from semookii_bridge.commands import Manual
 from semookii_bridge.config import BridgeConfig
 from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.journal import Entry, Journal
-from semookii_bridge.messages import Incoming
+from semookii_bridge.payloads import Incoming
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket
 
 

@@ -11,7 +11,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .. import wire
-from ..states import TERMINAL
+from ..payloads import TERMINAL
 from ..topics import Topics
 
 log = logging.getLogger(__name__)

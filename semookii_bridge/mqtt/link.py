@@ -28,7 +28,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from .. import wire
 from ..aio import completer
 from ..config import MqttConfig
-from ..messages import Incoming
+from ..payloads import Incoming
 from ..topics import Topics
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""What the bridge publishes: lifecycle state messages and management responses (CONTRACT.md 2-4)."""
+"""The payload contract: what the bridge publishes (lifecycle state messages, management responses) and the
+frozen type every delivered MQTT message becomes at the edge (nothing past it sees a paho object)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,17 @@ class Response(msgspec.Struct, frozen=True, kw_only=True):
     data: Any = None
     error: ErrorInfo | None = None
     transaction: Any = None
+
+
+class Incoming(msgspec.Struct, frozen=True, kw_only=True):
+    """A message delivered by the broker, with the MQTT 5 properties the bridge honours."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    dup: bool = False
+    mid: int = 0
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    message_expiry: int | None = None
