@@ -373,9 +373,9 @@ class Lifecycle:
         if last_error is not None:
             message += f"; last poll error: {last_error}"
         for job in jobs:
-            own = self._results_for(job, answers) if answers else {}
-            quiet = silent(own)
-            if own:
+            own = self._results_for(job, answers) if answers is not None else {}
+            quiet = self._unanswered(job, own)
+            if answers is not None and quiet:
                 error = ErrorInfo(
                     code="devices_no_answer",
                     message=f"{len(quiet)} of {len(own)} devices did not answer within "
@@ -430,7 +430,7 @@ class Lifecycle:
         waiting = False
         for job in jobs:
             own = self._results_for(job, results)
-            if not own or silent(own):
+            if self._unanswered(job, own):
                 waiting = True  # some device has not answered yet: poll again, until the window closes
                 continue
             self._end_tracked(job, "completed", results=own)
@@ -439,6 +439,12 @@ class Lifecycle:
             return False
         self._answers.pop(command_id, None)
         return True
+
+    def _unanswered(self, job: Job, own: dict[str, str]) -> list[str]:
+        """The command's devices that have not answered: "null" or empty in its results, or (for inverters
+        the inventory names) missing from them. An empty map for a group without devices is an answer."""
+        expected = [dongle for sn in job.inverters if (dongle := self.dongle_of(sn)) is not None]
+        return silent(own) + [dongle for dongle in expected if dongle not in own]
 
     def _results_for(self, job: Job, results: dict[str, str]) -> dict[str, str]:
         """The command's own devices' entries (the map is keyed by dongle serial, and a merged call's map

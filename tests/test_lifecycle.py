@@ -726,3 +726,21 @@ async def test_no_device_answering_is_partial_with_every_device_named(world: Wor
     assert await world.step(2.0) is None
     await asyncio.sleep(0)
     assert world.publisher.last()["status"] == "partial" and world.publisher.last()["no_answer"] == ["SW1", "SW2"]
+
+
+async def test_an_empty_results_map_for_a_group_without_devices_is_completed(world: World) -> None:
+    """A group with no inverters answers `{}`: nobody is silent, so the command is `completed` at once."""
+    world.api.results = [{}]
+    await world.life.send(world.job())
+    assert await world.step(1.0) is None
+    await asyncio.sleep(0)
+    assert world.publisher.last()["status"] == "completed" and world.publisher.last()["results"] == {}
+
+
+async def test_a_merged_inverter_missing_from_the_results_has_not_answered(world: World) -> None:
+    """In a merged call, an inverter whose dongle is absent from the results map is still waited for."""
+    world.life.dongle_of = DONGLES.get
+    world.api.results = [{"SW1": "success"}]
+    await world.life.send_all(merged_jobs(world, "SN1", "SN2"))
+    assert await world.step(1.0, "r-SN1") is not None
+    assert world.row("r-SN1").status == "completed" and world.row("r-SN2").status == "dispatched"
