@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
@@ -132,24 +134,29 @@ async def test_regsn_splits_into_calls_of_at_most_100(client: CloudClient, sim: 
     assert sizes == [100, 100, 50] and result.non_existent == sns
 
 
+@contextlib.asynccontextmanager
+async def regsn_server(handler: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
+    """A stand-in /api/regsn on a loopback port, answering with `handler`; yields its base URL."""
+    app = web.Application()
+    app.router.add_post("/api/regsn", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
 async def test_regsn_binding_fail_key_is_read() -> None:
     """A `"Binding fail"` list (never produced by the simulator) is read too."""
 
     async def regsn(request: web.Request) -> web.Response:
         return web.json_response({"exception": "", "success": True, "Binding fail": "AAA, BBB"})
 
-    app = web.Application()
-    app.router.add_post("/api/regsn", regsn)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with CloudClient(f"http://127.0.0.1:{port}", Secret(TOKEN), retry=RetryPolicy.instant()) as client:
-            assert (await client.bind_sns(["AAA", "BBB"])).failed == ["AAA", "BBB"]
-    finally:
-        await runner.cleanup()
+    async with regsn_server(regsn) as url, CloudClient(url, Secret(TOKEN), retry=RetryPolicy.instant()) as client:
+        assert (await client.bind_sns(["AAA", "BBB"])).failed == ["AAA", "BBB"]
 
 
 def test_control_params_reject_out_of_range_values() -> None:
@@ -165,23 +172,12 @@ def test_control_params_reject_out_of_range_values() -> None:
 
 async def test_regsn_sends_the_token_under_both_documented_names() -> None:
     """The parameter table names `tokenId`, the example body `token`: the client sends both, same value."""
-
     bodies: list[dict[str, str]] = []
 
     async def regsn(request: web.Request) -> web.Response:
         bodies.append(await request.json())
         return web.json_response({"success": True, "Binding success": "A1"})
 
-    app = web.Application()
-    app.router.add_post("/api/regsn", regsn)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with CloudClient(f"http://127.0.0.1:{port}", Secret("tok-1"), retry=RetryPolicy.instant()) as c:
-            assert (await c.bind_sns(["A1"])).bound == ["A1"]
-    finally:
-        await runner.cleanup()
+    async with regsn_server(regsn) as url, CloudClient(url, Secret("tok-1"), retry=RetryPolicy.instant()) as c:
+        assert (await c.bind_sns(["A1"])).bound == ["A1"]
     assert bodies == [{"tokenId": "tok-1", "token": "tok-1", "sns": "A1"}]
