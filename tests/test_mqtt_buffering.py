@@ -73,21 +73,38 @@ def test_other_threads_write_directly(wired: tuple[_BufferedClient, socket.socke
     assert broker.recv(100) == PUBACK_1 and scheduled == []
 
 
+class CountingSocket:
+    """A socket wrapper that records each recv() call."""
+
+    def __init__(self, sock: socket.socket, calls: list[int]) -> None:
+        self._sock, self._calls = sock, calls
+
+    def recv(self, size: int) -> bytes:
+        self._calls.append(size)
+        return self._sock.recv(size)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
 def test_reads_are_served_from_one_recv(wired: tuple[_BufferedClient, socket.socket, list[int]]) -> None:
-    """Two messages arrive in one segment; paho reads one per call and the second comes from the buffer."""
+    """Two messages arrive in one segment: both are read, from one recv() (paho asks byte by byte)."""
     client, broker, _ = wired
     received: list[bytes] = []
+    recvs: list[int] = []
 
     def on_message(c: object, userdata: object, message: MQTTMessage) -> None:
         received.append(message.payload)
 
     client.on_message = on_message
+    sock = client._sock
+    client._sock = CountingSocket(sock, recvs)
     publish = b"\x30\x05\x00\x01tab"  # QoS 0 PUBLISH, topic "t", payload "ab"
     broker.sendall(publish + publish.replace(b"ab", b"cd"))
     client.loop_read()
-    assert received == [b"ab"] and client.has_unread()
-    client.loop_read()
     assert received == [b"ab", b"cd"] and not client.has_unread()
+    assert len(recvs) == 2  # the segment, then the empty read that ends the call
+    client._sock = sock
 
 
 def test_a_new_socket_drops_what_was_pending_for_the_old_one(
@@ -220,3 +237,16 @@ def test_the_intake_pauses_while_too_many_publishes_await_their_ack(monkeypatch:
         del fake._out_messages[mid]
         link._published_in_loop(mid)
     assert link._room.is_set()
+
+
+def test_one_read_handles_a_bounded_number_of_packets(wired: tuple[_BufferedClient, socket.socket, list[int]]) -> None:
+    """A burst of 300 messages is handled READ_PACKETS per call, the rest at the next turn: paho's own
+    loop_read handled as many packets as messages were in flight, holding the loop during a flood."""
+    client, broker, _ = wired
+    received: list[bytes] = []
+    client.on_message = lambda c, u, m: received.append(m.payload)
+    broker.sendall(b"\x30\x05\x00\x01tab" * 300)
+    client.loop_read()
+    assert len(received) == mqtt_module.READ_PACKETS and client.has_unread()
+    client.loop_read()
+    assert len(received) == 300

@@ -42,6 +42,8 @@ INTAKE_PAUSE = 40_000
 """Messages taken from the inbox per turn; their journal writes share one commit and then are acknowledged."""
 _DISCONNECT = 0xE0
 READ_SIZE = 65536
+READ_PACKETS = 256
+"""Packets handled per read callback; the rest wait for the next loop turn (the socket stays readable)."""
 
 
 class _BufferedClient(paho.Client):
@@ -108,6 +110,20 @@ class _BufferedClient(paho.Client):
         if not out or out[next(reversed(out))].state != paho.mqtt_ms_queued:
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._update_inflight()
+
+    def loop_read(self, max_packets: int = READ_PACKETS) -> MQTTErrorCode:
+        """Read at most `max_packets` packets, then give the loop back. paho's own reads as many packets as
+        messages are in flight (it ignores the argument): with 50,000 publishes outstanding during a flood,
+        one call handled a whole backlog and held the loop for seconds (bench/overload.py)."""
+        for _ in range(max_packets):
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def has_unread(self) -> bool:
         """Bytes were read from the socket that paho has not asked for yet (the socket will not wake us)."""
@@ -349,7 +365,7 @@ class MqttLink:
     def _readable(self) -> None:
         self._client.loop_read()
         if self._client.has_unread() and self._loop is not None:
-            self._loop.call_soon(self._readable)  # paho stopped at its packet count; the rest is in our buffer
+            self._loop.call_soon(self._readable)  # stopped at READ_PACKETS; the rest is in our buffer
         self._flush()
 
     def _writable(self) -> None:
