@@ -20,6 +20,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import paho.mqtt.client as paho
+
 from harness import ProcStats, Recorder, free_port, percentile, stack
 
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
@@ -87,8 +89,8 @@ def storm(name: str, count: int, publish: Callable[[Recorder, int, list[str]], N
                 k = len(sent_at)
                 rid = f"ctl-{k}"
                 sent_at[rid] = time.time()
-                tx.publish(f"vpp/group/{probe_groups[k]}/set",
-                           json.dumps({"type": "manual", "action": "stop", "request_id": rid}).encode())  # fmt: skip
+                send(tx, f"vpp/group/{probe_groups[k]}/set",
+                     json.dumps({"type": "manual", "action": "stop", "request_id": rid}).encode(), 1)  # fmt: skip
             if n % 5000 == 0:
                 stats.rss_mb()
         published = time.time() - start
@@ -117,6 +119,13 @@ def storm(name: str, count: int, publish: Callable[[Recorder, int, list[str]], N
     }
 
 
+def send(tx: Recorder, topic: str, payload: bytes, qos: int) -> None:
+    """Publish as fast as the client can, but never lose a message: paho refuses a QoS 1 publish whose packet
+    id (16 bits) is still in use, which a client 65,535 messages ahead of the broker's acks runs into."""
+    while tx.client.publish(topic, payload, qos=qos).rc == paho.MQTT_ERR_QUEUE_SIZE:
+        time.sleep(0.005)
+
+
 def command(name: str, qos: int, ttl: float | None = None, distinct: bool = False) -> Callable[..., None]:
     def publish(tx: Recorder, n: int, groups: list[str]) -> None:
         doc: dict[str, Any] = {"type": "power_control", "active_power": n % 5000, "duration": 60, "timeout": 1,
@@ -124,13 +133,13 @@ def command(name: str, qos: int, ttl: float | None = None, distinct: bool = Fals
         if ttl is not None:
             doc["ttl"] = ttl
         group = str(10**18 + n) if distinct else groups[n % len(groups)]
-        tx.client.publish(f"vpp/group/{group}/set", json.dumps(doc).encode(), qos=qos)
+        send(tx, f"vpp/group/{group}/set", json.dumps(doc).encode(), qos)
 
     return publish
 
 
 def management(tx: Recorder, n: int, groups: list[str]) -> None:
-    tx.client.publish("vpp/bridge/request/group/list", json.dumps({"transaction": f"mgmt-{n}"}).encode(), qos=1)
+    send(tx, "vpp/bridge/request/group/list", json.dumps({"transaction": f"mgmt-{n}"}).encode(), 1)
 
 
 def run(scale: float = 1.0) -> str:
