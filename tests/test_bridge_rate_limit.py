@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import sys
@@ -114,6 +115,7 @@ async def test_re_dispatched_groups_poll_only_their_newest_command(
     """Groups re-dispatched faster than their results come: a sent command that a newer one replaced ends
     `superseded`/`replaced` and is never polled; confirmations still arrive while control load goes on."""
     state = sim.simulator.state
+    state.timings.result_delay = 2.0  # results slower than the 0.7 s between rounds: replacements must happen
     groups = [g.id for g in state.list_groups()] + [state.add_group(f"re-{i}") for i in range(2)]
     await make_bridge(rate_limit={"rate": 4, "burst": 2, "poll_share": 0.2},
                       commands={"poll_initial": 0.3, "poll_max": 1, "track_results_for": 20})  # fmt: skip
@@ -123,7 +125,7 @@ async def test_re_dispatched_groups_poll_only_their_newest_command(
             for g in groups:
                 probe.publish(f"vpp/group/{g}/set", {"type": "power_control", "active_power": n, "duration": 60,
                                                      "timeout": 1, "request_id": f"{g}-{n}"})  # fmt: skip
-            await probe.wait_for(lambda: True, timeout=0.7)
+            await asyncio.sleep(0.7)  # a round every 0.7 s, faster than results come (2 s)
         await probe.wait_for(lambda: all(f"{g}-5" in finals(probe) for g in groups), timeout=30)
         done = finals(probe)
     replaced = [d for d in done.values() if d["status"] == "superseded" and d["command_id"]]
