@@ -16,7 +16,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import msgspec
 
@@ -87,13 +87,14 @@ class Bridge:
             age_observer=age_observer,
         )
         cmd = config.commands
+        self._merging = cmd.merge and not cmd.dry_run
         self.dispatcher = Dispatcher(
             limiter,
             self.lifecycle.send_all,
             self._dropped,
             max_in_flight=config.rate_limit.max_in_flight,
             clock=clock,
-            merge=MergePolicy(self.inventory.known, cmd.batch_max_sns) if cmd.merge and not cmd.dry_run else None,
+            merge=MergePolicy(self.inventory.known, cmd.batch_max_sns) if self._merging else None,
         )
         self.calls = CallLog()
         limiter.on_grant = self.calls.record
@@ -126,7 +127,7 @@ class Bridge:
         self._spawn(self._prune_loop())
         self._spawn(self.budget.run())
         cmd = self.config.commands
-        if (cmd.merge and not cmd.dry_run) or cmd.allow_groups or cmd.allow_inverters:
+        if self._merging or cmd.allow_groups or cmd.allow_inverters:
             self._spawn(self.inventory.run(self.api, cmd.inventory_refresh))
 
     async def stop(self, drain_timeout: float = 5.0) -> None:
@@ -294,7 +295,6 @@ class Bridge:
             error = ErrorInfo(code="duplicate", message=f"request_id {request_id!r} was already received")
             self._reject(target, msg, error, request_id=request_id)
             return
-        results = wire.decode(entry.results, dict[str, str]) if entry.results else None
         status: Status = "queued" if entry.status == "sending" else entry.status  # its last published state
         log.info("duplicate request_id=%s status=%s", request_id, status)
         self.lifecycle.publish_state(
@@ -304,9 +304,7 @@ class Bridge:
             command=echo(job.command),
             command_id=job.command_id,
             task_id=job.task_id,
-            results=results,
-            no_answer=silent(results) if entry.status == "partial" and results else None,
-            error=wire.decode(entry.error, ErrorInfo) if entry.error else None,
+            **_outcome(entry),
             duplicate=True,
             topic_target=target,
             response_topic=msg.response_topic,
@@ -421,14 +419,7 @@ class Bridge:
         job = job_from_entry(entry)
         if job is None or entry.status == "sending":
             return  # (unannounced() returns terminal states only)
-        results = wire.decode(entry.results, dict[str, str]) if entry.results else None
-        self.lifecycle.finish(
-            job,
-            entry.status,
-            error=wire.decode(entry.error, ErrorInfo) if entry.error else None,
-            results=results,
-            no_answer=silent(results) if entry.status == "partial" and results else None,
-        )
+        self.lifecycle.finish(job, entry.status, **_outcome(entry))
 
     async def _prune_loop(self) -> None:
         window = self.config.commands.dedup_window
@@ -443,6 +434,22 @@ def topics_for(config: BridgeConfig) -> Topics:
     """The topics of this instance (shared subscriptions and a forward inbox when clustered)."""
     instance = config.cluster.index if config.cluster.clustered else None
     return Topics(config.mqtt.prefix, config.mqtt.shared_group, instance)
+
+
+class _Outcome(TypedDict):
+    results: dict[str, str] | None
+    no_answer: list[str] | None
+    error: ErrorInfo | None
+
+
+def _outcome(entry: Entry) -> _Outcome:
+    """What a journaled command's state says besides its status: results, silent devices, error."""
+    results = wire.decode(entry.results, dict[str, str]) if entry.results else None
+    return {
+        "results": results,
+        "no_answer": silent(results) if entry.status == "partial" and results else None,
+        "error": wire.decode(entry.error, ErrorInfo) if entry.error else None,
+    }
 
 
 def _delivery_hash(msg: Incoming) -> tuple[str, str]:
