@@ -141,3 +141,20 @@ def test_token_file_is_read(simulator_url: str, tmp_path: Path) -> None:
         env={"SEMOOKII_TOKEN": ""},
     )
     assert result.exit_code == 0 and json.loads(result.stdout)["total"] == 3
+
+
+def test_api_table_covers_every_endpoint_once() -> None:
+    """The `api` table's rows together cover the document's 18 endpoints, each exactly once."""
+    from semookii_bridge.api import endpoints
+    from semookii_bridge.cli.api import ENDPOINTS
+
+    covered = [endpoint for row in ENDPOINTS for endpoint in row.covers]
+    assert sorted(e.name for e in covered) == sorted(e.name for e in endpoints.ALL)
+
+
+def test_api_token_comes_from_config_load_token(tmp_path: Path) -> None:
+    """An unreadable --token-file is bad usage with the same message `run` gives."""
+    result = CliRunner().invoke(
+        main, ["api", "--token-file", str(tmp_path / "missing"), "group-search", "vpp"], env={"SEMOOKII_TOKEN": "x"}
+    )
+    assert result.exit_code == 2 and "cannot read api.token_file" in result.stderr

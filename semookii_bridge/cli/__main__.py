@@ -1,0 +1,5 @@
+"""`python -m semookii_bridge.cli`: the same as the `semookii-bridge` script."""
+
+from . import main
+
+main()

@@ -1,0 +1,78 @@
+"""`run`: the bridge itself, until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+import click
+
+from .. import config
+from ..secret import Secret
+from ..service import Service
+from .options import broker_options, config_option, load_config
+
+
+@click.command()
+@config_option()
+@broker_options
+@click.option("--api-base-url", help="Overrides api.base_url.")
+@click.option("--journal", "journal_path", help="Overrides journal.path.")
+@click.option("--dry-run/--no-dry-run", default=None, help="Overrides commands.dry_run.")
+@click.option("--event-loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True,
+              help="auto: uvloop where installed (about 10 % less CPU per command), else asyncio.")  # fmt: skip
+def run(
+    config_path: str | None,
+    mqtt_host: str | None,
+    mqtt_port: int | None,
+    prefix: str | None,
+    api_base_url: str | None,
+    journal_path: str | None,
+    dry_run: bool | None,
+    event_loop: str,
+) -> None:
+    """Run the bridge: MQTT commands in, Cloud API calls out, lifecycle states back."""
+    cfg = load_config(config_path, {
+        "mqtt": {"host": mqtt_host, "port": mqtt_port, "prefix": prefix},
+        "api": {"base_url": api_base_url},
+        "journal": {"path": journal_path},
+        "commands": {"dry_run": dry_run},
+    })  # fmt: skip
+    try:
+        token = config.load_token(cfg.api)
+    except config.ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        _run_loop(_serve(cfg, token), event_loop)
+    except TimeoutError:
+        raise click.ClickException(f"cannot reach the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}") from None
+
+
+def _run_loop(main: Coroutine[Any, Any, None], choice: str) -> None:
+    """Run `main` on uvloop (when chosen or, for `auto`, installed) or on the standard asyncio loop."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise click.UsageError("--event-loop uvloop: uvloop is not installed") from None
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
+async def _serve(cfg: config.BridgeConfig, token: Secret) -> None:
+    """Start the service, wait for SIGTERM/SIGINT, stop it (which drains what is in flight)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    service = Service(cfg, token)
+    try:
+        await service.start()
+        await stop.wait()
+    finally:
+        await service.stop()

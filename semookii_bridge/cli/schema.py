@@ -1,0 +1,29 @@
+"""`schema asyncapi|json`: the MQTT interface as machine-readable documents, generated from the code's types."""
+
+from __future__ import annotations
+
+import click
+
+from .. import wire
+
+
+@click.group()
+def schema() -> None:
+    """Print the MQTT interface as machine-readable documents, generated from the code's types."""
+
+
+@schema.command("asyncapi")
+@click.option("--prefix", default="vpp", show_default=True, help="Topic prefix (mqtt.prefix).")
+def schema_asyncapi(prefix: str) -> None:
+    """The AsyncAPI 3.0 document (YAML) of topics, operations and payloads; docs/asyncapi.yaml is its output."""
+    from .. import schema as interface  # PyYAML loads only for this command
+
+    click.echo(interface.asyncapi_yaml(prefix), nl=False)
+
+
+@schema.command("json")
+def schema_json() -> None:
+    """The JSON Schema of every payload (commands, states, management requests and answers, budget)."""
+    from .. import schema as interface
+
+    click.echo(wire.encode({"$defs": interface.json_schemas()}).decode())
