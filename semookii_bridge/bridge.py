@@ -31,10 +31,11 @@ from .errors import BridgeError, ErrorInfo
 from .inventory import FleetApi, Inventory
 from .jobs import Job, entry_from_job, job_from_entry
 from .journal import DuplicateRequest, Entry, Journal
-from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver, silent
+from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
 from .management import Guard, ManagementApi, busy, handle_request
 from .merging import MergePolicy
 from .payloads import INTERFACE_VERSION, Incoming, Response, Status
+from .polling import silent
 from .ratelimit import QuotaExhausted, RateLimiter
 from .topics import ControlRoute, RequestRoute, Target, Topics, owner_of
 

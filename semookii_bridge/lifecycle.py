@@ -3,7 +3,6 @@ and journaling every step. Nothing here knows MQTT or HTTP; it sees a publisher 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -18,9 +17,8 @@ from .errors import ErrorInfo
 from .jobs import Job, job_from_entry
 from .journal import Journal
 from .payloads import StateMessage, Status
-from .ratelimit import Priority, QuotaExhausted
+from .polling import TRACKED, QueryApi, ResultPolls, Tokens
 from .topics import Target, Topics
-from .tracker import PollSchedule
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +39,8 @@ class Publisher(Protocol):
     ) -> None: ...
 
 
-class ControlApi(Protocol):
-    """The part of the Cloud API client a command's lifecycle uses."""
+class ControlApi(QueryApi, Protocol):
+    """The part of the Cloud API client a command's lifecycle uses: control calls, and the queries polls make."""
 
     async def group_control(self, group_id: str, params: ControlParams, *, prepaid: bool = False) -> str: ...
 
@@ -50,30 +48,6 @@ class ControlApi(Protocol):
 
     async def batch_control(self, sns: Sequence[str], params: ControlParams, *, prepaid: bool = False) -> str: ...
 
-    async def query_command(self, command_id: str, *, prepaid: bool = False) -> str | None: ...
-
-    async def get_query_result(self, task_id: str, *, prepaid: bool = False) -> dict[str, str] | None: ...
-
-
-class Tokens(Protocol):
-    """The shared rate limiter, as result polling uses it: take a token before a poll, give back an unused one."""
-
-    async def acquire(self, priority: int, *, urgent: bool = False) -> None: ...
-
-    def refund(self) -> None: ...
-
-
-NO_ANSWER = frozenset({"null", ""})
-"""A device's result that means it has not answered (the API sends the string "null"; JSON null becomes it)."""
-
-
-def silent(results: dict[str, str]) -> list[str]:
-    """The devices (dongle serials) in a results map that have not answered."""
-    return [device for device, answer in results.items() if answer.strip() in NO_ANSWER]
-
-
-TRACKED = ("accepted", "dispatched")
-"""Journal statuses of a command whose results are being polled."""
 
 StatusObserver = Callable[[str, str], None]
 """Told (target kind, status) for every state published; used for metrics."""
@@ -98,19 +72,17 @@ class Lifecycle:
         age_observer: Callable[[float], None] | None = None,
     ) -> None:
         self.api = api
-        self.tokens = tokens
         self.journal = journal
         self.publisher = publisher
         self.topics = topics
         self.config = config
         self.clock = clock
         self.observer = observer
-        self.dongle_of = dongle_of
         self.age_observer = age_observer
-        self._schedule = PollSchedule(self._poll_step, concurrency=poll_concurrency, clock=clock)
-        self._poll_errors: dict[str, str] = {}
-        self._answers: dict[str, dict[str, str]] = {}
-        """A call's last results while some device has not answered (kept for `partial` at the window's end)."""
+        self.polls = ResultPolls(
+            api=api, journal=journal, report=self, config=config, clock=clock, tokens=tokens, dongle_of=dongle_of,
+            concurrency=poll_concurrency,
+        )  # fmt: skip
         self._newest: dict[str, str] = {}
 
     # ---- publishing ---------------------------------------------------------------------------------
@@ -268,9 +240,7 @@ class Lifecycle:
             self._replace_older(job)
             self._newest[job.key] = job.request_id
         lead = jobs[0]
-        remaining = (lead.track_until or self.clock()) - self.clock()
-        initial = self.config.poll_initial
-        self._schedule.add(str(lead.command_id), min(initial, max(0.0, remaining)), initial)
+        self.polls.add(str(lead.command_id), (lead.track_until or self.clock()) - self.clock())
 
     def _replace_older(self, job: Job) -> None:
         """End the target's previously sent, still tracked command `superseded`/`replaced`: polling it
@@ -287,108 +257,11 @@ class Lifecycle:
     @property
     def tracking(self) -> int:
         """Control calls whose results are being polled."""
-        return len(self._schedule)
+        return len(self.polls)
 
     async def run_tracking(self) -> None:
-        """Run the polling schedule (until cancelled)."""
-        await self._schedule.run()
-
-    async def _poll_step(self, command_id: str, backoff: float) -> tuple[float, float] | None:
-        """One poll of a control call; (delay until the next, next backoff), or None once its commands are
-        completed, replaced or given up.
-
-        The window is kept by the clock: commands whose window closed, before the poll or while it waited
-        for a rate-limit token, end `unknown` without another call.
-        """
-        jobs = self._tracked_call(command_id)
-        if not jobs:
-            self._poll_errors.pop(command_id, None)
-            return None
-        track_until = jobs[0].track_until or self.clock()
-        prepaid = await self._poll_token(command_id, track_until)
-        if prepaid is None:
-            return self._next_poll(command_id, jobs, backoff)
-        if self.tokens is not None and not (jobs := self._tracked_call(command_id)):
-            self._release(prepaid)
-            self._poll_errors.pop(command_id, None)
-            return None  # all replaced while the poll waited for its token
-        if self.clock() >= track_until:
-            self._release(prepaid)
-            self._give_up(command_id, jobs)
-            return None
-        try:
-            if await self._poll_once(command_id, jobs, prepaid):
-                self._poll_errors.pop(command_id, None)
-                return None
-        except ApiError as exc:
-            self._poll_errors[command_id] = f"{exc.code}: {exc.message}"
-            log.warning("poll_failed command_id=%s code=%s", command_id, exc.code)
-        return self._next_poll(command_id, jobs, backoff)
-
-    async def _poll_token(self, command_id: str, track_until: float, *, urgent: bool = False) -> bool | None:
-        """Take the poll's rate-limit token, waiting at most until the window closes. True: held; False: none
-        (no limiter, or the window closed first); None: the daily quota is spent (noted as the poll's error).
-        `urgent`: the result query of a dispatched command, served before other polls."""
-        wait = track_until - self.clock()
-        if self.tokens is None or wait <= 0:
-            return False
-        try:
-            await asyncio.wait_for(self.tokens.acquire(Priority.POLL, urgent=urgent), timeout=wait)
-        except TimeoutError:
-            return False
-        except QuotaExhausted as exc:
-            self._poll_errors[command_id] = f"{QuotaExhausted.code}: {exc}"
-            return None
-        return True
-
-    async def _result_token(self, command_id: str, track_until: float) -> bool | None:
-        """The token for the result query that follows a task id in the same step, ahead of other polls:
-        True when held, False without a limiter, None when none could be had in the window."""
-        if self.tokens is None:
-            return False
-        held = await self._poll_token(command_id, track_until, urgent=True)
-        return True if held else None
-
-    def _release(self, held: bool) -> None:
-        """Give back a poll token that will not be used."""
-        if held and self.tokens is not None:
-            self.tokens.refund()
-
-    def _next_poll(self, command_id: str, jobs: list[Job], backoff: float) -> tuple[float, float] | None:
-        """(delay, backoff) of the next poll, doubling up to `poll_max` within the window; None after it."""
-        track_until = jobs[0].track_until or self.clock()
-        now = self.clock()
-        if now >= track_until:
-            self._give_up(command_id, jobs)
-            return None
-        backoff = min(backoff * 2, self.config.poll_max)
-        return min(backoff, track_until - now), backoff
-
-    def _give_up(self, command_id: str, jobs: list[Job]) -> None:
-        """The tracking window closed: `partial` for a command some of whose devices answered (naming the
-        silent ones), else `unknown`, with the last poll error if there was one."""
-        last_error = self._poll_errors.pop(command_id, None)
-        answers = self._answers.pop(command_id, None)
-        message = f"no results within {self.config.track_results_for:g} s"
-        if last_error is not None:
-            message += f"; last poll error: {last_error}"
-        for job in jobs:
-            own = self._results_for(job, answers) if answers is not None else {}
-            quiet = self._unanswered(job, own)
-            if answers is not None and quiet:
-                error = ErrorInfo(
-                    code="devices_no_answer",
-                    message=f"{len(quiet)} of {len(own)} devices did not answer within "
-                    f"{self.config.track_results_for:g} s",
-                )
-                self._end_tracked(job, "partial", error=error, results=own, no_answer=quiet)
-            else:
-                self._end_tracked(job, "unknown", error=ErrorInfo(code="no_results", message=message))
-
-    def _tracked_call(self, command_id: str) -> list[Job]:
-        """The commands of one control call that still wait for results, as the journal holds them."""
-        jobs = [job_from_entry(entry) for entry in self.journal.tracked_for_call(command_id)]
-        return [job for job in jobs if job is not None]
+        """Run the result polls (until cancelled)."""
+        await self.polls.run()
 
     def _tracked_job(self, request_id: str) -> Job | None:
         """The tracked command as the journal holds it; None if it no longer waits for results."""
@@ -398,81 +271,6 @@ class Lifecycle:
             return None
         return job_from_entry(entry)
 
-    async def _poll_once(self, command_id: str, jobs: list[Job], prepaid: bool = False) -> bool:
-        """One poll step for a control call; True when polling is over: `completed`, or all its commands
-        ended meanwhile (replaced by newer ones).
-
-        `prepaid`: a rate-limit token is already held for the step's first call.
-        """
-        task_id = jobs[0].task_id
-        if task_id is None:
-            task_id = await self.api.query_command(command_id, prepaid=prepaid)
-            if task_id is None:
-                return False
-            jobs = self._tracked_call(command_id)
-            if not jobs:
-                return True
-            for job in jobs:
-                job.task_id = task_id
-                self.journal.update(job.request_id, "dispatched", task_id=task_id)
-                self.publish_job(job, "dispatched")
-            held = await self._result_token(command_id, jobs[0].track_until or self.clock())
-            if held is None:
-                return False  # the quota is spent or the window closed while waiting: the next step says so
-            jobs = self._tracked_call(command_id)
-            if not jobs:
-                self._release(held)
-                return True  # all replaced while the result query waited for its token
-            prepaid = held
-        results = await self.api.get_query_result(task_id, prepaid=prepaid)
-        if results is None:
-            return False
-        waiting = False
-        for job in jobs:
-            own = self._results_for(job, results)
-            if self._unanswered(job, own):
-                waiting = True  # some device has not answered yet: poll again, until the window closes
-                continue
-            self._end_tracked(job, "completed", results=own)
-        if waiting:
-            self._answers[command_id] = results
-            return False
-        self._answers.pop(command_id, None)
-        return True
-
-    def _unanswered(self, job: Job, own: dict[str, str]) -> list[str]:
-        """The command's devices that have not answered: "null" or empty in its results, or (for inverters
-        the inventory names) missing from them. An empty map for a group without devices is an answer."""
-        expected = [dongle for sn in job.inverters if (dongle := self.dongle_of(sn)) is not None]
-        return silent(own) + [dongle for dongle in expected if dongle not in own]
-
-    def _results_for(self, job: Job, results: dict[str, str]) -> dict[str, str]:
-        """The command's own devices' entries (the map is keyed by dongle serial, and a merged call's map
-        holds every command's devices); the whole map when the inventory cannot name the devices."""
-        dongles = [self.dongle_of(sn) for sn in job.inverters]
-        if not dongles or None in dongles:
-            return results
-        return {d: results[d] for d in dongles if d is not None and d in results}
-
-    def _end_tracked(
-        self,
-        job: Job,
-        status: Status,
-        *,
-        error: ErrorInfo | None = None,
-        results: dict[str, str] | None = None,
-        no_answer: list[str] | None = None,
-    ) -> None:
-        """Finish a command that was being polled, unless it ended meanwhile (replaced while a poll was on the
-        wire): a command gets one terminal state, whichever step reaches it first."""
-        if self._still_tracked(job.request_id):
-            self.finish(job, status, error=error, results=results, no_answer=no_answer)
-
-    def _still_tracked(self, request_id: str) -> bool:
-        """Whether the command still waits for results (it may have been replaced while a poll was on the wire)."""
-        entry = self.journal.get(request_id)
-        return entry is not None and entry.status in TRACKED
-
     async def close(self) -> None:
         """Stop tracking (the journal keeps tracked commands for the next start)."""
-        await self._schedule.close()
+        await self.polls.close()

@@ -17,9 +17,9 @@ from semookii_bridge.jobs import Job
 from semookii_bridge.journal import Journal
 from semookii_bridge.lifecycle import Lifecycle
 from semookii_bridge.payloads import Incoming
+from semookii_bridge.poll_schedule import PollSchedule
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket
 from semookii_bridge.topics import Target
-from semookii_bridge.tracker import PollSchedule
 
 
 class Quiet:
@@ -98,7 +98,7 @@ def test_scheduling_modules_use_the_steady_clock_by_default(tmp_path: Path) -> N
     bridge = Bridge(BridgeConfig(), api=None, publisher=Quiet(), journal=journal,  # type: ignore[arg-type]
                     limiter=RateLimiter(TokenBucket(0, 1)))  # fmt: skip
     assert bridge.clock is steady and bridge.dispatcher._clock is steady and bridge.lifecycle.clock is steady
-    assert bridge.lifecycle._schedule._clock is steady
+    assert bridge.lifecycle.polls.schedule._clock is steady
     assert Lifecycle.__init__.__kwdefaults__["clock"] is steady  # type: ignore[index]
     journal.close()
 

@@ -150,7 +150,7 @@ class World:
         return entry
 
     async def step(self, backoff: float, rid: str = "r-1") -> tuple[float, float] | None:
-        return await self.life._poll_step(str(self.row(rid).command_id), backoff)
+        return await self.life.polls.step(str(self.row(rid).command_id), backoff)
 
 
 @pytest.fixture
@@ -354,9 +354,9 @@ async def test_a_poll_error_is_forgotten_once_results_come(world: World) -> None
     world.api.tasks = [HttpStatusError("HTTP 502", endpoint="query_command"), "7"]
     await accepted(world)
     await world.step(1.0)
-    assert world.life._poll_errors
+    assert world.life.polls.errors
     assert await world.step(2.0) is None
-    assert world.life._poll_errors == {}
+    assert world.life.polls.errors == {}
 
 
 async def test_a_command_no_longer_tracked_is_not_polled(world: World) -> None:
@@ -366,22 +366,22 @@ async def test_a_command_no_longer_tracked_is_not_polled(world: World) -> None:
     await world.step(1.0)
     world.journal.update("r-1", "failed")
     assert await world.step(2.0) is None
-    assert [c[0] for c in world.api.calls] == ["group", "query"] and world.life._poll_errors == {}
+    assert [c[0] for c in world.api.calls] == ["group", "query"] and world.life.polls.errors == {}
 
 
 async def test_first_poll_comes_after_poll_initial(world: World) -> None:
     """A tracked command is first polled after poll_initial, or at the end of a shorter remaining window."""
     job = world.job(command_id=COMMAND_ID, track_until=world.clock.now + 0.5)
     world.life.track([job])
-    ((due, call, backoff),) = world.life._schedule._heap
+    ((due, call, backoff),) = world.life.polls.schedule._heap
     assert (due, call, backoff) == (world.clock.now + 0.5, COMMAND_ID, 1.0)
 
 
 async def test_tracking_runs_polls_until_completed(tmp_path: Path) -> None:
     """With the schedule running on the real clock, a tracked command reaches `completed` by itself."""
     w = World(tmp_path, poll_initial=0.01, poll_max=0.02)
-    w.life.clock = time.time
-    w.life._schedule._clock = time.time
+    w.life.clock = w.life.polls.clock = time.time
+    w.life.polls.schedule._clock = time.time
     w.api.tasks = [None, "9"]
     runner = asyncio.create_task(w.life.run_tracking())
     await w.life.send(w.job(command=PowerControl(active_power=1, duration=1, timeout=1)))
@@ -486,7 +486,7 @@ async def test_a_window_that_closes_while_waiting_for_a_token_ends_unknown(tmp_p
     """If the poll's token would come after the window, the command ends `unknown` and no call is made."""
     tokens = Tokens(delay=5.0)
     w = World(tmp_path, tokens=tokens, track_results_for=0.05)
-    w.life.clock = time.time
+    w.life.clock = w.life.polls.clock = time.time
     await w.life.send(w.job())
     await asyncio.wait_for(w.step(1.0), 1.0)
     await asyncio.sleep(0)
@@ -519,7 +519,7 @@ async def test_a_spent_quota_skips_the_poll_and_keeps_tracking(tmp_path: Path) -
     w = World(tmp_path, tokens=tokens)
     await w.life.send(w.job())
     assert await w.step(1.0) == (2.0, 2.0)
-    assert [c[0] for c in w.api.calls] == ["group"] and "daily quota" in w.life._poll_errors[COMMAND_ID]
+    assert [c[0] for c in w.api.calls] == ["group"] and "daily quota" in w.life.polls.errors[COMMAND_ID]
     await w.life.close()
     w.journal.close()
 
@@ -600,7 +600,7 @@ async def test_a_refused_merge_fails_every_command_in_it(world: World) -> None:
 async def test_a_merged_call_is_polled_once_and_each_command_gets_its_own_results(world: World) -> None:
     """One queryCommand and one getQueryResult for the whole call; each `completed` carries only its own
     dongle's entry of the per-device map."""
-    world.life.dongle_of = DONGLES.get
+    world.life.polls.dongle_of = DONGLES.get
     world.api.results = [{"SW1": "success", "SW2": "0"}]
     await world.life.send_all(merged_jobs(world, "SN1", "SN2"))
     assert world.life.tracking == 1
@@ -625,7 +625,7 @@ async def test_results_stay_whole_when_the_inventory_cannot_name_the_devices(wor
 async def test_one_replaced_member_leaves_the_rest_of_the_call_tracked(world: World) -> None:
     """A newer command for one inverter of a merged call replaces only that command; the call is still polled
     for the others, which complete."""
-    world.life.dongle_of = DONGLES.get
+    world.life.polls.dongle_of = DONGLES.get
     world.api.control = [COMMAND_ID, "999"]
     world.api.results = [{"SW1": "success", "SW2": "success"}]
     await world.life.send_all(merged_jobs(world, "SN1", "SN2"))
@@ -739,7 +739,7 @@ async def test_an_empty_results_map_for_a_group_without_devices_is_completed(wor
 
 async def test_a_merged_inverter_missing_from_the_results_has_not_answered(world: World) -> None:
     """In a merged call, an inverter whose dongle is absent from the results map is still waited for."""
-    world.life.dongle_of = DONGLES.get
+    world.life.polls.dongle_of = DONGLES.get
     world.api.results = [{"SW1": "success"}]
     await world.life.send_all(merged_jobs(world, "SN1", "SN2"))
     assert await world.step(1.0, "r-SN1") is not None

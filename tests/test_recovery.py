@@ -129,7 +129,7 @@ def test_a_merged_call_is_tracked_once_after_a_restart(tmp_path: Path) -> None:
     bridge = bridge_on(journal, Recorder())
     bridge.recover()
     assert bridge.lifecycle.tracking == 2
-    assert sorted(call for _, call, _ in bridge.lifecycle._schedule._heap) == ["77", "78"]
+    assert sorted(call for _, call, _ in bridge.lifecycle.polls.schedule._heap) == ["77", "78"]
 
 
 def test_a_duplicate_of_a_command_on_the_wire_repeats_queued_not_sending(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ it did not take it (429, 503); any other failure after sending becomes `Ambiguou
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -15,6 +14,7 @@ from typing import TypeVar
 import msgspec
 import tenacity
 
+from ..backoff import Backoff
 from .errors import (
     Ambiguous,
     ApiError,
@@ -48,8 +48,7 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 
     def wait_for(self, attempt: int, error: BaseException | None) -> float:
         """Seconds to wait before attempt `attempt + 1`: the server's Retry-After if longer than backoff."""
-        backoff: float = min(self.max_wait, self.initial_wait * 2.0 ** (attempt - 1))
-        backoff += random.uniform(0, self.jitter)
+        backoff = Backoff(self.initial_wait, self.max_wait, jitter=self.jitter).wait(attempt)
         if isinstance(error, RateLimited) and error.retry_after is not None:
             backoff = max(backoff, min(error.retry_after, self.max_total))
         return backoff * self.wait_scale
@@ -110,24 +109,7 @@ async def call_with_retries(
             raise replay.pop()
         return await attempt_fn()
 
-    def _wait(state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        return float(policy.wait_for(state.attempt_number, error))
-
-    def _before_sleep(state: tenacity.RetryCallState) -> None:
-        if on_retry and state.outcome:
-            error = state.outcome.exception()
-            if error is not None:
-                on_retry(state.attempt_number, error)
-
-    budget = policy.max_total - (time.monotonic() - started)
-    retrying = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_after_delay(budget),
-        wait=_wait,
-        retry=tenacity.retry_if_exception(lambda e: is_transient(e, idempotent=idempotent)),
-        before_sleep=_before_sleep,
-        reraise=True,
-    )
+    retrying = _retrying(policy, policy.max_total - (time.monotonic() - started), idempotent, on_retry)
     try:
         return await retrying(attempt)
     except ApiError as error:
@@ -135,3 +117,27 @@ async def call_with_retries(
         if settled is error:
             raise
         raise settled from None
+
+
+def _retrying(
+    policy: RetryPolicy, budget: float, idempotent: bool, on_retry: Callable[[int, BaseException], None] | None
+) -> tenacity.AsyncRetrying:
+    """tenacity set up from the policy: stop on attempts or the time left, wait per `wait_for`, retry what
+    `is_transient` allows, and tell `on_retry` before each wait."""
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return float(policy.wait_for(state.attempt_number, error))
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if on_retry and error is not None:
+            on_retry(state.attempt_number, error)
+
+    return tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_after_delay(budget),
+        wait=wait,
+        retry=tenacity.retry_if_exception(lambda e: is_transient(e, idempotent=idempotent)),
+        before_sleep=before_sleep,
+        reraise=True,
+    )

@@ -27,6 +27,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .. import wire
 from ..aio import completer
+from ..backoff import Backoff
 from ..config import MqttConfig
 from ..payloads import Incoming
 from ..topics import Topics
@@ -293,7 +294,8 @@ class MqttLink:
         the broker's CONNACK arrives, backing off. paho's reconnect() blocks on the TCP connect, so it runs
         in a thread; it returns before the CONNACK, and the new connection can drop before that."""
         loop = asyncio.get_running_loop()
-        delay = self.config.reconnect_min
+        backoff = Backoff(self.config.reconnect_min, self.config.reconnect_max)
+        delay = backoff.initial
         while not self._stopping:
             if self._connected.is_set():
                 await self._lost.wait()
@@ -306,10 +308,10 @@ class MqttLink:
                             type(exc).__name__)  # fmt: skip
             else:
                 if await self._connack_or_loss(wait=max(5.0, float(self.config.keepalive))):
-                    delay = self.config.reconnect_min
+                    delay = backoff.initial
                     continue
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.config.reconnect_max)
+            delay = backoff.after(delay)
 
     async def _connack_or_loss(self, wait: float) -> bool:
         """After a TCP connect: True once the broker accepted the session, False on loss or silence."""

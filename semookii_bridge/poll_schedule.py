@@ -2,7 +2,7 @@
 
 A sleeping task per tracked command cost a few kilobytes each, and a Job object per command about a
 kilobyte (bench/throughput.py): the heap holds only (due time, request_id, backoff). What a poll asks,
-and the command it asks about (read back from the journal), stay in `Lifecycle`.
+and the command it asks about (read back from the journal), stay in `polling.ResultPolls`.
 """
 
 from __future__ import annotations
