@@ -1,5 +1,5 @@
 """The bridge's paho client joins the writes of one loop turn and serves reads from one recv(); its publish
-window, and what the link does with publishes paho cannot take.
+window, and what the outbox does with publishes paho cannot take.
 
 These tests drive the client over a socketpair, since they pin how it hooks into paho's private socket
 calls: a paho release that renames them fails here rather than slowing or breaking the bridge.
@@ -15,23 +15,23 @@ import pytest
 from paho.mqtt.client import MQTTMessage, MQTTMessageInfo
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from semookii_bridge.config import MqttConfig
-from semookii_bridge.mqtt import link as mqtt_module
-from semookii_bridge.mqtt.link import MqttLink, _BufferedClient
-from semookii_bridge.topics import Topics
+from semookii_bridge.mqtt import client as client_module
+from semookii_bridge.mqtt import outbox as outbox_module
+from semookii_bridge.mqtt.client import BufferedClient
+from semookii_bridge.mqtt.outbox import Outbox
 
 PUBACK_1 = b"\x40\x02\x00\x01"
 
 
 @pytest.fixture
-def wired() -> Iterator[tuple[_BufferedClient, socket.socket, list[int]]]:
+def wired() -> Iterator[tuple[BufferedClient, socket.socket, list[int]]]:
     """A client whose socket is one end of a socketpair (the other end plays the broker)."""
     ours, broker = socket.socketpair()
     ours.setblocking(False)
     broker.settimeout(1.0)
     loop_thread = threading.get_ident()
     scheduled: list[int] = []
-    client = _BufferedClient(CallbackAPIVersion.VERSION2, protocol=4, loop_thread=lambda: loop_thread,
+    client = BufferedClient(CallbackAPIVersion.VERSION2, protocol=4, loop_thread=lambda: loop_thread,
                              on_pending=lambda: scheduled.append(1))  # fmt: skip
     client.manual_ack_set(True)
     client._sock = ours
@@ -40,7 +40,7 @@ def wired() -> Iterator[tuple[_BufferedClient, socket.socket, list[int]]]:
     broker.close()
 
 
-def test_packets_of_one_turn_leave_in_one_write(wired: tuple[_BufferedClient, socket.socket, list[int]]) -> None:
+def test_packets_of_one_turn_leave_in_one_write(wired: tuple[BufferedClient, socket.socket, list[int]]) -> None:
     """Three acks are held until send_pending(), which writes them together; the flush is asked for once."""
     client, broker, scheduled = wired
     for mid in (1, 2, 3):
@@ -55,7 +55,7 @@ def test_packets_of_one_turn_leave_in_one_write(wired: tuple[_BufferedClient, so
 
 
 def test_disconnect_goes_out_at_once_with_what_was_pending(
-    wired: tuple[_BufferedClient, socket.socket, list[int]],
+    wired: tuple[BufferedClient, socket.socket, list[int]],
 ) -> None:
     """paho closes its socket right after DISCONNECT, so it and what preceded it are written immediately."""
     client, broker, _ = wired
@@ -64,7 +64,7 @@ def test_disconnect_goes_out_at_once_with_what_was_pending(
     assert broker.recv(100) == PUBACK_1 + b"\xe0\x00"
 
 
-def test_other_threads_write_directly(wired: tuple[_BufferedClient, socket.socket, list[int]]) -> None:
+def test_other_threads_write_directly(wired: tuple[BufferedClient, socket.socket, list[int]]) -> None:
     """reconnect() runs in an executor thread: what paho writes there is not held for the loop."""
     client, broker, scheduled = wired
     worker = threading.Thread(target=client.ack, args=(1, 1))
@@ -87,7 +87,7 @@ class CountingSocket:
         return getattr(self._sock, name)
 
 
-def test_reads_are_served_from_one_recv(wired: tuple[_BufferedClient, socket.socket, list[int]]) -> None:
+def test_reads_are_served_from_one_recv(wired: tuple[BufferedClient, socket.socket, list[int]]) -> None:
     """Two messages arrive in one segment: both are read, from one recv() (paho asks byte by byte)."""
     client, broker, _ = wired
     received: list[bytes] = []
@@ -108,7 +108,7 @@ def test_reads_are_served_from_one_recv(wired: tuple[_BufferedClient, socket.soc
 
 
 def test_a_new_socket_drops_what_was_pending_for_the_old_one(
-    wired: tuple[_BufferedClient, socket.socket, list[int]],
+    wired: tuple[BufferedClient, socket.socket, list[int]],
 ) -> None:
     """Bytes meant for a connection that is gone never reach the next one."""
     client, broker, _ = wired
@@ -127,7 +127,7 @@ def test_a_new_socket_drops_what_was_pending_for_the_old_one(
     peer.close()
 
 
-def connected(client: _BufferedClient) -> None:
+def connected(client: BufferedClient) -> None:
     """Mark the wired client connected, as after a CONNACK, so publishes go out."""
     from paho.mqtt.client import _ConnectionState
 
@@ -135,7 +135,7 @@ def connected(client: _BufferedClient) -> None:
 
 
 def test_the_window_holds_publishes_beyond_it_until_a_puback(
-    wired: tuple[_BufferedClient, socket.socket, list[int]],
+    wired: tuple[BufferedClient, socket.socket, list[int]],
 ) -> None:
     """With a window of 2, a third QoS 1 publish waits in paho and leaves when the first PUBACK comes back."""
     client, broker, _ = wired
@@ -153,7 +153,7 @@ def test_the_window_holds_publishes_beyond_it_until_a_puback(
 
 
 def test_a_puback_with_nothing_waiting_sends_nothing(
-    wired: tuple[_BufferedClient, socket.socket, list[int]],
+    wired: tuple[BufferedClient, socket.socket, list[int]],
 ) -> None:
     """The shortcut for an empty wait list: a PUBACK frees its message and writes nothing."""
     client, broker, _ = wired
@@ -196,50 +196,45 @@ class RefusingPaho:
         return False
 
 
-def link_with(fake: RefusingPaho) -> MqttLink:
-    async def nothing(_: object) -> None:
-        return None
-
-    link = MqttLink(MqttConfig(), Topics(), nothing)
-    link._client = fake  # type: ignore[assignment]
-    return link
+def outbox_with(fake: RefusingPaho) -> Outbox:
+    return Outbox(fake, v5=False, flush=lambda: None)  # type: ignore[arg-type]
 
 
 def test_a_refused_publish_is_held_and_sent_in_order_after_a_puback() -> None:
     """What paho refuses is neither dropped nor filed under a packet id it does not own: it goes out, in
     order, once a PUBACK frees room, and its on_sent runs for its own acknowledgement only."""
     fake = RefusingPaho()
-    link = link_with(fake)
+    outbox = outbox_with(fake)
     sent: list[str] = []
-    link.publish("t", b"first", on_sent=lambda: sent.append("first"))
+    outbox.publish("t", b"first", on_sent=lambda: sent.append("first"))
     fake.full = True
-    link.publish("t", b"second", on_sent=lambda: sent.append("second"))
-    link.publish("t", b"third")
-    assert fake.taken == [b"first"] and link.unacknowledged == 3 and link._on_sent.keys() == {1}
+    outbox.publish("t", b"second", on_sent=lambda: sent.append("second"))
+    outbox.publish("t", b"third")
+    assert fake.taken == [b"first"] and outbox.unacknowledged == 3 and outbox._on_sent.keys() == {1}
     fake.full = False
     del fake._out_messages[1]
-    link._published_in_loop(1)
+    outbox.acknowledged(1)
     assert fake.taken == [b"first", b"second", b"third"] and sent == ["first"]
     second_mid = next(mid for mid, payload in fake._out_messages.items() if payload == b"second")
-    link._published_in_loop(second_mid)
+    outbox.acknowledged(second_mid)
     assert sent == ["first", "second"]
 
 
 def test_the_intake_pauses_while_too_many_publishes_await_their_ack(monkeypatch: pytest.MonkeyPatch) -> None:
     """Above INTAKE_PAUSE unacknowledged publishes the intake stops taking commands, and resumes below half."""
-    monkeypatch.setattr(mqtt_module, "INTAKE_PAUSE", 4)
+    monkeypatch.setattr(outbox_module, "INTAKE_PAUSE", 4)
     fake = RefusingPaho()
-    link = link_with(fake)
+    outbox = outbox_with(fake)
     for n in range(5):
-        link.publish("t", b"%d" % n)
-    assert not link._room.is_set() and fake.on_publish is not None
+        outbox.publish("t", b"%d" % n)
+    assert not outbox.room.is_set() and fake.on_publish is not None
     for mid in (1, 2, 3):
         del fake._out_messages[mid]
-        link._published_in_loop(mid)
-    assert link._room.is_set()
+        outbox.acknowledged(mid)
+    assert outbox.room.is_set()
 
 
-def test_one_read_handles_a_bounded_number_of_packets(wired: tuple[_BufferedClient, socket.socket, list[int]]) -> None:
+def test_one_read_handles_a_bounded_number_of_packets(wired: tuple[BufferedClient, socket.socket, list[int]]) -> None:
     """A burst of 300 messages is handled READ_PACKETS per call, the rest at the next turn: paho's own
     loop_read handled as many packets as messages were in flight, holding the loop during a flood."""
     client, broker, _ = wired
@@ -247,6 +242,6 @@ def test_one_read_handles_a_bounded_number_of_packets(wired: tuple[_BufferedClie
     client.on_message = lambda c, u, m: received.append(m.payload)
     broker.sendall(b"\x30\x05\x00\x01tab" * 300)
     client.loop_read()
-    assert len(received) == mqtt_module.READ_PACKETS and client.has_unread()
+    assert len(received) == client_module.READ_PACKETS and client.has_unread()
     client.loop_read()
     assert len(received) == 300

@@ -1,6 +1,6 @@
-"""The MQTT edge: paho-mqtt 2.x lives here and nowhere else.
+"""The bridge's MQTT connection (paho-mqtt 2.x lives in this package and nowhere else).
 
-The bridge's connection is driven by the asyncio loop (the operator tool's by paho's own thread); paho's
+The connection is driven by the asyncio loop (the operator tool's by paho's own thread); paho's
 callbacks only convert data into the bridge's frozen `Incoming` type and hand it to the loop.
 Acknowledgements are manual: a QoS 1 message is acknowledged only after the bridge has journaled (or
 answered) it, so a crash before that makes the broker deliver it again (persistent session).
@@ -11,18 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 import threading
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .. import wire
@@ -31,121 +25,13 @@ from ..backoff import Backoff
 from ..config import MqttConfig
 from ..payloads import Incoming
 from ..topics import Topics
+from .client import BufferedClient, Will, build_client, no_delay
+from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 ACK_BATCH = 64
-OUT_LIMIT = 50_000
-"""Publishes paho may hold unacknowledged: packet ids are 16 bits, and past 65,535 paho refuses a publish
-whose id is still in use (MQTT_ERR_QUEUE_SIZE). Beyond this the link keeps them itself, in order."""
-INTAKE_PAUSE = 40_000
-"""Unacknowledged publishes above which the intake stops taking commands (the broker keeps them unacked)."""
 """Messages taken from the inbox per turn; their journal writes share one commit and then are acknowledged."""
-_DISCONNECT = 0xE0
-READ_SIZE = 65536
-READ_PACKETS = 256
-"""Packets handled per read callback; the rest wait for the next loop turn (the socket stays readable)."""
-
-
-class _BufferedClient(paho.Client):
-    """paho's client, with buffered socket reads and the packets of one event-loop turn joined in one send().
-
-    paho sends each packet (a PUBACK, a state message) with its own send() call, and reads each packet
-    with three or more recv() calls (the first byte, the length byte by byte, the body); at full rate that
-    was about nine system calls per command (bench/throughput.py). On the loop thread, packets now go into
-    `pending`, which MqttLink sends once per turn, and reads are served from one large recv(). Elsewhere
-    (reconnect() runs in an executor thread) paho reads and writes directly, as before.
-    """
-
-    def __init__(self, *args: Any, loop_thread: Callable[[], int], on_pending: Callable[[], None],
-                 **kwargs: Any) -> None:  # fmt: skip
-        super().__init__(*args, **kwargs)
-        self.pending = bytearray()
-        self.pending_sock: Any = None
-        self._read: bytes = b""
-        self._read_pos = 0
-        self._read_sock: Any = None
-        self._loop_thread = loop_thread
-        self._on_pending = on_pending
-
-    def _sock_send(self, buf: bytes | bytearray) -> int:
-        sock = self._sock
-        if sock is None or threading.get_ident() != self._loop_thread():
-            return int(super()._sock_send(buf))
-        if sock is not self.pending_sock:
-            self.pending.clear()  # left over from a connection that is gone
-            self.pending_sock = sock
-        first = not self.pending
-        self.pending += buf
-        if buf and buf[0] & 0xF0 == _DISCONNECT:
-            self.send_pending()  # paho closes the socket right after a DISCONNECT: it cannot wait for the turn
-        elif first:
-            self._on_pending()
-        return len(buf)
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        sock = self._sock
-        if sock is None or threading.get_ident() != self._loop_thread():
-            return bytes(super()._sock_recv(bufsize))
-        if sock is not self._read_sock:
-            self._read, self._read_pos, self._read_sock = b"", 0, sock
-        if self._read_pos >= len(self._read):
-            data = bytes(super()._sock_recv(READ_SIZE))  # BlockingIOError when nothing is there, b"" at EOF
-            if not data:
-                return data
-            self._read, self._read_pos = data, 0
-        start = self._read_pos
-        self._read_pos = start + bufsize
-        return self._read[start : self._read_pos]
-
-    def set_window(self, in_flight: int) -> None:
-        """How many QoS 1 publishes may await their PUBACK at once. paho's default of 20 queued the state
-        messages of a busy bridge in memory (RSS grew by kilobytes per command, bench/throughput.py); paho
-        does not read the broker's Receive Maximum itself, so MqttLink sets it from the CONNACK."""
-        self._max_inflight_messages = in_flight
-
-    def _update_inflight(self) -> MQTTErrorCode:
-        """paho's, skipped when no publish waits for room: it scanned every message in flight on each PUBACK.
-        Waiting publishes are always the newest (paho queues one only while the window is full)."""
-        out = self._out_messages
-        if not out or out[next(reversed(out))].state != paho.mqtt_ms_queued:
-            return MQTTErrorCode.MQTT_ERR_SUCCESS
-        return super()._update_inflight()
-
-    def loop_read(self, max_packets: int = READ_PACKETS) -> MQTTErrorCode:
-        """Read at most `max_packets` packets, then give the loop back. paho's own reads as many packets as
-        messages are in flight (it ignores the argument): with 50,000 publishes outstanding during a flood,
-        one call handled a whole backlog and held the loop for seconds (bench/overload.py)."""
-        for _ in range(max_packets):
-            if self._sock is None:
-                return MQTTErrorCode.MQTT_ERR_NO_CONN
-            rc = self._packet_read()
-            if rc > 0:
-                return self._loop_rc_handle(rc)
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
-                return MQTTErrorCode.MQTT_ERR_SUCCESS
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
-
-    def has_unread(self) -> bool:
-        """Bytes were read from the socket that paho has not asked for yet (the socket will not wake us)."""
-        return self._read_sock is not None and self._read_sock is self._sock and self._read_pos < len(self._read)
-
-    def send_pending(self) -> None:
-        """Write what is pending (as much as the socket takes now); an error is left for paho's read to find."""
-        sock, pending = self._sock, self.pending
-        if not pending:
-            return
-        if sock is None or sock is not self.pending_sock:
-            pending.clear()
-            return
-        try:
-            sent = sock.send(pending)
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            return
-        except OSError:
-            pending.clear()  # the connection broke: paho notices on its next read and reconnects
-            return
-        del pending[:sent]
 
 
 def _presence(state: str, instance: int | None) -> bytes:
@@ -192,12 +78,9 @@ class MqttLink:
         self._stopping = False
         self.reconnects = 0
         self._ever_connected = False
-        self._on_sent: dict[int, Callable[[], None]] = {}
-        self._overflow: deque[_Outgoing] = deque()
-        self._room = asyncio.Event()
-        self._room.set()
         self._flush_scheduled = False
         self._client = self._make_client()
+        self._outbox = Outbox(self._client, v5=self._v5, flush=self._flush)
 
     @property
     def connected(self) -> bool:
@@ -205,44 +88,14 @@ class MqttLink:
 
     # ---- set-up ---------------------------------------------------------------------------------------
 
-    def _make_client(self) -> _BufferedClient:
-        cfg = self.config
-        protocol = paho.MQTTv5 if self._v5 else paho.MQTTv311
-        kwargs: dict[str, Any] = {} if self._v5 else {"clean_session": False}
-        client = _BufferedClient(
-            CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id,
-            protocol=protocol,
-            loop_thread=lambda: self._loop_thread,
-            on_pending=self._schedule_flush,
-            **kwargs,
-        )
-        client.manual_ack_set(True)
-        client.max_queued_messages_set(OUT_LIMIT)
-        client.set_window(cfg.max_inflight)
-        client.will_set(self.topics.bridge_state, _presence("offline", self.topics.instance), qos=1, retain=True)
-        if cfg.username:
-            client.username_pw_set(cfg.username, cfg.password_secret().reveal() or None)
-        if cfg.tls_ca or cfg.tls_cert:
-            client.tls_set(
-                ca_certs=cfg.tls_ca or None,
-                certfile=cfg.tls_cert or None,
-                keyfile=cfg.tls_key or None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(cfg.tls_insecure)
+    def _make_client(self) -> BufferedClient:
+        will = Will(self.topics.bridge_state, _presence("offline", self.topics.instance))
+        client = build_client(self.config, will, loop_thread=lambda: self._loop_thread, on_pending=self._schedule_flush)
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
         client.on_socket_open = self._paho_socket_open
         client.on_socket_close = self._paho_socket_close
-        properties = None
-        if self._v5:
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = cfg.session_expiry
-            properties.ReceiveMaximum = cfg.receive_maximum  # QoS 1 commands the broker sends before our acks
-        connect_kwargs: dict[str, Any] = {"clean_start": False, "properties": properties} if self._v5 else {}
-        client.connect_async(cfg.host, cfg.port, cfg.keepalive, **connect_kwargs)
         return client
 
     async def start(self, wait_seconds: float = 30.0) -> None:
@@ -410,7 +263,7 @@ class MqttLink:
     # ---- paho callbacks (now on the loop thread, inside paho's callback lock): convert, defer -----------
 
     def _paho_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        _no_delay(client)
+        no_delay(client)
         receive_maximum = getattr(props, "ReceiveMaximum", None) if self._v5 else None
         if receive_maximum:
             self._client.set_window(min(self.config.max_inflight, int(receive_maximum)))
@@ -440,10 +293,6 @@ class MqttLink:
             return
         self._inbox.put_nowait(incoming)
 
-    def _paho_published(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        if self._loop is not None:
-            self._loop.call_soon(self._published_in_loop, mid)
-
     # ---- in the asyncio loop ------------------------------------------------------------------------------
 
     def _connected_in_loop(self, ok: bool, reason: str) -> None:
@@ -457,20 +306,9 @@ class MqttLink:
         self.publish(self.topics.bridge_state, _presence("online", self.topics.instance), retain=True)
         if self._info is not None:
             self.publish(self.topics.bridge_info, wire.encode(self._info()), retain=True)
-        self._drain_overflow()
+        self._outbox.drain()
         self._connected.set()
         log.info("mqtt_connected host=%s port=%d protocol=%d", self.config.host, self.config.port, self.config.protocol)
-
-    def _published_in_loop(self, mid: int) -> None:
-        callback = self._on_sent.pop(mid, None)
-        self._drain_overflow()
-        if not self._on_sent and self._room.is_set():
-            self._client.on_publish = None
-        if callback is not None:
-            try:
-                callback()
-            except Exception:
-                log.exception("on_sent_failed mid=%d", mid)
 
     def _disconnected_in_loop(self, reason: str, expected: bool) -> None:
         self._connected.clear()
@@ -488,8 +326,8 @@ class MqttLink:
 
     @property
     def unacknowledged(self) -> int:
-        """Publishes the broker has not acknowledged yet (paho's and the link's own overflow)."""
-        return len(self._client._out_messages) + len(self._overflow)
+        """Publishes the broker has not acknowledged yet."""
+        return self._outbox.unacknowledged
 
     async def _consume(self) -> None:
         """Hand over what has arrived (up to ACK_BATCH messages), wait until it is durable, then ack it all.
@@ -497,7 +335,7 @@ class MqttLink:
         While more than INTAKE_PAUSE publishes await their acknowledgement, no command is taken: its states
         could not be published in order, and unacknowledged QoS 1 commands stay safely with the broker."""
         while True:
-            await self._room.wait()
+            await self._outbox.room.wait()
             batch = [await self._inbox.get()]
             while len(batch) < ACK_BATCH and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
@@ -527,70 +365,6 @@ class MqttLink:
         response_topic: str | None = None,
         message_expiry: int | None = None,
     ) -> None:
-        """Publish with QoS 1 (kept by paho while disconnected); `on_sent` runs when the broker acks it.
-
-        Never dropped: what paho cannot take now (OUT_LIMIT, or its packet id still in use) waits here, in
-        order, and goes out as acknowledgements free room.
-        """
-        properties = None
-        if self._v5 and (correlation_data is not None or response_topic or message_expiry is not None):
-            properties = Properties(PacketTypes.PUBLISH)
-            if correlation_data is not None:
-                properties.CorrelationData = correlation_data
-            if response_topic:
-                properties.ResponseTopic = response_topic
-            if message_expiry is not None:
-                properties.MessageExpiryInterval = message_expiry
-        message = _Outgoing(topic, payload, retain, properties, on_sent)
-        if self._overflow or not self._hand_to_paho(message):
-            self._overflow.append(message)
-            self._watch_acks()
-        if self.unacknowledged > INTAKE_PAUSE:
-            self._room.clear()
-            self._watch_acks()
-
-    def _hand_to_paho(self, message: _Outgoing) -> bool:
-        """Give paho one publish; False when it refused it (no room or its packet id is in use)."""
-        info = self._client.publish(message.topic, message.payload, qos=1, retain=message.retain,
-                                    properties=message.properties)  # fmt: skip
-        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-            return False
-        if message.on_sent is not None:
-            self._on_sent[info.mid] = message.on_sent
-            self._watch_acks()
-        if self._client.want_write():
-            self._flush()  # paho could not take it to the socket now (its callback lock was held)
-        return True
-
-    def _watch_acks(self) -> None:
-        """Be told of each PUBACK (paho builds a reason code and properties for every callback: only while
-        a callback waits, publishes are held back, or the intake is paused)."""
-        self._client.on_publish = self._paho_published
-
-    def _drain_overflow(self) -> None:
-        """Hand held-back publishes to paho, oldest first, while it takes them; reopen the intake below half."""
-        overflow = self._overflow
-        while overflow and self._hand_to_paho(overflow[0]):
-            overflow.popleft()
-        if not self._room.is_set() and self.unacknowledged <= INTAKE_PAUSE // 2:
-            self._room.set()
-
-
-@dataclass(frozen=True, slots=True)
-class _Outgoing:
-    """A publish the link holds until paho has room for it."""
-
-    topic: str
-    payload: bytes
-    retain: bool
-    properties: Properties | None
-    on_sent: Callable[[], None] | None
-
-
-def _no_delay(client: paho.Client) -> None:
-    """Disable Nagle's algorithm: the bridge trades small packets both ways (commands, PUBACKs, states), and
-    Nagle plus delayed ACKs held them for up to 40 ms (bench/latency.py)."""
-    sock = client.socket()
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        """Publish with QoS 1 through the outbox (in order, never dropped); `on_sent` runs on the broker's ack."""
+        self._outbox.publish(topic, payload, retain=retain, correlation_data=correlation_data, on_sent=on_sent,
+                             response_topic=response_topic, message_expiry=message_expiry)  # fmt: skip
