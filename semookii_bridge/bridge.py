@@ -8,10 +8,7 @@ answered), so the MQTT edge acknowledges it only then. Transport stays outside: 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
-import re
 import sqlite3
 import time
 import uuid
@@ -21,10 +18,11 @@ from typing import Any, Protocol, TypedDict
 import msgspec
 
 from . import __version__, wire
+from .admission import Admission, delivery_hash, guess_request_id
 from .aio import completer
 from .budget import BudgetReporter, CallLog
 from .clock import steady
-from .commands import Command, decode_command, echo, is_safety, max_power
+from .commands import Command, echo, is_safety
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
@@ -65,58 +63,36 @@ class Bridge:
         observer: StatusObserver | None = None,
         age_observer: Callable[[float], None] | None = None,
     ) -> None:
-        self.config = config
-        self.api = api
-        self.publisher = publisher
-        self.journal = journal
-        self.limiter = limiter
-        self.clock = clock
-        self.wall = wall
+        self.config, self.api, self.publisher, self.journal = config, api, publisher, journal
+        self.limiter, self.clock, self.wall = limiter, clock, wall
         self.topics = topics_for(config)
         self._cluster = config.cluster
         self.inventory = Inventory(clock)
         self.lifecycle = Lifecycle(
-            api=api,
-            journal=journal,
-            publisher=publisher,
-            topics=self.topics,
-            config=config.commands,
-            clock=clock,
-            observer=observer,
-            tokens=limiter,
-            dongle_of=self.inventory.dongle,
-            age_observer=age_observer,
-        )
-        cmd = config.commands
-        self._merging = cmd.merge and not cmd.dry_run
-        self.dispatcher = Dispatcher(
-            limiter,
-            self.lifecycle.send_all,
-            self._dropped,
-            max_in_flight=config.rate_limit.max_in_flight,
-            clock=clock,
-            merge=MergePolicy(self.inventory.known, cmd.batch_max_sns) if self._merging else None,
-        )
+            api=api, journal=journal, publisher=publisher, topics=self.topics, config=config.commands, clock=clock,
+            observer=observer, tokens=limiter, dongle_of=self.inventory.dongle, age_observer=age_observer,
+        )  # fmt: skip
+        self._merging = config.commands.merge and not config.commands.dry_run
+        self.dispatcher = self._dispatcher()
         self.calls = CallLog()
         limiter.on_grant = self.calls.record
         self.budget = BudgetReporter(
-            limiter=limiter,
-            calls=self.calls,
-            queue=self.dispatcher,
-            tracking=lambda: self.lifecycle.tracking,
-            publish=publisher.publish,
-            topic=self.topics.bridge_budget,
-        )
+            limiter=limiter, calls=self.calls, queue=self.dispatcher, tracking=lambda: self.lifecycle.tracking,
+            publish=publisher.publish, topic=self.topics.bridge_budget,
+        )  # fmt: skip
         self._tasks: set[asyncio.Task[Any]] = set()
         self._requests_pending = 0
-        self._allow_groups = frozenset(config.commands.allow_groups)
-        self._allow_inverters = frozenset(config.commands.allow_inverters)
-        self._guard = Guard(
-            allow_groups=self._allow_groups,
-            allow_inverters=self._allow_inverters,
-            read_only=config.management.read_only,
-            inverter_of=self.inventory.inverter_of,
-        )
+        self.admission = Admission(config, wall)
+        self._guard = Guard(allow_groups=self.admission.allow_groups, allow_inverters=self.admission.allow_inverters,
+                            read_only=config.management.read_only, inverter_of=self.inventory.inverter_of)  # fmt: skip
+
+    def _dispatcher(self) -> Dispatcher:
+        """The latest-wins queue in front of the limiter, merging alike setpoints when `commands.merge`."""
+        cmd = self.config.commands
+        merge = MergePolicy(self.inventory.known, cmd.batch_max_sns) if self._merging else None
+        in_flight = self.config.rate_limit.max_in_flight
+        return Dispatcher(self.limiter, self.lifecycle.send_all, self._dropped, max_in_flight=in_flight,
+                          clock=self.clock, merge=merge)  # fmt: skip
 
     # ---- start / stop ---------------------------------------------------------------------------------
 
@@ -241,48 +217,56 @@ class Bridge:
             self._reject(route.target, msg, ErrorInfo(code="overloaded", message=message))
 
     def _intake(self, route: ControlRoute, msg: Incoming) -> None:
+        """Validate, journal and queue one control message; refusals and duplicates are answered at once."""
         target = route.target
         if msg.retain and not msg.payload:
             return  # a user clearing a retained message: nothing to do
         now = self.clock()
         try:
-            command = self._validate(target, msg)
+            command = self.admission.validate(target, msg)
         except BridgeError as exc:
             self._reject(target, msg, exc.info())
             return
-        delivery, legacy = _delivery_hash(msg)
+        delivery, legacy = delivery_hash(msg)
         if msg.dup and self.journal.find_delivery(delivery, legacy) is not None:
             log.info("redelivery_ignored topic=%s mid=%d", msg.topic, msg.mid)
             return
-        request_id = command.request_id or uuid.uuid4().hex
-        job = Job(
-            request_id=request_id,
+        job = self._job(target, command, msg, now)
+        try:
+            self.journal.insert(entry_from_job(job, "queued", delivery))
+        except DuplicateRequest:
+            self._repeat(job.request_id, target, msg)
+            return
+        except sqlite3.Error as exc:
+            # Not journaled means not accepted: say so rather than acknowledge a command nobody keeps.
+            log.exception("journal_insert_failed request_id=%s", job.request_id)
+            message = f"the bridge could not record this command ({exc}); it was not sent"
+            self._reject(target, msg, ErrorInfo(code="internal_error", message=message), request_id=job.request_id)
+            return
+        self.lifecycle.publish_job(job, "queued")
+        self._queue(job, now)
+
+    def _job(self, target: Target, command: Command, msg: Incoming, now: float) -> Job:
+        """The job for a validated command (a request_id is made up when the command has none)."""
+        return Job(
+            request_id=command.request_id or uuid.uuid4().hex,
             target=target,
             command=command,
             sns=tuple(command.sns) if command.sns else None,
             received_at=now,
-            deadline=self._deadline(command, msg, now),
+            deadline=self.admission.deadline(command, msg, now),
             response_topic=msg.response_topic,
             correlation=msg.correlation_data,
         )
-        try:
-            self.journal.insert(entry_from_job(job, "queued", delivery))
-        except DuplicateRequest:
-            self._repeat(request_id, target, msg)
-            return
-        except sqlite3.Error as exc:
-            # Not journaled means not accepted: say so rather than acknowledge a command nobody keeps.
-            log.exception("journal_insert_failed request_id=%s", request_id)
-            message = f"the bridge could not record this command ({exc}); it was not sent"
-            self._reject(target, msg, ErrorInfo(code="internal_error", message=message), request_id=request_id)
-            return
-        self.lifecycle.publish_job(job, "queued")
+
+    def _queue(self, job: Job, now: float) -> None:
+        """Hand a journaled job to the dispatcher, or end it now: dry run, expired on arrival, no quota."""
         if self.config.commands.dry_run:
             error = ErrorInfo(code="dry_run", message="dry run: validated and not sent to the API")
             self.lifecycle.finish(job, "completed", error=error)
         elif job.deadline <= now:
             self._dropped(job, "expired", ErrorInfo(code="expired", message="the command had expired on arrival"))
-        elif (refusal := self._quota_refusal(command)) is not None:
+        elif (refusal := self._quota_refusal(job.command)) is not None:
             self._dropped(job, "failed", refusal)
         else:
             self.dispatcher.submit(job)
@@ -320,55 +304,8 @@ class Bridge:
             return ErrorInfo(code=QuotaExhausted.code, message=str(exc))
         return None
 
-    def _validate(self, target: Target, msg: Incoming) -> Command:
-        """Decode and check a control message; raises BridgeError with the code for its class of bad input."""
-        if msg.retain:
-            raise BridgeError("retained_command", "control messages must not be retained; it was not sent")
-        if len(msg.payload) > self.config.mqtt.max_payload:
-            limit = self.config.mqtt.max_payload
-            raise BridgeError("payload_too_large", f"payload of {len(msg.payload)} bytes exceeds {limit}")
-        problem = target.problem()
-        if problem:
-            raise BridgeError("validation_error", problem)
-        command = decode_command(msg.payload)
-        if target.kind == "batch" and not command.sns:
-            raise BridgeError("validation_error", "batch commands need `sns`, a list of serial numbers - at `$.sns`")
-        if target.kind != "batch" and command.sns:
-            raise BridgeError("validation_error", "`sns` is only valid on the batch topic - at `$.sns`")
-        self._check_allowed(target, command)
-        return command
-
-    def _check_allowed(self, target: Target, command: Command) -> None:
-        cfg = self.config.commands
-        if target.kind == "group" and self._allow_groups and target.id not in self._allow_groups:
-            raise BridgeError("not_allowed", f"group {target.id} is not in commands.allow_groups")
-        sns = [target.id] if target.kind == "inverter" else list(command.sns or ())
-        if self._allow_inverters and sns:
-            outside = [sn for sn in sns if sn not in self._allow_inverters]
-            if outside:
-                raise BridgeError("not_allowed", f"inverter(s) {', '.join(map(str, outside))} not in allow_inverters")
-        power = max_power(command)
-        if power > cfg.max_abs_power:
-            raise BridgeError("not_allowed", f"power {power} exceeds commands.max_abs_power {cfg.max_abs_power}")
-        duration = getattr(command, "duration", None)
-        if duration is not None and duration > cfg.max_duration:
-            message = f"duration {duration} s exceeds commands.max_duration {cfg.max_duration} s - at `$.duration`"
-            raise BridgeError("not_allowed", message)
-        timeout = getattr(command, "timeout", None)
-        if timeout is not None and timeout > cfg.max_timeout:
-            message = f"timeout {timeout} s exceeds commands.max_timeout {cfg.max_timeout} s - at `$.timeout`"
-            raise BridgeError("not_allowed", message)
-
-    def _deadline(self, command: Command, msg: Incoming, now: float) -> float:
-        deadline = now + (command.ttl if command.ttl is not None else self.config.commands.default_ttl)
-        if command.expires_at is not None:
-            deadline = min(deadline, now + command.expires_at.timestamp() - self.wall())
-        if msg.message_expiry is not None:
-            deadline = min(deadline, now + msg.message_expiry)
-        return deadline
-
     def _reject(self, target: Target, msg: Incoming, error: ErrorInfo, *, request_id: str | None = None) -> None:
-        rid = request_id or _guess_request_id(msg.payload) or uuid.uuid4().hex
+        rid = request_id or guess_request_id(msg.payload) or uuid.uuid4().hex
         log.info("rejected request_id=%s topic=%s code=%s", rid, msg.topic, error.code)
         self.lifecycle.publish_state(
             target,
@@ -451,31 +388,3 @@ def _outcome(entry: Entry) -> _Outcome:
         "no_answer": silent(results) if entry.status == "partial" and results else None,
         "error": wire.decode(entry.error, ErrorInfo) if entry.error else None,
     }
-
-
-def _delivery_hash(msg: Incoming) -> tuple[str, str]:
-    """Identifies one MQTT delivery (topic, packet id, payload) to recognise a broker redelivery.
-
-    The key starts with the packet id, which counts up: consecutive commands land next to each other in
-    the journal's index instead of on a random page each (a third fewer pages written per command). The
-    second value is the key earlier versions journaled, so a redelivery across the
-    upgrade is still recognised.
-    """
-    digest = hashlib.sha256(msg.topic.encode() + b"\0" + str(msg.mid).encode() + b"\0" + msg.payload).hexdigest()
-    return f"{msg.mid:05d}:{digest[:26]}", digest[:32]
-
-
-_REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([\x21\x23-\x5b\x5d-\x7e]{1,128})"')
-
-
-def _guess_request_id(payload: bytes) -> str | None:
-    """The request_id of a payload that failed validation, if one can be read, so the operator can match it:
-    from the parsed object (Python's parser also takes numbers like 1e999), else, for a payload no parser
-    takes (nested too deeply, cut short), from the first plain `"request_id": "..."` in its bytes."""
-    try:
-        doc = json.loads(payload)
-    except (ValueError, RecursionError):
-        found = _REQUEST_ID.search(payload)
-        return found.group(1).decode() if found else None
-    rid = doc.get("request_id") if isinstance(doc, dict) else None
-    return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None

@@ -114,6 +114,6 @@ def test_expires_at_is_read_against_the_wall_clock_at_receipt(tmp_path: Path) ->
     expires = datetime.fromtimestamp(wall() + 30, UTC)
     command = Manual(action="stop", expires_at=expires)
     now = bridge.clock()
-    deadline = bridge._deadline(command, Incoming(topic="vpp/group/1/set", payload=b""), now)
+    deadline = bridge.admission.deadline(command, Incoming(topic="vpp/group/1/set", payload=b""), now)
     assert abs(deadline - (now + 30)) < 0.5
     journal.close()
