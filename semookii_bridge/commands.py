@@ -7,6 +7,7 @@ typed form so that both pass the same rules. `to_params` is the pure mapping to 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -242,44 +243,49 @@ def _typed_from_params(p: ControlParams) -> dict[str, Any]:
         return {"type": "system_switch", "on": bool(switch)}
     if mode is None:
         raise BridgeError("validation_error", "Object missing required field `mode`")
-    if st == 0 and mode == 0:
+    typed = _remote_from_params(p, mode) if st == 0 else _mode_from_params(p, mode) if st == 2 else None
+    if typed is None:
+        raise BridgeError("validation_error", f"mode {mode} is not valid for superType {st} - at `$.mode`")
+    return typed
+
+
+def _remote_from_params(p: ControlParams, mode: int) -> dict[str, Any] | None:
+    """superType 0 (remote control): exit (0), power (1), energy (2) or SOC (3) control; None otherwise."""
+    if mode == 0:
         return {"type": "exit_remote_control", "timeout": p.timeout or 0}
-    if st == 0 and mode == 1:
+    if mode == 1:
         active, reactive, duration, timeout = _need(p, "active_power", "reactive_power", "proid_time", "timeout")
         if p.set_type not in (None, 1):
             raise BridgeError("validation_error", "setType must be 1 in power control - at `$.setType`")
-        return {
-            "type": "power_control",
-            "active_power": active,
-            "reactive_power": reactive,
-            "duration": duration,
-            "timeout": timeout,
-        }
-    if st == 0 and mode in (2, 3):
+        return {"type": "power_control", "active_power": active, "reactive_power": reactive, "duration": duration,
+                "timeout": timeout}  # fmt: skip
+    if mode in (2, 3):
         target_name = "target_energy" if mode == 2 else "target_soc"
         target, power, timeout = _need(p, target_name, "charger_power", "timeout")
         kind = "energy_control" if mode == 2 else "soc_control"
         return {"type": kind, target_name: target, "charge_power": power, "timeout": timeout, "update": p.set_type == 2}
-    if st == 2 and mode in (0, 1, 2):
+    return None
+
+
+def _mode_from_params(p: ControlParams, mode: int) -> dict[str, Any] | None:
+    """superType 2 (working mode): self-use, feed-in priority, backup, manual or schedule; None otherwise."""
+    if mode in (0, 1, 2):
         min_soc, upper = _need(p, "min_soc", "charge_from_grid_upper_soc")
-        out: dict[str, Any] = {
-            "type": ("self_use", "feed_in_priority", "backup")[mode],
-            "min_soc": min_soc,
-            "charge_upper_soc": upper,
-        }
+        out: dict[str, Any] = {"type": ("self_use", "feed_in_priority", "backup")[mode], "min_soc": min_soc,
+                               "charge_upper_soc": upper}  # fmt: skip
         if mode == 0:
             (grid,) = _need(p, "charge_from_grid_en")
             out["charge_from_grid"] = bool(grid)
         return out
-    if st == 2 and mode == 3:
+    if mode == 3:
         (manual,) = _need(p, "manual_mode")
         return {"type": "manual", "action": _MANUAL[manual]}
-    if st == 2 and mode == 10:
+    if mode == 10:
         out = {"type": "schedule", "period1": _period(p, 1)}
         if p.p2_time_set_enable == 1:
             out["period2"] = _period(p, 2)
         return out
-    raise BridgeError("validation_error", f"mode {mode} is not valid for superType {st} - at `$.mode`")
+    return None
 
 
 # ---- typed command -> API parameters -----------------------------------------------------------------
@@ -301,64 +307,58 @@ def _period_params(period: Period, n: int) -> dict[str, int]:
 
 def to_params(command: Command) -> ControlParams:
     """The API parameters for a command, with the document's quirks (activePower always sent, etc.)."""
-    match command:
-        case PowerControl():
-            return ControlParams(
-                super_type=0,
-                mode=1,
-                set_type=1,
-                active_power=command.active_power,
-                reactive_power=command.reactive_power,
-                proid_time=command.duration,
-                timeout=command.timeout,
-            )
-        case EnergyControl():
-            return ControlParams(
-                super_type=0,
-                mode=2,
-                set_type=2 if command.update else 1,
-                target_energy=command.target_energy,
-                charger_power=command.charge_power,
-                timeout=command.timeout,
-            )
-        case SocControl():
-            return ControlParams(
-                super_type=0,
-                mode=3,
-                set_type=2 if command.update else 1,
-                target_soc=command.target_soc,
-                charger_power=command.charge_power,
-                timeout=command.timeout,
-            )
-        case ExitRemoteControl():
-            return ControlParams(super_type=0, mode=0, timeout=command.timeout)
-        case SystemSwitch():
-            return ControlParams(super_type=1, system_swich=1 if command.on else 0)
-        case SelfUse():
-            return ControlParams(
-                super_type=2,
-                mode=0,
-                min_soc=command.min_soc,
-                charge_from_grid_upper_soc=command.charge_upper_soc,
-                charge_from_grid_en=1 if command.charge_from_grid else 0,
-            )
-        case FeedInPriority() | Backup():
-            return ControlParams(
-                super_type=2,
-                mode=1 if isinstance(command, FeedInPriority) else 2,
-                min_soc=command.min_soc,
-                charge_from_grid_upper_soc=command.charge_upper_soc,
-            )
-        case Manual():
-            return ControlParams(super_type=2, mode=3, manual_mode=_MANUAL_MODE[command.action])
-        case Schedule():
-            fields: dict[str, Any] = _period_params(command.period1, 1)
-            fields["p2_time_set_enable"] = 0
-            if command.period2 is not None:
-                fields.update(_period_params(command.period2, 2))
-                fields["p2_time_set_enable"] = 1
-            return ControlParams(super_type=2, mode=10, **fields)
-    raise TypeError(f"not a command: {command!r}")  # pragma: no cover - the union is exhaustive
+    return _TO_PARAMS[type(command)](command)
+
+
+def _power_params(c: PowerControl) -> ControlParams:
+    return ControlParams(super_type=0, mode=1, set_type=1, active_power=c.active_power,
+                         reactive_power=c.reactive_power, proid_time=c.duration, timeout=c.timeout)  # fmt: skip
+
+
+def _energy_params(c: EnergyControl) -> ControlParams:
+    return ControlParams(super_type=0, mode=2, set_type=2 if c.update else 1, target_energy=c.target_energy,
+                         charger_power=c.charge_power, timeout=c.timeout)  # fmt: skip
+
+
+def _soc_params(c: SocControl) -> ControlParams:
+    return ControlParams(super_type=0, mode=3, set_type=2 if c.update else 1, target_soc=c.target_soc,
+                         charger_power=c.charge_power, timeout=c.timeout)  # fmt: skip
+
+
+def _self_use_params(c: SelfUse) -> ControlParams:
+    return ControlParams(super_type=2, mode=0, min_soc=c.min_soc, charge_from_grid_upper_soc=c.charge_upper_soc,
+                         charge_from_grid_en=1 if c.charge_from_grid else 0)  # fmt: skip
+
+
+def _reserve_params(c: FeedInPriority | Backup) -> ControlParams:
+    """Feed-in priority (mode 1) and backup (mode 2): a minimum SOC and the grid-charging ceiling."""
+    return ControlParams(super_type=2, mode=1 if isinstance(c, FeedInPriority) else 2, min_soc=c.min_soc,
+                         charge_from_grid_upper_soc=c.charge_upper_soc)  # fmt: skip
+
+
+def _schedule_params(c: Schedule) -> ControlParams:
+    """Period 1 always; period 2 only with `p2TimeSetEnable = 1` (0 tells the API to ignore its fields)."""
+    fields: dict[str, Any] = _period_params(c.period1, 1)
+    fields["p2_time_set_enable"] = 0
+    if c.period2 is not None:
+        fields.update(_period_params(c.period2, 2))
+        fields["p2_time_set_enable"] = 1
+    return ControlParams(super_type=2, mode=10, **fields)
+
+
+_TO_PARAMS: dict[type[Any], Callable[[Any], ControlParams]] = {
+    PowerControl: _power_params,
+    EnergyControl: _energy_params,
+    SocControl: _soc_params,
+    ExitRemoteControl: lambda c: ControlParams(super_type=0, mode=0, timeout=c.timeout),
+    SystemSwitch: lambda c: ControlParams(super_type=1, system_swich=1 if c.on else 0),
+    SelfUse: _self_use_params,
+    FeedInPriority: _reserve_params,
+    Backup: _reserve_params,
+    Manual: lambda c: ControlParams(super_type=2, mode=3, manual_mode=_MANUAL_MODE[c.action]),
+    Schedule: _schedule_params,
+}
+"""One builder per command type; a test checks that every type of the `Command` union has one."""
 
 
 def is_safety(command: Command) -> bool:

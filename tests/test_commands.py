@@ -312,3 +312,12 @@ def test_the_simulator_and_the_bridge_apply_one_table() -> None:
     assert "`setType`" in refusal(dict(doc)).message
     with pytest.raises(InvalidParams, match="setType"):
         parse_control({k: str(v) for k, v in doc.items()})
+
+
+def test_every_command_type_has_a_parameter_builder() -> None:
+    """Each type of the Command union has its own builder in to_params' table (a new type without one fails)."""
+    import typing
+
+    from semookii_bridge import commands
+
+    assert set(typing.get_args(commands.Command)) == set(commands._TO_PARAMS)
