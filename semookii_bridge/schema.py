@@ -93,22 +93,7 @@ def _message(schema: str, summary: str) -> dict[str, Any]:
 def asyncapi(prefix: str = "vpp") -> dict[str, Any]:
     """The AsyncAPI 3.0 document of the bridge's MQTT interface (from the bridge's side: it receives
     commands and requests, and sends states, responses and its own status)."""
-    group, sn = {"groupId": "A Cloud API group id (ASCII digits)."}, {"sn": "An inverter serial number."}
-    op = {"op": "A management op: " + ", ".join(OPS) + "."}
-    state = "Lifecycle states (the last one retained)."
-    channels = {
-        "groupCommand": _channel(f"{prefix}/group/{{groupId}}/set", "command", "Commands for a group.", **group),
-        "inverterCommand": _channel(f"{prefix}/inverter/{{sn}}/set", "command", "Commands for an inverter.", **sn),
-        "batchCommand": _channel(f"{prefix}/batch/set", "command", "Commands for the inverters in `sns`."),
-        "groupState": _channel(f"{prefix}/group/{{groupId}}/state", "state", state, **group),
-        "inverterState": _channel(f"{prefix}/inverter/{{sn}}/state", "state", state, **sn),
-        "batchState": _channel(f"{prefix}/batch/state", "state", "Lifecycle states of batch commands."),
-        "request": _channel(f"{prefix}/bridge/request/{{op}}", "request", "Management requests.", **op),
-        "response": _channel(f"{prefix}/bridge/response/{{op}}", "response", "Management answers.", **op),
-        "bridgeState": _channel(f"{prefix}/bridge/state", "presence", "Retained presence; the MQTT will."),
-        "bridgeInfo": _channel(f"{prefix}/bridge/info", "info", "Retained description of the running bridge."),
-        "bridgeBudget": _channel(f"{prefix}/bridge/budget", "budget", "Retained API budget, at most once a second."),
-    }  # fmt: skip
+    channels = _channels(prefix)
     receives = ("groupCommand", "inverterCommand", "batchCommand", "request")
     operations = {
         f"{'receive' if name in receives else 'send'}{name[0].upper()}{name[1:]}": {
@@ -117,17 +102,6 @@ def asyncapi(prefix: str = "vpp") -> dict[str, Any]:
         }
         for name in channels
     }
-    messages = {
-        "command": _message("Command", "A control command (QoS 1, not retained)."),
-        "state": _message("StateMessage", "One lifecycle step; terminal: " + ", ".join(sorted(TERMINAL)) + "."),
-        "request": {"name": "Request", "summary": "A management request; its fields depend on the op.",
-                    "contentType": "application/json",
-                    "payload": {"oneOf": [{"$ref": REF.format(name=_request_name(o))} for o in OPS]}},
-        "response": _message("Response", "`{status, data, error, transaction}`."),
-        "presence": _message("BridgePresence", "online / offline."),
-        "info": _message("BridgeInfo", "Versions and limits."),
-        "budget": _message("Budget", "Calls used and left, by kind."),
-    }  # fmt: skip
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -140,8 +114,43 @@ def asyncapi(prefix: str = "vpp") -> dict[str, Any]:
         "servers": {"broker": {"host": "localhost:1883", "protocol": "mqtt", "protocolVersion": "5.0.0"}},
         "channels": channels,
         "operations": operations,
-        "components": {"schemas": json_schemas(), "messages": messages},
+        "components": {"schemas": json_schemas(), "messages": _messages()},
     }
+
+
+def _channels(prefix: str) -> dict[str, Any]:
+    """Every topic of the interface, with its parameters and the message it carries."""
+    group, sn = {"groupId": "A Cloud API group id (ASCII digits)."}, {"sn": "An inverter serial number."}
+    op = {"op": "A management op: " + ", ".join(OPS) + "."}
+    state = "Lifecycle states (the last one retained)."
+    return {
+        "groupCommand": _channel(f"{prefix}/group/{{groupId}}/set", "command", "Commands for a group.", **group),
+        "inverterCommand": _channel(f"{prefix}/inverter/{{sn}}/set", "command", "Commands for an inverter.", **sn),
+        "batchCommand": _channel(f"{prefix}/batch/set", "command", "Commands for the inverters in `sns`."),
+        "groupState": _channel(f"{prefix}/group/{{groupId}}/state", "state", state, **group),
+        "inverterState": _channel(f"{prefix}/inverter/{{sn}}/state", "state", state, **sn),
+        "batchState": _channel(f"{prefix}/batch/state", "state", "Lifecycle states of batch commands."),
+        "request": _channel(f"{prefix}/bridge/request/{{op}}", "request", "Management requests.", **op),
+        "response": _channel(f"{prefix}/bridge/response/{{op}}", "response", "Management answers.", **op),
+        "bridgeState": _channel(f"{prefix}/bridge/state", "presence", "Retained presence; the MQTT will."),
+        "bridgeInfo": _channel(f"{prefix}/bridge/info", "info", "Retained description of the running bridge."),
+        "bridgeBudget": _channel(f"{prefix}/bridge/budget", "budget", "Retained API budget, at most once a second."),
+    }  # fmt: skip
+
+
+def _messages() -> dict[str, Any]:
+    """One message per payload kind, each pointing at its JSON Schema."""
+    return {
+        "command": _message("Command", "A control command (QoS 1, not retained)."),
+        "state": _message("StateMessage", "One lifecycle step; terminal: " + ", ".join(sorted(TERMINAL)) + "."),
+        "request": {"name": "Request", "summary": "A management request; its fields depend on the op.",
+                    "contentType": "application/json",
+                    "payload": {"oneOf": [{"$ref": REF.format(name=_request_name(o))} for o in OPS]}},
+        "response": _message("Response", "`{status, data, error, transaction}`."),
+        "presence": _message("BridgePresence", "online / offline."),
+        "info": _message("BridgeInfo", "Versions and limits."),
+        "budget": _message("Budget", "Calls used and left, by kind."),
+    }  # fmt: skip
 
 
 def asyncapi_yaml(prefix: str = "vpp") -> str:

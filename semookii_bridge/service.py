@@ -53,6 +53,7 @@ class Service:
         self.link: MqttLink | None = None
 
     async def start(self) -> None:
+        """Open the journal and the API client, connect, recover the journal, then take messages."""
         cfg = self.config
         self.journal = Journal(cfg.journal.path, synchronous=cfg.journal.synchronous)
         self._stack.callback(self.journal.close)
@@ -61,36 +62,8 @@ class Service:
         if cfg.rate_limit.daily_quota:
             self.limiter.bucket.quota.attach(self.journal)
             self.limiter.after_grant = self.journal.durable
-        api = CloudClient(
-            cfg.api.base_url,
-            self._token,
-            timeout=cfg.api.timeout,
-            connect_timeout=cfg.api.connect_timeout,
-            retry=self._retry,
-            gate=LimiterGate(self.limiter),
-            max_connections=cfg.api.max_connections,
-            observer=self.obs.observe_call,
-        )
-        await self._stack.enter_async_context(api)
-        bridge: Bridge | None = None
-        link = MqttLink(
-            cfg.mqtt,
-            topics_for(cfg),
-            on_message=lambda msg: _require(bridge).handle(msg),
-            info=lambda: _require(bridge).info(),
-            before_ack=self.journal.durable,
-            on_overload=lambda msg: _require(bridge).refuse_overloaded(msg),
-        )
-        bridge = Bridge(
-            cfg,
-            api=api,
-            publisher=link,
-            journal=self.journal,
-            limiter=self.limiter,
-            observer=self.obs.observe_status,
-            age_observer=self.obs.observe_setpoint_age,
-        )
-        self.bridge, self.link = bridge, link
+        api = await self._stack.enter_async_context(self._api_client())
+        bridge, link = self._build(api, self.journal)
         self.obs.bind(self._sample)
         if cfg.http.enabled:
             runner, self.http_port = await http_server.start(self.obs, cfg.http.host, cfg.http.port)
@@ -103,6 +76,30 @@ class Service:
         self._stack.callback(watcher.cancel)
         link.deliver()
         log.info("bridge_started prefix=%s api=%s dry_run=%s", cfg.mqtt.prefix, api.base_url, cfg.commands.dry_run)
+
+    def _api_client(self) -> CloudClient:
+        """The Cloud API client behind the shared rate limiter, reporting each attempt to the metrics."""
+        api = self.config.api
+        return CloudClient(api.base_url, self._token, timeout=api.timeout, connect_timeout=api.connect_timeout,
+                           retry=self._retry, gate=LimiterGate(self.limiter), max_connections=api.max_connections,
+                           observer=self.obs.observe_call)  # fmt: skip
+
+    def _build(self, api: CloudClient, journal: Journal) -> tuple[Bridge, MqttLink]:
+        """The MQTT link and the bridge, each calling the other (the link's callbacks find the bridge later)."""
+        cfg = self.config
+        bridge: Bridge | None = None
+        link = MqttLink(
+            cfg.mqtt,
+            topics_for(cfg),
+            on_message=lambda msg: _require(bridge).handle(msg),
+            info=lambda: _require(bridge).info(),
+            before_ack=journal.durable,
+            on_overload=lambda msg: _require(bridge).refuse_overloaded(msg),
+        )
+        bridge = Bridge(cfg, api=api, publisher=link, journal=journal, limiter=self.limiter,
+                        observer=self.obs.observe_status, age_observer=self.obs.observe_setpoint_age)  # fmt: skip
+        self.bridge, self.link = bridge, link
+        return bridge, link
 
     def _sample(self) -> LiveSample | None:
         bridge, link = self.bridge, self.link

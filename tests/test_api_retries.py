@@ -343,7 +343,7 @@ async def test_the_wait_between_attempts_honours_retry_after() -> None:
 )  # fmt: skip
 def test_ban_answers_are_recognised(text: str, seconds: float | None) -> None:
     """The vendor's ban text and how long it lasts; other refusals are not bans."""
-    from semookii_bridge.api.client import ban_seconds
+    from semookii_bridge.api.answers import ban_seconds
 
     assert ban_seconds(text) == seconds
 
@@ -351,7 +351,7 @@ def test_ban_answers_are_recognised(text: str, seconds: float | None) -> None:
 async def test_a_ban_answer_pauses_every_call_and_is_not_retried(sim: RunningSimulator) -> None:
     """A ban answer raises Banned (code api_banned) after one attempt, and tells the gate how long it lasts."""
     from semookii_bridge.api import Banned, Endpoint
-    from semookii_bridge.simulator.app import ban_text
+    from semookii_bridge.simulator.faults import ban_text
 
     class Gate:
         def __init__(self) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from semookii_bridge.api import BadResponse, CloudClient, ControlParams, RetryPolicy
-from semookii_bridge.api import client as client_module
+from semookii_bridge.api import answers as client_module
 from semookii_bridge.secret import Secret
 
 PARAMS = ControlParams(super_type=2, mode=3, manual_mode=0)

@@ -19,17 +19,18 @@ from .errors import (
     RateLimited,
     TransportError,
 )
+from .gate import Gate, OpenGate
 from .params import ControlParams
 from .retry import RetryPolicy
 from .types import BindResult, Group, GroupPage, Inverter, InverterPage
 
 if TYPE_CHECKING:
-    from .client import CloudClient, Gate, OpenGate
+    from .client import CloudClient
 
 
 def __getattr__(name: str) -> Any:
-    """`CloudClient`, `Gate` and `OpenGate`, imported when first asked for."""
-    if name in ("CloudClient", "Gate", "OpenGate"):
+    """`CloudClient`, imported when first asked for."""
+    if name == "CloudClient":
         from . import client
 
         return getattr(client, name)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
@@ -22,6 +21,7 @@ from .. import wire
 from ..secret import Secret
 from ..wire import Id
 from . import endpoints as ep
+from .answers import all_pages, ban_seconds, decode_json, id_list, read_body, retry_after, split
 from .endpoints import Endpoint
 from .errors import (
     ApiError,
@@ -33,6 +33,7 @@ from .errors import (
     RateLimited,
     TransportError,
 )
+from .gate import CallObserver, Gate, OpenGate
 from .params import ControlParams
 from .retry import RetryPolicy, call_with_retries
 from .types import (
@@ -51,46 +52,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REGSN_CHUNK = 100
-MAX_BODY = 8 * 1024 * 1024
-_BAN = re.compile(r"prohibit\w*(?:\s+calls?)?\s+within\s+the\s+next\s+(?:(\d+)\s*)?(second|minute|hour)", re.I)
-_UNIT = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
-
-
-def ban_seconds(message: str) -> float | None:
-    """How long the API says it bans the token ("... prohibit calls within the next hour"), or None."""
-    match = _BAN.search(message)
-    if match is None:
-        return None
-    return float(match.group(1) or 1) * _UNIT[match.group(2).lower()]
-
-
-class Gate(Protocol):
-    """What the client asks before each HTTP attempt and tells after a 429 (the bridge's rate limiter)."""
-
-    async def acquire(self, endpoint: Endpoint) -> None: ...
-
-    def throttled(self, retry_after: float | None) -> None: ...
-
-    def banned(self, seconds: float) -> None: ...
-
-
-class OpenGate:
-    """No rate limit: every attempt goes straight out."""
-
-    async def acquire(self, endpoint: Endpoint) -> None:
-        return None
-
-    def throttled(self, retry_after: float | None) -> None:
-        return None
-
-    def banned(self, seconds: float) -> None:
-        return None
-
-
-class CallObserver(Protocol):
-    """Receives one event per HTTP attempt (for metrics); must not raise."""
-
-    def __call__(self, endpoint: Endpoint, outcome: str, seconds: float) -> None: ...
 
 
 class CloudClient:
@@ -200,7 +161,7 @@ class CloudClient:
 
     async def group_delete_batch(self, group_ids: Iterable[str]) -> None:
         """Delete several groups in one call."""
-        await self._call(ep.GROUP_DELETE_BATCH, _id_list(group_ids), Any)
+        await self._call(ep.GROUP_DELETE_BATCH, id_list(group_ids), Any)
 
     async def group_find_all(self, current: int = 1, size: int = 20) -> GroupPage:
         """One page of groups (pages count from 1)."""
@@ -210,7 +171,7 @@ class CloudClient:
 
     async def group_list_all(self, page_size: int = 100) -> list[Group]:
         """Every group, reading all pages."""
-        return await _all_pages(lambda cur: self.group_find_all(cur, page_size), page_size)
+        return await all_pages(lambda cur: self.group_find_all(cur, page_size), page_size)
 
     async def group_find_like_name(self, name: str) -> GroupPage:
         """Groups whose name contains `name`."""
@@ -233,7 +194,7 @@ class CloudClient:
 
     async def inverter_delete_batch(self, inverter_ids: Iterable[str]) -> None:
         """Remove several inverters in one call."""
-        await self._call(ep.INVERTER_DELETE_BATCH, _id_list(inverter_ids), Any)
+        await self._call(ep.INVERTER_DELETE_BATCH, id_list(inverter_ids), Any)
 
     async def inverter_update(self, inverter_id: str, new_sn: str) -> None:
         """Replace the inverter behind `inverter_id` with `new_sn`."""
@@ -248,7 +209,7 @@ class CloudClient:
 
     async def inverter_list_all(self, group_id: str, page_size: int = 100) -> list[Inverter]:
         """Every inverter of a group, reading all pages."""
-        return await _all_pages(lambda cur: self.inverter_find_by_group(group_id, cur, page_size), page_size)
+        return await all_pages(lambda cur: self.inverter_find_by_group(group_id, cur, page_size), page_size)
 
     async def inverter_find_like(
         self, group_id: str, *, wifi_sn: str | None = None, sn: str | None = None
@@ -297,11 +258,11 @@ class CloudClient:
             token = self._token.reveal()
             body = {"tokenId": token, "token": token, "sns": ",".join(sns)}
             raw = await self._http(endpoint, params=None, json_body=body)
-            doc = _json(endpoint, raw, dict[str, Any])
+            doc = decode_json(endpoint, raw, dict[str, Any])
             if doc.get("success") is not True:
                 message = doc.get("exception") or "the API reported a failure"
                 raise ApiRejected(self._token.redact(str(message)), endpoint=endpoint.name)
-            return {field: _split(doc.get(key)) for key, field in BIND_KEYS.items()}
+            return {field: split(doc.get(key)) for key, field in BIND_KEYS.items()}
 
         answer: dict[str, list[str]] = await self._retrying(endpoint, attempt)
         return answer
@@ -330,7 +291,7 @@ class CloudClient:
         return await call_with_retries(self._retry, attempt, idempotent=endpoint.idempotent, on_retry=on_retry)
 
     def _unwrap(self, endpoint: Endpoint, raw: bytes, result_type: Any) -> Any:
-        envelope = _json(endpoint, raw, Envelope)
+        envelope = decode_json(endpoint, raw, Envelope)
         ok = envelope.ok
         if ok is None:
             raise BadResponse("the API answer has neither success nor isSuccess", endpoint=endpoint.name)
@@ -361,14 +322,14 @@ class CloudClient:
         try:
             async with session.post(self._base_url + endpoint.path, params=params, json=json_body) as response:
                 if response.status == 429:
-                    retry_after = _retry_after(response.headers.get("Retry-After"))
-                    self._gate.throttled(retry_after)
+                    wait = retry_after(response.headers.get("Retry-After"))
+                    self._gate.throttled(wait)
                     outcome = "429"
-                    raise RateLimited("HTTP 429", endpoint=endpoint.name, retry_after=retry_after)
+                    raise RateLimited("HTTP 429", endpoint=endpoint.name, retry_after=wait)
                 if response.status >= 400:
                     outcome = str(response.status)
                     raise HttpStatusError(f"HTTP {response.status}", endpoint=endpoint.name, status=response.status)
-                return await _read_body(response, endpoint)
+                return await read_body(response, endpoint)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             outcome = "connect_error"
             message = self._token.redact(f"cannot connect: {type(exc).__name__}")
@@ -384,57 +345,3 @@ class CloudClient:
             if self._observer is not None:
                 self._observer(endpoint, outcome, elapsed)
             log.debug("api_call endpoint=%s outcome=%s ms=%.1f", endpoint.name, outcome, elapsed * 1000)
-
-
-async def _read_body(response: aiohttp.ClientResponse, endpoint: Endpoint) -> bytes:
-    """The whole answer, however the network splits it (`content.read(n)` returns only what has arrived);
-    over MAX_BODY is BadResponse rather than memory spent on it."""
-    if response.content_length is not None and response.content_length > MAX_BODY:
-        raise BadResponse(f"answer of {response.content_length} bytes exceeds {MAX_BODY}", endpoint=endpoint.name)
-    body = bytearray()
-    while chunk := await response.content.read(MAX_BODY + 1 - len(body)):
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise BadResponse(f"answer exceeds {MAX_BODY} bytes", endpoint=endpoint.name)
-    return bytes(body)
-
-
-def _json(endpoint: Endpoint, raw: bytes, type_: type[T]) -> T:
-    """Decode an answer's JSON; anything else is BadResponse (which retry policy treats as possibly landed)."""
-    try:
-        return msgspec.json.decode(raw, type=type_, strict=False)
-    except msgspec.DecodeError:
-        raise BadResponse("the API answered with invalid JSON", endpoint=endpoint.name) from None
-
-
-def _id_list(ids: Iterable[str]) -> dict[str, str]:
-    """Batch deletes: the table names the parameter `id`, the example sends `ids`; send both."""
-    joined = ",".join(str(i) for i in ids)
-    return {"id": joined, "ids": joined}
-
-
-def _split(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [part.strip() for part in str(value).split(",") if part.strip()]
-
-
-def _retry_after(header: str | None) -> float | None:
-    if not header:
-        return None
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        return None
-
-
-async def _all_pages(fetch: Any, page_size: int) -> list[Any]:
-    """Read pages from 1 until the total is reached or a page comes back short."""
-    items: list[Any] = []
-    current = 1
-    while True:
-        page = await fetch(current)
-        items.extend(page.items)
-        if not page.items or len(page.items) < page_size or len(items) >= page.total:
-            return items
-        current += 1

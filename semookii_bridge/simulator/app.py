@@ -22,30 +22,12 @@ from aiohttp import web
 
 from ..quota import zone
 from ..ratelimit import TokenBucket
+from .faults import BEFORE, Fault, ban_text, fault_after, fault_before
+from .routes import ROUTES, envelope
 from .state import CloudState, Rejected, SimTimings
-from .validation import InvalidParams, parse_control
+from .validation import InvalidParams
 
 log = logging.getLogger(__name__)
-
-FaultKind = Literal[
-    "http_500", "http_502", "http_503", "http_429", "drop_before", "drop_after", "slow", "malformed", "reject"
-]
-_BEFORE = {"http_500", "http_502", "http_503", "http_429", "drop_before", "reject"}
-
-
-class Fault(msgspec.Struct, frozen=True):
-    """One injected failure for the next `times` calls to `path` (any path when None).
-
-    `*_before` kinds fail without processing; `drop_after`, `slow` and `malformed` process the call first,
-    the way a real outage leaves a client not knowing whether its command landed.
-    """
-
-    kind: FaultKind
-    path: str | None = None
-    times: int = 1
-    delay: float = 0.0
-    retry_after: float | None = None
-    message: str = "Simulated failure"
 
 
 class SimConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -95,9 +77,6 @@ class CallRecord(msgspec.Struct):
 class _FaultSlot:
     fault: Fault
     left: int
-
-
-Handler = Callable[["Simulator", Mapping[str, str], dict[str, Any] | None], web.StreamResponse]
 
 
 class Simulator:
@@ -185,37 +164,45 @@ class Simulator:
         if request.method != "POST":
             record.outcome = "method_not_allowed"
             return web.Response(status=405, headers={"Allow": "POST"})
-        if record.token != "valid":
-            record.outcome = "bad_token"
-            return _envelope(None, ok=False, exception="tokenId is invalid or expired")
-        banned = self._ban_left(token)
-        if banned > 0:
-            record.outcome = "banned"
-            return _envelope(None, ok=False, exception=ban_text(banned))
-        wait = self._bucket(token).delay()
-        if not self._bucket(token).try_take():
-            record.outcome = "rate_limited"
-            if self._violation(token):
-                record.outcome = "banned"
-                return _envelope(None, ok=False, exception=ban_text(self.config.ban_for))
-            return web.Response(status=429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
-        self._violations.pop(token, None)
+        refusal = self._admit(record, token)
+        if refusal is not None:
+            return refusal
         if self.config.latency > 0:
             await asyncio.sleep(self.config.latency)
         fault = self._take_fault(path)
-        if fault is not None and fault.kind in _BEFORE:
+        if fault is not None and fault.kind in BEFORE:
             record.outcome = f"fault:{fault.kind}"
-            return _fault_before(request, fault)
+            return fault_before(request, fault)
         try:
             payload: web.StreamResponse = handler(self, query, body)
             record.outcome = "ok"
         except (Rejected, InvalidParams) as exc:
             record.outcome = "rejected"
-            payload = _envelope(None, ok=False, exception=str(exc))
+            payload = envelope(None, ok=False, exception=str(exc))
         if fault is not None:
             record.outcome = f"fault:{fault.kind}"
-            return await _fault_after(request, fault, payload)
+            return await fault_after(request, fault, payload)
         return payload
+
+    def _admit(self, record: CallRecord, token: str) -> web.Response | None:
+        """The vendor's gate: a bad token, a banned one, or one over its rate (429, and a ban after
+        `ban_after` in a row) is refused before the call is processed; None lets the call through."""
+        if record.token != "valid":
+            record.outcome = "bad_token"
+            return envelope(None, ok=False, exception="tokenId is invalid or expired")
+        banned = self._ban_left(token)
+        if banned > 0:
+            record.outcome = "banned"
+            return envelope(None, ok=False, exception=ban_text(banned))
+        wait = self._bucket(token).delay()
+        if not self._bucket(token).try_take():
+            record.outcome = "rate_limited"
+            if self._violation(token):
+                record.outcome = "banned"
+                return envelope(None, ok=False, exception=ban_text(self.config.ban_for))
+            return web.Response(status=429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        self._violations.pop(token, None)
+        return None
 
     def _ban_left(self, token: str) -> float:
         """Seconds left of the token's ban (0 when not banned)."""
@@ -293,221 +280,12 @@ class Simulator:
         return web.json_response({"sn": request.match_info["sn"], "silent": silent})
 
 
-# ---- endpoint handlers: (simulator, query, body) -> response --------------------------------------
-
-
-def _envelope(result: Any, *, ok: bool = True, exception: str | None = None) -> web.Response:
-    return web.json_response({"exception": exception, "result": result, "success": ok})
-
-
-def _need(query: Mapping[str, str], name: str) -> str:
-    value = query.get(name, "").strip()
-    if not value:
-        raise InvalidParams(f"Required parameter '{name}' is not present")
-    return value
-
-
-def _int_param(query: Mapping[str, str], name: str) -> int:
-    value = _need(query, name)
-    if not value.isdigit():
-        raise InvalidParams(f"Parameter '{name}' must be a number")
-    return int(value)
-
-
-def _id_list(query: Mapping[str, str]) -> list[str]:
-    """Batch deletes: the table says `id`, the example sends `ids`; accept either."""
-    raw = query.get("ids") or query.get("id") or ""
-    ids = [part.strip() for part in raw.split(",") if part.strip()]
-    if not ids:
-        raise InvalidParams("Required parameter 'ids' is not present")
-    return ids
-
-
-def _single(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    request = parse_control(q)
-    sn = _need(q, "sn")
-    return _envelope(int(sim.state.control(f"inverter:{sn}", [sn], request)))
-
-
-def _batch(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    request = parse_control(q)
-    sns = [s.strip() for s in _need(q, "snList").split(",") if s.strip()]
-    return _envelope(int(sim.state.control("batch", sns, request)))
-
-
-def _group_control(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    request = parse_control(q)
-    return _envelope(int(sim.state.control_group(_need(q, "groupId"), request)))
-
-
-def _group_add(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    return _envelope(int(sim.state.add_group(_need(q, "name"))))
-
-
-def _group_update(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    sim.state.update_group(_need(q, "id"), _need(q, "name"))
-    return _envelope(None)
-
-
-def _group_delete(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    sim.state.delete_groups([_need(q, "id")])
-    return _envelope(None)
-
-
-def _group_delete_batch(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    sim.state.delete_groups(_id_list(q))
-    return _envelope(None)
-
-
-def _page(rows: list[Any], q: Mapping[str, str]) -> tuple[int, list[Any]]:
-    current, size = _int_param(q, "current"), _int_param(q, "size")
-    if current < 1 or size < 1:
-        raise InvalidParams("current and size must be positive")
-    return len(rows), rows[(current - 1) * size : current * size]
-
-
-def _group_json(sim: Simulator, group: Any, *, id_as_number: bool) -> dict[str, Any]:
-    return {
-        "id": int(group.id) if id_as_number else group.id,
-        "name": group.name,
-        "num": len(sim.state.group_members(group.id)),
-        "createTime": group.create_time,
-        "updateTime": group.update_time,
-    }
-
-
-def _group_find_all(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    total, rows = _page(sim.state.list_groups(), q)
-    return _envelope({"num": total, "list": [_group_json(sim, g, id_as_number=True) for g in rows]})
-
-
-def _group_find_like(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    rows = sim.state.list_groups(_need(q, "name"))
-    return _envelope({"num": len(rows), "list": [_group_json(sim, g, id_as_number=False) for g in rows]})
-
-
-def _inverter_json(sim: Simulator, row: Any) -> dict[str, Any]:
-    return {
-        "id": int(row.id),
-        "groupId": int(row.group_id),
-        "wifiSn": sim.state.wifi_sn_of(row.inverter_sn),
-        "inverterSn": row.inverter_sn,
-        "groupStatus": 1,
-        "ratePower": sim.state.rate_power_of(row.inverter_sn),
-        "createTime": row.create_time,
-        "updateTime": row.update_time,
-    }
-
-
-def _inverter_add(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    return _envelope(sim.state.add_inverter(_need(q, "groupId"), _need(q, "inverterSn")))
-
-
-def _inverter_delete(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    sim.state.delete_inverters([_need(q, "id")])
-    return _envelope(None)
-
-
-def _inverter_delete_batch(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    sim.state.delete_inverters(_id_list(q))
-    return _envelope(None)
-
-
-def _inverter_update(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    sim.state.replace_inverter(_need(q, "id"), _need(q, "newInverterSn"))
-    return _envelope(None, exception="update succeeded")
-
-
-def _inverter_find_by_group(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    total, rows = _page(sim.state.list_inverters(_need(q, "groupId")), q)
-    return _envelope({"num": total, "list": [_inverter_json(sim, r) for r in rows]})
-
-
-def _inverter_find_like(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    rows = sim.state.list_inverters(_need(q, "groupId"), q.get("wifiSn"), q.get("inverterSn"))
-    return _envelope({"num": len(rows), "list": [_inverter_json(sim, r) for r in rows]})
-
-
-def _query_command(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    return sim.query_envelope({"taskId": sim.state.query_command(_need(q, "commandId"))})
-
-
-def _query_result(sim: Simulator, q: Mapping[str, str], _: Any) -> web.Response:
-    return sim.query_envelope(sim.state.query_result(_need(q, "taskId")))
-
-
-def _regsn(sim: Simulator, _: Mapping[str, str], body: dict[str, Any] | None) -> web.Response:
-    raw = str((body or {}).get("sns") or "")
-    sns = [s.strip() for s in raw.split(",") if s.strip()]
-    if not sns:
-        raise InvalidParams("sns is required")
-    if len(sns) > 100:
-        raise InvalidParams("At most 100 sns per request")
-    answer: dict[str, Any] = {"exception": None, "code": 0, "success": True}
-    answer.update({k: ",".join(v) for k, v in sim.state.bind(sns).items() if v})
-    return web.json_response(answer)
-
-
-ROUTES: dict[str, Handler] = {
-    "/commandapi/singleControl": _single,
-    "/commandapi/batchTempControl": _batch,
-    "/commandapi/groupControl": _group_control,
-    "/vppgroup/add": _group_add,
-    "/vppgroup/updateById": _group_update,
-    "/vppgroup/deleteById": _group_delete,
-    "/vppgroup/deleteBatch": _group_delete_batch,
-    "/vppgroup/findAll": _group_find_all,
-    "/vppgroup/findLikeName": _group_find_like,
-    "/vppinverter/add": _inverter_add,
-    "/vppinverter/deleteById": _inverter_delete,
-    "/vppinverter/deleteBatch": _inverter_delete_batch,
-    "/vppinverter/updateById": _inverter_update,
-    "/vppinverter/findByGroupId": _inverter_find_by_group,
-    "/vppinverter/findByLike": _inverter_find_like,
-    "/commandapi/queryCommand": _query_command,
-    "/commandapi/getQueryResult": _query_result,
-    "/api/regsn": _regsn,
-}
-
-
 async def _json_body(request: web.Request) -> dict[str, Any] | None:
     try:
         doc = msgspec.json.decode(await request.read())
     except msgspec.DecodeError:
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def ban_text(seconds: float) -> str:
-    """The vendor's words for a ban (SolaX: several violations in a row, then no calls for an hour)."""
-    return f"Several violations in a row, prohibit calls within the next {math.ceil(seconds)} seconds"
-
-
-def _fault_before(request: web.Request, fault: Fault) -> web.StreamResponse | None:
-    if fault.kind == "drop_before":
-        _drop(request)
-        return None
-    if fault.kind == "reject":
-        return _envelope(None, ok=False, exception=fault.message)
-    if fault.kind == "http_429":
-        retry = fault.retry_after if fault.retry_after is not None else 1
-        return web.Response(status=429, headers={"Retry-After": f"{retry:g}"})
-    return web.Response(status=int(fault.kind.removeprefix("http_")), text=fault.message)
-
-
-async def _fault_after(request: web.Request, fault: Fault, payload: web.StreamResponse) -> web.StreamResponse | None:
-    if fault.kind == "drop_after":
-        _drop(request)
-        return None
-    if fault.kind == "slow":
-        await asyncio.sleep(fault.delay)
-        return payload
-    return web.Response(body=b'{"exception":null,"result":', content_type="application/json")
-
-
-def _drop(request: web.Request) -> None:
-    if request.transport is not None:
-        request.transport.close()
 
 
 @dataclass
