@@ -172,6 +172,33 @@ class ClusterConfig(_Section, frozen=True):
         return self.instances > 1
 
 
+SparkplugId = Annotated[str, msgspec.Meta(pattern=r"^[^/#+]{1,64}$", description="no '/', '#' or '+'")]
+DeviceId = Annotated[str, msgspec.Meta(pattern=r"^(group-[0-9]{1,25}|inverter-[A-Za-z0-9_.\-]{1,64})$")]
+
+
+class SparkplugConfig(_Section, frozen=True):
+    """The Sparkplug B 3.0 edge node beside the JSON topics (docs/sparkplug.md); off unless `enabled`.
+
+    Devices come from the group and inverter lists (read through the bridge's management topics, so the
+    calls count in the budget) unless `devices` names them. `edge_node_id` gets `-<index>` in cluster mode.
+    """
+
+    enabled: bool = False
+    group_id: SparkplugId = "vpp"
+    edge_node_id: SparkplugId = "semookii-bridge"
+    primary_host_id: Annotated[str, msgspec.Meta(pattern=r"^[^/#+]{0,64}$")] = ""
+    devices: list[DeviceId] = msgspec.field(default_factory=list)
+    state_file: str = ""
+    """bdSeq and the devices' stored settings; empty: next to the journal (`<journal>.sparkplug.json`)."""
+    username: str = ""
+    """The edge node's own broker user (it writes commands like an operator); empty: mqtt.username's."""
+    password: str = ""
+    password_file: str = ""
+    setpoint_duration: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 900
+    setpoint_timeout: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 60
+    discovery_timeout: Positive = 60.0
+
+
 class BridgeConfig(_Section, frozen=True):
     """The whole configuration."""
 
@@ -183,6 +210,7 @@ class BridgeConfig(_Section, frozen=True):
     journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
+    sparkplug: SparkplugConfig = msgspec.field(default_factory=SparkplugConfig)
 
     def __post_init__(self) -> None:
         if self.cluster.clustered and self.mqtt.protocol != 5:
@@ -318,6 +346,7 @@ def load_token(api: ApiConfig, environ: Mapping[str, str] | None = None) -> Secr
 def redacted(cfg: BridgeConfig) -> dict[str, Any]:
     """The effective configuration as builtins, with secrets replaced by stars."""
     doc: dict[str, Any] = msgspec.to_builtins(cfg)
-    if doc["mqtt"].get("password"):
-        doc["mqtt"]["password"] = "***"
+    for section in ("mqtt", "sparkplug"):
+        if doc[section].get("password"):
+            doc[section]["password"] = "***"
     return doc

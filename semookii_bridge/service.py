@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 from . import http_server
 from .api import CloudClient, Endpoint, QuotaExceeded, RetryPolicy
@@ -21,6 +22,9 @@ from .mqtt import MqttLink
 from .observability import LiveSample, Observability
 from .ratelimit import QuotaExhausted, RateLimiter, TokenBucket
 from .secret import Secret
+
+if TYPE_CHECKING:
+    from .sparkplug.edge import EdgeNode
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class Service:
         self.journal: Journal | None = None
         self.bridge: Bridge | None = None
         self.link: MqttLink | None = None
+        self.edge: EdgeNode | None = None
 
     async def start(self) -> None:
         """Open the journal and the API client, connect, recover the journal, then take messages."""
@@ -75,7 +80,17 @@ class Service:
         watcher = asyncio.get_running_loop().create_task(self.obs.watch_loop())
         self._stack.callback(watcher.cancel)
         link.deliver()
+        if cfg.sparkplug.enabled:
+            await self._start_sparkplug()
         log.info("bridge_started prefix=%s api=%s dry_run=%s", cfg.mqtt.prefix, api.base_url, cfg.commands.dry_run)
+
+    async def _start_sparkplug(self) -> None:
+        """The Sparkplug B edge node, a client of the JSON topics on its own session (loaded only when on)."""
+        from .sparkplug.edge import EdgeNode
+
+        edge = self.edge = EdgeNode(self.config)
+        await edge.start()
+        self._stack.push_async_callback(edge.stop)
 
     def _api_client(self) -> CloudClient:
         """The Cloud API client behind the shared rate limiter, reporting each attempt to the metrics."""

@@ -115,6 +115,15 @@ class Topics:
         """Subscriptions that see every command's states."""
         return [f"{self.prefix}/group/+/state", f"{self.prefix}/inverter/+/state", f"{self.prefix}/batch/state"]
 
+    def parse_state(self, topic: str) -> Target | None:
+        """The group or inverter whose state topic this is; None for any other topic."""
+        if not topic.startswith(self.prefix + "/"):
+            return None
+        match topic[len(self.prefix) + 1 :].split("/"):
+            case ["group" | "inverter" as kind, ident, "state"] if ident:
+                return Target(kind, ident)
+        return None
+
     def state(self, target: Target) -> str:
         """Where lifecycle states of commands for `target` are published."""
         if target.kind == "batch":

@@ -20,7 +20,9 @@ def modules() -> list[Path]:
 
 def test_no_module_is_over_400_lines() -> None:
     """Every module of the package has at most 400 lines."""
-    long = {str(p.relative_to(PACKAGE)): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    long = {
+        str(p.relative_to(PACKAGE)): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
     assert long == {}
 
 

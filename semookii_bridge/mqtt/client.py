@@ -54,7 +54,7 @@ def build_client(
     client.max_queued_messages_set(OUT_LIMIT)
     client.set_window(cfg.max_inflight)
     client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
-    _credentials(client, cfg)
+    credentials(client, cfg)
     connect_kwargs: dict[str, Any] = {}
     if v5:
         properties = Properties(PacketTypes.CONNECT)
@@ -65,7 +65,7 @@ def build_client(
     return client
 
 
-def _credentials(client: paho.Client, cfg: MqttConfig) -> None:
+def credentials(client: paho.Client, cfg: MqttConfig) -> None:
     """Username/password and TLS (CA, client certificate) as configured."""
     if cfg.username:
         client.username_pw_set(cfg.username, cfg.password_secret().reveal() or None)
