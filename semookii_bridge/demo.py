@@ -26,7 +26,8 @@ from .simulator import SimConfig, serve
 from .topics import Target, Topics
 
 REPO_MOSQUITTO = Path(__file__).resolve().parents[1] / "mosquitto"
-DEMO_PASSWORDS = {"bridge": "bridge-demo-password", "operator": "operator-demo-password"}
+DEMO_PASSWORDS = {"bridge": "bridge-demo-password", "operator": "operator-demo-password",
+                  "sparkplug": "sparkplug-demo-password"}  # fmt: skip
 SIM_TOKEN = "sim-token"
 
 

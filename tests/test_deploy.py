@@ -80,6 +80,41 @@ async def test_only_the_bridge_may_publish_state(secured_broker: int) -> None:
         assert not operator.on("vpp/group/1/state")
 
 
+async def test_the_shipped_acl_lets_the_budget_and_sparkplug_through(
+    secured_broker: int, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """With the repo's ACL the budget reaches operators, and the Sparkplug edge node (its own `sparkplug` user)
+    reads the device list, is born, and turns a SCADA operator's DCMD into a command that completes."""
+    from semookii_bridge.sparkplug.codec import DataType, Metric, decode, encode
+
+    group_id = sim.simulator.state.list_groups()[0].id
+    config = bridge_config_for(
+        secured_broker, sim, tmp_path, mqtt={"username": "bridge", "password": DEMO_PASSWORDS["bridge"]},
+        sparkplug={"enabled": True, "username": "sparkplug", "password": DEMO_PASSWORDS["sparkplug"]},
+    )  # fmt: skip
+    with Probe(secured_broker, subscribe=["vpp/#", "spBv1.0/#"], username="operator",
+               password=DEMO_PASSWORDS["operator"]) as operator:  # fmt: skip
+        service = Service(config, Secret(TOKEN), retry=RetryPolicy.instant())
+        await service.start()
+        try:
+            await operator.wait_for(lambda: operator.on("vpp/bridge/budget"))
+            dbirth = f"spBv1.0/vpp/DBIRTH/semookii-bridge/group-{group_id}"
+            await operator.wait_for(lambda: operator.on(dbirth))
+            write = encode([Metric("Setpoint/ActivePower", DataType.Int32, -1500)], timestamp=1, seq=None)
+            operator.publish(f"spBv1.0/vpp/DCMD/semookii-bridge/group-{group_id}", write)
+            ddata = f"spBv1.0/vpp/DDATA/semookii-bridge/group-{group_id}"
+
+            def completed() -> bool:
+                values = [{m.name: m.value for m in decode(r.payload).metrics} for r in operator.on(ddata)]
+                return any(v.get("State/Status") == "completed" for v in values)
+
+            await operator.wait_for(completed)
+        finally:
+            await service.stop()
+    calls = sim.simulator.calls_to("/commandapi/groupControl")
+    assert [c.params["activePower"] for c in calls] == ["-1500"]
+
+
 def test_make_demo_runs_to_completed() -> None:
     """`make demo` with DEMO_ONCE=1 shows the whole lifecycle and exits 0."""
     env = {**os.environ, "DEMO_ONCE": "1"}
