@@ -213,6 +213,8 @@ async def test_rebirth_command_repeats_the_births_with_seq_zero(tmp_path: Path) 
     edge._message(ncmd("Node Control/Rebirth"))
     assert session.kinds() == ["NBIRTH", "DBIRTH", "NBIRTH", "DBIRTH"]
     assert decode(session.published[2][1]).seq == 0 and decode(session.published[3][1]).seq == 1
+    edge._connected()  # a reconnect: born again
+    assert session.kinds()[-2:] == ["NBIRTH", "DBIRTH"] and decode(session.published[-2][1]).seq == 0
 
 
 async def test_a_dcmd_publishes_the_command_and_a_refusal_is_ddata(tmp_path: Path) -> None:
@@ -279,3 +281,30 @@ def test_the_will_is_an_ndeath_with_the_next_bd_seq(tmp_path: Path) -> None:
     will = edge._will()
     assert isinstance(will, Will) and will.topic == "spBv1.0/vpp/NDEATH/semookii-bridge" and not will.retain
     assert [(m.name, m.value) for m in decode(will.payload).metrics] == [("bdSeq", edge.bd_seq)]
+
+
+async def test_refresh_reads_the_lists_and_births_and_deaths_what_changed(tmp_path: Path) -> None:
+    """Node Control/Refresh asks group/list and inverter/list on the management topics (transactions
+    `sparkplug-<n>`), then DDEATHs devices gone and DBIRTHs new ones."""
+    edge, session = edge_node(tmp_path, devices=[])
+    edge._connected()
+    edge._message(ncmd("Node Control/Refresh"))
+    answers = [{"total": 1, "items": [{"id": "555"}]}, {"total": 1, "items": [{"id": "9", "inverter_sn": "H475Z"}]}]
+    for number, data in enumerate(answers, start=1):
+        op = "group/list" if number == 1 else "inverter/list"
+        for _ in range(50):
+            await asyncio.sleep(0)
+            sent = [p for t, p, _ in session.published if t == f"vpp/bridge/request/{op}"]
+            if sent:
+                break
+        request = json.loads(sent[0])
+        assert request["transaction"] == f"sparkplug-{number}" and request["all"] is True
+        response = {"status": "ok", "data": data, "transaction": request["transaction"]}
+        edge._message(Incoming(topic=f"vpp/bridge/response/{op}", payload=json.dumps(response).encode()))
+    await asyncio.gather(*edge._tasks)
+    births = [t.rsplit("/", 1)[1] for t, _, _ in session.published if "/DBIRTH/" in t or "/DDEATH/" in t]
+    assert births == [f"group-{GROUP}", f"group-{GROUP}", "group-555", "inverter-H475Z"]
+    assert session.kinds()[-3:] == ["DDEATH", "DBIRTH", "DBIRTH"] and set(edge.devices) == {
+        "group-555",
+        "inverter-H475Z",
+    }
