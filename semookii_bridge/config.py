@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .quota import DailyQuota, zone
+from .quota import DailyQuota, default_reserve, zone
 from .secret import Secret
 
 ENV_PREFIX = "SEMOOKII_BRIDGE_"
@@ -99,10 +99,7 @@ class RateLimitConfig(_Section, frozen=True):
         """Calls of the daily quota kept for safety commands: a count, or a percentage (at least 1)."""
         if isinstance(self.quota_reserve, int):
             return self.quota_reserve
-        if self.daily_quota < 2:
-            return 0
-        share = int(self.daily_quota * float(self.quota_reserve.rstrip("%")) / 100)
-        return min(max(1, share), self.daily_quota - 1)
+        return default_reserve(self.daily_quota, float(self.quota_reserve.rstrip("%")))
 
     def quota(self) -> DailyQuota:
         """The daily quota these settings describe."""

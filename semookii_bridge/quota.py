@@ -39,9 +39,12 @@ def zone(name: str) -> tzinfo:
         raise ValueError(f"unknown time zone {name!r}") from exc
 
 
-def default_reserve(limit: int) -> int:
-    """2 % of the quota, at least 1 when there is a quota."""
-    return 0 if limit <= 0 else max(1, limit // 50)
+def default_reserve(limit: int, percent: float = 2.0) -> int:
+    """The calls kept for safety commands: `percent` of the quota, at least 1, never the whole quota (so 0
+    for a quota under 2). The one rule, used by `rate_limit.quota_reserve = "<n>%"` and by default."""
+    if limit < 2:
+        return 0
+    return min(max(1, int(limit * percent / 100)), limit - 1)
 
 
 class DailyQuota:

@@ -77,10 +77,11 @@ def test_refund_uncounts_a_call_not_made() -> None:
     assert quota.used == 0
 
 
-@pytest.mark.parametrize(("limit", "reserve"), [(0, 0), (1, 1), (49, 1), (50, 1), (75, 1), (10000, 200)])
+@pytest.mark.parametrize(("limit", "reserve"), [(0, 0), (1, 0), (2, 1), (49, 1), (50, 1), (75, 1), (10000, 200)])
 def test_default_reserve_is_two_percent_at_least_one(limit: int, reserve: int) -> None:
-    """2 % of the quota, at least 1 when there is a quota."""
+    """2 % of the quota, at least 1, never the whole quota: the same rule the configuration's "2%" gives."""
     assert default_reserve(limit) == reserve
+    assert config.RateLimitConfig(daily_quota=limit).reserve() == reserve
 
 
 @pytest.mark.parametrize(("setting", "limit", "reserve"),
