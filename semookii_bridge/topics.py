@@ -130,6 +130,10 @@ class Topics:
             return f"{self.prefix}/batch/state"
         return f"{self.prefix}/{target.kind}/{target.id}/state"
 
+    def request(self, op: str) -> str:
+        """Where a management request is published (by operators)."""
+        return f"{self.prefix}/bridge/request/{op}"
+
     def response(self, op: str) -> str:
         """Where the answer to a management request is published (unless MQTT 5 names another)."""
         return f"{self.prefix}/bridge/response/{op}"

@@ -56,8 +56,7 @@ class Requests:
         transaction = f"sparkplug-{next(self._numbers)}"
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._waiting[transaction] = future
-        self._publish(f"{self.topics.prefix}/bridge/request/{op}",
-                      msgspec.json.encode({**body, "transaction": transaction}))  # fmt: skip
+        self._publish(self.topics.request(op), msgspec.json.encode({**body, "transaction": transaction}))
         try:
             response = await asyncio.wait_for(future, self.timeout)
         except TimeoutError:
