@@ -308,3 +308,19 @@ async def test_refresh_reads_the_lists_and_births_and_deaths_what_changed(tmp_pa
         "group-555",
         "inverter-H475Z",
     }
+
+
+def test_in_cluster_mode_each_instance_is_its_own_edge_node_with_the_targets_it_owns(tmp_path: Path) -> None:
+    """Instance i of N is `<edge_node_id>-<i>`, with its own client id and budget topic, and announces only the
+    targets it owns (the same owner the command topics use)."""
+    from semookii_bridge.topics import owner_of
+
+    cfg = msgspec.convert({"mqtt": {"protocol": 5}, "cluster": {"instances": 3, "index": 1},
+                           "journal": {"path": str(tmp_path / "j.db")}, "sparkplug": {"enabled": True}},
+                          bridge_config.BridgeConfig).for_instance()  # fmt: skip
+    edge = EdgeNode(cfg)
+    targets = [Target("group", str(1000 + n)) for n in range(30)]
+    assert edge.ns.node("NBIRTH") == "spBv1.0/vpp/NBIRTH/semookii-bridge-1"
+    assert edge.session.client_id == "semookii-bridge-1-sparkplug" and edge.topics.bridge_budget.endswith("/instance/1/budget")
+    assert edge._owned is not None
+    assert [t for t in targets if edge._owned(t)] == [t for t in targets if owner_of(t, 3) == 1] != []

@@ -68,7 +68,7 @@ class EdgeNode:
         self.host_online = not sp.primary_host_id
         self._host_ts = -1
         self._budget: tuple[int | None, int | None] = (None, None)
-        self.session = MqttSession(_broker(cfg), f"{cfg.mqtt.client_id}-sparkplug{suffix}", will=self._will,
+        self.session = MqttSession(_broker(cfg), f"{cfg.mqtt.client_id}-sparkplug", will=self._will,
                                    on_connect=self._connected, on_message=self._message)  # fmt: skip
         self.requests = Requests(self.topics, lambda t, p: self.session.publish(t, p, qos=1), sp.discovery_timeout)
         self._tasks: set[asyncio.Task[None]] = set()
