@@ -139,6 +139,12 @@ class Lifecycle:
             **fields,
         )
 
+    def advance(self, job: Job, status: Status, **learned: Any) -> None:
+        """Journal a step that is not the last (with what it learned: command id, task id, window), then
+        publish it; the publish waits for the commit, so a state is announced only once the journal has it."""
+        self.journal.update(job.request_id, status, **learned)
+        self.publish_job(job, status)
+
     def finish(
         self,
         job: Job,
@@ -206,8 +212,7 @@ class Lifecycle:
         """Record and announce that the API took the command; True when its results are to be polled."""
         job.command_id = command_id
         job.track_until = track_until
-        self.journal.update(job.request_id, "accepted", command_id=command_id, track_until=track_until)
-        self.publish_job(job, "accepted")
+        self.advance(job, "accepted", command_id=command_id, track_until=track_until)
         if (job.command.track or self.config.track) == "results":
             return True
         self._replace_older(job)

@@ -53,7 +53,7 @@ class Tokens(Protocol):
 class Reporter(Protocol):
     """Where polling reports a command's steps: the lifecycle, which journals and publishes them."""
 
-    def publish_job(self, job: Job, status: Status, **fields: Any) -> None: ...
+    def advance(self, job: Job, status: Status, **learned: Any) -> None: ...
 
     def finish(
         self,
@@ -234,8 +234,7 @@ class ResultPolls:
         jobs = self._tracked_call(command_id)
         for job in jobs:
             job.task_id = task_id
-            self.journal.update(job.request_id, "dispatched", task_id=task_id)
-            self.report.publish_job(job, "dispatched")
+            self.report.advance(job, "dispatched", task_id=task_id)
         if not jobs:
             return [], False
         held = await self._result_token(command_id, jobs[0].track_until or self.clock())
