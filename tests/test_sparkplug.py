@@ -321,6 +321,32 @@ def test_in_cluster_mode_each_instance_is_its_own_edge_node_with_the_targets_it_
     edge = EdgeNode(cfg)
     targets = [Target("group", str(1000 + n)) for n in range(30)]
     assert edge.ns.node("NBIRTH") == "spBv1.0/vpp/NBIRTH/semookii-bridge-1"
-    assert edge.session.client_id == "semookii-bridge-1-sparkplug" and edge.topics.bridge_budget.endswith("/instance/1/budget")
+    assert edge.session.client_id == "semookii-bridge-1-sparkplug" and edge.topics.bridge_budget.endswith(
+        "/instance/1/budget"
+    )
     assert edge._owned is not None
     assert [t for t in targets if edge._owned(t)] == [t for t in targets if owner_of(t, 3) == 1] != []
+
+
+async def test_undecodable_and_stray_commands_never_break_the_node(tmp_path: Path) -> None:
+    """A DCMD that is not a Sparkplug payload is a `rejected` DDATA with `invalid_payload`; garbage NCMDs,
+    DCMDs to unknown devices, empty DCMDs and unknown message types are ignored, and the node goes on."""
+    edge, session = edge_node(tmp_path)
+    edge._connected()
+    base = "spBv1.0/vpp/{}/semookii-bridge"
+    edge._message(Incoming(topic=base.format("DCMD") + f"/group-{GROUP}", payload=b"\xff\xff\xff"))
+    last = {m.name: m.value for m in decode(session.published[-1][1]).metrics}
+    assert (last["State/Status"], last["State/ErrorCode"]) == ("rejected", "invalid_payload")
+    count = len(session.published)
+    for topic, payload in [(base.format("NCMD"), b"\xff\xff"), (base.format("DCMD") + "/group-999", b""),
+                           (base.format("NDATA"), b""), (base.format("DCMD"), b""),
+                           ("spBv1.0/vpp/DCMD/other-node/group-1", b"")]:  # fmt: skip
+        edge._message(Incoming(topic=topic, payload=payload))
+    empty = encode([], timestamp=1, seq=None)
+    edge._message(Incoming(topic=base.format("DCMD") + f"/group-{GROUP}", payload=empty))
+    codes = [
+        {m.name: m.value for m in decode(p).metrics}.get("State/ErrorCode") for _, p, _ in session.published[count:]
+    ]
+    assert codes == ["validation_error"]
+    edge._message(ncmd("Node Control/Rebirth"))
+    assert session.kinds()[-2:] == ["NBIRTH", "DBIRTH"]
