@@ -350,3 +350,16 @@ async def test_undecodable_and_stray_commands_never_break_the_node(tmp_path: Pat
     assert codes == ["validation_error"]
     edge._message(ncmd("Node Control/Rebirth"))
     assert session.kinds()[-2:] == ["NBIRTH", "DBIRTH"]
+
+
+def test_a_connect_attempt_that_got_no_connack_does_not_use_up_a_bd_seq(tmp_path: Path) -> None:
+    """Attempts while the broker is down reuse the bdSeq (no will was left behind); the one after an accepted
+    session takes the next, so the host sees it grow by exactly one per session."""
+    edge, _ = edge_node(tmp_path)
+    first = edge.bd_seq
+    edge._will()
+    edge._will()
+    assert edge.bd_seq == first
+    edge._connected()
+    edge._will()
+    assert edge.bd_seq == (first + 1) % 256

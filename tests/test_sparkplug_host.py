@@ -241,3 +241,32 @@ async def test_writes_the_bridge_refuses_come_back_as_rejected_ddata(
     finally:
         bridge.kill()
         bridge.wait(10)
+
+
+async def test_after_a_broker_restart_the_node_is_born_again_with_the_next_bd_seq(
+    host: Callable[..., Any], broker: Mosquitto, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """The broker goes away and comes back: the edge node reconnects by itself and publishes NBIRTH (seq 0,
+    bdSeq + 1) and its DBIRTHs again, and a write after that still completes."""
+    scada = await host()
+    device = f"group-{sim.simulator.state.list_groups()[0].id}"
+    config = tmp_path / "bridge.toml"
+    write_config(config, broker, sim, devices=[device])
+    bridge = start_bridge(config)
+    try:
+        first = metrics(await scada.wait_for(is_topic("NBIRTH")))["bdSeq"]["value"]
+        await asyncio.get_running_loop().run_in_executor(None, broker.restart, 1.0)
+        again = await scada.wait_for(
+            lambda d: is_topic("NBIRTH")(d) and metrics(d)["bdSeq"]["value"] != first, timeout=40
+        )
+        assert metrics(again)["bdSeq"]["value"] == (first + 1) % 256 and again["payload"]["seq"] == 0
+        reborn = scada.seen.index(again)
+        await scada.wait_for(lambda d: scada.seen.index(d) > reborn and is_topic("DBIRTH", device)(d))
+        scada.send({"dcmd": {"topic": f"spBv1.0/vpp/DCMD/{EDGE}/{device}",
+                             "metrics": [{"name": "Command", "type": "String",
+                                          "value": '{"type":"system_switch","on":true}'}]}})  # fmt: skip
+        await scada.wait_for(lambda d: is_topic("DDATA", device)(d)
+                             and metrics(d).get("State/Status", {}).get("value") == "completed", timeout=30)  # fmt: skip
+    finally:
+        bridge.kill()
+        bridge.wait(10)

@@ -64,6 +64,7 @@ class EdgeNode:
         self.seq = Sequence()
         self.devices: dict[str, Device] = {}
         self.bd_seq = 0
+        self._bd_seq_used = True  # the next CONNECT takes a new bdSeq
         self.born = False
         self.host_online = not sp.primary_host_id
         self._host_ts = -1
@@ -100,8 +101,13 @@ class EdgeNode:
     # ---- session ------------------------------------------------------------------------------------
 
     def _will(self) -> Will:
-        """Before each CONNECT (paho's thread): the next bdSeq, on disk first, in an NDEATH will."""
-        self.bd_seq = self.store.next_bd_seq()
+        """Before each connection attempt (paho's thread): the NDEATH will with the bdSeq of this CONNECT. A
+        new one (on disk first) once the last was used by an accepted session; an attempt that never got a
+        CONNACK (the broker was down) left no will behind, so its bdSeq is used again: the host sees the
+        bdSeq grow by one per session."""
+        if self._bd_seq_used:
+            self.bd_seq = self.store.next_bd_seq()
+            self._bd_seq_used = False
         return Will(self.ns.node("NDEATH"), self._death(), retain=False)
 
     def _death(self) -> bytes:
@@ -111,6 +117,7 @@ class EdgeNode:
     def _connected(self) -> None:
         """Subscribe (the session is clean), then be born unless a primary host must be seen online first."""
         self.born = False
+        self._bd_seq_used = True
         self._up.set()
         filters = [*self.ns.commands(), *self.topics.state_filters()[:2], *self.requests.filters(),
                    self.topics.bridge_budget]  # fmt: skip
