@@ -26,7 +26,7 @@ from .commands import Command, echo, is_safety
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
-from .inventory import FleetApi, Inventory
+from .inventory import Inventory
 from .jobs import Job, entry_from_job, job_from_entry
 from .journal import DuplicateRequest, Entry, Journal
 from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
@@ -40,7 +40,7 @@ from .topics import ControlRoute, RequestRoute, Target, Topics, owner_of
 log = logging.getLogger(__name__)
 
 
-class BridgeApi(ControlApi, ManagementApi, FleetApi, Protocol):
+class BridgeApi(ControlApi, ManagementApi, Protocol):
     """Everything the bridge asks of the Cloud API client (the concrete one is `api.CloudClient`)."""
 
     @property

@@ -19,7 +19,9 @@ from .api.errors import ApiError
 from .api.types import BindResult, Group, GroupPage, Inverter, InverterPage
 from .commands import SerialNumber
 from .errors import BridgeError, ErrorInfo
+from .inventory import FleetApi
 from .payloads import Response
+from .polling import QueryApi
 from .wire import Id
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,9 @@ PageSize = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 IdList = Annotated[list[Id], msgspec.Meta(min_length=1, max_length=1000)]
 
 
-class ManagementApi(Protocol):
-    """The part of the Cloud API client the management ops use (the core names no HTTP client)."""
+class ManagementApi(FleetApi, QueryApi, Protocol):
+    """The part of the Cloud API client the management ops use (the core names no HTTP client): the
+    inventory's list calls and polling's queries, and the rest below."""
 
     async def group_add(self, name: str) -> Id: ...
 
@@ -42,8 +45,6 @@ class ManagementApi(Protocol):
     async def group_delete_batch(self, group_ids: Iterable[str]) -> None: ...
 
     async def group_find_all(self, current: int = 1, size: int = 20) -> GroupPage: ...
-
-    async def group_list_all(self, page_size: int = 100) -> list[Group]: ...
 
     async def group_find_like_name(self, name: str) -> GroupPage: ...
 
@@ -57,15 +58,9 @@ class ManagementApi(Protocol):
 
     async def inverter_find_by_group(self, group_id: str, current: int = 1, size: int = 20) -> InverterPage: ...
 
-    async def inverter_list_all(self, group_id: str, page_size: int = 100) -> list[Inverter]: ...
-
     async def inverter_find_like(
         self, group_id: str, *, wifi_sn: str | None = None, sn: str | None = None
     ) -> InverterPage: ...
-
-    async def query_command(self, command_id: str, *, prepaid: bool = False) -> str | None: ...
-
-    async def get_query_result(self, task_id: str, *, prepaid: bool = False) -> dict[str, str] | None: ...
 
     async def bind_sns(self, sns: Sequence[str]) -> BindResult: ...
 

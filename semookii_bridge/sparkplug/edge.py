@@ -119,7 +119,7 @@ class EdgeNode:
         self.born = False
         self._bd_seq_used = True
         self._up.set()
-        filters = [*self.ns.commands(), *self.topics.state_filters()[:2], *self.requests.filters(),
+        filters = [*self.ns.commands(), *self.topics.state_filters(), *self.requests.filters(),
                    self.topics.bridge_budget]  # fmt: skip
         if self.sp.primary_host_id:
             filters.append(state_topic(self.sp.primary_host_id))
