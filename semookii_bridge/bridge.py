@@ -30,7 +30,7 @@ from .inventory import Inventory
 from .jobs import Job, entry_from_job, job_from_entry
 from .journal import DuplicateRequest, Entry, Journal
 from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
-from .management import Guard, ManagementApi, busy, handle_request
+from .management import Guard, ManagementApi, busy, handle_request, scope_of
 from .merging import MergePolicy
 from .payloads import INTERFACE_VERSION, Incoming, Response, Status
 from .polling import silent
@@ -60,11 +60,14 @@ class Bridge:
         limiter: RateLimiter,
         clock: Callable[[], float] = steady,
         wall: Callable[[], float] = time.time,
+        clock_doubt: float = 0.0,
         observer: StatusObserver | None = None,
         age_observer: Callable[[float], None] | None = None,
     ) -> None:
         self.config, self.api, self.publisher, self.journal = config, api, publisher, journal
         self.limiter, self.clock, self.wall = limiter, clock, wall
+        self.clock_doubt = clock_doubt
+        """Seconds `clock` may run ahead of real time (after a reboot): the dedup window is kept that much longer."""
         self.topics = topics_for(config)
         self._cluster = config.cluster
         self.inventory = Inventory(clock)
@@ -84,7 +87,8 @@ class Bridge:
         self._requests_pending = 0
         self.admission = Admission(config, wall)
         self._guard = Guard(allow_groups=self.admission.allow_groups, allow_inverters=self.admission.allow_inverters,
-                            read_only=config.management.read_only, inverter_of=self.inventory.inverter_of)  # fmt: skip
+                            read_only=config.management.read_only, inverter_of=self.inventory.inverter_of,
+                            call_scope=lambda c, t: scope_of(journal.sent_with(command_id=c, task_id=t)))  # fmt: skip
 
     def _dispatcher(self) -> Dispatcher:
         """The latest-wins queue in front of the limiter, merging alike setpoints when `commands.merge`."""
@@ -362,7 +366,7 @@ class Bridge:
     async def _prune_loop(self) -> None:
         window = self.config.commands.dedup_window
         while True:
-            removed = self.journal.prune(self.clock() - window)
+            removed = self.journal.prune(self.clock() - window - self.clock_doubt)
             if removed:
                 log.debug("journal_pruned rows=%d", removed)
             await asyncio.sleep(min(60.0, window / 4))

@@ -194,6 +194,10 @@ class SparkplugConfig(_Section, frozen=True):
     setpoint_duration: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 900
     setpoint_timeout: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] = 60
     discovery_timeout: Positive = 60.0
+    refresh_interval: NonNegative = 60.0
+    """Node Control/Refresh reads the lists (API calls) at most once per this many seconds; more are merged."""
+    rebirth_interval: NonNegative = 5.0
+    """Node Control/Rebirth publishes the births at most once per this many seconds; more are merged."""
 
 
 class BridgeConfig(_Section, frozen=True):

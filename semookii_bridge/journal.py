@@ -21,6 +21,8 @@ from typing import Any, Literal
 import msgspec
 
 from .payloads import Status
+from .ratelimit import BucketState
+from .timeline import Anchor
 from .topics import TargetKind
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,19 @@ CREATE INDEX IF NOT EXISTS commands_call ON commands(command_id);
 CREATE TABLE IF NOT EXISTS api_calls (
     day  TEXT PRIMARY KEY,
     used INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clock (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    boot_id TEXT,
+    offset  REAL NOT NULL,
+    high    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS limiter (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    tokens       REAL NOT NULL,
+    stamp        REAL NOT NULL,
+    paused_until REAL NOT NULL,
+    banned_until REAL NOT NULL
 );
 """
 # No index on status or updated_at: both change on every step (index churn cost ~30 us per command),
@@ -114,6 +129,10 @@ class Journal:
         self._open = False
         self._after: list[Callable[[], None]] = []
         self._waiters: list[asyncio.Future[None]] = []
+
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Stamp rows by `clock` (the journal's timeline) from now on."""
+        self._clock = clock
 
     def close(self) -> None:
         """Commit what is pending, including what the after-commit callbacks wrote (announced marks), then close."""
@@ -208,6 +227,16 @@ class Journal:
         ).fetchall()
         return [self._entry(r) for r in rows]
 
+    def sent_with(self, *, command_id: str | None = None, task_id: str | None = None) -> list[Entry]:
+        """Every journaled command of one control call, by its command id or its task id, whatever its status
+        (a management query of the call is checked against what they name)."""
+        column, value = ("command_id", command_id) if command_id is not None else ("task_id", task_id)
+        rows = self._db.execute(
+            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE {column} = ?",  # noqa: S608
+            (value,),
+        ).fetchall()
+        return [self._entry(r) for r in rows]
+
     def find_delivery(self, *delivery_hashes: str) -> Entry | None:
         """The command journaled from this exact MQTT delivery (a broker redelivery after a crash)."""
         marks = ",".join("?" * len(delivery_hashes))
@@ -260,6 +289,41 @@ class Journal:
             "INSERT INTO api_calls (day, used) VALUES (?, ?) ON CONFLICT(day) DO UPDATE SET used = excluded.used",
             (day, used),
         )
+
+    def latest_day(self) -> str | None:
+        """The latest quota day any call was counted on (the quota day never goes back before it)."""
+        row = self._db.execute("SELECT MAX(day) FROM api_calls").fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
+    def bucket_state(self) -> BucketState | None:
+        """The rate limiter's state as of its last grant, refund or pause."""
+        row = self._db.execute("SELECT tokens, stamp, paused_until, banned_until FROM limiter").fetchone()
+        return BucketState(*row) if row else None
+
+    def record_bucket(self, state: BucketState) -> None:
+        """Keep the rate limiter's state (written with the step that takes the token, so before the call)."""
+        self._write(
+            "INSERT OR REPLACE INTO limiter (id, tokens, stamp, paused_until, banned_until) VALUES (1, ?, ?, ?, ?)",
+            (state.tokens, state.stamp, state.paused_until, state.banned_until),
+        )
+
+    def clock_anchor(self) -> Anchor | None:
+        """Where the journal's timeline stood (see timeline.py)."""
+        row = self._db.execute("SELECT boot_id, offset, high FROM clock").fetchone()
+        return Anchor(*row) if row else None
+
+    def save_clock_anchor(self, anchor: Anchor) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO clock (id, boot_id, offset, high) VALUES (1, ?, ?, ?)",
+            (anchor.boot_id, anchor.offset, anchor.high),
+        )
+
+    def latest_instant(self) -> float | None:
+        """The latest instant on the timeline that any row holds (a floor for the timeline after a reboot)."""
+        row = self._db.execute(
+            "SELECT MAX(x) FROM (SELECT MAX(updated_at) AS x FROM commands UNION ALL SELECT stamp FROM limiter)"
+        ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM commands").fetchone()[0])

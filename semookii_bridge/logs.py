@@ -8,6 +8,8 @@ import time
 
 import msgspec
 
+from .secret import Secret
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg (+ exception text)."""
@@ -35,3 +37,23 @@ def setup(level: str = "INFO", fmt: str = "kv") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class _Redacting(logging.Formatter):
+    """Formats with `inner`, then stars out the token in every spelling: the last line of defence, for text
+    from a library or an exception that no call site scrubbed."""
+
+    def __init__(self, inner: logging.Formatter, secret: Secret) -> None:
+        super().__init__()
+        self.inner, self.secret = inner, secret
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.secret.redact(self.inner.format(record))
+
+
+def redact(secret: Secret) -> None:
+    """Scrub `secret` from every line the root logger's handlers write."""
+    for handler in logging.getLogger().handlers:
+        inner = handler.formatter or logging.Formatter()
+        if not isinstance(inner, _Redacting):
+            handler.setFormatter(_Redacting(inner, secret))

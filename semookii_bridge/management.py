@@ -20,6 +20,8 @@ from .api.types import BindResult, Group, GroupPage, Inverter, InverterPage
 from .commands import SerialNumber
 from .errors import BridgeError, ErrorInfo
 from .inventory import FleetApi
+from .jobs import job_from_entry
+from .journal import Entry
 from .payloads import Response
 from .polling import QueryApi
 from .wire import Id
@@ -208,6 +210,20 @@ class Scope:
     groups: tuple[str, ...] = ()
     sns: tuple[str, ...] = ()
     inverter_ids: tuple[str, ...] = ()
+    new_group: bool = False
+    """Creates a group, whose id no allow-list can hold yet."""
+    command_id: str | None = None
+    task_id: str | None = None
+    """A control call (by command or task id), which touches what the commands sent with it name."""
+
+
+def scope_of(entries: Iterable[Entry]) -> Scope | None:
+    """The groups and inverters the journaled commands of one control call touched (None: no such call)."""
+    jobs = [job for job in map(job_from_entry, entries) if job is not None]
+    if not jobs:
+        return None
+    groups = tuple(str(job.target.id) for job in jobs if job.target.kind == "group")
+    return Scope(groups=groups, sns=tuple(sn for job in jobs for sn in job.inverters))
 
 
 def _ids(r: IdOrIds) -> tuple[str, ...]:
@@ -226,7 +242,7 @@ class Op:
 
 
 OPS: dict[str, Op] = {
-    "group/add": Op(GroupAdd, _group_add, mutating=True),
+    "group/add": Op(GroupAdd, _group_add, mutating=True, scope=lambda r: Scope(new_group=True)),
     "group/rename": Op(GroupRename, _group_rename, mutating=True, scope=lambda r: Scope(groups=(r.id,))),
     "group/remove": Op(IdOrIds, _group_remove, mutating=True, scope=lambda r: Scope(groups=_ids(r))),
     "group/list": Op(Paging, _group_list),
@@ -238,9 +254,9 @@ OPS: dict[str, Op] = {
                            scope=lambda r: Scope(sns=(r.new_sn,), inverter_ids=(r.id,))),
     "inverter/list": Op(InverterList, _inverter_list, scope=lambda r: Scope(groups=(r.group_id,))),
     "inverter/search": Op(InverterSearch, _inverter_search, scope=lambda r: Scope(groups=(r.group_id,))),
-    "command/query": Op(CommandQuery, _command_query),
-    "task/result": Op(TaskResult, _task_result),
-    "device/bind": Op(DeviceBind, _device_bind, mutating=True),
+    "command/query": Op(CommandQuery, _command_query, scope=lambda r: Scope(command_id=r.command_id)),
+    "task/result": Op(TaskResult, _task_result, scope=lambda r: Scope(task_id=r.task_id)),
+    "device/bind": Op(DeviceBind, _device_bind, mutating=True, scope=lambda r: Scope(sns=tuple(r.sns))),
 }  # fmt: skip
 
 
@@ -248,30 +264,50 @@ OPS: dict[str, Op] = {
 class Guard:
     """The same rules as on the command topics: allow-lists (empty: all) and read-only mode.
 
-    `inverter_of` names the group and serial behind an inverter row id (from the fleet inventory); with
-    allow-lists set, a row id it cannot name is refused, since the bridge cannot tell what it would touch.
+    `inverter_of` names the group and serial behind an inverter row id (from the fleet inventory), and
+    `call_scope` what a control call touched (from the journal, by command or task id); with allow-lists
+    set, what they cannot name is refused, since the bridge cannot tell what the request would touch.
     """
 
     allow_groups: frozenset[str] = frozenset()
     allow_inverters: frozenset[str] = frozenset()
     read_only: bool = False
     inverter_of: Callable[[str], tuple[str, str] | None] = lambda _id: None
+    call_scope: Callable[[str | None, str | None], Scope | None] = lambda _command, _task: None
 
     def check(self, name: str, op: Op, request: Any) -> None:
         """Raise BridgeError `not_allowed` before any call when the request is outside the rules."""
         if self.read_only and op.mutating:
             raise BridgeError("not_allowed", f"{name} changes the account; management.read_only is set")
-        scope = op.scope(request)
+        if not (self.allow_groups or self.allow_inverters):
+            return
+        scope = self._resolved(op.scope(request))
+        if scope.new_group and self.allow_groups:
+            raise BridgeError("not_allowed", f"{name} creates a group, which cannot be in commands.allow_groups")
+        self._inside(list(scope.groups), list(scope.sns))
+
+    def _resolved(self, scope: Scope) -> Scope:
+        """The scope with inverter row ids and control calls replaced by the groups and serials they name."""
         groups, sns = list(scope.groups), list(scope.sns)
         for inverter_id in scope.inverter_ids:
-            if not (self.allow_groups or self.allow_inverters):
-                break
             known = self.inverter_of(inverter_id)
             if known is None:
                 raise BridgeError("not_allowed", f"inverter id {inverter_id} is not in the bridge's inventory, so "
                                   "the allow-lists cannot be checked")  # fmt: skip
             groups.append(known[0])
             sns.append(known[1])
+        if scope.command_id is not None or scope.task_id is not None:
+            call = self.call_scope(scope.command_id, scope.task_id)
+            if call is None:
+                which = scope.command_id if scope.command_id is not None else scope.task_id
+                raise BridgeError("not_allowed", f"{which} is not a control call this bridge sent, so the "
+                                  "allow-lists cannot be checked")  # fmt: skip
+            groups += call.groups
+            sns += call.sns
+        return Scope(groups=tuple(groups), sns=tuple(sns), new_group=scope.new_group)
+
+    def _inside(self, groups: list[str], sns: list[str]) -> None:
+        """`not_allowed` naming the groups or inverters outside the allow-lists."""
         outside = [g for g in groups if self.allow_groups and g not in self.allow_groups]
         if outside:
             raise BridgeError("not_allowed", f"group(s) {', '.join(outside)} not in commands.allow_groups")

@@ -45,6 +45,7 @@ class LiveSample:
     banned_for: float = 0.0
     oldest_queued: float = 0.0
     calls_by_kind: dict[str, int] | None = None
+    sparkplug_limited: dict[str, int] | None = None
 
 
 class _LiveCollector(Collector):
@@ -74,6 +75,11 @@ class _LiveCollector(Collector):
         for kind, count in (s.calls_by_kind or {}).items():
             calls.add_metric([kind], count)
         yield calls
+        limited = CounterMetricFamily("semookii_sparkplug_limited", "Sparkplug node commands merged into a paced one "
+                                      "and DCMDs refused, by reason", labels=["reason"])  # fmt: skip
+        for reason, count in (s.sparkplug_limited or {}).items():
+            limited.add_metric([reason], count)
+        yield limited
         remaining = -1 if s.quota_remaining is None else s.quota_remaining
         yield GaugeMetricFamily(
             "semookii_quota_remaining", "API calls left today, reserve included (-1: no quota)", value=remaining

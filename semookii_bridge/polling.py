@@ -6,6 +6,7 @@ back from the journal, so only the schedule (a heap) stays in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -127,7 +128,9 @@ class ResultPolls:
             self._release(prepaid)
             self.errors.pop(command_id, None)
             return None  # all replaced while the poll waited for its token
-        if self.clock() >= track_until:
+        # No token under a limiter means the window closed while waiting, whatever the clock reads now (a
+        # timer may fire a little early, as uvloop's do): never call without a token, it would wait unbounded.
+        if self.clock() >= track_until or (self.tokens is not None and not prepaid):
             self._release(prepaid)
             self._give_up(command_id, jobs)
             return None
@@ -147,10 +150,11 @@ class ResultPolls:
         wait = track_until - self.clock()
         if self.tokens is None or wait <= 0:
             return False
+        acquiring = asyncio.ensure_future(self.tokens.acquire(Priority.POLL, urgent=urgent))
         try:
-            await asyncio.wait_for(self.tokens.acquire(Priority.POLL, urgent=urgent), timeout=wait)
+            await asyncio.wait_for(asyncio.shield(acquiring), timeout=wait)
         except TimeoutError:
-            return False
+            return await _too_late(acquiring)
         except QuotaExhausted as exc:
             self.errors[command_id] = f"{QuotaExhausted.code}: {exc}"
             return None
@@ -296,3 +300,12 @@ class ResultPolls:
     async def close(self) -> None:
         """Stop polling (the journal keeps tracked commands for the next start)."""
         await self.schedule.close()
+
+
+async def _too_late(acquiring: asyncio.Future[None]) -> bool:
+    """The window closed while a poll waited for its token: stop waiting (the limiter gives back a token
+    granted just as the wait ended)."""
+    acquiring.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await acquiring
+    return False

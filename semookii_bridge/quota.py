@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -27,6 +27,8 @@ class Ledger(Protocol):
     def calls_on(self, day: str) -> int: ...
 
     def record_calls(self, day: str, used: int) -> None: ...
+
+    def latest_day(self) -> str | None: ...
 
 
 def zone(name: str) -> tzinfo:
@@ -79,17 +81,29 @@ class DailyQuota:
         return self._day_at(self._wall())[0]
 
     def attach(self, ledger: Ledger) -> None:
-        """Keep the count in `ledger` from now on, starting from what it holds for today."""
+        """Keep the count in `ledger` from now on, starting from what it holds for today, or for a later day
+        it has counted (the wall clock was stepped back since): a quota day is never lived twice."""
         self._ledger = ledger
         self._day, self._day_ends = self._day_at(self._wall())
+        latest = ledger.latest_day()
+        if latest is not None and latest > self._day:
+            self._day, self._day_ends = latest, self._end_of(latest)
         self._used = ledger.calls_on(self._day)
 
+    def _end_of(self, day: str) -> float:
+        """When quota day `day` (`YYYY-MM-DD`) ends: the next midnight in the quota's time zone."""
+        return datetime.combine(date.fromisoformat(day) + timedelta(days=1), datetime.min.time(), self.tz).timestamp()
+
     def _roll(self) -> None:
-        """Start a new count at midnight (a float comparison per call; the date is computed once a day)."""
+        """Start a new count at midnight (a float comparison per call; the date is computed once a day). The
+        day only moves forward: after a step back the count goes on for the day already counted until the
+        wall clock passes its end again (a fresh count for a day already spent could overrun the vendor's)."""
         now = self._wall()
-        if now >= self._day_ends or now < self._day_ends - 90000:  # also when the clock was stepped back
-            self._day, self._day_ends = self._day_at(now)
-            self._used = self._ledger.calls_on(self._day) if self._ledger is not None else 0
+        if now >= self._day_ends:
+            day, ends = self._day_at(now)
+            if day > self._day:
+                self._day, self._day_ends = day, ends
+                self._used = self._ledger.calls_on(day) if self._ledger is not None else 0
 
     @property
     def day(self) -> str:

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple, Protocol
 
 from .quota import DailyQuota, QuotaExhausted
 
@@ -25,9 +26,26 @@ class Priority(IntEnum):
     POLL = 2
 
 
-__all__ = ["Priority", "QuotaExhausted", "RateLimiter", "TokenBucket"]
+__all__ = ["BucketState", "Priority", "QuotaExhausted", "RateLimiter", "TokenBucket"]
 
 Clock = Callable[[], float]
+
+
+class BucketState(NamedTuple):
+    """What a restart needs to go on where the bucket stood, in instants of the journal's timeline."""
+
+    tokens: float
+    stamp: float
+    paused_until: float
+    banned_until: float
+
+
+class BucketStore(Protocol):
+    """Where the bucket's state is kept (the journal)."""
+
+    def bucket_state(self) -> BucketState | None: ...
+
+    def record_bucket(self, state: BucketState) -> None: ...
 
 
 class TokenBucket:
@@ -59,10 +77,35 @@ class TokenBucket:
         self._tokens = self.capacity
         self._stamp = clock()
         self._paused_until = 0.0
+        self.banned_until = 0.0
+        self._store: BucketStore | None = None
 
     @property
     def unlimited(self) -> bool:
         return self.rate <= 0
+
+    def attach(self, store: BucketStore, clock: Clock, *, doubt: float = 0.0) -> None:
+        """Keep time by `clock` (the journal's timeline) and go on from the state `store` holds, so a restart
+        never starts from a full bucket; `doubt`: seconds of the downtime that may not have passed (after a
+        reboot), not refilled."""
+        self._clock, self._store = clock, store
+        now = clock()
+        self._stamp = now
+        state = store.bucket_state()
+        if state is not None:
+            self._resume(state, now, doubt)
+
+    def _resume(self, state: BucketState, now: float, doubt: float) -> None:
+        elapsed = max(0.0, now - doubt - state.stamp)
+        self._tokens = min(self.capacity, max(0.0, state.tokens) + elapsed * max(0.0, self.rate))
+        self._stamp = max(now, state.stamp)
+        self._paused_until = state.paused_until
+        self.banned_until = state.banned_until
+
+    def _save(self) -> None:
+        if self._store is not None:
+            state = BucketState(self._tokens, self._stamp, self._paused_until, self.banned_until)
+            self._store.record_bucket(state)
 
     def _refill(self, now: float) -> None:
         if now > self._stamp:
@@ -97,6 +140,7 @@ class TokenBucket:
             return False
         if not self.unlimited:
             self._tokens -= 1.0
+            self._save()
         self.quota.spend()
         return True
 
@@ -104,6 +148,7 @@ class TokenBucket:
         """Give back a token that was taken but not used for a call."""
         if not self.unlimited:
             self._tokens = min(self.capacity, self._tokens + 1.0)
+            self._save()
         self.quota.refund()
 
     def now(self) -> float:
@@ -120,6 +165,16 @@ class TokenBucket:
         self._paused_until = max(self._paused_until, now + seconds)
         self._tokens = 0.0
         self._stamp = max(self._stamp, now + seconds)
+        self._save()
+
+    def ban(self, seconds: float) -> None:
+        """The API banned the token: a pause that is also reported as a ban (and survives a restart)."""
+        self.banned_until = max(self.banned_until, self._clock() + seconds)
+        self.pause(seconds)
+
+    def banned_for(self) -> float:
+        """Seconds left of a ban the API announced (0 when none)."""
+        return max(0.0, self.banned_until - self._clock())
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +206,6 @@ class RateLimiter:
         """Told the priority of each call granted (the budget's call log)."""
         self._queues: dict[int, deque[_Waiter]] = {int(p): deque() for p in sorted(Priority)}
         self._poll_credit = 0.0
-        self._banned_until = 0.0
         self._pump: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -167,11 +221,20 @@ class RateLimiter:
             self._queues[priority].append(waiter)
             self._ensure_pump()
             self._wake.set()
-            await waiter.future
+            try:
+                await waiter.future
+            except asyncio.CancelledError:
+                if _granted(waiter.future):
+                    self.refund()  # granted just as the caller gave up: the token is not lost
+                raise
         if self.on_grant is not None:
             self.on_grant(priority)
         if self.after_grant is not None:
-            await self.after_grant()
+            try:
+                await self.after_grant()
+            except asyncio.CancelledError:
+                self.refund()  # the call will not be made
+                raise
 
     def refund(self) -> None:
         """Return an unused token (the command it was taken for expired or was gone)."""
@@ -185,13 +248,12 @@ class RateLimiter:
 
     def banned(self, seconds: float) -> None:
         """The API banned the token: pause every call until the ban ends."""
-        self.bucket.pause(seconds)
-        self._banned_until = max(self._banned_until, self.bucket.now() + seconds)
+        self.bucket.ban(seconds)
         self._wake.set()
 
     def banned_for(self) -> float:
         """Seconds left of a ban the API announced (0 when none)."""
-        return max(0.0, self._banned_until - self.bucket.now())
+        return self.bucket.banned_for()
 
     def _ensure_pump(self) -> None:
         if self._pump is None or self._pump.done():
@@ -276,6 +338,11 @@ class RateLimiter:
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+
+
+def _granted(future: asyncio.Future[None]) -> bool:
+    """Whether a waiter's future holds a grant (not cancelled, no QuotaExhausted)."""
+    return future.done() and not future.cancelled() and future.exception() is None
 
 
 def _poll_turn(queue: deque[_Waiter]) -> int:

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import re
+from urllib.parse import quote, quote_plus
+
 
 class Secret:
     """Holds the API token; only `reveal()` returns it, everything else shows stars."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_pattern", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value.strip()
+        self._pattern = _pattern(self._value) if self._value else None
 
     def reveal(self) -> str:
         """The real token, for the one place that sends it."""
         return self._value
 
     def redact(self, text: str) -> str:
-        """`text` with every occurrence of the token replaced by stars."""
-        return text.replace(self._value, "***") if self._value else text
+        """`text` with every occurrence of the token replaced by stars: in any letter case, and URL-encoded,
+        JSON-escaped or in base64 (an API error may echo it in any of these)."""
+        return self._pattern.sub("***", text) if self._pattern is not None else text
 
     def __bool__(self) -> bool:
         return bool(self._value)
@@ -29,3 +36,18 @@ class Secret:
 
     def __reduce__(self) -> str:
         raise TypeError("a Secret cannot be pickled")
+
+
+def _pattern(token: str) -> re.Pattern[str]:
+    """One case-insensitive pattern for the token's spellings; longest first, so none is left half-starred."""
+    raw = token.encode()
+    forms = {
+        token,
+        quote(token, safe=""),
+        quote_plus(token),
+        json.dumps(token)[1:-1],
+        json.dumps(token, ensure_ascii=True)[1:-1],
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+    }
+    return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)), re.IGNORECASE)

@@ -22,6 +22,7 @@ from .mqtt import MqttLink
 from .observability import LiveSample, Observability
 from .ratelimit import QuotaExhausted, RateLimiter, TokenBucket
 from .secret import Secret
+from .timeline import Timeline, resume
 
 if TYPE_CHECKING:
     from .sparkplug.edge import EdgeNode
@@ -62,13 +63,9 @@ class Service:
         cfg = self.config
         self.journal = Journal(cfg.journal.path, synchronous=cfg.journal.synchronous)
         self._stack.callback(self.journal.close)
-        # With a quota, calls are counted in the journal and each one waits for that count to be on disk
-        # before it leaves, so neither a restart nor a SIGKILL under-counts the day's quota.
-        if cfg.rate_limit.daily_quota:
-            self.limiter.bucket.quota.attach(self.journal)
-            self.limiter.after_grant = self.journal.durable
+        timeline = self._resume_time(self.journal)
         api = await self._stack.enter_async_context(self._api_client())
-        bridge, link = self._build(api, self.journal)
+        bridge, link = self._build(api, self.journal, timeline)
         self.obs.bind(self._sample)
         if cfg.http.enabled:
             runner, self.http_port = await http_server.start(self.obs, cfg.http.host, cfg.http.port)
@@ -83,6 +80,26 @@ class Service:
         if cfg.sparkplug.enabled:
             await self._start_sparkplug()
         log.info("bridge_started prefix=%s api=%s dry_run=%s", cfg.mqtt.prefix, api.base_url, cfg.commands.dry_run)
+
+    def _resume_time(self, journal: Journal) -> Timeline:
+        """The journal's timeline, and the rate limiter and quota going on from what the journal holds.
+
+        The bucket's state and the day's count are written with each granted call, and each call waits for
+        them to be on disk before it leaves: neither a restart nor a SIGKILL starts from a full bucket or
+        under-counts the day's quota.
+        """
+        timeline = resume(journal)
+        journal.use_clock(timeline)
+        bucket = self.limiter.bucket
+        bucket.attach(journal, timeline, doubt=timeline.doubt)
+        if self.config.rate_limit.daily_quota:
+            bucket.quota.attach(journal)
+        if self.config.rate_limit.daily_quota or not bucket.unlimited:
+            self.limiter.after_grant = journal.durable
+        checkpoints = asyncio.get_running_loop().create_task(_checkpoint_loop(journal, timeline))
+        self._stack.callback(lambda: journal.save_clock_anchor(timeline.anchor()))
+        self._stack.callback(checkpoints.cancel)
+        return timeline
 
     async def _start_sparkplug(self) -> None:
         """The Sparkplug B edge node, a client of the JSON topics on its own session (loaded only when on)."""
@@ -99,7 +116,7 @@ class Service:
                            retry=self._retry, gate=LimiterGate(self.limiter), max_connections=api.max_connections,
                            observer=self.obs.observe_call)  # fmt: skip
 
-    def _build(self, api: CloudClient, journal: Journal) -> tuple[Bridge, MqttLink]:
+    def _build(self, api: CloudClient, journal: Journal, timeline: Timeline) -> tuple[Bridge, MqttLink]:
         """The MQTT link and the bridge, each calling the other (the link's callbacks find the bridge later)."""
         cfg = self.config
         bridge: Bridge | None = None
@@ -111,8 +128,9 @@ class Service:
             before_ack=journal.durable,
             on_overload=lambda msg: _require(bridge).refuse_overloaded(msg),
         )
-        bridge = Bridge(cfg, api=api, publisher=link, journal=journal, limiter=self.limiter,
-                        observer=self.obs.observe_status, age_observer=self.obs.observe_setpoint_age)  # fmt: skip
+        bridge = Bridge(cfg, api=api, publisher=link, journal=journal, limiter=self.limiter, clock=timeline,
+                        clock_doubt=timeline.doubt, observer=self.obs.observe_status,
+                        age_observer=self.obs.observe_setpoint_age)  # fmt: skip
         self.bridge, self.link = bridge, link
         return bridge, link
 
@@ -135,6 +153,7 @@ class Service:
             banned_for=self.limiter.banned_for(),
             oldest_queued=bridge.dispatcher.oldest_age() or 0.0,
             calls_by_kind=dict(zip(KINDS.values(), bridge.calls.totals, strict=True)),
+            sparkplug_limited=dict(self.edge.limited) if self.edge is not None else None,
         )
 
     async def stop(self) -> None:
@@ -142,6 +161,13 @@ class Service:
             await self.link.pause()
         await self._stack.aclose()
         log.info("bridge_stopped")
+
+
+async def _checkpoint_loop(journal: Journal, timeline: Timeline, every: float = 10.0) -> None:
+    """Journal how far the timeline got, so that after a reboot it goes on from no earlier than that."""
+    while True:
+        await asyncio.sleep(every)
+        journal.save_clock_anchor(timeline.anchor())
 
 
 def _require(bridge: Bridge | None) -> Bridge:

@@ -211,6 +211,7 @@ async def test_rebirth_command_repeats_the_births_with_seq_zero(tmp_path: Path) 
     edge, session = edge_node(tmp_path)
     edge._connected()
     edge._message(ncmd("Node Control/Rebirth"))
+    await asyncio.sleep(0.01)
     assert session.kinds() == ["NBIRTH", "DBIRTH", "NBIRTH", "DBIRTH"]
     assert decode(session.published[2][1]).seq == 0 and decode(session.published[3][1]).seq == 1
     edge._connected()  # a reconnect: born again
@@ -301,7 +302,8 @@ async def test_refresh_reads_the_lists_and_births_and_deaths_what_changed(tmp_pa
         assert request["transaction"] == f"sparkplug-{number}" and request["all"] is True
         response = {"status": "ok", "data": data, "transaction": request["transaction"]}
         edge._message(Incoming(topic=f"vpp/bridge/response/{op}", payload=json.dumps(response).encode()))
-    await asyncio.gather(*edge._tasks)
+    assert edge._refreshes._task is not None
+    await edge._refreshes._task
     births = [t.rsplit("/", 1)[1] for t, _, _ in session.published if "/DBIRTH/" in t or "/DDEATH/" in t]
     assert births == [f"group-{GROUP}", f"group-{GROUP}", "group-555", "inverter-H475Z"]
     assert session.kinds()[-3:] == ["DDEATH", "DBIRTH", "DBIRTH"] and set(edge.devices) == {
@@ -349,6 +351,7 @@ async def test_undecodable_and_stray_commands_never_break_the_node(tmp_path: Pat
     ]
     assert codes == ["validation_error"]
     edge._message(ncmd("Node Control/Rebirth"))
+    await asyncio.sleep(0.01)
     assert session.kinds()[-2:] == ["NBIRTH", "DBIRTH"]
 
 

@@ -84,6 +84,9 @@ class CloudClient:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
         self._control_session: aiohttp.ClientSession | None = None
+        # Waiting for a pooled connection happens here, before aiohttp's timeouts start: a slow API under a
+        # flood of management calls makes requests wait their turn, not fail as if the server were unreachable.
+        self._slots = {True: asyncio.Semaphore(max_connections), False: asyncio.Semaphore(max_connections)}
 
     def __repr__(self) -> str:
         return f"CloudClient(base_url={self._base_url!r}, token=Secret('***'))"
@@ -314,13 +317,20 @@ class CloudClient:
         """One HTTP attempt, its failure classified by whether the request may have reached the server."""
         if gated:
             await self._gate.acquire(endpoint)
-        session = self._control_session if endpoint.priority == ep.Priority.CONTROL else self._session
+        control = endpoint.priority == ep.Priority.CONTROL
+        async with self._slots[control]:
+            return await self._post(endpoint, self._control_session if control else self._session, params, json_body)
+
+    async def _post(
+        self, endpoint: Endpoint, session: aiohttp.ClientSession | None, params: Mapping[str, str] | None, body: Any
+    ) -> bytes:
+        """The HTTP request of one attempt, on a connection of its own."""
         if session is None:
             raise RuntimeError("CloudClient used outside `async with`")
         started = time.perf_counter()
         outcome = "ok"
         try:
-            async with session.post(self._base_url + endpoint.path, params=params, json=json_body) as response:
+            async with session.post(self._base_url + endpoint.path, params=params, json=body) as response:
                 if response.status == 429:
                     wait = retry_after(response.headers.get("Retry-After"))
                     self._gate.throttled(wait)

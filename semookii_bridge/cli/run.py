@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .. import config
+from .. import config, logs
 from ..secret import Secret
 from ..service import Service
 from .options import broker_options, config_option, load_config
@@ -44,6 +44,7 @@ def run(
         token = config.load_token(cfg.api)
     except config.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
+    logs.redact(token)
     try:
         _run_loop(_serve(cfg, token), event_loop)
     except TimeoutError:

@@ -134,6 +134,13 @@ def _check(metrics: tuple[Metric, ...]) -> Refusal | None:
     does not fit it; None when every metric is a valid write."""
     if not metrics:
         return Refusal("validation_error", "the DCMD carries no metric")
+    if len(metrics) > len(WRITABLE):
+        return Refusal("too_many_metrics", f"the DCMD carries {len(metrics)} metrics; a device has {len(WRITABLE)} "
+                       "writable ones and each may be written once per DCMD")  # fmt: skip
+    names = [metric.name for metric in metrics]
+    if len(set(names)) < len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        return Refusal("duplicate_metric", f"{', '.join(twice)} written more than once in one DCMD")
     for metric in metrics:
         expected = WRITABLE.get(metric.name)
         if expected is None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from ..topics import Target, Topics, owner_of
 from .codec import DataType, Metric, PayloadError, decode, encode
 from .devices import Device, Refusal, device_id, target_of
 from .discovery import DiscoveryError, Requests, discover
+from .pacing import Paced
 from .session import Namespace, Sequence, Store, parse_host_state, state_topic
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,10 @@ class EdgeNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._up = asyncio.Event()
         self._owned = (lambda t: owner_of(t, cluster.instances) == cluster.index) if cluster.clustered else None
+        self.limited: Counter[str] = Counter()
+        """Node commands merged and DCMDs refused, by reason (`semookii_sparkplug_limited_total`)."""
+        self._rebirths = Paced("rebirth", self._rebirth, sp.rebirth_interval, self.limited)
+        self._refreshes = Paced("refresh", self._refresh, sp.refresh_interval, self.limited)
 
     # ---- life -----------------------------------------------------------------------------------------
 
@@ -91,6 +97,8 @@ class EdgeNode:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._rebirths.close()
+        await self._refreshes.close()
         await self.session.stop(last=(self.ns.node("NDEATH"), self._death()))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -188,9 +196,9 @@ class EdgeNode:
     def _node_command(self, metrics: tuple[Metric, ...]) -> None:
         for metric in metrics:
             if metric.name == REBIRTH and metric.value is True:
-                self.birth()
+                self._rebirths.request()
             elif metric.name == REFRESH and metric.value is True:
-                self._spawn(self._refresh())
+                self._refreshes.request()
             else:
                 log.warning("sparkplug_ncmd_ignored metric=%s", metric.name)
 
@@ -213,6 +221,7 @@ class EdgeNode:
             self.session.publish(self.topics.command(send.target), send.payload, qos=1)
 
     def _refuse(self, device: Device, refusal: Refusal) -> None:
+        self.limited[f"dcmd_{refusal.code}"] += 1
         log.info("sparkplug_write_refused device=%s code=%s", device.id, refusal.code)
         metrics = device.refused(refusal, self.clock_ms())
         if self.born:
@@ -284,6 +293,10 @@ class EdgeNode:
                 self.devices[name] = device = Device(target, settings)
                 if self.born:
                     self._publish_device("DBIRTH", device, device.birth(self.clock_ms()))
+
+    async def _rebirth(self) -> None:
+        """Node Control/Rebirth, paced: the births again."""
+        self.birth()
 
     async def _refresh(self) -> None:
         """Node Control/Refresh: read the lists again (or the configured devices) and update the devices."""

@@ -1,0 +1,110 @@
+"""The journal's timeline: the clock of every journaled instant, continuous across restarts, deaf to steps.
+
+Deadlines, tracking windows, dedup windows and the rate limiter's state are kept in the journal as instants
+on one timeline, so they mean the same after a restart however the wall clock was stepped meanwhile. The
+rule: the timeline is `CLOCK_BOOTTIME + offset`, with one offset per boot kept in the journal. A restart in
+the same boot takes the offset back, so the timeline has advanced by exactly the real time elapsed (a SIGKILL,
+a stop of any length, a wall-clock step by hours: none moves it). After a reboot the elapsed time cannot be
+measured: the timeline goes on from the latest instant written plus the time since boot, or from the wall
+clock if that is later, so deadlines expire early rather than late; `doubt` is how far it may then run ahead
+of real time, and the dedup window and the rate limiter give that much back (they err the other way).
+A new journal starts its timeline at the wall clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+class Anchor(msgspec.Struct, frozen=True):
+    """Where the timeline stood: the boot it was measured in, its offset from that boot's clock, and the
+    latest instant it reached (checkpointed while running)."""
+
+    boot_id: str | None
+    offset: float
+    high: float
+
+
+class AnchorStore(Protocol):
+    """Where the anchor is kept (the journal)."""
+
+    def clock_anchor(self) -> Anchor | None: ...
+
+    def save_clock_anchor(self, anchor: Anchor) -> None: ...
+
+    def latest_instant(self) -> float | None: ...
+
+
+def boot_id() -> str | None:
+    """This boot's id (Linux), None where there is none: every start then counts as after a reboot."""
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def since_boot() -> float:
+    """Seconds since boot, suspend included (CLOCK_BOOTTIME); the monotonic clock where that is missing."""
+    clock_id = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock_id) if clock_id is not None else time.monotonic()
+
+
+class Timeline:
+    """`since_boot() + offset`: callable as a clock; `doubt` is 0 unless the journal was written before a reboot."""
+
+    def __init__(
+        self, offset: float, *, boot: str | None, doubt: float = 0.0, elapsed: Callable[[], float] = since_boot
+    ) -> None:
+        self.offset, self.boot, self.doubt = offset, boot, doubt
+        self._elapsed = elapsed
+
+    def __call__(self) -> float:
+        return self._elapsed() + self.offset
+
+    def anchor(self) -> Anchor:
+        """What to journal so that a restart in this boot resumes the timeline exactly."""
+        return Anchor(boot_id=self.boot, offset=self.offset, high=self())
+
+
+def resume(
+    store: AnchorStore,
+    *,
+    wall: Callable[[], float] = time.time,
+    elapsed: Callable[[], float] = since_boot,
+    boot: str | None = None,
+) -> Timeline:
+    """The journal's timeline for this process, its anchor saved; `boot` defaults to this boot's id."""
+    boot = boot_id() if boot is None else boot
+    anchor = store.clock_anchor()
+    if anchor is not None and boot is not None and anchor.boot_id == boot:
+        timeline = Timeline(anchor.offset, boot=boot, elapsed=elapsed)
+    else:
+        timeline = _after_reboot(store, anchor, wall(), elapsed, boot)
+    store.save_clock_anchor(timeline.anchor())
+    return timeline
+
+
+def _after_reboot(
+    store: AnchorStore, anchor: Anchor | None, wall_now: float, elapsed: Callable[[], float], boot: str | None
+) -> Timeline:
+    """A timeline that cannot measure the downtime: at least the time since boot has passed since the latest
+    instant written; the wall clock is believed when it says more (deadlines then expire sooner)."""
+    highs = [x for x in (anchor.high if anchor else None, store.latest_instant()) if x is not None]
+    up = elapsed()
+    if not highs:
+        return Timeline(wall_now - up, boot=boot, elapsed=elapsed)
+    lower = max(highs) + up
+    start = max(wall_now, lower)
+    if start > lower:
+        log.warning("clock_doubt after=reboot doubt_seconds=%.0f since_boot_seconds=%.0f", start - lower, up)
+    return Timeline(start - up, boot=boot, doubt=start - lower, elapsed=elapsed)
