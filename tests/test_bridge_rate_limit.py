@@ -98,15 +98,16 @@ async def test_flood_never_exceeds_the_limit_and_latest_wins(
 async def test_api_429_pauses_all_calls_for_retry_after(
     make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
 ) -> None:
-    """After a 429 with Retry-After: 1, no call reaches the API for a second; then the command completes."""
-    await make_bridge(rate_limit={"rate": 100, "burst": 10})
-    sim.simulator.inject(Fault("http_429", path="/commandapi/groupControl", retry_after=1))
+    """After a 429 with Retry-After: 2, no call reaches the API for 2 s, and the next one comes then: not after
+    the configured default pause (30 s here, so a bridge that ignored the header would time out)."""
+    await make_bridge(rate_limit={"rate": 100, "burst": 10, "pause_on_429": 30})
+    sim.simulator.inject(Fault("http_429", path="/commandapi/groupControl", retry_after=2))
     group_id = sim.simulator.state.list_groups()[0].id
     with Probe(broker.port) as probe:
         probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "slow-down"})
         await probe.wait_status(f"vpp/group/{group_id}/state", "slow-down", "completed")
     first, second = sim.simulator.calls[:2]
-    assert first.status == 429 and second.ts - first.ts >= 0.95
+    assert first.status == 429 and 1.95 <= second.ts - first.ts < 5
 
 
 async def test_re_dispatched_groups_poll_only_their_newest_command(

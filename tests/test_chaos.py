@@ -32,9 +32,9 @@ async def test_sigkill_five_times_during_a_thousand_commands(
     groups = [state.add_group(f"chaos-{i}") for i in range(GROUPS)]
     config = tmp_path / "bridge.toml"
     write_config(config, broker, sim, tmp_path / "journal.db")
-    text = (
-        config.read_text().replace("rate = 4.0", "rate = 0").replace("track_results_for = 20", "track_results_for = 60")
-    )
+    original = config.read_text()
+    text = original.replace("rate = 3.0", "rate = 0").replace("track_results_for = 20", "track_results_for = 60")
+    assert "rate = 0\n" in text and "track_results_for = 60" in text, "the base config changed: update the edit"
     config.write_text(text)
     rids = [f"c-{n}-{g}" for n in range(ROUNDS) for g in groups]
     bridge = start_bridge(config)

@@ -64,6 +64,27 @@ async def test_latest_wins_while_waiting_for_a_token() -> None:
     assert rec.sent == ["c"] and rec.dropped == [("a", "superseded"), ("b", "superseded")]
 
 
+async def test_a_newer_command_arriving_while_the_older_waits_for_its_token_replaces_it() -> None:
+    """The dispatcher already waits for a token for `a` (next one in 0.3 s) when `b` arrives for the same
+    group: `b` is sent and `a` is superseded, never sent."""
+    bucket = TokenBucket(1 / 0.3, 1)
+    bucket.try_take()
+    rec = Recorder()
+    dispatcher = Dispatcher(RateLimiter(bucket), rec.send, rec.drop)
+    dispatcher.submit(job("a"))
+    task = asyncio.create_task(dispatcher.run())
+    await asyncio.sleep(0.1)
+    assert rec.sent == [] and dispatcher.queued == 1
+    dispatcher.submit(job("b"))
+    deadline = time.monotonic() + 3
+    while not rec.sent and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.4)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert rec.sent == ["b"] and rec.dropped == [("a", "superseded")]
+
+
 async def test_different_targets_do_not_supersede_each_other() -> None:
     """Latest-wins is per target: commands for two groups are both sent."""
     rec = Recorder()

@@ -366,3 +366,58 @@ def test_a_connect_attempt_that_got_no_connack_does_not_use_up_a_bd_seq(tmp_path
     edge._connected()
     edge._will()
     assert edge.bd_seq == (first + 1) % 256
+
+
+def test_each_session_s_will_carries_that_session_s_bd_seq(tmp_path: Path) -> None:
+    """Three sessions in a row: each will (the NDEATH the broker sends if the node dies) names the bdSeq of
+    the NBIRTH of the same session, never the previous session's; the bdSeq grows by one per session."""
+    edge, session = edge_node(tmp_path)
+    seen: list[int] = []
+    for _ in range(3):
+        will = edge._will()
+        edge._connected()
+        nbirth = [payload for topic, payload, _ in session.published if "/NBIRTH/" in topic][-1]
+        birth_seq = {m.name: m.value for m in decode(nbirth).metrics}["bdSeq"]
+        assert [(m.name, m.value) for m in decode(will.payload).metrics] == [("bdSeq", birth_seq)]
+        assert [(m.name, m.value) for m in decode(edge._death()).metrics] == [("bdSeq", birth_seq)]
+        seen.append(int(birth_seq))  # type: ignore[arg-type]
+    assert seen == [seen[0], seen[0] + 1, seen[0] + 2]
+
+
+async def test_a_thousand_rebirth_and_refresh_commands_do_not_amplify(tmp_path: Path) -> None:
+    """1,000 Rebirth and 1,000 Refresh NCMDs at once: one rebirth and one refresh, the rest merged into them
+    and counted; one more asked for after that waits for the interval's end."""
+    edge, session = edge_node(tmp_path, devices=[f"group-{GROUP}"], rebirth_interval=0.3, refresh_interval=0.3)
+    edge._connected()
+    births = session.kinds().count("NBIRTH")
+    for _ in range(1000):
+        edge._message(ncmd("Node Control/Rebirth"))
+        edge._message(ncmd("Node Control/Refresh"))
+    await asyncio.sleep(0.1)
+    # With configured devices a refresh is a rebirth too: one of each kind of request, so two.
+    assert session.kinds().count("NBIRTH") - births == 2
+    assert edge.limited["rebirth_coalesced"] == 999 and edge.limited["refresh_coalesced"] == 999
+    edge._message(ncmd("Node Control/Rebirth"))
+    await asyncio.sleep(0.05)
+    assert session.kinds().count("NBIRTH") - births == 2
+    await asyncio.sleep(0.4)
+    assert session.kinds().count("NBIRTH") - births == 3
+
+
+@pytest.mark.parametrize(("metrics", "code"), [
+    ([Metric("Setpoint/ActivePower", DataType.Int32, n) for n in range(20000)], "too_many_metrics"),
+    ([Metric("Setpoint/ActivePower", DataType.Int32, 1), Metric("Setpoint/ActivePower", DataType.Int32, 2)],
+     "duplicate_metric"),
+])  # fmt: skip
+async def test_a_dcmd_writes_each_metric_once_and_no_more_than_a_device_has(
+    tmp_path: Path, metrics: list[Metric], code: str
+) -> None:
+    """20,000 setpoints in one DCMD, or one metric written twice: refused whole with a code, nothing sent."""
+    edge, session = edge_node(tmp_path)
+    edge._connected()
+    topic = f"spBv1.0/vpp/DCMD/semookii-bridge/group-{GROUP}"
+    edge._message(Incoming(topic=topic, payload=encode(metrics, timestamp=1, seq=None)))
+    assert not [t for t, _, _ in session.published if t.endswith("/set")]
+    last = {m.name: m.value for m in decode(session.published[-1][1]).metrics}
+    assert (last["State/Status"], last["State/ErrorCode"]) == ("rejected", code)
+    assert edge.limited[f"dcmd_{code}"] == 1

@@ -8,8 +8,10 @@ import pytest
 
 from semookii_bridge.api import ApiError, CloudClient, ControlParams, RetryPolicy
 from semookii_bridge.secret import Secret
+from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 
+from .broker import Mosquitto, Probe
 from .conftest import TOKEN
 
 
@@ -64,3 +66,62 @@ async def test_simulator_records_calls_without_the_token(client: CloudClient, si
     await client.group_find_all()
     await client.bind_sns(["A"])
     assert all(TOKEN not in repr(c) for c in sim.simulator.calls)
+
+
+def spellings() -> list[str]:
+    """The token as an API error might echo it: upper- and lower-case, URL-encoded, base64."""
+    import base64
+    from urllib.parse import quote
+
+    return [TOKEN.upper(), TOKEN.lower().title(), quote(TOKEN, safe=""), base64.b64encode(TOKEN.encode()).decode()]
+
+
+def leaks(text: str) -> bool:
+    return any(form.lower() in text.lower() for form in spellings()) or TOKEN.lower() in text.lower()
+
+
+@pytest.mark.parametrize("form", range(4))
+def test_redaction_covers_case_and_encodings(form: int) -> None:
+    """Each spelling of the token is starred out of a text that quotes it."""
+    text = f"tokenId {spellings()[form]} is invalid"
+    assert Secret(TOKEN).redact(text) == "tokenId *** is invalid"
+
+
+async def test_a_ban_answer_quoting_the_token_upper_cased_leaks_nowhere(
+    client: CloudClient, sim: RunningSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ban's exception text and every log line (the ban's included) hold no spelling of the token."""
+    from semookii_bridge.simulator.faults import ban_text
+
+    caplog.set_level(logging.DEBUG)
+    sim.simulator.inject(Fault("reject", times=1, message=f"{ban_text(90)} (token {TOKEN.upper()})"))
+    with pytest.raises(ApiError) as info:
+        await client.group_control("1", ControlParams(super_type=1, system_swich=1))
+    assert info.value.code == "api_banned" and not leaks(str(info.value))
+    assert any("api_banned" in r.getMessage() for r in caplog.records)
+    assert not any(leaks(r.getMessage()) for r in caplog.records)
+
+
+def test_every_log_line_is_scrubbed_once_the_token_is_known(capsys: pytest.CaptureFixture[str]) -> None:
+    """`logs.redact`: a line from anywhere (a library, a traceback) quoting the token is starred on output."""
+    from semookii_bridge import logs
+
+    logs.setup("INFO")
+    logs.redact(Secret(TOKEN))
+    logging.getLogger("somewhere.else").warning("url=http://x/?tokenId=%s", TOKEN.upper())
+    logging.getLogger().handlers[:] = []
+    assert "tokenId=***" in capsys.readouterr().err
+
+
+async def test_a_state_message_never_quotes_the_token_in_any_case(
+    bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """An API refusal echoing the token upper-cased ends `failed` with the token starred in `error.message`
+    (the text Sparkplug's State/ErrorMessage carries too)."""
+    group = sim.simulator.state.list_groups()[0].id
+    sim.simulator.inject(Fault("reject", path="/commandapi/groupControl", times=1,
+                               message=f"tokenId {TOKEN.upper()} is not allowed"))  # fmt: skip
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{group}/set", {"type": "manual", "action": "stop", "request_id": "echo"})
+        state = await probe.wait_status(f"vpp/group/{group}/state", "echo", "failed")
+    assert "***" in state["error"]["message"] and not leaks(state["error"]["message"])

@@ -33,8 +33,7 @@ class Paced:
     def request(self) -> None:
         """Ask for a run: now if the interval has passed and none runs, else merged into the next one."""
         if self._task is not None and not self._task.done():
-            if self._again:
-                self.counts[f"{self.name}_coalesced"] += 1
+            self.counts[f"{self.name}_coalesced"] += 1
             self._again = True
             return
         self._task = asyncio.get_running_loop().create_task(self._run())

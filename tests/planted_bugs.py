@@ -1,0 +1,139 @@
+"""Do the tests catch the bugs they claim to? Plants one plausible bug at a time in a copy of the package and
+runs the test README names for that guarantee: it must fail with the bug and pass without it.
+
+    .venv/bin/python tests/planted_bugs.py            # all (about 3 minutes)
+    .venv/bin/python tests/planted_bugs.py ack-order  # one, by name
+
+The copy is imported through PYTHONPATH, so bridges the tests start as processes run the planted bug too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Bug:
+    name: str
+    module: str
+    edits: tuple[tuple[str, str], ...]
+    test: str
+
+
+BUGS = (
+    Bug("retry-after-dropped", "api/client.py", (("self._gate.throttled(wait)", "self._gate.throttled(None)"),),
+        "tests/test_bridge_rate_limit.py::test_api_429_pauses_all_calls_for_retry_after"),
+    Bug("retry-after-ignored", "ratelimit.py",
+        (("retry_after if retry_after is not None else self.default_pause", "self.default_pause"),),
+        "tests/test_bridge_rate_limit.py::test_api_429_pauses_all_calls_for_retry_after"),
+    Bug("replace-new-serial-unchecked", "management.py",
+        (("scope=lambda r: Scope(sns=(r.new_sn,), inverter_ids=(r.id,))", "scope=lambda r: Scope(inverter_ids=(r.id,))"),),
+        "tests/test_management_guards.py"),
+    Bug("rename-under-read-only", "management.py",
+        (('"group/rename": Op(GroupRename, _group_rename, mutating=True,', '"group/rename": Op(GroupRename, _group_rename,'),),
+        "tests/test_management_guards.py"),
+    Bug("bind-unchecked", "management.py",
+        (("mutating=True, scope=lambda r: Scope(sns=tuple(r.sns))),", "mutating=True),"),),
+        "tests/test_management_guards.py"),
+    Bug("query-of-another-group", "management.py",
+        (('scope=lambda r: Scope(command_id=r.command_id)', 'scope=lambda r: Scope()'),),
+        "tests/test_management_guards.py"),
+    Bug("ban-log-quotes-the-api", "api/client.py",
+        (('log.error("api_banned endpoint=%s seconds=%g: every call paused", endpoint.name, seconds)',
+          'log.error("api_banned endpoint=%s seconds=%g text=%s", endpoint.name, seconds, envelope.exception)'),),
+        "tests/test_token_redaction.py::test_a_ban_answer_quoting_the_token_upper_cased_leaks_nowhere"),
+    Bug("redaction-exact-match", "secret.py",
+        (('return self._pattern.sub("***", text) if self._pattern is not None else text',
+          'return text.replace(self._value, "***") if self._value else text'),),
+        "tests/test_token_redaction.py"),
+    Bug("ack-before-commit", "mqtt/link.py",
+        (("""            if self._before_ack is not None:
+                await self._before_ack()
+            for msg in batch:
+                if msg.qos > 0:
+                    self._client.ack(msg.mid, msg.qos)""", """            for msg in batch:
+                if msg.qos > 0:
+                    self._client.ack(msg.mid, msg.qos)
+            if self._before_ack is not None:
+                await self._before_ack()"""),),
+        "tests/test_ack_order.py"),
+    Bug("ndeath-previous-bdseq", "sparkplug/edge.py",
+        (('encode([Metric("bdSeq", DataType.Int64, self.bd_seq)]', 'encode([Metric("bdSeq", DataType.Int64, self.bd_seq - 1)]'),),
+        "tests/test_sparkplug.py::test_each_session_s_will_carries_that_session_s_bd_seq"),
+    Bug("superseded-sent", "dispatcher.py",
+        (("            key = await self._next_key()\n            await self._slots.acquire()",
+          "            key = await self._next_key()\n            chosen = self._pending.get(key)\n"
+          "            await self._slots.acquire()"),
+         ("            self._launch(key)\n", "            self._launch(key, chosen)\n"),
+         ("    def _launch(self, key: str) -> None:\n        job = self._take(key)",
+          "    def _launch(self, key, chosen=None):\n        self._take(key)\n        job = chosen")),
+        "tests/test_dispatcher.py::test_a_newer_command_arriving_while_the_older_waits_for_its_token_replaces_it"),
+    Bug("restart-with-a-full-bucket", "ratelimit.py",
+        (("        if state is not None:\n            self._resume(state, now, doubt)", ""),),
+        "tests/test_restart.py::test_restarts_after_bursts_get_no_token_banned"),
+    Bug("deadlines-on-the-process-clock", "service.py",
+        (("limiter=self.limiter, clock=timeline,", "limiter=self.limiter,"),),
+        "tests/test_restart.py::test_deadlines_hold_when_the_wall_clock_steps_back_between_runs"),
+    Bug("quota-day-goes-back", "quota.py",
+        (("        if now >= self._day_ends:\n", "        if now >= self._day_ends or now < self._day_ends - 90000:\n"),
+         ("            if day > self._day:", "            if day != self._day:")),
+        "tests/test_restart_state.py::test_a_step_back_of_two_days_does_not_start_a_fresh_count"),
+    Bug("poll-without-a-token", "polling.py",
+        (("if self.clock() >= track_until or (self.tokens is not None and not prepaid):",
+          "if self.clock() >= track_until:"),),
+        "tests/test_poll_window.py"),
+    Bug("rebirth-unpaced", "sparkplug/edge.py",
+        (("                self._rebirths.request()", "                self.birth()"),),
+        "tests/test_sparkplug.py::test_a_thousand_rebirth_and_refresh_commands_do_not_amplify"),
+    Bug("dcmd-unbounded", "sparkplug/devices.py", (("if len(metrics) > len(WRITABLE):", "if False:"),),
+        "tests/test_sparkplug.py::test_a_dcmd_writes_each_metric_once_and_no_more_than_a_device_has"),
+)  # fmt: skip
+
+
+def planted(bug: Bug, workdir: Path) -> Path:
+    """A copy of the package with `bug` in it; raises if an edit no longer matches the code."""
+    target = workdir / bug.name
+    shutil.copytree(ROOT / "semookii_bridge", target / "semookii_bridge")
+    path = target / "semookii_bridge" / bug.module
+    text = path.read_text()
+    for old, new in bug.edits:
+        if old not in text:
+            raise SystemExit(f"{bug.name}: the code to break is gone from {bug.module}; update this script")
+        text = text.replace(old, new, 1)
+    path.write_text(text)
+    return target
+
+
+def fails(test: str, pythonpath: Path | None) -> bool:
+    env = {**os.environ}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test], cwd=ROOT,
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)  # fmt: skip
+    return run.returncode != 0
+
+
+def main(names: list[str]) -> int:
+    chosen = [b for b in BUGS if not names or b.name in names]
+    problems = 0
+    with tempfile.TemporaryDirectory(prefix="planted-") as tmp:
+        for bug in chosen:
+            caught = fails(bug.test, planted(bug, Path(tmp)))
+            clean = not fails(bug.test, None)
+            ok = caught and clean
+            problems += not ok
+            print(f"{'ok ' if ok else 'BAD'} {bug.name:32} caught={caught} passes-without={clean} {bug.test}")
+    print(f"{len(chosen) - problems} passed, {problems} failed")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,109 @@
+"""Every management op obeys the allow-lists and `read_only`: one table over every op in OPS, each request
+refused before any call, so the simulator sees 0 calls; what is inside the lists goes through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from semookii_bridge.api import CloudClient
+from semookii_bridge.management import OPS, Guard, Scope, handle_request
+from semookii_bridge.simulator import RunningSimulator
+
+ALLOWED_GROUP, OTHER_GROUP = "100", "200"
+ALLOWED_SN, OTHER_SN = "SNALLOWED1", "SNOTHER002"
+ROWS = {"11": (ALLOWED_GROUP, ALLOWED_SN), "22": (OTHER_GROUP, OTHER_SN)}
+CALLS = {"501": Scope(groups=(ALLOWED_GROUP,)), "502": Scope(groups=(OTHER_GROUP,)),
+         "t-in": Scope(sns=(ALLOWED_SN,)), "t-out": Scope(sns=(OTHER_SN,))}  # fmt: skip
+
+OUTSIDE: dict[str, dict[str, Any]] = {
+    "group/add": {"name": "new"},
+    "group/rename": {"id": OTHER_GROUP, "name": "x"},
+    "group/remove": {"ids": [ALLOWED_GROUP, OTHER_GROUP]},
+    "group/list": None,  # a listing: filtered, not refused (test_listings_are_filtered)
+    "group/search": None,
+    "inverter/add": {"group_id": ALLOWED_GROUP, "sn": OTHER_SN},
+    "inverter/remove": {"id": "22"},
+    "inverter/replace": {"id": "11", "new_sn": OTHER_SN},
+    "inverter/list": {"group_id": OTHER_GROUP},
+    "inverter/search": {"group_id": OTHER_GROUP, "sn": "X"},
+    "command/query": {"command_id": "502"},
+    "task/result": {"task_id": "t-out"},
+    "device/bind": {"sns": [ALLOWED_SN, OTHER_SN]},
+}
+"""For each op, a request that touches something outside the allow-lists (None: the op touches nothing)."""
+
+UNKNOWN: dict[str, dict[str, Any]] = {
+    "inverter/remove": {"id": "99"},
+    "command/query": {"command_id": "599"},
+    "task/result": {"task_id": "never-sent"},
+}
+"""Requests naming something the bridge cannot resolve: refused, since the lists cannot be checked."""
+
+MUTATING = {"group/add": {"name": "n"}, "group/rename": {"id": ALLOWED_GROUP, "name": "n"},
+            "group/remove": {"id": ALLOWED_GROUP}, "inverter/add": {"group_id": ALLOWED_GROUP, "sn": ALLOWED_SN},
+            "inverter/remove": {"id": "11"}, "inverter/replace": {"id": "11", "new_sn": ALLOWED_SN},
+            "device/bind": {"sns": [ALLOWED_SN]}}  # fmt: skip
+
+
+def guard(*, read_only: bool = False, lists: bool = True) -> Guard:
+    return Guard(allow_groups=frozenset({ALLOWED_GROUP}) if lists else frozenset(),
+                 allow_inverters=frozenset({ALLOWED_SN}) if lists else frozenset(), read_only=read_only,
+                 inverter_of=ROWS.get, call_scope=lambda c, t: CALLS.get(c or t or ""))  # fmt: skip
+
+
+async def ask(client: CloudClient, op: str, body: dict[str, Any], g: Guard) -> dict[str, Any]:
+    import msgspec
+
+    response = await handle_request(client, op, msgspec.json.encode(body), max_payload=65536, guard=g)
+    return {"status": response.status, "code": response.error.code if response.error else None}
+
+
+def test_the_tables_cover_every_op() -> None:
+    """A new op must say what it touches and whether it changes the account, or this test fails."""
+    assert set(OUTSIDE) == set(OPS)
+    assert set(MUTATING) == {name for name, op in OPS.items() if op.mutating}
+
+
+@pytest.mark.parametrize("op", sorted(op for op, body in OUTSIDE.items() if body is not None))
+async def test_a_request_outside_the_allow_lists_is_refused_with_no_call(
+    op: str, client: CloudClient, sim: RunningSimulator
+) -> None:
+    """`not_allowed`, and the simulator saw nothing."""
+    before = len(sim.simulator.calls)
+    assert await ask(client, op, OUTSIDE[op], guard()) == {"status": "error", "code": "not_allowed"}
+    assert len(sim.simulator.calls) == before
+
+
+@pytest.mark.parametrize("op", sorted(UNKNOWN))
+async def test_what_cannot_be_resolved_is_refused_under_allow_lists(
+    op: str, client: CloudClient, sim: RunningSimulator
+) -> None:
+    """An inverter row or a control call the bridge does not know: `not_allowed`, no call."""
+    before = len(sim.simulator.calls)
+    assert await ask(client, op, UNKNOWN[op], guard()) == {"status": "error", "code": "not_allowed"}
+    assert len(sim.simulator.calls) == before
+
+
+@pytest.mark.parametrize("op", sorted(MUTATING))
+async def test_read_only_refuses_every_op_that_changes_the_account(
+    op: str, client: CloudClient, sim: RunningSimulator
+) -> None:
+    """With `management.read_only`, each mutating op is `not_allowed` before any call (no allow-lists)."""
+    before = len(sim.simulator.calls)
+    assert await ask(client, op, MUTATING[op], guard(read_only=True, lists=False)) == {
+        "status": "error", "code": "not_allowed"}  # fmt: skip
+    assert len(sim.simulator.calls) == before
+
+
+@pytest.mark.parametrize(("op", "body"), [("command/query", {"command_id": "501"}),
+                                          ("task/result", {"task_id": "t-in"}),
+                                          ("inverter/list", {"group_id": ALLOWED_GROUP})])  # fmt: skip
+async def test_a_request_inside_the_allow_lists_reaches_the_api(
+    op: str, body: dict[str, Any], client: CloudClient, sim: RunningSimulator
+) -> None:
+    """The checks refuse only what is outside: these make their call (whatever the API answers)."""
+    before = len(sim.simulator.calls)
+    assert (await ask(client, op, body, guard()))["code"] != "not_allowed"
+    assert len(sim.simulator.calls) > before
