@@ -81,7 +81,9 @@ def run(seconds: float = 60, every: float = 5.0, groups: int = 20) -> str:
     ]
     for window in (1.0, 2.0, 5.0, 10.0):
         allowed = BURST + RATE * window
-        lines.append(f"| most calls in any {window:g} s window (allowed {allowed:g}) | {max_in_window(stamps, window)} |")
+        lines.append(
+            f"| most calls in any {window:g} s window (allowed {allowed:g}) | {max_in_window(stamps, window)} |"
+        )
     lines += [f"| calls refused as over the limit | {refused} |",
               f"| bans | {sum(1 for c in calls if c['outcome'] == 'banned')} |", ""]  # fmt: skip
     return "\n".join(lines)

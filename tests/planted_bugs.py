@@ -4,7 +4,8 @@ runs the test README names for that guarantee: it must fail with the bug and pas
     .venv/bin/python tests/planted_bugs.py            # all (about 3 minutes)
     .venv/bin/python tests/planted_bugs.py ack-order  # one, by name
 
-The copy is imported through PYTHONPATH, so bridges the tests start as processes run the planted bug too.
+The tests run in the copy and import the package from it (PYTHONPATH), so bridges the tests start as
+processes run the planted bug too.
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ BUGS = (
 def planted(bug: Bug, workdir: Path) -> Path:
     """A copy of the package with `bug` in it; raises if an edit no longer matches the code."""
     target = workdir / bug.name
-    shutil.copytree(ROOT / "semookii_bridge", target / "semookii_bridge")
+    for part in ("semookii_bridge", "tests"):
+        shutil.copytree(ROOT / part, target / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", target / "pyproject.toml")
     path = target / "semookii_bridge" / bug.module
     text = path.read_text()
     for old, new in bug.edits:
@@ -112,11 +115,11 @@ def planted(bug: Bug, workdir: Path) -> Path:
     return target
 
 
-def fails(test: str, pythonpath: Path | None) -> bool:
-    env = {**os.environ}
-    if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test], cwd=ROOT,
+def fails(test: str, tree: Path) -> bool:
+    """Whether `test` fails when run in `tree` (the package imported from there, by the tests and by the
+    bridges they start)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test], cwd=tree,
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)  # fmt: skip
     return run.returncode != 0
 
@@ -127,7 +130,7 @@ def main(names: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="planted-") as tmp:
         for bug in chosen:
             caught = fails(bug.test, planted(bug, Path(tmp)))
-            clean = not fails(bug.test, None)
+            clean = not fails(bug.test, ROOT)
             ok = caught and clean
             problems += not ok
             print(f"{'ok ' if ok else 'BAD'} {bug.name:32} caught={caught} passes-without={clean} {bug.test}")
