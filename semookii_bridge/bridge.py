@@ -28,7 +28,8 @@ from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
 from .inventory import Inventory
 from .jobs import Job, entry_from_job, job_from_entry
-from .journal import DuplicateRequest, Entry, Journal
+from .journal import DuplicateRequest, Entry
+from .journal_protocol import CommandJournal
 from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
 from .management import Guard, ManagementApi, busy, handle_request, scope_of
 from .merging import MergePolicy
@@ -56,7 +57,7 @@ class Bridge:
         *,
         api: BridgeApi,
         publisher: Publisher,
-        journal: Journal,
+        journal: CommandJournal,
         limiter: RateLimiter,
         clock: Callable[[], float] = steady,
         wall: Callable[[], float] = time.time,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -134,10 +135,26 @@ class ManagementConfig(_Section, frozen=True):
 
 
 class JournalConfig(_Section, frozen=True):
-    """The local SQLite journal that makes accepted commands survive a crash."""
+    """The journal that makes accepted commands survive a crash: a local SQLite file at `path`, or, with `url`,
+    PostgreSQL shared by several bridges (required by `[ha]`)."""
 
     path: str = "semookii-bridge.db"
     synchronous: Literal["normal", "full"] = "normal"
+    url: Annotated[str, msgspec.Meta(pattern=r"^$|^postgres(ql)?://")] = ""
+    """`postgresql://user[:password]@host:port/database`; empty: the SQLite file at `path`."""
+
+
+class HaConfig(_Section, frozen=True):
+    """Hot standby: any number of bridges share one PostgreSQL journal and configuration; one leads."""
+
+    enabled: bool = False
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.\-]{0,64}$")] = ""
+    """This instance's name in `vpp/bridge/instance/<name>/state`; empty: `<host>-<pid>`."""
+    lease: Annotated[float, msgspec.Meta(ge=1.0, le=60.0)] = 3.0
+    """Seconds a leader's lease lasts without renewal: a dead leader's commands wait about this long."""
+
+    def instance_name(self) -> str:
+        return self.name or f"{socket.gethostname()}-{os.getpid()}"
 
 
 class HttpConfig(_Section, frozen=True):
@@ -212,8 +229,13 @@ class BridgeConfig(_Section, frozen=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     sparkplug: SparkplugConfig = msgspec.field(default_factory=SparkplugConfig)
+    ha: HaConfig = msgspec.field(default_factory=HaConfig)
 
     def __post_init__(self) -> None:
+        if self.ha.enabled and not self.journal.url:
+            raise ValueError("ha.enabled needs the PostgreSQL journal: set journal.url (SQLite is one host's file)")
+        if self.ha.enabled and self.cluster.clustered:
+            raise ValueError("ha.enabled and cluster.instances > 1 exclude each other: one leader carries the load")
         if self.cluster.clustered and self.mqtt.protocol != 5:
             raise ValueError(
                 "cluster.instances > 1 needs mqtt.protocol = 5 (shared subscriptions, forwarded properties)"
@@ -350,4 +372,10 @@ def redacted(cfg: BridgeConfig) -> dict[str, Any]:
     for section in ("mqtt", "sparkplug"):
         if doc[section].get("password"):
             doc[section]["password"] = "***"
+    doc["journal"]["url"] = url_without_password(doc["journal"]["url"])
     return doc
+
+
+def url_without_password(url: str) -> str:
+    """A database URL fit for logs and `config show`: its password replaced by stars."""
+    return re.sub(r"^([a-z]+://[^:/@]+):.*@", r"\1:***@", url)

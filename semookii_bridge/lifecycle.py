@@ -15,7 +15,7 @@ from .commands import echo, to_params
 from .config import CommandsConfig
 from .errors import ErrorInfo
 from .jobs import Job, job_from_entry
-from .journal import Journal
+from .journal_protocol import CommandJournal
 from .payloads import StateMessage, Status
 from .polling import TRACKED, QueryApi, ResultPolls, Tokens
 from .topics import Target, Topics
@@ -60,7 +60,7 @@ class Lifecycle:
         self,
         *,
         api: ControlApi,
-        journal: Journal,
+        journal: CommandJournal,
         publisher: Publisher,
         topics: Topics,
         config: CommandsConfig,

@@ -16,7 +16,7 @@ from .backoff import Backoff
 from .config import CommandsConfig
 from .errors import ErrorInfo
 from .jobs import Job, job_from_entry
-from .journal import Journal
+from .journal_protocol import CommandJournal
 from .payloads import Status
 from .poll_schedule import PollSchedule
 from .ratelimit import Priority, QuotaExhausted
@@ -74,7 +74,7 @@ class ResultPolls:
         self,
         *,
         api: QueryApi,
-        journal: Journal,
+        journal: CommandJournal,
         report: Reporter,
         config: CommandsConfig,
         clock: Callable[[], float],

@@ -18,6 +18,7 @@ from .bridge import Bridge, topics_for
 from .budget import KINDS
 from .config import BridgeConfig
 from .journal import Journal
+from .journal_protocol import CommandJournal
 from .mqtt import MqttLink
 from .observability import LiveSample, Observability
 from .ratelimit import QuotaExhausted, RateLimiter, TokenBucket
@@ -25,6 +26,7 @@ from .secret import Secret
 from .timeline import Timeline, resume
 
 if TYPE_CHECKING:
+    from .ha import Leadership
     from .sparkplug.edge import EdgeNode
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ class Service:
             default_pause=rl.pause_on_429,
             poll_share=rl.poll_share,
         )
-        self.journal: Journal | None = None
+        self.journal: CommandJournal | None = None
+        self.leadership: Leadership | None = None
         self.bridge: Bridge | None = None
         self.link: MqttLink | None = None
         self.edge: EdgeNode | None = None
@@ -61,9 +64,8 @@ class Service:
     async def start(self) -> None:
         """Open the journal and the API client, connect, recover the journal, then take messages."""
         cfg = self.config
-        self.journal = Journal(cfg.journal.path, synchronous=cfg.journal.synchronous)
-        self._stack.callback(self.journal.close)
-        timeline = self._resume_time(self.journal)
+        self.journal, timeline = await self._open_journal()
+        self._resume_budget(self.journal, timeline)
         api = await self._stack.enter_async_context(self._api_client())
         bridge, link = self._build(api, self.journal, timeline)
         self.obs.bind(self._sample)
@@ -81,25 +83,38 @@ class Service:
             await self._start_sparkplug()
         log.info("bridge_started prefix=%s api=%s dry_run=%s", cfg.mqtt.prefix, api.base_url, cfg.commands.dry_run)
 
-    def _resume_time(self, journal: Journal) -> Timeline:
-        """The journal's timeline, and the rate limiter and quota going on from what the journal holds.
+    async def _open_journal(self) -> tuple[CommandJournal, Timeline]:
+        """The SQLite file, or (with `journal.url`) the shared PostgreSQL journal, where with `[ha]` this
+        waits as a standby until it leads; and the journal's timeline."""
+        cfg = self.config.journal
+        if cfg.url:
+            from .high_availability import open_shared
 
-        The bucket's state and the day's count are written with each granted call, and each call waits for
-        them to be on disk before it leaves: neither a restart nor a SIGKILL starts from a full bucket or
-        under-counts the day's quota.
-        """
+            shared = await open_shared(self.config, self._stack)
+            self.leadership = shared.leadership
+            return shared.journal, shared.timeline
+        journal = Journal(cfg.path, synchronous=cfg.synchronous)
+        self._stack.callback(journal.close)
         timeline = resume(journal)
         journal.use_clock(timeline)
+        return journal, timeline
+
+    def _resume_budget(self, journal: CommandJournal, timeline: Timeline) -> None:
+        """The rate limiter and quota going on from what the journal holds.
+
+        The bucket's state and the day's count are written with each granted call, and each call waits for
+        them to be on record before it leaves: neither a restart, a SIGKILL nor a takeover starts from a full
+        bucket or under-counts the day's quota. With a leader's fence every call waits for it too.
+        """
         bucket = self.limiter.bucket
         bucket.attach(journal, timeline, doubt=timeline.doubt)
         if self.config.rate_limit.daily_quota:
             bucket.quota.attach(journal)
-        if self.config.rate_limit.daily_quota or not bucket.unlimited:
+        if self.config.rate_limit.daily_quota or not bucket.unlimited or self.leadership is not None:
             self.limiter.after_grant = journal.durable
         checkpoints = asyncio.get_running_loop().create_task(_checkpoint_loop(journal, timeline))
         self._stack.callback(lambda: journal.save_clock_anchor(timeline.anchor()))
         self._stack.callback(checkpoints.cancel)
-        return timeline
 
     async def _start_sparkplug(self) -> None:
         """The Sparkplug B edge node, a client of the JSON topics on its own session (loaded only when on)."""
@@ -116,7 +131,7 @@ class Service:
                            retry=self._retry, gate=LimiterGate(self.limiter), max_connections=api.max_connections,
                            observer=self.obs.observe_call)  # fmt: skip
 
-    def _build(self, api: CloudClient, journal: Journal, timeline: Timeline) -> tuple[Bridge, MqttLink]:
+    def _build(self, api: CloudClient, journal: CommandJournal, timeline: Timeline) -> tuple[Bridge, MqttLink]:
         """The MQTT link and the bridge, each calling the other (the link's callbacks find the bridge later)."""
         cfg = self.config
         bridge: Bridge | None = None
@@ -127,6 +142,7 @@ class Service:
             info=lambda: _require(bridge).info(),
             before_ack=journal.durable,
             on_overload=lambda msg: _require(bridge).refuse_overloaded(msg),
+            will_delay=int(2 * cfg.ha.lease + 2) if cfg.ha.enabled else 0,
         )
         bridge = Bridge(cfg, api=api, publisher=link, journal=journal, limiter=self.limiter, clock=timeline,
                         clock_doubt=timeline.doubt, observer=self.obs.observe_status,
@@ -163,7 +179,7 @@ class Service:
         log.info("bridge_stopped")
 
 
-async def _checkpoint_loop(journal: Journal, timeline: Timeline, every: float = 10.0) -> None:
+async def _checkpoint_loop(journal: CommandJournal, timeline: Timeline, every: float = 10.0) -> None:
     """Journal how far the timeline got, so that after a reboot it goes on from no earlier than that."""
     while True:
         await asyncio.sleep(every)

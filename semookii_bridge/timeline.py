@@ -108,3 +108,15 @@ def _after_reboot(
     if start > lower:
         log.warning("clock_doubt after=reboot doubt_seconds=%.0f since_boot_seconds=%.0f", start - lower, up)
     return Timeline(start - up, boot=boot, doubt=start - lower, elapsed=elapsed)
+
+
+def resume_shared(store: AnchorStore, now: float, *, elapsed: Callable[[], float] = since_boot) -> Timeline:
+    """The timeline of a journal shared by several hosts (PostgreSQL): no boot clock is common to them, so it
+    goes on from the database's clock (`now`, read at takeover), never from before the latest instant
+    written; its anchor saved."""
+    anchor = store.clock_anchor()
+    highs = [x for x in (anchor.high if anchor else None, store.latest_instant()) if x is not None]
+    start = max([now, *highs])
+    timeline = Timeline(start - elapsed(), boot=None, elapsed=elapsed)
+    store.save_clock_anchor(timeline.anchor())
+    return timeline

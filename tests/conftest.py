@@ -104,3 +104,29 @@ async def make_bridge(
     yield start
     for service in started:
         await service.stop()
+
+
+# ---- PostgreSQL (the shared journal) ------------------------------------------------------------------
+
+import itertools  # noqa: E402
+
+from .postgres import Postgres  # noqa: E402
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL server for the session (each test gets a database of its own)."""
+    server = Postgres()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def pg_url(postgres_server: Postgres) -> str:
+    """A fresh, empty database on the session's server."""
+    name = f"t{next(_databases)}"
+    postgres_server.sql(f"CREATE DATABASE {name}")
+    return postgres_server.url.rsplit("/", 1)[0] + f"/{name}"

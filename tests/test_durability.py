@@ -31,7 +31,7 @@ def terminal_states(probe: Probe, topic_prefix: str = "vpp/") -> dict[str, list[
         if (
             m.topic.startswith(topic_prefix)
             and m.topic.endswith("/state")
-            and m.topic != "vpp/bridge/state"
+            and not m.topic.startswith("vpp/bridge/")
             and m.payload
         ):
             doc = m.json()

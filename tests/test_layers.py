@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "semookii_bridge"
-EDGES = {"paho": ("mqtt/",), "aiohttp": ("api/", "simulator/", "http_server.py"), "google": ("sparkplug/",)}
+EDGES = {"paho": ("mqtt/",), "aiohttp": ("api/", "simulator/", "http_server.py"), "google": ("sparkplug/",),
+         "asyncpg": ("postgres.py",)}  # fmt: skip
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -21,7 +22,8 @@ def imported_roots(path: Path) -> set[str]:
 
 
 def test_transports_are_imported_only_at_the_edges() -> None:
-    """paho only in mqtt/, aiohttp only in api/, simulator/ and http_server.py, protobuf only in sparkplug/."""
+    """paho only in mqtt/, aiohttp only in api/, simulator/ and http_server.py, protobuf only in sparkplug/,
+    asyncpg only in postgres.py."""
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE).as_posix()
         for library, allowed in EDGES.items():
@@ -37,7 +39,7 @@ def test_the_core_loads_without_the_http_client() -> None:
 
     code = ("import sys, semookii_bridge.bridge, semookii_bridge.lifecycle, semookii_bridge.management, "
             "semookii_bridge.dispatcher, semookii_bridge.inventory, semookii_bridge.merging; "
-            "print(sorted(m for m in ('aiohttp', 'paho', 'semookii_bridge.sparkplug', 'google.protobuf') "
+            "print(sorted(m for m in ('aiohttp', 'paho', 'semookii_bridge.sparkplug', 'google.protobuf', 'asyncpg') "
             "if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"

@@ -72,8 +72,15 @@ async def _serve(cfg: config.BridgeConfig, token: Secret) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     service = Service(cfg, token)
+    starting = asyncio.ensure_future(service.start())
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        await service.start()
-        await stop.wait()
+        # A standby waits in start() until it leads: a signal meanwhile ends the wait.
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()
+            await stopping
     finally:
+        starting.cancel()
+        stopping.cancel()
         await service.stop()

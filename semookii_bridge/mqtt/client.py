@@ -33,6 +33,9 @@ class Will(msgspec.Struct, frozen=True):
     topic: str
     payload: bytes
     retain: bool = True
+    delay: int = 0
+    """MQTT 5 Will Delay Interval: the broker waits this long, and sends nothing if the session is resumed
+    meanwhile (a standby taking over the same client id)."""
 
 
 def build_client(
@@ -53,7 +56,11 @@ def build_client(
     client.manual_ack_set(True)
     client.max_queued_messages_set(OUT_LIMIT)
     client.set_window(cfg.max_inflight)
-    client.will_set(will.topic, will.payload, qos=1, retain=will.retain)
+    will_properties = None
+    if v5 and will.delay:
+        will_properties = Properties(PacketTypes.WILLMESSAGE)
+        will_properties.WillDelayInterval = will.delay
+    client.will_set(will.topic, will.payload, qos=1, retain=will.retain, properties=will_properties)
     credentials(client, cfg)
     connect_kwargs: dict[str, Any] = {}
     if v5:

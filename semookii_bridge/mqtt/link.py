@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .. import wire
@@ -56,8 +58,11 @@ class MqttLink:
         info: Callable[[], dict[str, Any]] | None = None,
         before_ack: Callable[[], Awaitable[None]] | None = None,
         on_overload: Callable[[Incoming], None] | None = None,
+        will_delay: int = 0,
     ) -> None:
         self.config = config
+        self._will_delay = will_delay if config.protocol == 5 else 0
+        """With a hot standby: `offline` only if no standby resumes the session within this many seconds."""
         self.topics = topics
         self._on_message = on_message
         self._info = info
@@ -89,7 +94,7 @@ class MqttLink:
     # ---- set-up ---------------------------------------------------------------------------------------
 
     def _make_client(self) -> BufferedClient:
-        will = Will(self.topics.bridge_state, _presence("offline", self.topics.instance))
+        will = Will(self.topics.bridge_state, _presence("offline", self.topics.instance), delay=self._will_delay)
         client = build_client(self.config, will, loop_thread=lambda: self._loop_thread, on_pending=self._schedule_flush)
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
@@ -128,17 +133,25 @@ class MqttLink:
         if self._connector is not None:
             self._connector.cancel()
             await asyncio.gather(self._connector, return_exceptions=True)
+        if self._will_delay:
+            # A standby may resume the session: leave `offline` to the delayed will, which it then cancels.
+            self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+        else:
+            await self._say_offline()
+            self._client.disconnect()
+        self._flush()
+        if self._misc is not None:
+            self._misc.cancel()
+        self._detach()
+
+    async def _say_offline(self) -> None:
+        """Publish the retained `offline` and wait (up to 2 s) for the broker to have it."""
         if self._connected.is_set():
             sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             offline = _presence("offline", self.topics.instance)
             self.publish(self.topics.bridge_state, offline, retain=True, on_sent=completer(sent))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sent, 2.0)
-        self._client.disconnect()
-        self._flush()
-        if self._misc is not None:
-            self._misc.cancel()
-        self._detach()
 
     # ---- the socket, driven by the loop -----------------------------------------------------------------
 

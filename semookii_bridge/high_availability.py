@@ -1,0 +1,116 @@
+"""Wiring of the shared journal (PostgreSQL) and the hot standby: connections, the wait as a standby, the
+presence topic of each instance, and fail-stop when the lease is lost.
+
+Fail-stop is deliberate: a leader that lost its lease exits at once (code 75), which also closes its MQTT
+connection and every HTTP request it had not sent; a supervisor (systemd `Restart=always`) starts it again
+as a candidate. Nothing of a demoted leader can linger and act.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+
+from .config import BridgeConfig, url_without_password
+from .ha import Leadership, Role
+from .journal_shared import Fence, Fenced, SharedJournal
+from .mqtt.client import Will
+from .mqtt.session import MqttSession
+from .postgres import Postgres
+from .timeline import Timeline, resume_shared
+
+log = logging.getLogger(__name__)
+
+LOST_LEADERSHIP = 75
+"""Exit code of a bridge that stopped leading (EX_TEMPFAIL: start it again)."""
+
+
+class InstanceState(msgspec.Struct, frozen=True):
+    """Retained on `<prefix>/bridge/instance/<name>/state`."""
+
+    role: Role
+    epoch: int | None
+    since: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Presence:
+    """Each instance's own small MQTT session: its role, retained, and `offline` as its will."""
+
+    def __init__(self, cfg: BridgeConfig, name: str) -> None:
+        self.topic = f"{cfg.mqtt.prefix}/bridge/instance/{name}/state"
+        self.state = InstanceState("standby", None, _now())
+        offline = msgspec.json.encode(InstanceState("offline", None, _now()))
+        self.session = MqttSession(cfg.mqtt, f"{cfg.mqtt.client_id}-{name}", will=lambda: Will(self.topic, offline),
+                                   on_connect=self._publish, on_message=lambda _msg: None)  # fmt: skip
+
+    def _publish(self) -> None:
+        self.session.publish(self.topic, msgspec.json.encode(self.state), qos=1, retain=True)
+
+    def role(self, role: Role, epoch: int | None) -> None:
+        self.state = InstanceState(role, epoch, _now())
+        self._publish()
+
+    async def stop(self) -> None:
+        await self.session.stop(last=(self.topic, msgspec.json.encode(InstanceState("offline", None, _now()))))
+
+
+@dataclass
+class Shared:
+    """What the shared journal brings up: the journal, its timeline, and (with `[ha]`) the leadership."""
+
+    journal: SharedJournal
+    timeline: Timeline
+    leadership: Leadership | None
+
+
+def fail_stop(reason: str) -> None:
+    """Stop this process now: it may no longer act as the leader."""
+    log.critical("bridge_stopping reason=%s exit_code=%d", reason, LOST_LEADERSHIP)
+    logging.shutdown()
+    os._exit(LOST_LEADERSHIP)
+
+
+async def open_shared(cfg: BridgeConfig, stack: AsyncExitStack) -> Shared:
+    """Connect to PostgreSQL, wait to lead (with `[ha]`), then load the journal. Undone by `stack`."""
+    db = Postgres(cfg.journal.url)
+    stack.push_async_callback(db.close)
+    await db.setup()
+    log.info("journal_shared url=%s", url_without_password(cfg.journal.url))
+    leadership, fence = None, None
+    if cfg.ha.enabled:
+        leadership = await _lead(cfg, stack)
+        assert leadership.epoch is not None
+        fence = Fence(leadership.epoch, leadership.name)
+    snapshot = await db.load()
+    journal = SharedJournal(db, snapshot, fence=fence, on_fenced=lambda exc: fail_stop(str(exc)))
+    stack.push_async_callback(journal.aclose)
+    timeline = resume_shared(journal, snapshot.now)
+    journal.use_clock(timeline)
+    return Shared(journal, timeline, leadership)
+
+
+async def _lead(cfg: BridgeConfig, stack: AsyncExitStack) -> Leadership:
+    """Announce this instance, wait as a standby until it holds the lease; released again by `stack`."""
+    name = cfg.ha.instance_name()
+    presence = Presence(cfg, name)
+    presence.session.start()
+    stack.push_async_callback(presence.stop)
+    lease_db = Postgres(cfg.journal.url, timeout=max(1.0, cfg.ha.lease / 2))
+    stack.push_async_callback(lease_db.close)
+    leadership = Leadership(lease_db, name, cfg.ha.lease, on_lost=fail_stop, on_role=presence.role)
+    log.info("ha_standby name=%s lease=%g", name, cfg.ha.lease)
+    await leadership.acquire()
+    stack.push_async_callback(leadership.release)
+    return leadership
+
+
+__all__ = ["LOST_LEADERSHIP", "Fenced", "Presence", "Shared", "fail_stop", "open_shared"]

@@ -1,0 +1,201 @@
+"""PostgreSQL through asyncpg: the shared journal's tables, its fenced writes, and the leader's lease.
+
+The only module that imports asyncpg (as `mqtt/` is for paho and `api/` for aiohttp): the rest of the code
+sees `Snapshot`, `Batch` and plain values. Every write of the shared journal is one transaction that first
+checks, under a share lock on the lease row, that the writer still holds the lease with its epoch (the
+fencing token); a takeover's update of that row waits for such a transaction and every later one fails.
+Times of the lease are the database's (`clock_timestamp()`), so the hosts' clocks do not matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import msgspec
+
+from .journal import Entry
+from .journal_shared import COLUMNS, Batch, Fence, Fenced, Snapshot, StoreUnavailable
+from .ratelimit import BucketState
+from .timeline import Anchor
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+    request_id     TEXT PRIMARY KEY,
+    target_kind    TEXT NOT NULL,
+    target_id      TEXT,
+    command        BYTEA NOT NULL,
+    status         TEXT NOT NULL,
+    received_at    DOUBLE PRECISION NOT NULL,
+    deadline       DOUBLE PRECISION NOT NULL,
+    delivery_hash  TEXT,
+    command_id     TEXT,
+    task_id        TEXT,
+    track_until    DOUBLE PRECISION,
+    response_topic TEXT,
+    correlation    BYTEA,
+    updated_at     DOUBLE PRECISION NOT NULL,
+    results        BYTEA,
+    error          BYTEA,
+    announced      INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS api_calls (day TEXT PRIMARY KEY, used INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS clock (
+    id INTEGER PRIMARY KEY CHECK (id = 1), boot_id TEXT, "offset" DOUBLE PRECISION NOT NULL,
+    high DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS limiter (
+    id INTEGER PRIMARY KEY CHECK (id = 1), tokens DOUBLE PRECISION NOT NULL, stamp DOUBLE PRECISION NOT NULL,
+    paused_until DOUBLE PRECISION NOT NULL, banned_until DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ha_lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL, holder TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL, since TIMESTAMPTZ NOT NULL
+);
+INSERT INTO ha_lease VALUES (1, 0, '', '-infinity', now()) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+"""
+
+_UPSERT = (
+    f"INSERT INTO commands ({','.join(COLUMNS)}) VALUES ({','.join(f'${i + 1}' for i in range(len(COLUMNS)))}) "  # noqa: S608
+    f"ON CONFLICT (request_id) DO UPDATE SET {','.join(f'{c} = EXCLUDED.{c}' for c in COLUMNS[1:])}"
+)
+_FENCE = ("SELECT 1 FROM ha_lease WHERE id = 1 AND epoch = $1 AND holder = $2 AND expires_at > clock_timestamp() "
+          "FOR SHARE")  # fmt: skip
+_TRANSIENT = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+"""What drops the connection and is retried: the network, the server going away or restarting (it says so with
+an error, e.g. `AdminShutdownError`), a connection left mid-operation. Logged with the server's text."""
+
+
+class Postgres:
+    """One connection to the journal's database, opened again when it breaks."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+        self.url, self.timeout = url, timeout
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        """One operation at a time: an asyncpg connection runs one query at a time."""
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            try:
+                self._conn = await asyncpg.connect(self.url, timeout=self.timeout, command_timeout=self.timeout)
+            except (*_TRANSIENT, TimeoutError) as exc:
+                raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from None
+        return self._conn
+
+    async def _run(self, work: Any) -> Any:
+        """Run `work(connection)`; a broken connection is dropped and reported as StoreUnavailable."""
+        async with self._lock:
+            conn = await self._connection()
+            try:
+                return await work(conn)
+            except (*_TRANSIENT, TimeoutError) as exc:
+                await self.close()
+                raise StoreUnavailable(f"PostgreSQL: {type(exc).__name__}: {exc}") from None
+
+    async def setup(self) -> None:
+        """Create the tables (idempotent, serialised by an advisory lock so two bridges may start together)."""
+
+        async def work(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(4157)")
+                await conn.execute(SCHEMA)
+
+        await self._run(work)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.terminate()
+
+    # ---- the journal --------------------------------------------------------------------------------
+
+    async def load(self) -> Snapshot:
+        """Everything the journal holds, read in one transaction."""
+
+        async def work(conn: asyncpg.Connection) -> Snapshot:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                rows = await conn.fetch(f"SELECT {','.join(COLUMNS)} FROM commands")  # noqa: S608
+                calls = await conn.fetch("SELECT day, used FROM api_calls")
+                bucket = await conn.fetchrow("SELECT tokens, stamp, paused_until, banned_until FROM limiter")
+                anchor = await conn.fetchrow('SELECT boot_id, "offset", high FROM clock')
+                now = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+            return Snapshot(
+                rows=[msgspec.convert(dict(r), Entry) for r in rows],
+                calls={r["day"]: r["used"] for r in calls},
+                bucket=BucketState(*bucket) if bucket else None,
+                anchor=Anchor(*anchor) if anchor else None,
+                now=float(now),
+            )
+
+        result: Snapshot = await self._run(work)
+        return result
+
+    async def flush(self, batch: Batch, fence: Fence | None) -> None:
+        """Write `batch` in one transaction, after checking the fence; raises Fenced if it no longer holds."""
+
+        async def work(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                if fence is not None and await conn.fetchval(_FENCE, fence.epoch, fence.holder) is None:
+                    raise Fenced(f"epoch {fence.epoch} of {fence.holder} no longer holds the lease")
+                if batch.deleted:
+                    await conn.execute("DELETE FROM commands WHERE request_id = ANY($1::text[])", batch.deleted)
+                if batch.rows:
+                    await conn.executemany(_UPSERT, batch.rows)
+                await _flush_small(conn, batch)
+
+        await self._run(work)
+
+    # ---- the lease ----------------------------------------------------------------------------------
+
+    async def acquire(self, holder: str, lease: float) -> int | None:
+        """Take the lease if it has expired (the database's clock), bumping the epoch; the new epoch or None."""
+        sql = ("UPDATE ha_lease SET epoch = epoch + 1, holder = $1, since = clock_timestamp(), "
+               "expires_at = clock_timestamp() + $2 * interval '1 second' "
+               "WHERE id = 1 AND expires_at <= clock_timestamp() RETURNING epoch")  # fmt: skip
+        epoch = await self._run(lambda conn: conn.fetchval(sql, holder, lease))
+        return int(epoch) if epoch is not None else None
+
+    async def renew(self, epoch: int, holder: str, lease: float) -> bool:
+        """Extend a lease still held; False when it was lost (expired, or taken over)."""
+        sql = ("UPDATE ha_lease SET expires_at = clock_timestamp() + $3 * interval '1 second' WHERE id = 1 "
+               "AND epoch = $1 AND holder = $2 AND expires_at > clock_timestamp() RETURNING 1")  # fmt: skip
+        return await self._run(lambda conn: conn.fetchval(sql, epoch, holder, lease)) is not None
+
+    async def release(self, epoch: int, holder: str) -> None:
+        """Give the lease up at once (a graceful stop), so a standby need not wait for it to expire."""
+        sql = "UPDATE ha_lease SET expires_at = clock_timestamp() WHERE id = 1 AND epoch = $1 AND holder = $2"
+        await self._run(lambda conn: conn.execute(sql, epoch, holder))
+
+    async def lease_holder(self) -> tuple[int, str, float]:
+        """(epoch, holder, seconds until it expires; negative once expired)."""
+        sql = "SELECT epoch, holder, extract(epoch FROM expires_at - clock_timestamp())::float8 FROM ha_lease"
+        row = await self._run(lambda conn: conn.fetchrow(sql))
+        return int(row[0]), str(row[1]), float(row[2]) if row[2] is not None else -1.0
+
+    async def next_value(self, key: str) -> int:
+        """A counter that grows by one per call (the Sparkplug bdSeq), kept with the journal."""
+        sql = ("INSERT INTO kv VALUES ($1, 0) ON CONFLICT (key) DO UPDATE SET value = kv.value + 1 "
+               "RETURNING value")  # fmt: skip
+        return int(await self._run(lambda conn: conn.fetchval(sql, key)))
+
+
+async def _flush_small(conn: asyncpg.Connection, batch: Batch) -> None:
+    """The one-row tables of a batch: the day's calls, the limiter, the timeline's anchor."""
+    if batch.calls:
+        await conn.executemany("INSERT INTO api_calls VALUES ($1, $2) ON CONFLICT (day) DO UPDATE SET used = $2",
+                               list(batch.calls.items()))  # fmt: skip
+    if batch.bucket is not None:
+        b = batch.bucket
+        await conn.execute("INSERT INTO limiter VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET "
+                           "tokens = $1, stamp = $2, paused_until = $3, banned_until = $4",
+                           b.tokens, b.stamp, b.paused_until, b.banned_until)  # fmt: skip
+    if batch.anchor is not None:
+        a = batch.anchor
+        await conn.execute('INSERT INTO clock VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET boot_id = $1, '
+                           '"offset" = $2, high = $3', a.boot_id, a.offset, a.high)  # fmt: skip
