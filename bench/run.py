@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import failover
 import overload
 import restarts
 
@@ -49,6 +50,7 @@ def main() -> None:
         ("flood", lambda: flood.run(10)),
         ("budget", lambda: budget.run(60.0 if args.quick else 120.0)),
         ("restarts", lambda: restarts.run(30.0 if args.quick else 60.0)),
+        ("failover", lambda: failover.run(5 if args.quick else 20)),
         ("overload", lambda: overload.run(0.1 if args.quick else 1.0)),
         ("node-red", lambda: nodered.run(200, 10)),
         ("decode", lambda: decode.run(1.0)),

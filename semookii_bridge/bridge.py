@@ -19,7 +19,6 @@ import msgspec
 
 from . import __version__, wire
 from .admission import Admission, delivery_hash, guess_request_id
-from .aio import completer
 from .budget import BudgetReporter, CallLog
 from .clock import steady
 from .commands import Command, echo, is_safety
@@ -36,7 +35,7 @@ from .merging import MergePolicy
 from .payloads import INTERFACE_VERSION, Incoming, Response, Status
 from .polling import silent
 from .ratelimit import QuotaExhausted, RateLimiter
-from .topics import ControlRoute, RequestRoute, Target, Topics, owner_of
+from .topics import ControlRoute, RequestRoute, Target, Topics
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,6 @@ class Bridge:
         self.clock_doubt = clock_doubt
         """Seconds `clock` may run ahead of real time (after a reboot): the dedup window is kept that much longer."""
         self.topics = topics_for(config)
-        self._cluster = config.cluster
         self.inventory = Inventory(clock)
         self.lifecycle = Lifecycle(
             api=api, journal=journal, publisher=publisher, topics=self.topics, config=config.commands, clock=clock,
@@ -134,8 +132,6 @@ class Bridge:
         return {
             "version": __version__,
             "interface": INTERFACE_VERSION,
-            "instance": self._cluster.index if self._cluster.clustered else None,
-            "instances": self._cluster.instances,
             "prefix": self.topics.prefix,
             "rate_limit": {
                 "rate": rl.rate,
@@ -167,26 +163,7 @@ class Bridge:
         if isinstance(route, RequestRoute):
             self._request(route.op, msg)
             return
-        if self._cluster.clustered and not route.forwarded and not msg.retain:
-            owner = owner_of(route.target, self._cluster.instances)
-            if owner != self._cluster.index:
-                await self._forward(owner, msg)
-                return
         self._intake(route, msg)
-
-    async def _forward(self, owner: int, msg: Incoming) -> None:
-        """Hand a command to the instance that owns its target; returns once the broker has it (then ack)."""
-        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.publisher.publish(
-            self.topics.forward(owner, msg.topic),
-            msg.payload,
-            correlation_data=msg.correlation_data,
-            response_topic=msg.response_topic,
-            message_expiry=msg.message_expiry,
-            on_sent=completer(sent),
-        )
-        await sent
-        log.debug("forwarded topic=%s owner=%d", msg.topic, owner)
 
     def _request(self, op: str, msg: Incoming) -> None:
         """Answer a management request in its own task, or `busy` at once when too many are waiting."""
@@ -374,9 +351,8 @@ class Bridge:
 
 
 def topics_for(config: BridgeConfig) -> Topics:
-    """The topics of this instance (shared subscriptions and a forward inbox when clustered)."""
-    instance = config.cluster.index if config.cluster.clustered else None
-    return Topics(config.mqtt.prefix, config.mqtt.shared_group, instance)
+    """The bridge's topics (as shared subscriptions when `mqtt.shared_group` is set)."""
+    return Topics(config.mqtt.prefix, config.mqtt.shared_group)
 
 
 class _Outcome(TypedDict):

@@ -166,26 +166,6 @@ class HttpConfig(_Section, frozen=True):
     api_stale_after: Positive = 120.0
 
 
-class ClusterConfig(_Section, frozen=True):
-    """Several instances on one broker: `instances` in all, this one is `index` (0-based).
-
-    Command topics are shared subscriptions; each target is owned by one instance, which is the only one
-    that sends its commands (others forward them), so latest-wins holds. Each instance takes 1/instances
-    of the rate limit. client_id and the journal file get `-<index>` appended.
-    """
-
-    instances: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
-    index: Annotated[int, msgspec.Meta(ge=0, le=63)] = 0
-
-    def __post_init__(self) -> None:
-        if self.index >= self.instances:
-            raise ValueError(f"cluster.index {self.index} must be below cluster.instances {self.instances}")
-
-    @property
-    def clustered(self) -> bool:
-        return self.instances > 1
-
-
 SparkplugId = Annotated[str, msgspec.Meta(pattern=r"^[^/#+]{1,64}$", description="no '/', '#' or '+'")]
 DeviceId = Annotated[str, msgspec.Meta(pattern=r"^(group-[0-9]{1,25}|inverter-[A-Za-z0-9_.\-]{1,64})$")]
 
@@ -227,45 +207,12 @@ class BridgeConfig(_Section, frozen=True):
     management: ManagementConfig = msgspec.field(default_factory=ManagementConfig)
     journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
-    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
     sparkplug: SparkplugConfig = msgspec.field(default_factory=SparkplugConfig)
     ha: HaConfig = msgspec.field(default_factory=HaConfig)
 
     def __post_init__(self) -> None:
         if self.ha.enabled and not self.journal.url:
             raise ValueError("ha.enabled needs the PostgreSQL journal: set journal.url (SQLite is one host's file)")
-        if self.ha.enabled and self.cluster.clustered:
-            raise ValueError("ha.enabled and cluster.instances > 1 exclude each other: one leader carries the load")
-        if self.cluster.clustered and self.mqtt.protocol != 5:
-            raise ValueError(
-                "cluster.instances > 1 needs mqtt.protocol = 5 (shared subscriptions, forwarded properties)"
-            )
-
-    def for_instance(self) -> BridgeConfig:
-        """This instance's effective settings: its share of the rate limit, its own client id and journal."""
-        cluster = self.cluster
-        if not cluster.clustered:
-            return self
-        n, i = cluster.instances, cluster.index
-        rl = self.rate_limit
-        share = msgspec.structs.replace(
-            rl,
-            rate=rl.rate / n,
-            burst=max(1, rl.burst // n),
-            daily_quota=rl.daily_quota // n if rl.daily_quota else 0,
-            quota_reserve=rl.quota_reserve if isinstance(rl.quota_reserve, str) else rl.quota_reserve // n,
-        )
-        journal = Path(self.journal.path)
-        return msgspec.structs.replace(
-            self,
-            rate_limit=share,
-            mqtt=msgspec.structs.replace(
-                self.mqtt, client_id=f"{self.mqtt.client_id}-{i}", shared_group=self.mqtt.shared_group or "semookii"
-            ),
-            journal=msgspec.structs.replace(
-                self.journal, path=str(journal.with_name(f"{journal.stem}-{i}{journal.suffix}"))
-            ),
-        )
 
 
 class ConfigError(Exception):
@@ -318,6 +265,10 @@ def load(
             raise ConfigError(f"{path}: {exc}") from None
     doc = _merge(doc, _env_overrides(os.environ if environ is None else environ))
     doc = _merge(doc, overrides or {})
+    if "cluster" in doc:
+        raise ConfigError("[cluster] was removed in favour of a hot standby: one leader carries more than a token "
+                          "allows; run two or three bridges with [ha] on a shared PostgreSQL journal "
+                          "(docs/high-availability.md)")  # fmt: skip
     try:
         return msgspec.convert(doc, BridgeConfig, strict=False)
     except msgspec.ValidationError as exc:

@@ -8,8 +8,10 @@ as a candidate. Nothing of a demoted leader can linger and act.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from .mqtt.client import Will
 from .mqtt.session import MqttSession
 from .postgres import Postgres
 from .timeline import Timeline, resume_shared
+from .topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class Presence:
     """Each instance's own small MQTT session: its role, retained, and `offline` as its will."""
 
     def __init__(self, cfg: BridgeConfig, name: str) -> None:
-        self.topic = f"{cfg.mqtt.prefix}/bridge/instance/{name}/state"
+        self.topic = Topics(cfg.mqtt.prefix).instance_state(name)
         self.state = InstanceState("standby", None, _now())
         offline = msgspec.json.encode(InstanceState("offline", None, _now()))
         self.session = MqttSession(cfg.mqtt, f"{cfg.mqtt.client_id}-{name}", will=lambda: Will(self.topic, offline),
@@ -70,6 +73,11 @@ class Shared:
     journal: SharedJournal
     timeline: Timeline
     leadership: Leadership | None
+    db: Postgres
+
+    def counter(self, key: str, loop: asyncio.AbstractEventLoop) -> Callable[[], int]:
+        """A blocking `next_value(key)` for another thread (paho's, which takes the Sparkplug bdSeq)."""
+        return lambda: asyncio.run_coroutine_threadsafe(self.db.next_value(key), loop).result(5.0)
 
 
 def fail_stop(reason: str) -> None:
@@ -79,15 +87,18 @@ def fail_stop(reason: str) -> None:
     os._exit(LOST_LEADERSHIP)
 
 
-async def open_shared(cfg: BridgeConfig, stack: AsyncExitStack) -> Shared:
-    """Connect to PostgreSQL, wait to lead (with `[ha]`), then load the journal. Undone by `stack`."""
+async def open_shared(
+    cfg: BridgeConfig, stack: AsyncExitStack, *, on_leadership: Callable[[Leadership], None] = lambda _l: None
+) -> Shared:
+    """Connect to PostgreSQL, wait to lead (with `[ha]`; `on_leadership` sees the candidate first), then load
+    the journal. Undone by `stack`."""
     db = Postgres(cfg.journal.url)
     stack.push_async_callback(db.close)
     await db.setup()
     log.info("journal_shared url=%s", url_without_password(cfg.journal.url))
     leadership, fence = None, None
     if cfg.ha.enabled:
-        leadership = await _lead(cfg, stack)
+        leadership = await _lead(cfg, stack, on_leadership)
         assert leadership.epoch is not None
         fence = Fence(leadership.epoch, leadership.name)
     snapshot = await db.load()
@@ -95,10 +106,10 @@ async def open_shared(cfg: BridgeConfig, stack: AsyncExitStack) -> Shared:
     stack.push_async_callback(journal.aclose)
     timeline = resume_shared(journal, snapshot.now)
     journal.use_clock(timeline)
-    return Shared(journal, timeline, leadership)
+    return Shared(journal, timeline, leadership, db)
 
 
-async def _lead(cfg: BridgeConfig, stack: AsyncExitStack) -> Leadership:
+async def _lead(cfg: BridgeConfig, stack: AsyncExitStack, on_leadership: Callable[[Leadership], None]) -> Leadership:
     """Announce this instance, wait as a standby until it holds the lease; released again by `stack`."""
     name = cfg.ha.instance_name()
     presence = Presence(cfg, name)
@@ -107,6 +118,7 @@ async def _lead(cfg: BridgeConfig, stack: AsyncExitStack) -> Leadership:
     lease_db = Postgres(cfg.journal.url, timeout=max(1.0, cfg.ha.lease / 2))
     stack.push_async_callback(lease_db.close)
     leadership = Leadership(lease_db, name, cfg.ha.lease, on_lost=fail_stop, on_role=presence.role)
+    on_leadership(leadership)
     log.info("ha_standby name=%s lease=%g", name, cfg.ha.lease)
     await leadership.acquire()
     stack.push_async_callback(leadership.release)

@@ -86,6 +86,34 @@ class _LiveCollector(Collector):
         )
 
 
+@dataclass(frozen=True)
+class HaSample:
+    """This instance's part in a hot standby."""
+
+    role: str
+    epoch: int | None
+    takeovers: int
+
+
+ROLES = ("leader", "standby", "offline")
+
+
+class _HaCollector(Collector):
+    def __init__(self, sample: Callable[[], HaSample | None]) -> None:
+        self._sample = sample
+
+    def collect(self) -> Iterator[Any]:
+        s = self._sample()
+        if s is None:
+            return
+        roles = GaugeMetricFamily("semookii_ha_role", "1 for this instance's role in the hot standby", labels=["role"])
+        for role in ROLES:
+            roles.add_metric([role], int(s.role == role))
+        yield roles
+        yield GaugeMetricFamily("semookii_ha_epoch", "The lease's epoch while leading (0: none)", value=s.epoch or 0)
+        yield CounterMetricFamily("semookii_ha_takeovers", "Times this instance took the lease", value=s.takeovers)
+
+
 class Observability:
     """Counts what happens (metrics) and remembers whether the API answered lately (health)."""
 
@@ -118,6 +146,9 @@ class Observability:
         self._children: dict[tuple[Any, ...], Any] = {}
         self._live: Callable[[], LiveSample | None] = lambda: None
         self.registry.register(_LiveCollector(lambda: self._live()))
+        self.ha: Callable[[], HaSample | None] = lambda: None
+        """The hot standby's role (set by the service when `[ha]` is on)."""
+        self.registry.register(_HaCollector(lambda: self.ha()))
 
     def bind(self, sample: Callable[[], LiveSample | None]) -> None:
         """Where scrape-time values come from (the running service)."""
@@ -187,7 +218,8 @@ class Observability:
         lag = self.worst_recent_lag()
         loop_ok = lag <= LAG_UNHEALTHY
         healthy = mqtt_ok and api_ok and quota_ok and banned <= 0 and loop_ok
-        doc = {
+        ha = self.ha()
+        doc: dict[str, Any] = {
             "status": "ok" if healthy else "unhealthy",
             "mqtt": {"connected": mqtt_ok},
             "loop": {"ok": loop_ok, "worst_lag_recent": round(lag, 3)},
@@ -204,4 +236,8 @@ class Observability:
                 "last_failure_age": None if failure is None else round(now - failure, 3),
             },
         }
+        if ha is not None:
+            doc["ha"] = {"role": ha.role, "epoch": ha.epoch}
+            if ha.role == "standby":
+                doc["status"] = "standby"
         return healthy, doc

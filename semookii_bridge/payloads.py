@@ -24,7 +24,7 @@ Status = Literal[
     "failed",
     "unknown",
 ]
-INTERFACE_VERSION = "1.1.0"
+INTERFACE_VERSION = "1.2.0"
 """The MQTT interface's version (payloads, topics, statuses), in `<prefix>/bridge/info` and the AsyncAPI
 document. Raised when a payload changes: 1.1.0 added `partial`, `no_answer` and `duplicate`."""
 TERMINAL: frozenset[str] = frozenset({"completed", "partial", "rejected", "superseded", "expired", "failed", "unknown"})

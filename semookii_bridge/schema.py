@@ -22,10 +22,22 @@ REF = "#/components/schemas/{name}"
 
 _PRESENCE: dict[str, Any] = {
     "title": "BridgePresence",
-    "description": "Retained; `offline` is the bridge's MQTT will. `instance` names the instance in cluster mode.",
+    "description": "Retained; `offline` is the leader's MQTT will (with a hot standby, delayed by `2 x lease + 2` s "
+    "and cancelled when a standby takes the session over in time).",
     "type": "object",
-    "properties": {"state": {"enum": ["online", "offline"]}, "instance": {"type": "integer", "minimum": 0}},
+    "properties": {"state": {"enum": ["online", "offline"]}},
     "required": ["state"],
+}
+_INSTANCE: dict[str, Any] = {
+    "title": "InstanceState",
+    "description": "Retained, one per bridge of a hot standby; `offline` is its MQTT will.",
+    "type": "object",
+    "properties": {
+        "role": {"enum": ["leader", "standby", "offline"]},
+        "epoch": {"type": ["integer", "null"], "description": "The lease's epoch while leading."},
+        "since": {"type": "string", "format": "date-time"},
+    },
+    "required": ["role", "epoch", "since"],
 }
 _INFO: dict[str, Any] = {
     "title": "BridgeInfo",
@@ -56,7 +68,8 @@ def json_schemas() -> dict[str, Any]:
     (command, *_), components = msgspec.json.schema_components(
         [Command, StateMessage, Response, Budget, *requests], ref_template=REF, schema_hook=_schema_hook
     )
-    schemas: dict[str, Any] = {**components, "Command": command, "BridgePresence": _PRESENCE, "BridgeInfo": _INFO}
+    schemas: dict[str, Any] = {**components, "Command": command, "BridgePresence": _PRESENCE, "BridgeInfo": _INFO,
+               "InstanceState": _INSTANCE}  # fmt: skip
     for op, spec in OPS.items():
         schemas[_request_name(op)] = {**components[spec.request.__name__], "title": _request_name(op)}
     return {name: _asyncapi_schema(value) for name, value in sorted(schemas.items())}
@@ -135,6 +148,8 @@ def _channels(prefix: str) -> dict[str, Any]:
         "bridgeState": _channel(f"{prefix}/bridge/state", "presence", "Retained presence; the MQTT will."),
         "bridgeInfo": _channel(f"{prefix}/bridge/info", "info", "Retained description of the running bridge."),
         "bridgeBudget": _channel(f"{prefix}/bridge/budget", "budget", "Retained API budget, at most once a second."),
+        "instanceState": _channel(f"{prefix}/bridge/instance/{{name}}/state", "instance",
+                                  "Retained role of each bridge of a hot standby.", name="The instance's `ha.name`."),
     }  # fmt: skip
 
 
@@ -150,6 +165,7 @@ def _messages() -> dict[str, Any]:
         "presence": _message("BridgePresence", "online / offline."),
         "info": _message("BridgeInfo", "Versions and limits."),
         "budget": _message("Budget", "Calls used and left, by kind."),
+        "instance": _message("InstanceState", "leader / standby / offline, with the lease's epoch."),
     }  # fmt: skip
 
 

@@ -20,13 +20,14 @@ from .config import BridgeConfig
 from .journal import Journal
 from .journal_protocol import CommandJournal
 from .mqtt import MqttLink
-from .observability import LiveSample, Observability
+from .observability import HaSample, LiveSample, Observability
 from .ratelimit import QuotaExhausted, RateLimiter, TokenBucket
 from .secret import Secret
 from .timeline import Timeline, resume
 
 if TYPE_CHECKING:
     from .ha import Leadership
+    from .high_availability import Shared
     from .sparkplug.edge import EdgeNode
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ class Service:
         *,
         retry: RetryPolicy | None = None,
     ) -> None:
-        config = config.for_instance()
         self.config = config
         self._token = token
         self._retry = retry or RetryPolicy(attempts=config.api.attempts)
@@ -57,6 +57,7 @@ class Service:
         )
         self.journal: CommandJournal | None = None
         self.leadership: Leadership | None = None
+        self._shared: Shared | None = None
         self.bridge: Bridge | None = None
         self.link: MqttLink | None = None
         self.edge: EdgeNode | None = None
@@ -64,14 +65,14 @@ class Service:
     async def start(self) -> None:
         """Open the journal and the API client, connect, recover the journal, then take messages."""
         cfg = self.config
+        if cfg.http.enabled:  # first: a standby answers /healthz and /metrics while it waits
+            runner, self.http_port = await http_server.start(self.obs, cfg.http.host, cfg.http.port)
+            self._stack.push_async_callback(runner.cleanup)
         self.journal, timeline = await self._open_journal()
         self._resume_budget(self.journal, timeline)
         api = await self._stack.enter_async_context(self._api_client())
         bridge, link = self._build(api, self.journal, timeline)
         self.obs.bind(self._sample)
-        if cfg.http.enabled:
-            runner, self.http_port = await http_server.start(self.obs, cfg.http.host, cfg.http.port)
-            self._stack.push_async_callback(runner.cleanup)
         self._stack.push_async_callback(link.stop)  # before connecting: a failed start must stop retrying too
         await link.start()
         await bridge.start()
@@ -90,14 +91,19 @@ class Service:
         if cfg.url:
             from .high_availability import open_shared
 
-            shared = await open_shared(self.config, self._stack)
-            self.leadership = shared.leadership
+            shared = await open_shared(self.config, self._stack, on_leadership=self._show_leadership)
+            self.leadership, self._shared = shared.leadership, shared
             return shared.journal, shared.timeline
         journal = Journal(cfg.path, synchronous=cfg.synchronous)
         self._stack.callback(journal.close)
         timeline = resume(journal)
         journal.use_clock(timeline)
         return journal, timeline
+
+    def _show_leadership(self, leadership: Leadership) -> None:
+        """Health and metrics say this instance's role from the moment it is a candidate."""
+        self.leadership = leadership
+        self.obs.ha = lambda: HaSample(leadership.role, leadership.epoch, leadership.takeovers)
 
     def _resume_budget(self, journal: CommandJournal, timeline: Timeline) -> None:
         """The rate limiter and quota going on from what the journal holds.
@@ -120,7 +126,9 @@ class Service:
         """The Sparkplug B edge node, a client of the JSON topics on its own session (loaded only when on)."""
         from .sparkplug.edge import EdgeNode
 
-        edge = self.edge = EdgeNode(self.config)
+        loop = asyncio.get_running_loop()
+        bd_seq = self._shared.counter("sparkplug_bd_seq", loop) if self._shared is not None else None
+        edge = self.edge = EdgeNode(self.config, bd_seq=bd_seq)
         await edge.start()
         self._stack.push_async_callback(edge.stop)
 

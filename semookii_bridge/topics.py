@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import zlib
 from typing import Literal
 
 import msgspec
@@ -34,10 +33,9 @@ class Target(msgspec.Struct, frozen=True):
 
 
 class ControlRoute(msgspec.Struct, frozen=True):
-    """A message on a `.../set` topic (or forwarded to this instance by another one)."""
+    """A message on a `.../set` topic."""
 
     target: Target
-    forwarded: bool = False
 
 
 class RequestRoute(msgspec.Struct, frozen=True):
@@ -52,17 +50,17 @@ Route = ControlRoute | RequestRoute
 class Topics:
     """Builds and parses the contract's topics for one prefix."""
 
-    def __init__(self, prefix: str = "vpp", shared_group: str = "", instance: int | None = None) -> None:
+    def __init__(self, prefix: str = "vpp", shared_group: str = "") -> None:
         self.prefix = prefix.strip("/")
         self.shared_group = shared_group
-        self.instance = instance
         self._parts = len(self.prefix.split("/"))
         self.bridge_state = f"{self.prefix}/bridge/state"
         self.bridge_info = f"{self.prefix}/bridge/info"
-        # Each clustered instance has its own share of the rate limit and quota, so its own budget.
-        self.bridge_budget = (
-            f"{self.prefix}/bridge/budget" if instance is None else f"{self.prefix}/bridge/instance/{instance}/budget"
-        )
+        self.bridge_budget = f"{self.prefix}/bridge/budget"
+
+    def instance_state(self, name: str) -> str:
+        """Where a bridge of a hot standby says its role (leader, standby, offline)."""
+        return f"{self.prefix}/bridge/instance/{name}/state"
 
     def subscriptions(self) -> list[str]:
         """Filters the bridge subscribes to (as shared subscriptions when a share group is set)."""
@@ -74,8 +72,6 @@ class Topics:
         ]
         if self.shared_group:
             filters = [f"$share/{self.shared_group}/{f}" for f in filters]
-        if self.instance is not None:
-            filters.append(f"{self.prefix}/bridge/instance/{self.instance}/fwd/#")
         return filters
 
     def parse(self, topic: str) -> Route | None:
@@ -90,20 +86,12 @@ class Topics:
                 return ControlRoute(Target("batch"))
             case ["bridge", "request", *op] if op and all(op):
                 return RequestRoute("/".join(op))
-            case ["bridge", "instance", index, "fwd", *original] if index == str(self.instance):
-                route = self.parse(f"{self.prefix}/{'/'.join(original)}")
-                if isinstance(route, ControlRoute):
-                    return ControlRoute(route.target, forwarded=True)
         return None
 
     def reply_allowed(self, topic: str) -> bool:
         """Whether an MQTT 5 response topic may be used: no wildcards, and not inside the bridge's own
         namespace (a client could otherwise make the bridge publish onto state or bridge topics)."""
         return bool(topic) and "+" not in topic and "#" not in topic and not topic.startswith(self.prefix + "/")
-
-    def forward(self, owner: int, topic: str) -> str:
-        """Where a command for a target owned by instance `owner` is forwarded."""
-        return f"{self.prefix}/bridge/instance/{owner}/fwd/{topic[len(self.prefix) + 1 :]}"
 
     def command(self, target: Target) -> str:
         """Where commands for `target` are published (by operators)."""
@@ -138,11 +126,3 @@ class Topics:
         """Where the answer to a management request is published (unless MQTT 5 names another)."""
         return f"{self.prefix}/bridge/response/{op}"
 
-
-def owner_of(target: Target, instances: int) -> int:
-    """The instance that owns `target`: stable across processes and restarts (crc32, not hash()).
-
-    All batch commands share one owner, since their latest-wins key (the set of sns) is in the payload.
-    """
-    key = "batch" if target.kind == "batch" else target.key
-    return zlib.crc32(key.encode()) % instances

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -64,7 +65,7 @@ def bridge_config_for(
     The merge tests (test_merging.py) turn it on.
     """
     base: dict[str, dict[str, object]] = {
-        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "bridge-under-test", "reconnect_min": 0.2,
+        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": f"bridge-{zlib.crc32(str(tmp_path).encode()):08x}", "reconnect_min": 0.2,
                  "reconnect_max": 1},
         "api": {"base_url": sim.base_url, "timeout": 2.0},
         "rate_limit": {"rate": 0, "burst": 1},

@@ -119,3 +119,27 @@ def test_config_check_names_key_and_line(tmp_path: Path) -> None:
     path.write_text('[mqtt]\nhost = "x"\nport = "eighty"\n')
     result = CliRunner().invoke(main, ["config", "check", "--config", str(path)])
     assert result.exit_code == 2 and "$.mqtt.port" in result.stderr and "line 3" in result.stderr
+
+
+def test_ha_without_the_postgresql_journal_is_refused(tmp_path: Path) -> None:
+    """`[ha] enabled` with the SQLite journal is refused at load (so at `config check`), naming journal.url."""
+    path = tmp_path / "c.toml"
+    path.write_text("[ha]\nenabled = true\n")
+    with pytest.raises(ConfigError, match=r"journal\.url"):
+        config.load(path, environ={})
+    loaded = config.load(path, environ={"SEMOOKII_BRIDGE_JOURNAL_URL": "postgresql://bridge@db:5432/vpp"})
+    assert loaded.ha.enabled and loaded.journal.url == "postgresql://bridge@db:5432/vpp"
+
+
+def test_the_removed_cluster_section_says_what_replaced_it(tmp_path: Path) -> None:
+    """An old file with `[cluster]` gets a message that points at the hot standby."""
+    path = tmp_path / "c.toml"
+    path.write_text("[cluster]\ninstances = 2\nindex = 0\n")
+    with pytest.raises(ConfigError, match="high-availability"):
+        config.load(path, environ={})
+
+
+def test_the_database_password_is_never_shown(tmp_path: Path) -> None:
+    """`config show` / `config check` print the journal URL with its password starred."""
+    cfg = config.load(None, environ={"SEMOOKII_BRIDGE_JOURNAL_URL": "postgresql://bridge:s3cret@db/vpp"})
+    assert config.redacted(cfg)["journal"]["url"] == "postgresql://bridge:***@db/vpp"

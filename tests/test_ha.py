@@ -16,7 +16,9 @@ from semookii_bridge.simulator import RunningSimulator
 
 from .broker import Mosquitto, Probe
 from .conftest import TOKEN
-from .test_durability import terminal_states
+from .postgres import Postgres
+from .test_durability import TERMINAL, terminal_states
+from .test_restart import vendor
 
 CONTROL = "/commandapi/groupControl"
 LEASE = 2.0
@@ -93,6 +95,25 @@ async def publish_load(probe: Probe, groups: list[str], rounds: int, pause: floa
     return rids
 
 
+def pg_statuses(url: str) -> dict[str, str]:
+    """request_id -> status in the shared journal, read with psql."""
+    out = subprocess.run(["psql", url, "-XAtF", "\t", "-c", "SELECT request_id, status FROM commands"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout  # fmt: skip
+    return dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)  # type: ignore[misc]
+
+
+async def probe_journal(url: str, rids: list[str], timeout: float = 30.0) -> None:
+    """Wait until the shared journal holds a terminal status for each of `rids` (states published while the
+    broker was down reached no subscriber, so the journal is where to look)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        statuses = pg_statuses(url)
+        if all(statuses.get(r) in TERMINAL for r in rids):
+            return
+        assert asyncio.get_running_loop().time() < deadline, {r: statuses.get(r) for r in rids}
+        await asyncio.sleep(0.5)
+
+
 def sent_twice(sim: RunningSimulator) -> list[tuple[str, str]]:
     calls = Counter((c.params["groupId"], c.params.get("activePower", "")) for c in sim.simulator.calls_to(CONTROL))
     return [key for key, n in calls.items() if n > 1]
@@ -103,6 +124,7 @@ async def test_a_killed_leader_is_replaced_and_nothing_is_lost_or_sent_twice(
 ) -> None:
     """Two bridges, 20 groups at 5 commands/s; SIGKILL of the leader after 2 s: the standby takes over, the
     broker hands it what the dead one had not acknowledged, and every command ends exactly once."""
+    vendor(sim, rate=20.0, burst=5, ban_after=1)
     groups = [sim.simulator.state.add_group(f"ha{i}") for i in range(20)]
     bridges = {"a": start(tmp_path, broker, sim, pg_url, "a")}
     try:
@@ -123,7 +145,8 @@ async def test_a_killed_leader_is_replaced_and_nothing_is_lost_or_sent_twice(
             proc.wait(10)
     assert all(len(set(v)) == 1 for v in finals.values()), {k: v for k, v in finals.items() if len(set(v)) > 1}
     assert sent_twice(sim) == []
-    assert sim.simulator.bans == 0
+    refused = [c for c in sim.simulator.calls if c.outcome in ("rate_limited", "banned")]
+    assert sim.simulator.bans == 0 and refused == []
 
 
 async def test_a_paused_leader_makes_no_call_after_it_resumes(
@@ -155,3 +178,110 @@ async def test_a_paused_leader_makes_no_call_after_it_resumes(
     after = (tmp_path / "a.log").read_bytes()[resumed_at:].decode()
     assert "api_call " not in after and "ha_lost" in after, after
     assert all(v == ["completed"] for v in finals.values()) and sent_twice(sim) == []
+
+
+def start_as(tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, url: str, name: str) -> subprocess.Popen[bytes]:
+    """A bridge whose database URL comes from the environment (the file is the same for all)."""
+    config = tmp_path / f"{name}.toml"
+    write_config(config, broker, sim, "postgresql://unused@127.0.0.1:1/none", name)
+    env = {**os.environ, "SEMOOKII_TOKEN": TOKEN, "SEMOOKII_BRIDGE_JOURNAL_URL": url}
+    log = (tmp_path / f"{name}.log").open("ab")
+    return subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", "INFO", "run",
+                             "--config", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+
+
+async def test_a_leader_cut_off_from_the_database_steps_down_and_the_standby_takes_over(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, postgres_server: Postgres, pg_url: str
+) -> None:
+    """The leader's database connections are terminated and its logins refused for 10 s, under load: it
+    stops (exit 75) within its lease, the standby takes over, every command ends once, none is sent twice."""
+    for role_name in ("ra", "rb"):
+        postgres_server.sql(f"CREATE ROLE {role_name} LOGIN SUPERUSER")
+    url_of = {n: pg_url.replace("postgres@", f"{n}@") for n in ("ra", "rb")}
+    groups = [sim.simulator.state.add_group(f"hc{i}") for i in range(10)]
+    bridges = {"a": start_as(tmp_path, broker, sim, url_of["ra"], "a")}
+    try:
+        with Probe(broker.port) as probe:
+            await probe.wait_for(lambda: role(probe, "a") == "leader", timeout=20)
+            bridges["b"] = start_as(tmp_path, broker, sim, url_of["rb"], "b")
+            await leader_and_standby(probe, "a", "b")
+            load = asyncio.ensure_future(publish_load(probe, groups, 4, 0.2))
+            await asyncio.sleep(1.0)
+            postgres_server.sql("ALTER ROLE ra NOLOGIN")
+            postgres_server.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'ra'")
+            assert await asyncio.get_running_loop().run_in_executor(None, bridges["a"].wait, 3 * LEASE) == 75
+            await probe.wait_for(lambda: role(probe, "b") == "leader", timeout=20)
+            rids = await load
+            await asyncio.sleep(max(0.0, 10 - 3 * LEASE))
+            postgres_server.sql("ALTER ROLE ra LOGIN")
+            bridges["a"] = start_as(tmp_path, broker, sim, url_of["ra"], "a")  # the supervisor's restart
+            await probe.wait_for(lambda: role(probe, "a") == "standby", timeout=20)
+            await probe.wait_for(lambda: all(r in terminal_states(probe) for r in rids), timeout=40)
+            finals = terminal_states(probe)
+    finally:
+        for proc in bridges.values():
+            proc.kill()
+            proc.wait(10)
+    assert all(len(set(v)) == 1 for v in finals.values()) and sent_twice(sim) == []
+
+
+async def test_postgresql_stopped_mid_stream_then_started_again(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """PostgreSQL stops under load: the leader sends nothing it cannot record and stops within its lease;
+    commands wait in the broker; PostgreSQL starts again and a bridge leads (the supervisor restarts the
+    stopped one): every command ends once, none is sent twice."""
+    server = Postgres()
+    server.start()
+    groups = [sim.simulator.state.add_group(f"hs{i}") for i in range(10)]
+    bridges = {"a": start(tmp_path, broker, sim, server.url, "a")}
+    try:
+        with Probe(broker.port) as probe:
+            await probe.wait_for(lambda: role(probe, "a") == "leader", timeout=20)
+            bridges["b"] = start(tmp_path, broker, sim, server.url, "b")
+            await leader_and_standby(probe, "a", "b")
+            load = asyncio.ensure_future(publish_load(probe, groups, 4, 0.2))
+            await asyncio.sleep(1.0)
+            server.stop()
+            assert await asyncio.get_running_loop().run_in_executor(None, bridges["a"].wait, 3 * LEASE) == 75
+            rids = await load
+            await asyncio.sleep(2.0)
+            server.start()
+            bridges["a"] = start(tmp_path, broker, sim, server.url, "a")
+            await probe.wait_for(lambda: "leader" in (role(probe, "a"), role(probe, "b")), timeout=30)
+            await probe.wait_for(lambda: all(r in terminal_states(probe) for r in rids), timeout=40)
+            finals = terminal_states(probe)
+    finally:
+        for proc in bridges.values():
+            proc.kill()
+            proc.wait(10)
+        server.remove()
+    assert all(len(set(v)) == 1 for v in finals.values()) and sent_twice(sim) == []
+
+
+async def test_the_broker_restarting_during_a_takeover_loses_nothing(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str
+) -> None:
+    """SIGKILL of the leader, then the broker restarts while the standby takes over: the standby leads once
+    the broker is back, with the session's commands; every command ends once, none is sent twice."""
+    groups = [sim.simulator.state.add_group(f"hb{i}") for i in range(10)]
+    bridges = {"a": start(tmp_path, broker, sim, pg_url, "a")}
+    try:
+        with Probe(broker.port) as probe:
+            await probe.wait_for(lambda: role(probe, "a") == "leader", timeout=20)
+            bridges["b"] = start(tmp_path, broker, sim, pg_url, "b")
+            await leader_and_standby(probe, "a", "b")
+            rids = await publish_load(probe, groups, 2, 0.1)
+            bridges["a"].send_signal(signal.SIGKILL)
+        await asyncio.sleep(LEASE / 2)
+        broker.restart(down_for=LEASE)
+        with Probe(broker.port) as probe:
+            await probe.wait_for(lambda: role(probe, "b") == "leader", timeout=30)
+            more = await publish_load(probe, groups, 1, 0.0)
+            await probe.wait_for(lambda: all(r in terminal_states(probe) for r in more), timeout=40)
+        await probe_journal(pg_url, rids)
+    finally:
+        for proc in bridges.values():
+            proc.kill()
+            proc.wait(10)
+    assert sent_twice(sim) == []

@@ -312,24 +312,6 @@ async def test_refresh_reads_the_lists_and_births_and_deaths_what_changed(tmp_pa
     }
 
 
-def test_in_cluster_mode_each_instance_is_its_own_edge_node_with_the_targets_it_owns(tmp_path: Path) -> None:
-    """Instance i of N is `<edge_node_id>-<i>`, with its own client id and budget topic, and announces only the
-    targets it owns (the same owner the command topics use)."""
-    from semookii_bridge.topics import owner_of
-
-    cfg = msgspec.convert({"mqtt": {"protocol": 5}, "cluster": {"instances": 3, "index": 1},
-                           "journal": {"path": str(tmp_path / "j.db")}, "sparkplug": {"enabled": True}},
-                          bridge_config.BridgeConfig).for_instance()  # fmt: skip
-    edge = EdgeNode(cfg)
-    targets = [Target("group", str(1000 + n)) for n in range(30)]
-    assert edge.ns.node("NBIRTH") == "spBv1.0/vpp/NBIRTH/semookii-bridge-1"
-    assert edge.session.client_id == "semookii-bridge-1-sparkplug" and edge.topics.bridge_budget.endswith(
-        "/instance/1/budget"
-    )
-    assert edge._owned is not None
-    assert [t for t in targets if edge._owned(t)] == [t for t in targets if owner_of(t, 3) == 1] != []
-
-
 async def test_undecodable_and_stray_commands_never_break_the_node(tmp_path: Path) -> None:
     """A DCMD that is not a Sparkplug payload is a `rejected` DDATA with `invalid_payload`; garbage NCMDs,
     DCMDs to unknown devices, empty DCMDs and unknown message types are ignored, and the node goes on."""
@@ -421,3 +403,17 @@ async def test_a_dcmd_writes_each_metric_once_and_no_more_than_a_device_has(
     last = {m.name: m.value for m in decode(session.published[-1][1]).metrics}
     assert (last["State/Status"], last["State/ErrorCode"]) == ("rejected", code)
     assert edge.limited[f"dcmd_{code}"] == 1
+
+
+def test_with_a_hot_standby_the_bd_seq_comes_from_the_shared_counter(tmp_path: Path) -> None:
+    """A new leader's bdSeq follows the last one any leader used (the database's counter, wrapped at 256);
+    with the database away it falls back to the local count rather than failing the CONNECT."""
+    counter = iter([41, 42, 256])
+    store = Store(tmp_path / "s.json", shared_counter=lambda: next(counter))
+    assert [store.next_bd_seq() for _ in range(3)] == [41, 42, 0]
+
+    def away() -> int:
+        raise OSError("database away")
+
+    fallback = Store(tmp_path / "s.json", shared_counter=away)
+    assert fallback.next_bd_seq() == 1

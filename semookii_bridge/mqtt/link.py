@@ -36,9 +36,9 @@ ACK_BATCH = 64
 """Messages taken from the inbox per turn; their journal writes share one commit and then are acknowledged."""
 
 
-def _presence(state: str, instance: int | None) -> bytes:
-    """`{"state": ...}`, naming the instance when several run (its will says which one went away)."""
-    return wire.encode({"state": state} if instance is None else {"state": state, "instance": instance})
+def _presence(state: str) -> bytes:
+    """`{"state": ...}` for `<prefix>/bridge/state`."""
+    return wire.encode({"state": state})
 
 
 class MqttLink:
@@ -94,7 +94,7 @@ class MqttLink:
     # ---- set-up ---------------------------------------------------------------------------------------
 
     def _make_client(self) -> BufferedClient:
-        will = Will(self.topics.bridge_state, _presence("offline", self.topics.instance), delay=self._will_delay)
+        will = Will(self.topics.bridge_state, _presence("offline"), delay=self._will_delay)
         client = build_client(self.config, will, loop_thread=lambda: self._loop_thread, on_pending=self._schedule_flush)
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
@@ -148,7 +148,7 @@ class MqttLink:
         """Publish the retained `offline` and wait (up to 2 s) for the broker to have it."""
         if self._connected.is_set():
             sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            offline = _presence("offline", self.topics.instance)
+            offline = _presence("offline")
             self.publish(self.topics.bridge_state, offline, retain=True, on_sent=completer(sent))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sent, 2.0)
@@ -316,7 +316,7 @@ class MqttLink:
             self.reconnects += 1
         self._ever_connected = True
         self._subscribe()
-        self.publish(self.topics.bridge_state, _presence("online", self.topics.instance), retain=True)
+        self.publish(self.topics.bridge_state, _presence("online"), retain=True)
         if self._info is not None:
             self.publish(self.topics.bridge_info, wire.encode(self._info()), retain=True)
         self._outbox.drain()

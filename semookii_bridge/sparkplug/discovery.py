@@ -69,8 +69,8 @@ class Requests:
         return response.data
 
 
-async def discover(requests: Requests, owned: Callable[[Target], bool]) -> list[Target]:
-    """Every group, then every inverter of each group, keeping the targets this instance owns."""
+async def discover(requests: Requests) -> list[Target]:
+    """Every group, then every inverter of each group (each target once, valid ones only)."""
     targets: list[Target] = []
     groups = await requests.ask("group/list", {"all": True})
     for group in _items(groups):
@@ -78,7 +78,7 @@ async def discover(requests: Requests, owned: Callable[[Target], bool]) -> list[
         targets.append(Target("group", group_id))
         inverters = await requests.ask("inverter/list", {"group_id": group_id, "all": True})
         targets.extend(Target("inverter", str(row.get("inverter_sn", ""))) for row in _items(inverters))
-    kept = list(dict.fromkeys(t for t in targets if t.problem() is None and owned(t)))
+    kept = list(dict.fromkeys(t for t in targets if t.problem() is None))
     log.info("sparkplug_discovered groups=%d devices=%d", len(_items(groups)), len(kept))
     return kept
 

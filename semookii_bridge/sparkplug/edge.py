@@ -26,7 +26,7 @@ from ..config import BridgeConfig, MqttConfig
 from ..mqtt.client import Will
 from ..mqtt.session import MqttSession
 from ..payloads import Incoming, StateMessage
-from ..topics import Target, Topics, owner_of
+from ..topics import Target, Topics
 from .codec import DataType, Metric, PayloadError, decode, encode
 from .devices import Device, Refusal, device_id, target_of
 from .discovery import DiscoveryError, Requests, discover
@@ -56,13 +56,15 @@ def now_ms() -> int:
 class EdgeNode:
     """One Sparkplug edge node for this bridge instance and the devices it owns."""
 
-    def __init__(self, cfg: BridgeConfig, *, clock_ms: Callable[[], int] = now_ms) -> None:
-        sp, cluster = cfg.sparkplug, cfg.cluster
+    def __init__(
+        self, cfg: BridgeConfig, *, clock_ms: Callable[[], int] = now_ms, bd_seq: Callable[[], int] | None = None
+    ) -> None:
+        sp = cfg.sparkplug
         self.cfg, self.sp, self.clock_ms = cfg, sp, clock_ms
-        suffix = f"-{cluster.index}" if cluster.clustered else ""
-        self.ns = Namespace(sp.group_id, sp.edge_node_id + suffix)
-        self.topics = Topics(cfg.mqtt.prefix, instance=cluster.index if cluster.clustered else None)
-        self.store = Store(sp.state_file or Path(cfg.journal.path).with_suffix(".sparkplug.json"))
+        self.ns = Namespace(sp.group_id, sp.edge_node_id)
+        self.topics = Topics(cfg.mqtt.prefix)
+        state_file = sp.state_file or Path(cfg.journal.path).with_suffix(".sparkplug.json")
+        self.store = Store(state_file, shared_counter=bd_seq)
         self.seq = Sequence()
         self.devices: dict[str, Device] = {}
         self.bd_seq = 0
@@ -76,7 +78,6 @@ class EdgeNode:
         self.requests = Requests(self.topics, lambda t, p: self.session.publish(t, p, qos=1), sp.discovery_timeout)
         self._tasks: set[asyncio.Task[None]] = set()
         self._up = asyncio.Event()
-        self._owned = (lambda t: owner_of(t, cluster.instances) == cluster.index) if cluster.clustered else None
         self.limited: Counter[str] = Counter()
         """Node commands merged and DCMDs refused, by reason (`semookii_sparkplug_limited_total`)."""
         self._rebirths = Paced("rebirth", self._rebirth, sp.rebirth_interval, self.limited)
@@ -308,7 +309,7 @@ class EdgeNode:
 
     async def _discover_once(self) -> None:
         try:
-            targets = await discover(self.requests, self._owned or (lambda _t: True))
+            targets = await discover(self.requests)
         except DiscoveryError as exc:
             log.warning("sparkplug_discovery_failed error=%s", exc)
             raise

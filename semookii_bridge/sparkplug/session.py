@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,11 @@ class Store:
     """What survives a restart, in one small JSON file written atomically: the last bdSeq used, and each
     device's stored setpoint settings (so a host does not see them reset)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, shared_counter: Callable[[], int] | None = None) -> None:
         self.path = Path(path)
+        self.shared_counter = shared_counter
+        """With a hot standby: the database's counter (one more per call), so a new leader's bdSeq follows
+        the last one any leader used."""
         self._doc: dict[str, Any] = self._read()
         self._lock = threading.Lock()  # bdSeq is taken in paho's thread, settings kept in the loop's
 
@@ -110,6 +114,11 @@ class Store:
         with self._lock:
             last = self._doc.get("bd_seq")
             value = 0 if not isinstance(last, int) else (last + 1) % 256
+            if self.shared_counter is not None:
+                try:
+                    value = self.shared_counter() % 256
+                except Exception as exc:  # the database away: the local count, which is at least as new here
+                    log.warning("sparkplug_bd_seq_unshared error=%s", type(exc).__name__)
             self._doc["bd_seq"] = value
             self._save()
         return value
