@@ -89,6 +89,7 @@ def run(trials: int = 20) -> str:
     db.start()
     env = {**os.environ, "SEMOOKII_TOKEN": TOKEN}
     takeovers: list[float] = []
+    procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         sim_args = ("--task-delay", "0.3", "--result-delay", "0.6", "--rate", "10", "--burst", "5", "--ban-after", "1")
         with stack(groups=20, sim_args=sim_args) as s:
@@ -120,10 +121,10 @@ def run(trials: int = 20) -> str:
             calls = Counter((c["params"]["groupId"], c["params"].get("activePower")) for c in every
                             if c["path"] == CONTROL)  # fmt: skip
             refused = sum(1 for c in every if c["outcome"] in ("rate_limited", "banned"))
-            for proc in procs.values():
-                proc.kill()
-                proc.wait(10)
     finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait(10)
         db.remove()
     ambiguous = sum(
         1 for docs in load.states.values() for d in docs if (d.get("error") or {}).get("code") == "ambiguous"

@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Callable
 
-from .commands import Command, decode_command, max_power
+from .commands import Command, decode_command, is_safety, max_power
 from .config import BridgeConfig
 from .errors import BridgeError
 from .payloads import Incoming
@@ -24,8 +24,9 @@ class Admission:
         self.allow_groups = frozenset(config.commands.allow_groups)
         self.allow_inverters = frozenset(config.commands.allow_inverters)
 
-    def validate(self, target: Target, msg: Incoming) -> Command:
-        """Decode and check a control message; raises BridgeError with the code for its class of bad input."""
+    def validate(self, target: Target, msg: Incoming, *, safety: bool = False) -> Command:
+        """Decode and check a control message; raises BridgeError with the code for its class of bad input.
+        `safety`: it came on the safety lane, which takes only the commands that stop or release devices."""
         if msg.retain:
             raise BridgeError("retained_command", "control messages must not be retained; it was not sent")
         limit = self.config.mqtt.max_payload
@@ -39,6 +40,9 @@ class Admission:
             raise BridgeError("validation_error", "batch commands need `sns`, a list of serial numbers - at `$.sns`")
         if target.kind != "batch" and command.sns:
             raise BridgeError("validation_error", "`sns` is only valid on the batch topic - at `$.sns`")
+        if safety and not is_safety(command):
+            raise BridgeError("not_allowed", "the safety topics take only manual stop, exit_remote_control and "
+                              "system_switch off; send this command on the ordinary /set topic")  # fmt: skip
         self.check_targets(target, command)
         self.check_ceilings(command)
         return command

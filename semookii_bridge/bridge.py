@@ -205,7 +205,7 @@ class Bridge:
             return  # a user clearing a retained message: nothing to do
         now = self.clock()
         try:
-            command = self.admission.validate(target, msg)
+            command = self.admission.validate(target, msg, safety=route.safety)
         except BridgeError as exc:
             self._reject(target, msg, exc.info())
             return

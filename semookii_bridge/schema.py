@@ -131,6 +131,11 @@ def asyncapi(prefix: str = "vpp") -> dict[str, Any]:
     }
 
 
+SAFETY = ("The safety lane: only manual stop, exit_remote_control and system_switch off (others are `rejected` "
+          "with `not_allowed`), read on an MQTT session of its own and sent at the next token; states on the "
+          "target's ordinary state topic.")
+
+
 def _channels(prefix: str) -> dict[str, Any]:
     """Every topic of the interface, with its parameters and the message it carries."""
     group, sn = {"groupId": "A Cloud API group id (ASCII digits)."}, {"sn": "An inverter serial number."}
@@ -140,6 +145,9 @@ def _channels(prefix: str) -> dict[str, Any]:
         "groupCommand": _channel(f"{prefix}/group/{{groupId}}/set", "command", "Commands for a group.", **group),
         "inverterCommand": _channel(f"{prefix}/inverter/{{sn}}/set", "command", "Commands for an inverter.", **sn),
         "batchCommand": _channel(f"{prefix}/batch/set", "command", "Commands for the inverters in `sns`."),
+        "groupSafety": _channel(f"{prefix}/safety/group/{{groupId}}/set", "command", SAFETY, **group),
+        "inverterSafety": _channel(f"{prefix}/safety/inverter/{{sn}}/set", "command", SAFETY, **sn),
+        "batchSafety": _channel(f"{prefix}/safety/batch/set", "command", SAFETY),
         "groupState": _channel(f"{prefix}/group/{{groupId}}/state", "state", state, **group),
         "inverterState": _channel(f"{prefix}/inverter/{{sn}}/state", "state", state, **sn),
         "batchState": _channel(f"{prefix}/batch/state", "state", "Lifecycle states of batch commands."),

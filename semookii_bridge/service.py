@@ -12,6 +12,8 @@ import logging
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from . import http_server
 from .api import CloudClient, Endpoint, QuotaExceeded, RetryPolicy
 from .bridge import Bridge, topics_for
@@ -60,6 +62,7 @@ class Service:
         self._shared: Shared | None = None
         self.bridge: Bridge | None = None
         self.link: MqttLink | None = None
+        self.safety_link: MqttLink | None = None
         self.edge: EdgeNode | None = None
 
     async def start(self) -> None:
@@ -73,12 +76,15 @@ class Service:
         api = await self._stack.enter_async_context(self._api_client())
         bridge, link = self._build(api, self.journal, timeline)
         self.obs.bind(self._sample)
-        self._stack.push_async_callback(link.stop)  # before connecting: a failed start must stop retrying too
-        await link.start()
+        safety = self.safety_link = self._safety_link(bridge, self.journal)
+        for each in (link, safety):
+            self._stack.push_async_callback(each.stop)  # before connecting: a failed start must stop retrying too
+        await asyncio.gather(link.start(), safety.start())
         await bridge.start()
         self._stack.push_async_callback(bridge.stop)
         watcher = asyncio.get_running_loop().create_task(self.obs.watch_loop())
         self._stack.callback(watcher.cancel)
+        safety.deliver()
         link.deliver()
         if cfg.sparkplug.enabled:
             await self._start_sparkplug()
@@ -158,6 +164,14 @@ class Service:
         self.bridge, self.link = bridge, link
         return bridge, link
 
+    def _safety_link(self, bridge: Bridge, journal: CommandJournal) -> MqttLink:
+        """The safety lane: its own persistent session (`<client_id>-safety`) on the safety topics only, so the
+        broker's queue for the ordinary topics never holds a stop back; its commands go to the same bridge."""
+        cfg = self.config.mqtt
+        return MqttLink(msgspec.structs.replace(cfg, client_id=f"{cfg.client_id}-safety"), bridge.topics,
+                        on_message=bridge.handle, before_ack=journal.durable, on_overload=bridge.refuse_overloaded,
+                        safety=True)  # fmt: skip
+
     def _sample(self) -> LiveSample | None:
         bridge, link = self.bridge, self.link
         if bridge is None or link is None:
@@ -181,8 +195,9 @@ class Service:
         )
 
     async def stop(self) -> None:
-        if self.link is not None:
-            await self.link.pause()
+        for link in (self.safety_link, self.link):
+            if link is not None:
+                await link.pause()
         await self._stack.aclose()
         log.info("bridge_stopped")
 

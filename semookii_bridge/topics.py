@@ -33,9 +33,10 @@ class Target(msgspec.Struct, frozen=True):
 
 
 class ControlRoute(msgspec.Struct, frozen=True):
-    """A message on a `.../set` topic."""
+    """A message on a `.../set` topic, or on the safety lane's `<prefix>/safety/.../set`."""
 
     target: Target
+    safety: bool = False
 
 
 class RequestRoute(msgspec.Struct, frozen=True):
@@ -74,6 +75,12 @@ class Topics:
             filters = [f"$share/{self.shared_group}/{f}" for f in filters]
         return filters
 
+    def safety_subscriptions(self) -> list[str]:
+        """The safety lane's filters, read on an MQTT session of their own."""
+        filters = [f"{self.prefix}/safety/group/+/set", f"{self.prefix}/safety/inverter/+/set",
+                   f"{self.prefix}/safety/batch/set"]  # fmt: skip
+        return [f"$share/{self.shared_group}/{f}" for f in filters] if self.shared_group else filters
+
     def parse(self, topic: str) -> Route | None:
         """The route of an incoming topic, or None when it is not one of ours."""
         if not topic.startswith(self.prefix + "/"):
@@ -86,6 +93,10 @@ class Topics:
                 return ControlRoute(Target("batch"))
             case ["bridge", "request", *op] if op and all(op):
                 return RequestRoute("/".join(op))
+            case ["safety", "group" | "inverter" as kind, ident, "set"]:
+                return ControlRoute(Target(kind, ident), safety=True)
+            case ["safety", "batch", "set"]:
+                return ControlRoute(Target("batch"), safety=True)
         return None
 
     def reply_allowed(self, topic: str) -> bool:
@@ -93,11 +104,12 @@ class Topics:
         namespace (a client could otherwise make the bridge publish onto state or bridge topics)."""
         return bool(topic) and "+" not in topic and "#" not in topic and not topic.startswith(self.prefix + "/")
 
-    def command(self, target: Target) -> str:
-        """Where commands for `target` are published (by operators)."""
+    def command(self, target: Target, *, safety: bool = False) -> str:
+        """Where commands for `target` are published (by operators); `safety`: on the safety lane."""
+        lane = f"{self.prefix}/safety" if safety else self.prefix
         if target.kind == "batch":
-            return f"{self.prefix}/batch/set"
-        return f"{self.prefix}/{target.kind}/{target.id}/set"
+            return f"{lane}/batch/set"
+        return f"{lane}/{target.kind}/{target.id}/set"
 
     def state_filters(self) -> list[str]:
         """Subscriptions that see every command's states."""

@@ -141,3 +141,59 @@ async def test_control_calls_overtake_waiting_polls_through_the_client(sim: Runn
     await limiter.close()
     order = [call.path for call in sim.simulator.calls]
     assert order[:2] == ["/commandapi/groupControl", "/commandapi/groupControl"], order
+
+
+async def test_each_call_sends_the_documents_parameter_names(client: CloudClient, sim: RunningSimulator) -> None:
+    """The query parameters each call sends, as the vendor's document names them, counted at the simulator:
+    search by serial or dongle, paging of the full listings, the serial list of a batch, one inverter's sn."""
+    state = sim.simulator.state
+    group = str(state.list_groups()[0].id)
+    rows = state.list_inverters(group)
+    await client.inverter_find_like(group, sn=rows[0].inverter_sn[:6])
+    await client.inverter_find_like(group, wifi_sn="SW")
+    await client.group_list_all(page_size=1)
+    await client.inverter_list_all(group, page_size=2)
+    await client.batch_control([r.inverter_sn for r in rows[:2]], ControlParams(super_type=1, system_swich=1))
+    await client.single_control(rows[0].inverter_sn, ControlParams(super_type=1, system_swich=1))
+    calls = [(c.path.rsplit("/", 1)[1], {k: v for k, v in c.params.items() if k != "tokenId"})
+             for c in sim.simulator.calls]  # fmt: skip
+    likes = [p for name, p in calls if name == "findByLike"]
+    assert likes == [{"groupId": group, "inverterSn": rows[0].inverter_sn[:6]}, {"groupId": group, "wifiSn": "SW"}]
+    pages = [p for name, p in calls if name in ("findAll", "findByGroupId")]
+    assert pages[0] == {"current": "1", "size": "1"} and {"current": "2", "size": "1"} in pages
+    assert {"groupId": group, "current": "1", "size": "2"} in pages
+    batch = next(p for name, p in calls if name == "batchTempControl")
+    assert batch["snList"] == ",".join(r.inverter_sn for r in rows[:2])
+    single = next(p for name, p in calls if name == "singleControl")
+    assert single["sn"] == rows[0].inverter_sn
+
+
+@pytest.mark.parametrize(("call", "endpoint"), [
+    ("group_add", "group_add"), ("inverter_add", "inverter_add"), ("group_control", "group_control"),
+])  # fmt: skip
+async def test_an_answer_without_the_id_it_promised_is_a_bad_response(call: str, endpoint: str) -> None:
+    """`success: true` with a null result where an id is due: BadResponse naming the endpoint and what is
+    missing, never a None that a caller would journal as an id."""
+    from aiohttp import web
+
+    from semookii_bridge.api import BadResponse
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"success": True, "result": None, "exception": None})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    args = {"group_add": ("east",), "inverter_add": ("1", "SN1"),
+            "group_control": ("1", ControlParams(super_type=1, system_swich=1))}[call]  # fmt: skip
+    try:
+        async with CloudClient(f"http://127.0.0.1:{port}", Secret(TOKEN), retry=RetryPolicy.instant()) as c:
+            with pytest.raises(BadResponse) as info:
+                await getattr(c, call)(*args)
+    finally:
+        await runner.cleanup()
+    assert info.value.endpoint == endpoint and "returned no" in info.value.message and "id" in info.value.message

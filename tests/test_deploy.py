@@ -51,7 +51,8 @@ def test_anonymous_client_is_refused(secured_broker: int) -> None:
 async def test_acl_lets_operators_command_and_stops_others(
     secured_broker: int, sim: RunningSimulator, tmp_path: Path
 ) -> None:
-    """The operator's command completes; a viewer's publish to a set topic never reaches the bridge."""
+    """The operator's command completes, on the ordinary and the safety lane; a viewer's publish to either never
+    reaches the bridge."""
     config = bridge_config_for(secured_broker, sim, tmp_path, mqtt={"username": "bridge", "password": DEMO_PASSWORDS["bridge"]})  # fmt: skip
     service = Service(config, Secret(TOKEN), retry=RetryPolicy.instant())
     await service.start()
@@ -65,11 +66,17 @@ async def test_acl_lets_operators_command_and_stops_others(
                 )
                 await operator.wait_status(f"vpp/group/{group_id}/state", "legit", "completed")
                 assert [m.json() for m in operator.on("vpp/bridge/state")][-1] == {"state": "online"}
+                operator.publish(f"vpp/safety/group/{group_id}/set",
+                                 {"type": "manual", "action": "stop", "request_id": "safety-lane"})  # fmt: skip
+                await operator.wait_status(f"vpp/group/{group_id}/state", "safety-lane", "completed")
+                viewer.publish(f"vpp/safety/group/{group_id}/set",
+                               {"type": "manual", "action": "stop", "request_id": "sneaky-safety"})  # fmt: skip
                 await asyncio.sleep(0.3)
                 assert not operator.states(f"vpp/group/{group_id}/state", "sneaky")
+                assert not operator.states(f"vpp/group/{group_id}/state", "sneaky-safety")
     finally:
         await service.stop()
-    assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 1
+    assert len(sim.simulator.calls_to("/commandapi/groupControl")) == 2
 
 
 async def test_only_the_bridge_may_publish_state(secured_broker: int) -> None:

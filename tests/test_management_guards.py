@@ -107,3 +107,26 @@ async def test_a_request_inside_the_allow_lists_reaches_the_api(
     before = len(sim.simulator.calls)
     assert (await ask(client, op, body, guard()))["code"] != "not_allowed"
     assert len(sim.simulator.calls) > before
+
+
+async def test_listings_leave_out_what_is_outside_the_allow_lists(client: CloudClient, sim: RunningSimulator) -> None:
+    """group/list and group/search show only allowed groups; inverter/list only allowed serials; `total`
+    counts what is shown. Without allow-lists everything is listed."""
+    import msgspec
+
+    groups = sim.simulator.state.list_groups()
+    keep = str(groups[0].id)
+    sns = [i.inverter_sn for i in sim.simulator.state.list_inverters(keep)]
+    allowed = Guard(allow_groups=frozenset({keep}), allow_inverters=frozenset(sns[:1]))
+
+    async def listed(op: str, body: dict[str, Any], g: Guard) -> dict[str, Any]:
+        response = await handle_request(client, op, msgspec.json.encode(body), max_payload=65536, guard=g)
+        assert response.status == "ok", response
+        return response.data  # type: ignore[return-value]
+
+    shown = await listed("group/list", {"all": True}, allowed)
+    assert [g["id"] for g in shown["items"]] == [keep] and shown["total"] == 1
+    everything = await listed("group/list", {"all": True}, Guard())
+    assert everything["total"] == len(groups) > 1
+    rows = await listed("inverter/list", {"group_id": keep, "all": True}, allowed)
+    assert len(sns) > 1 and [r["inverter_sn"] for r in rows["items"]] == sns[:1] and rows["total"] == 1

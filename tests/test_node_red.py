@@ -104,3 +104,21 @@ async def test_flow_rejects_a_command_without_target(node_red: str) -> None:
     """The flow's HTTP shim answers 400 when the target is missing."""
     async with aiohttp.ClientSession() as session, session.post(f"{node_red}/vpp/command", json={"command": {}}) as r:
         assert r.status == 400
+
+
+async def test_the_flows_stop_takes_the_safety_lane(node_red: str, bridge: Service, sim: RunningSimulator) -> None:
+    """A stop sent through the flow goes to `vpp/safety/group/<id>/set` and completes; its states come back
+    on the group's ordinary state topic, where the flow follows them."""
+    group_id = sim.simulator.state.list_groups()[0].id
+    body = {"target": {"kind": "group", "id": group_id}, "command": {"type": "manual", "action": "stop",
+                                                                       "request_id": "nr-stop"}}  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{node_red}/vpp/command", json=body) as r:
+            assert r.status == 202 and (await r.json())["topic"] == f"vpp/safety/group/{group_id}/set"
+        status = None
+        for _ in range(300):
+            async with session.get(f"{node_red}/vpp/state", params={"request_id": "nr-stop"}) as r:
+                if r.status == 200 and (status := (await r.json())["state"]["status"]) == "completed":
+                    break
+            await asyncio.sleep(0.1)
+    assert status == "completed"

@@ -417,3 +417,54 @@ def test_with_a_hot_standby_the_bd_seq_comes_from_the_shared_counter(tmp_path: P
 
     fallback = Store(tmp_path / "s.json", shared_counter=away)
     assert fallback.next_bd_seq() == 1
+
+
+async def test_the_nbirth_names_every_node_metric_with_its_type_and_value(tmp_path: Path) -> None:
+    """NBIRTH: bdSeq (Int64, this session's), both node controls (Boolean false), Bridge/Version (String), and
+    the budget's used and remaining (Int64) as last published on the budget topic; seq 0."""
+    from semookii_bridge import __version__
+
+    edge, session = edge_node(tmp_path)
+    budget = {"day": "2026-11-29", "used": 12, "quota": 10000, "remaining": 9988, "reserve": 200, "exhausts_at": None,
+              "rate": 0.16, "burst": 2, "calls_last_minute": {}, "queued": 0, "oldest_queued_age": None,
+              "tracking": 0, "paused_until": None, "ts": "2026-11-29T12:00:00.000Z"}  # fmt: skip
+    edge._message(Incoming(topic="vpp/bridge/budget", payload=json.dumps(budget).encode()))
+    edge._connected()
+    nbirth = decode([p for t, p, _ in session.published if "/NBIRTH/" in t][-1])
+    assert nbirth.seq == 0
+    assert [(m.name, m.datatype, m.value) for m in nbirth.metrics] == [
+        ("bdSeq", DataType.Int64, edge.bd_seq),
+        ("Node Control/Rebirth", DataType.Boolean, False),
+        ("Node Control/Refresh", DataType.Boolean, False),
+        ("Bridge/Version", DataType.String, __version__),
+        ("Budget/Used", DataType.Int64, 12),
+        ("Budget/Remaining", DataType.Int64, 9988),
+    ]
+
+
+def test_the_edge_node_has_a_session_and_namespace_of_its_own(tmp_path: Path) -> None:
+    """Its client id is `<mqtt.client_id>-sparkplug`, its topics are under spBv1.0/<group_id>/.../<edge_node_id>,
+    and with `sparkplug.username` it logs in as that user (else as the bridge)."""
+    cfg = msgspec.convert({"mqtt": {"client_id": "br", "username": "bridge", "password": "b"},
+                           "journal": {"path": str(tmp_path / "j.db")},
+                           "sparkplug": {"enabled": True, "group_id": "site", "edge_node_id": "edge-1",
+                                         "username": "sparkplug", "password": "s"}},
+                          bridge_config.BridgeConfig)  # fmt: skip
+    edge = EdgeNode(cfg)
+    assert edge.session.client_id == "br-sparkplug"
+    assert edge.ns.node("NBIRTH") == "spBv1.0/site/NBIRTH/edge-1"
+    assert (edge.session.cfg.username, edge.session.cfg.password) == ("sparkplug", "s")
+    plain = EdgeNode(msgspec.structs.replace(cfg, sparkplug=msgspec.structs.replace(cfg.sparkplug, username="")))
+    assert (plain.session.cfg.username, plain.session.cfg.password) == ("bridge", "b")
+
+
+async def test_a_command_write_of_a_safety_type_takes_the_safety_lane(tmp_path: Path) -> None:
+    """Writing Command = a stop publishes on `vpp/safety/group/<id>/set`; any other command on `/set`."""
+    edge, session = edge_node(tmp_path)
+    edge._connected()
+    topic = f"spBv1.0/vpp/DCMD/semookii-bridge/group-{GROUP}"
+    for body in ('{"type":"manual","action":"stop"}', '{"type":"manual","action":"force_charge"}'):
+        edge._message(Incoming(topic=topic, payload=encode([Metric("Command", DataType.String, body)], timestamp=1,
+                                                           seq=None)))  # fmt: skip
+    sent = [t for t, _, _ in session.published if t.endswith("/set")]
+    assert sent == [f"vpp/safety/group/{GROUP}/set", f"vpp/group/{GROUP}/set"]

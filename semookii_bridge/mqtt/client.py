@@ -39,7 +39,7 @@ class Will(msgspec.Struct, frozen=True):
 
 
 def build_client(
-    cfg: MqttConfig, will: Will, *, loop_thread: Callable[[], int], on_pending: Callable[[], None]
+    cfg: MqttConfig, will: Will | None, *, loop_thread: Callable[[], int], on_pending: Callable[[], None]
 ) -> BufferedClient:
     """A client for the bridge's persistent session (manual acks, the configured window, will, credentials,
     TLS), set to connect when the first reconnect() runs. Callbacks are the caller's to set."""
@@ -56,11 +56,12 @@ def build_client(
     client.manual_ack_set(True)
     client.max_queued_messages_set(OUT_LIMIT)
     client.set_window(cfg.max_inflight)
-    will_properties = None
-    if v5 and will.delay:
-        will_properties = Properties(PacketTypes.WILLMESSAGE)
-        will_properties.WillDelayInterval = will.delay
-    client.will_set(will.topic, will.payload, qos=1, retain=will.retain, properties=will_properties)
+    if will is not None:
+        will_properties = None
+        if v5 and will.delay:
+            will_properties = Properties(PacketTypes.WILLMESSAGE)
+            will_properties.WillDelayInterval = will.delay
+        client.will_set(will.topic, will.payload, qos=1, retain=will.retain, properties=will_properties)
     credentials(client, cfg)
     connect_kwargs: dict[str, Any] = {}
     if v5:

@@ -59,8 +59,11 @@ class MqttLink:
         before_ack: Callable[[], Awaitable[None]] | None = None,
         on_overload: Callable[[Incoming], None] | None = None,
         will_delay: int = 0,
+        safety: bool = False,
     ) -> None:
         self.config = config
+        self.safety = safety
+        """The safety lane's session: only the safety topics, no presence of its own (no will, no `online`)."""
         self._will_delay = will_delay if config.protocol == 5 else 0
         """With a hot standby: `offline` only if no standby resumes the session within this many seconds."""
         self.topics = topics
@@ -94,7 +97,7 @@ class MqttLink:
     # ---- set-up ---------------------------------------------------------------------------------------
 
     def _make_client(self) -> BufferedClient:
-        will = Will(self.topics.bridge_state, _presence("offline"), delay=self._will_delay)
+        will = None if self.safety else Will(self.topics.bridge_state, _presence("offline"), delay=self._will_delay)
         client = build_client(self.config, will, loop_thread=lambda: self._loop_thread, on_pending=self._schedule_flush)
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
@@ -133,7 +136,7 @@ class MqttLink:
         if self._connector is not None:
             self._connector.cancel()
             await asyncio.gather(self._connector, return_exceptions=True)
-        if self._will_delay:
+        if self._will_delay or self.safety:
             # A standby may resume the session: leave `offline` to the delayed will, which it then cancels.
             self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
         else:
@@ -316,7 +319,8 @@ class MqttLink:
             self.reconnects += 1
         self._ever_connected = True
         self._subscribe()
-        self.publish(self.topics.bridge_state, _presence("online"), retain=True)
+        if not self.safety:
+            self.publish(self.topics.bridge_state, _presence("online"), retain=True)
         if self._info is not None:
             self.publish(self.topics.bridge_info, wire.encode(self._info()), retain=True)
         self._outbox.drain()
@@ -329,7 +333,7 @@ class MqttLink:
         self._lost.set()
 
     def _subscribe(self) -> None:
-        filters = self.topics.subscriptions()
+        filters = self.topics.safety_subscriptions() if self.safety else self.topics.subscriptions()
         if self._v5:
             options = SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True)
             self._client.subscribe([(f, options) for f in filters])

@@ -9,6 +9,8 @@ from datetime import datetime
 
 import msgspec
 
+from ..commands import decode_command, is_safety
+from ..errors import BridgeError
 from ..payloads import StateMessage
 from ..topics import Target
 from .codec import DataType, Metric, MetricValue, fits
@@ -51,6 +53,8 @@ class Send(msgspec.Struct, frozen=True):
 
     target: Target
     payload: bytes
+    safety: bool = False
+    """A command that stops or releases devices: it takes the safety lane (`<prefix>/safety/.../set`)."""
 
 
 class Refusal(msgspec.Struct, frozen=True):
@@ -96,7 +100,8 @@ class Device:
                 changed.append(Metric(ACTIVE_POWER, DataType.Int32, self.active_power, now_ms))
                 sends.append(Send(self.target, self._setpoint(self.active_power)))
             elif metric.name == COMMAND:
-                sends.append(Send(self.target, str(metric.value).encode()))
+                payload = str(metric.value).encode()
+                sends.append(Send(self.target, payload, safety=_is_safety(payload)))
         return sends, changed
 
     def _setpoint(self, active_power: int) -> bytes:
@@ -152,6 +157,15 @@ def _check(metrics: tuple[Metric, ...]) -> Refusal | None:
         if metric.value is None or not fits(expected, metric.value):
             return Refusal("wrong_datatype", f"{metric.value!r} is not a {expected.name} value for {metric.name}")
     return None
+
+
+def _is_safety(payload: bytes) -> bool:
+    """Whether a Command write is one the safety lane takes (one that does not decode is not: the ordinary
+    topic refuses it with the bridge's code)."""
+    try:
+        return is_safety(decode_command(payload))
+    except BridgeError:
+        return False
 
 
 def _ms(text: str) -> int:

@@ -219,7 +219,7 @@ class EdgeNode:
         if changed and self.born:
             self._publish_device("DDATA", device, changed)
         for send in sends:
-            self.session.publish(self.topics.command(send.target), send.payload, qos=1)
+            self.session.publish(self.topics.command(send.target, safety=send.safety), send.payload, qos=1)
 
     def _refuse(self, device: Device, refusal: Refusal) -> None:
         self.limited[f"dcmd_{refusal.code}"] += 1
