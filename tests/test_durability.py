@@ -18,7 +18,7 @@ from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 
-from .broker import Mosquitto, Probe, free_port
+from .broker import Mosquitto, Probe, free_port, process_sections
 from .conftest import TOKEN
 
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
@@ -87,16 +87,7 @@ async def test_broker_restart_mid_stream(bridge: Service, broker: Mosquitto, sim
 def write_config(path: Path, broker: Mosquitto, sim: RunningSimulator, journal: Path) -> None:
     path.write_text(
         f"""
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-client_id = "bridge-sigkill"
-reconnect_min = 0.2
-reconnect_max = 1
-
-[api]
-base_url = "{sim.base_url}"
-timeout = 5.0
+{process_sections(broker, sim, "bridge-sigkill")}
 
 [rate_limit]
 rate = 3.0

@@ -11,10 +11,13 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .broker import Mosquitto, Probe, process_sections
 from .conftest import TOKEN
 from .postgres import Postgres
 from .test_durability import TERMINAL, terminal_states
@@ -26,16 +29,7 @@ LEASE = 2.0
 
 def write_config(path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str, name: str) -> None:
     path.write_text(f"""
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-client_id = "bridge-ha"
-reconnect_min = 0.2
-reconnect_max = 1
-
-[api]
-base_url = "{sim.base_url}"
-timeout = 5.0
+{process_sections(broker, sim, "bridge-ha")}
 
 [rate_limit]
 rate = 20
@@ -61,25 +55,45 @@ enabled = false
 """)
 
 
-def start(tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str, name: str,
-          level: str = "INFO") -> subprocess.Popen[bytes]:  # fmt: skip
-    """`semookii-bridge run` as a process, logging to `<name>.log` (at DEBUG every API call is a line)."""
-    config = tmp_path / f"{name}.toml"
-    write_config(config, broker, sim, pg_url, name)
-    env = {**os.environ, "SEMOOKII_TOKEN": TOKEN}
-    log = (tmp_path / f"{name}.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", level, "run",
-                             "--config", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+class Bridges:
+    """The bridges of one hot standby, as processes on one configuration (each its own `ha.name`, log and,
+    when given, database URL through the environment); `kill()` ends them all."""
+
+    def __init__(self, tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, url: str) -> None:
+        self.tmp_path, self.broker, self.sim, self.url = tmp_path, broker, sim, url
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *, url: str | None = None, level: str = "INFO") -> subprocess.Popen[bytes]:
+        """`semookii-bridge run` as a process, logging to `<name>.log` (at DEBUG every API call is a line)."""
+        config = self.tmp_path / f"{name}.toml"
+        write_config(config, self.broker, self.sim, self.url, name)
+        env = {**os.environ, "SEMOOKII_TOKEN": TOKEN, "SEMOOKII_BRIDGE_JOURNAL_URL": url or self.url}
+        log = (self.tmp_path / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", level,
+                                             "run", "--config", str(config)], env=env, stdout=subprocess.DEVNULL,
+                                            stderr=log)  # fmt: skip
+        return self.procs[name]
+
+    async def up(self, probe: Probe, *names: str, **start: Any) -> None:
+        """Start the first to lead, then the others as standbys (`start`: options for the first)."""
+        self.start(names[0], **start)
+        await probe.wait_for(lambda: role(probe, names[0]) == "leader", timeout=20)
+        for name in names[1:]:
+            self.start(name)
+            await probe.wait_for(lambda n=name: role(probe, n) == "standby", timeout=20)  # type: ignore[misc]
+
+    async def exit_code(self, name: str, within: float) -> int | None:
+        return await asyncio.get_running_loop().run_in_executor(None, self.procs[name].wait, within)
+
+    def kill(self) -> None:
+        for proc in self.procs.values():
+            proc.kill()
+            proc.wait(10)
 
 
 def role(probe: Probe, name: str) -> str | None:
     states = probe.on(f"vpp/bridge/instance/{name}/state")
     return states[-1].json()["role"] if states and states[-1].payload else None
-
-
-async def leader_and_standby(probe: Probe, first: str, second: str) -> None:
-    await probe.wait_for(lambda: role(probe, first) == "leader", timeout=20)
-    await probe.wait_for(lambda: role(probe, second) == "standby", timeout=20)
 
 
 async def publish_load(probe: Probe, groups: list[str], rounds: int, pause: float) -> list[str]:
@@ -119,32 +133,37 @@ def sent_twice(sim: RunningSimulator) -> list[tuple[str, str]]:
     return [key for key, n in calls.items() if n > 1]
 
 
+def ended_once(finals: dict[str, list[str]]) -> bool:
+    """Each command has one terminal status (a repeat of the same state after a takeover is the same one)."""
+    return all(len(set(v)) == 1 for v in finals.values())
+
+
+@pytest.mark.parametrize("standbys", [1, 2])
 async def test_a_killed_leader_is_replaced_and_nothing_is_lost_or_sent_twice(
-    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str, standbys: int
 ) -> None:
-    """Two bridges, 20 groups at 5 commands/s; SIGKILL of the leader after 2 s: the standby takes over, the
-    broker hands it what the dead one had not acknowledged, and every command ends exactly once."""
+    """Two and three bridges, 20 groups at 5 commands/s; SIGKILL of the leader after 2 s: one standby takes
+    over (the other stays a standby), the broker hands it what the dead one had not acknowledged, every
+    command ends exactly once, and a simulator that bans after one over-limit call bans nobody."""
     vendor(sim, rate=20.0, burst=5, ban_after=1)
     groups = [sim.simulator.state.add_group(f"ha{i}") for i in range(20)]
-    bridges = {"a": start(tmp_path, broker, sim, pg_url, "a")}
+    names = ["a", "b", "c"][: standbys + 1]
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
     try:
         with Probe(broker.port) as probe:
-            await probe.wait_for(lambda: role(probe, "a") == "leader", timeout=20)
-            bridges["b"] = start(tmp_path, broker, sim, pg_url, "b")
-            await leader_and_standby(probe, "a", "b")
+            await bridges.up(probe, *names)
             load = asyncio.ensure_future(publish_load(probe, groups, 3, 0.2))
             await asyncio.sleep(2.0)
-            bridges["a"].send_signal(signal.SIGKILL)
+            bridges.procs["a"].send_signal(signal.SIGKILL)
             rids = await load
-            await probe.wait_for(lambda: role(probe, "b") == "leader", timeout=20)
+            await probe.wait_for(lambda: sorted(role(probe, n) or "" for n in names[1:])[0] == "leader", timeout=20)
             await probe.wait_for(lambda: all(r in terminal_states(probe) for r in rids), timeout=40)
             finals = terminal_states(probe)
+            roles = sorted(role(probe, n) or "" for n in names[1:])
     finally:
-        for proc in bridges.values():
-            proc.kill()
-            proc.wait(10)
-    assert all(len(set(v)) == 1 for v in finals.values()), {k: v for k, v in finals.items() if len(set(v)) > 1}
-    assert sent_twice(sim) == []
+        bridges.kill()
+    assert roles == ["leader", "standby"][:standbys]
+    assert ended_once(finals) and sent_twice(sim) == []
     refused = [c for c in sim.simulator.calls if c.outcome in ("rate_limited", "banned")]
     assert sim.simulator.bans == 0 and refused == []
 
@@ -156,38 +175,24 @@ async def test_a_paused_leader_makes_no_call_after_it_resumes(
     exits (code 75) without a single API call (its log, at DEBUG, has no call after the resume), and the
     commands are carried out once by the new leader."""
     groups = [sim.simulator.state.add_group(f"hp{i}") for i in range(4)]
-    bridges = {"a": start(tmp_path, broker, sim, pg_url, "a", level="DEBUG")}
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
     try:
         with Probe(broker.port) as probe:
-            await probe.wait_for(lambda: role(probe, "a") == "leader", timeout=20)
-            bridges["b"] = start(tmp_path, broker, sim, pg_url, "b")
-            await leader_and_standby(probe, "a", "b")
-            bridges["a"].send_signal(signal.SIGSTOP)
+            await bridges.up(probe, "a", "b", level="DEBUG")
+            bridges.procs["a"].send_signal(signal.SIGSTOP)
             rids = await publish_load(probe, groups, 1, 0.0)
             await probe.wait_for(lambda: role(probe, "b") == "leader", timeout=20)
             await asyncio.sleep(3 * LEASE)
             resumed_at = (tmp_path / "a.log").stat().st_size
-            bridges["a"].send_signal(signal.SIGCONT)
-            assert bridges["a"].wait(10) == 75  # fail-stop: it no longer leads
+            bridges.procs["a"].send_signal(signal.SIGCONT)
+            assert await bridges.exit_code("a", 10) == 75  # fail-stop: it no longer leads
             await probe.wait_for(lambda: all(r in terminal_states(probe) for r in rids), timeout=30)
             finals = terminal_states(probe)
     finally:
-        for proc in bridges.values():
-            proc.kill()
-            proc.wait(10)
+        bridges.kill()
     after = (tmp_path / "a.log").read_bytes()[resumed_at:].decode()
     assert "api_call " not in after and "ha_lost" in after, after
     assert all(v == ["completed"] for v in finals.values()) and sent_twice(sim) == []
-
-
-def start_as(tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, url: str, name: str) -> subprocess.Popen[bytes]:
-    """A bridge whose database URL comes from the environment (the file is the same for all)."""
-    config = tmp_path / f"{name}.toml"
-    write_config(config, broker, sim, "postgresql://unused@127.0.0.1:1/none", name)
-    env = {**os.environ, "SEMOOKII_TOKEN": TOKEN, "SEMOOKII_BRIDGE_JOURNAL_URL": url}
-    log = (tmp_path / f"{name}.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", "INFO", "run",
-                             "--config", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
 
 
 async def test_a_leader_cut_off_from_the_database_steps_down_and_the_standby_takes_over(
@@ -195,34 +200,29 @@ async def test_a_leader_cut_off_from_the_database_steps_down_and_the_standby_tak
 ) -> None:
     """The leader's database connections are terminated and its logins refused for 10 s, under load: it
     stops (exit 75) within its lease, the standby takes over, every command ends once, none is sent twice."""
-    for role_name in ("ra", "rb"):
-        postgres_server.sql(f"CREATE ROLE {role_name} LOGIN SUPERUSER")
-    url_of = {n: pg_url.replace("postgres@", f"{n}@") for n in ("ra", "rb")}
+    postgres_server.sql("CREATE ROLE ra LOGIN SUPERUSER")
+    cut_off = pg_url.replace("postgres@", "ra@")
     groups = [sim.simulator.state.add_group(f"hc{i}") for i in range(10)]
-    bridges = {"a": start_as(tmp_path, broker, sim, url_of["ra"], "a")}
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
     try:
         with Probe(broker.port) as probe:
-            await probe.wait_for(lambda: role(probe, "a") == "leader", timeout=20)
-            bridges["b"] = start_as(tmp_path, broker, sim, url_of["rb"], "b")
-            await leader_and_standby(probe, "a", "b")
+            await bridges.up(probe, "a", "b", url=cut_off)
             load = asyncio.ensure_future(publish_load(probe, groups, 4, 0.2))
             await asyncio.sleep(1.0)
             postgres_server.sql("ALTER ROLE ra NOLOGIN")
             postgres_server.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'ra'")
-            assert await asyncio.get_running_loop().run_in_executor(None, bridges["a"].wait, 3 * LEASE) == 75
+            assert await bridges.exit_code("a", 3 * LEASE) == 75
             await probe.wait_for(lambda: role(probe, "b") == "leader", timeout=20)
             rids = await load
             await asyncio.sleep(max(0.0, 10 - 3 * LEASE))
             postgres_server.sql("ALTER ROLE ra LOGIN")
-            bridges["a"] = start_as(tmp_path, broker, sim, url_of["ra"], "a")  # the supervisor's restart
+            bridges.start("a", url=cut_off)  # the supervisor's restart
             await probe.wait_for(lambda: role(probe, "a") == "standby", timeout=20)
             await probe.wait_for(lambda: all(r in terminal_states(probe) for r in rids), timeout=40)
             finals = terminal_states(probe)
     finally:
-        for proc in bridges.values():
-            proc.kill()
-            proc.wait(10)
-    assert all(len(set(v)) == 1 for v in finals.values()) and sent_twice(sim) == []
+        bridges.kill()
+    assert ended_once(finals) and sent_twice(sim) == []
 
 
 async def test_postgresql_stopped_mid_stream_then_started_again(
@@ -234,29 +234,25 @@ async def test_postgresql_stopped_mid_stream_then_started_again(
     server = Postgres()
     server.start()
     groups = [sim.simulator.state.add_group(f"hs{i}") for i in range(10)]
-    bridges = {"a": start(tmp_path, broker, sim, server.url, "a")}
+    bridges = Bridges(tmp_path, broker, sim, server.url)
     try:
         with Probe(broker.port) as probe:
-            await probe.wait_for(lambda: role(probe, "a") == "leader", timeout=20)
-            bridges["b"] = start(tmp_path, broker, sim, server.url, "b")
-            await leader_and_standby(probe, "a", "b")
+            await bridges.up(probe, "a", "b")
             load = asyncio.ensure_future(publish_load(probe, groups, 4, 0.2))
             await asyncio.sleep(1.0)
             server.stop()
-            assert await asyncio.get_running_loop().run_in_executor(None, bridges["a"].wait, 3 * LEASE) == 75
+            assert await bridges.exit_code("a", 3 * LEASE) == 75
             rids = await load
             await asyncio.sleep(2.0)
             server.start()
-            bridges["a"] = start(tmp_path, broker, sim, server.url, "a")
+            bridges.start("a")
             await probe.wait_for(lambda: "leader" in (role(probe, "a"), role(probe, "b")), timeout=30)
             await probe.wait_for(lambda: all(r in terminal_states(probe) for r in rids), timeout=40)
             finals = terminal_states(probe)
     finally:
-        for proc in bridges.values():
-            proc.kill()
-            proc.wait(10)
+        bridges.kill()
         server.remove()
-    assert all(len(set(v)) == 1 for v in finals.values()) and sent_twice(sim) == []
+    assert ended_once(finals) and sent_twice(sim) == []
 
 
 async def test_the_broker_restarting_during_a_takeover_loses_nothing(
@@ -265,14 +261,12 @@ async def test_the_broker_restarting_during_a_takeover_loses_nothing(
     """SIGKILL of the leader, then the broker restarts while the standby takes over: the standby leads once
     the broker is back, with the session's commands; every command ends once, none is sent twice."""
     groups = [sim.simulator.state.add_group(f"hb{i}") for i in range(10)]
-    bridges = {"a": start(tmp_path, broker, sim, pg_url, "a")}
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
     try:
         with Probe(broker.port) as probe:
-            await probe.wait_for(lambda: role(probe, "a") == "leader", timeout=20)
-            bridges["b"] = start(tmp_path, broker, sim, pg_url, "b")
-            await leader_and_standby(probe, "a", "b")
+            await bridges.up(probe, "a", "b")
             rids = await publish_load(probe, groups, 2, 0.1)
-            bridges["a"].send_signal(signal.SIGKILL)
+            bridges.procs["a"].send_signal(signal.SIGKILL)
         await asyncio.sleep(LEASE / 2)
         broker.restart(down_for=LEASE)
         with Probe(broker.port) as probe:
@@ -281,7 +275,5 @@ async def test_the_broker_restarting_during_a_takeover_loses_nothing(
             await probe.wait_for(lambda: all(r in terminal_states(probe) for r in more), timeout=40)
         await probe_journal(pg_url, rids)
     finally:
-        for proc in bridges.values():
-            proc.kill()
-            proc.wait(10)
+        bridges.kill()
     assert sent_twice(sim) == []

@@ -66,34 +66,23 @@ def test_the_tables_cover_every_op() -> None:
     assert set(MUTATING) == {name for name, op in OPS.items() if op.mutating}
 
 
-@pytest.mark.parametrize("op", sorted(op for op, body in OUTSIDE.items() if body is not None))
-async def test_a_request_outside_the_allow_lists_is_refused_with_no_call(
-    op: str, client: CloudClient, sim: RunningSimulator
+REFUSED = [(op, body, False) for op, body in sorted(OUTSIDE.items()) if body is not None]
+REFUSED += [(op, body, False) for op, body in sorted(UNKNOWN.items())]
+REFUSED += [(op, body, True) for op, body in sorted(MUTATING.items())]
+"""Outside the allow-lists, not resolvable under them, or changing the account under `read_only`."""
+
+
+@pytest.mark.parametrize(("op", "body", "read_only"), REFUSED)
+async def test_a_request_the_rules_refuse_costs_no_call(
+    op: str, body: dict[str, Any], read_only: bool, client: CloudClient, sim: RunningSimulator
 ) -> None:
-    """`not_allowed`, and the simulator saw nothing."""
+    """`not_allowed` before any call, so the simulator saw nothing: a request that touches a group or inverter
+    outside the allow-lists, one naming an inverter row or control call the bridge cannot resolve (so it
+    cannot check the lists), and, with `management.read_only` (no allow-lists), every op that changes the
+    account."""
     before = len(sim.simulator.calls)
-    assert await ask(client, op, OUTSIDE[op], guard()) == {"status": "error", "code": "not_allowed"}
-    assert len(sim.simulator.calls) == before
-
-
-@pytest.mark.parametrize("op", sorted(UNKNOWN))
-async def test_what_cannot_be_resolved_is_refused_under_allow_lists(
-    op: str, client: CloudClient, sim: RunningSimulator
-) -> None:
-    """An inverter row or a control call the bridge does not know: `not_allowed`, no call."""
-    before = len(sim.simulator.calls)
-    assert await ask(client, op, UNKNOWN[op], guard()) == {"status": "error", "code": "not_allowed"}
-    assert len(sim.simulator.calls) == before
-
-
-@pytest.mark.parametrize("op", sorted(MUTATING))
-async def test_read_only_refuses_every_op_that_changes_the_account(
-    op: str, client: CloudClient, sim: RunningSimulator
-) -> None:
-    """With `management.read_only`, each mutating op is `not_allowed` before any call (no allow-lists)."""
-    before = len(sim.simulator.calls)
-    assert await ask(client, op, MUTATING[op], guard(read_only=True, lists=False)) == {
-        "status": "error", "code": "not_allowed"}  # fmt: skip
+    rules = guard(read_only=True, lists=False) if read_only else guard()
+    assert await ask(client, op, body, rules) == {"status": "error", "code": "not_allowed"}
     assert len(sim.simulator.calls) == before
 
 

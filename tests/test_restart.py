@@ -15,7 +15,7 @@ import pytest
 
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .broker import Mosquitto, Probe, process_sections
 from .conftest import TOKEN
 from .test_durability import journal_statuses, terminal_states
 
@@ -34,16 +34,7 @@ def write_config(path: Path, broker: Mosquitto, sim: RunningSimulator, *, rate: 
                  dedup_window: float = 3600.0) -> None:  # fmt: skip
     """A bridge at the vendor's limit, tracking results briefly, its journal beside the config."""
     path.write_text(f"""
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-client_id = "bridge-restart"
-reconnect_min = 0.2
-reconnect_max = 1
-
-[api]
-base_url = "{sim.base_url}"
-timeout = 5.0
+{process_sections(broker, sim, "bridge-restart")}
 
 [rate_limit]
 rate = {rate}
