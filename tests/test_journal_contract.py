@@ -141,3 +141,34 @@ async def test_after_commit_runs_once_the_write_is_on_record(reopen: Opener) -> 
     assert ran == ["idle"]
     await journal.durable()
     assert ran == ["idle", "after"]
+
+
+async def test_the_small_answers_hold_on_both(reopen: Opener) -> None:
+    """A day without calls counts 0 and an empty journal has no latest day; unannounced commands come oldest
+    update first; a pruned command's delivery is forgotten; the latest instant includes the limiter's stamp."""
+    journal = await reopen()
+    assert journal.calls_on("2026-01-01") == 0 and journal.latest_day() is None and journal.latest_instant() is None
+    journal.insert(entry("first", "completed", delivery_hash="d1"))
+    journal.insert(entry("second", "failed"))
+    journal.update("first", "completed")  # updated later: comes second
+    journal.record_bucket(BucketState(0.0, 10**10, 0.0, 0.0))
+    await journal.durable()
+    journal = await reopen()
+    assert [e.request_id for e in journal.unannounced()] == ["second", "first"]
+    assert journal.latest_instant() == 10**10
+    assert journal.prune(10**6) == 2 and journal.find_delivery("d1") is None
+    await journal.durable()
+    assert (await reopen()).count() == 0
+
+
+async def test_writes_are_on_record_after_close_without_waiting(reopen: Opener) -> None:
+    """A write followed by close (SQLite) or aclose (PostgreSQL), with no durable() between: on record."""
+    journal = await reopen()
+    journal.insert(entry("late"))
+    journal.record_calls("2026-11-29", 3)
+    if isinstance(journal, SharedJournal):
+        await journal.aclose()
+    else:
+        journal.close()
+    again = await reopen()
+    assert again.get("late") is not None and again.calls_on("2026-11-29") == 3

@@ -468,3 +468,39 @@ async def test_a_command_write_of_a_safety_type_takes_the_safety_lane(tmp_path: 
                                                            seq=None)))  # fmt: skip
     sent = [t for t, _, _ in session.published if t.endswith("/set")]
     assert sent == [f"vpp/safety/group/{GROUP}/set", f"vpp/group/{GROUP}/set"]
+
+
+def budget_message(used: int, remaining: int | None) -> Incoming:
+    doc = {"day": "2026-11-29", "used": used, "quota": 10000, "remaining": remaining, "reserve": 200,
+           "exhausts_at": None, "rate": 0.16, "burst": 2, "calls_last_minute": {}, "queued": 0,
+           "oldest_queued_age": None, "tracking": 0, "paused_until": None, "ts": "2026-11-29T12:00:00.000Z"}  # fmt: skip
+    return Incoming(topic="vpp/bridge/budget", payload=json.dumps(doc).encode())
+
+
+async def test_a_budget_change_is_an_ndata_and_a_repeat_or_garbage_is_not(tmp_path: Path) -> None:
+    """After birth, a new budget is one NDATA with Budget/Used and Budget/Remaining (Int64, stamped, next seq);
+    the same budget again, or an unreadable one, publishes nothing."""
+    edge, session = edge_node(tmp_path)
+    edge._connected()
+    count = len(session.published)
+    edge._message(budget_message(40, 9960))
+    edge._message(budget_message(40, 9960))
+    edge._message(Incoming(topic="vpp/bridge/budget", payload=b"{not json"))
+    new = session.published[count:]
+    assert [t for t, _, _ in new] == ["spBv1.0/vpp/NDATA/semookii-bridge"]
+    payload = decode(new[0][1])
+    assert payload.seq == 2 and payload.timestamp == 1_000
+    assert [(m.name, m.datatype, m.value, m.timestamp) for m in payload.metrics] == [
+        ("Budget/Used", DataType.Int64, 40, 1_000), ("Budget/Remaining", DataType.Int64, 9960, 1_000)]  # fmt: skip
+
+
+def test_births_are_stamped_and_the_state_file_defaults_beside_the_journal(tmp_path: Path) -> None:
+    """Every NBIRTH metric carries the birth's timestamp; without `state_file` the bdSeq and settings live in
+    `<journal>.sparkplug.json`; list requests for discovery go out with QoS 1."""
+    edge, session = edge_node(tmp_path)
+    edge._connected()
+    nbirth = decode([p for t, p, _ in session.published if "/NBIRTH/" in t][-1])
+    assert {m.timestamp for m in nbirth.metrics} == {1_000} and nbirth.timestamp == 1_000
+    assert edge.store.path == tmp_path / "j.sparkplug.json"
+    edge.requests._publish("vpp/bridge/request/group/list", b"{}")
+    assert session.published[-1] == ("vpp/bridge/request/group/list", b"{}", 1)
