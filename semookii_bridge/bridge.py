@@ -29,6 +29,7 @@ from .inventory import Inventory
 from .jobs import Job, entry_from_job, job_from_entry
 from .journal import DuplicateRequest, Entry
 from .journal_protocol import CommandJournal
+from .lane import SafetyLane
 from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
 from .management import Guard, ManagementApi, busy, handle_request, scope_of
 from .merging import MergePolicy
@@ -75,6 +76,7 @@ class Bridge:
             observer=observer, tokens=limiter, dongle_of=self.inventory.dongle, age_observer=age_observer,
         )  # fmt: skip
         self._merging = config.commands.merge and not config.commands.dry_run
+        self.lane = SafetyLane()
         self.dispatcher = self._dispatcher()
         self.calls = CallLog()
         limiter.on_grant = self.calls.record
@@ -94,8 +96,8 @@ class Bridge:
         cmd = self.config.commands
         merge = MergePolicy(self.inventory.known, cmd.batch_max_sns) if self._merging else None
         in_flight = self.config.rate_limit.max_in_flight
-        return Dispatcher(self.limiter, self.lifecycle.send_all, self._dropped, max_in_flight=in_flight,
-                          clock=self.clock, merge=merge)  # fmt: skip
+        send = self.lane.sending(self.lifecycle.send_all)
+        return Dispatcher(self.limiter, send, self._dropped, max_in_flight=in_flight, clock=self.clock, merge=merge)
 
     # ---- start / stop ---------------------------------------------------------------------------------
 
@@ -226,7 +228,7 @@ class Bridge:
             self._reject(target, msg, ErrorInfo(code="internal_error", message=message), request_id=job.request_id)
             return
         self.lifecycle.publish_job(job, "queued")
-        self._queue(job, now)
+        self._queue(job, now, lane=route.safety)
 
     def _job(self, target: Target, command: Command, msg: Incoming, now: float) -> Job:
         """The job for a validated command (a request_id is made up when the command has none)."""
@@ -241,8 +243,9 @@ class Bridge:
             correlation=msg.correlation_data,
         )
 
-    def _queue(self, job: Job, now: float) -> None:
-        """Hand a journaled job to the dispatcher, or end it now: dry run, expired on arrival, no quota."""
+    def _queue(self, job: Job, now: float, *, lane: bool = False) -> None:
+        """Hand a journaled job to the dispatcher, or end it now: dry run, expired on arrival, no quota.
+        `lane`: it came on the safety lane, which holds the ordinary intake until it leaves the queue."""
         if self.config.commands.dry_run:
             error = ErrorInfo(code="dry_run", message="dry run: validated and not sent to the API")
             self.lifecycle.finish(job, "completed", error=error)
@@ -251,6 +254,8 @@ class Bridge:
         elif (refusal := self._quota_refusal(job.command)) is not None:
             self._dropped(job, "failed", refusal)
         else:
+            if lane:
+                self.lane.entered(job.request_id)
             self.dispatcher.submit(job)
 
     def _repeat(self, request_id: str, target: Target, msg: Incoming) -> None:
@@ -300,6 +305,7 @@ class Bridge:
 
     def _dropped(self, job: Job, status: Status, error: ErrorInfo | None) -> None:
         """A queued job left the queue without being sent: superseded, expired, or out of quota."""
+        self.lane.left(job.request_id)
         self.lifecycle.finish(job, status, error=error)
 
     # ---- recovery ---------------------------------------------------------------------------------------

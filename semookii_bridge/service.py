@@ -157,6 +157,7 @@ class Service:
             before_ack=journal.durable,
             on_overload=lambda msg: _require(bridge).refuse_overloaded(msg),
             will_delay=int(2 * cfg.ha.lease + 2) if cfg.ha.enabled else 0,
+            urgent=lambda: _require(bridge).lane.pending(),
         )
         bridge = Bridge(cfg, api=api, publisher=link, journal=journal, limiter=self.limiter, clock=timeline,
                         clock_doubt=timeline.doubt, observer=self.obs.observe_status,

@@ -110,3 +110,28 @@ async def test_a_safety_command_supersedes_a_queued_setpoint_and_a_later_setpoin
     calls = [c for c in sim.simulator.calls_to(CONTROL) if c.params["groupId"] == group]
     assert len(calls) == 1 and calls[0].params.get("activePower") == "2"
     await asyncio.sleep(0)
+
+
+async def test_the_lane_claims_the_loop_while_its_command_is_queued_and_only_then(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """A stop on the lane waits for a token (one per 2 s, spent): while it is queued the ordinary intake takes
+    one message per loop turn (`pending`), ordinary messages still flow; once its call leaves, it is over. An
+    ordinary-topic stop makes no such claim."""
+    service = await make_bridge(rate_limit={"rate": 0.5, "burst": 1})
+    assert service.bridge is not None and service.link is not None
+    lane, groups = service.bridge.lane, [g.id for g in sim.simulator.state.list_groups()]
+    assert service.link._urgent is not None and service.link._urgent() is False
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{groups[1]}/set", {**STOP, "request_id": "takes-the-token"})
+        await probe.wait_for(lambda: len(sim.simulator.calls_to(CONTROL)) == 1)
+        probe.publish(f"vpp/group/{groups[1]}/set", {**STOP, "request_id": "ordinary-stop"})
+        await probe.wait_status(f"vpp/group/{groups[1]}/state", "ordinary-stop", "queued")
+        assert not lane.pending()
+        probe.publish(f"vpp/safety/group/{groups[0]}/set", {**STOP, "request_id": "lane-stop"})
+        await probe.wait_status(f"vpp/group/{groups[0]}/state", "lane-stop", "queued")
+        assert lane.pending() and service.link._urgent() is True
+        probe.publish(f"vpp/group/{groups[0]}/set", {**setpoint(7), "request_id": "still-flows"})
+        await probe.wait_status(f"vpp/group/{groups[0]}/state", "still-flows", "queued")
+        await probe.wait_status(f"vpp/group/{groups[0]}/state", "lane-stop", "superseded")
+    assert not lane.pending()

@@ -60,9 +60,12 @@ class MqttLink:
         on_overload: Callable[[Incoming], None] | None = None,
         will_delay: int = 0,
         safety: bool = False,
+        urgent: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
-        self.safety = safety
+        self.safety, self._urgent = safety, urgent
+        """`urgent()`: something else must get the event loop now (a stop on the safety lane is queued): take one
+        message per loop turn instead of a batch."""
         """The safety lane's session: only the safety topics, no presence of its own (no will, no `online`)."""
         self._will_delay = will_delay if config.protocol == 5 else 0
         """With a hot standby: `offline` only if no standby resumes the session within this many seconds."""
@@ -354,7 +357,8 @@ class MqttLink:
         while True:
             await self._outbox.room.wait()
             batch = [await self._inbox.get()]
-            while len(batch) < ACK_BATCH and not self._inbox.empty():
+            limit = 1 if self._urgent is not None and self._urgent() else ACK_BATCH
+            while len(batch) < limit and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
             for msg in batch:
                 try:
