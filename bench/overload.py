@@ -4,8 +4,9 @@ Four storms, each against a fresh mosquitto + simulator + bridge (rate limit 10 
 (1) 100,000 QoS 1 commands on 1,000 groups, as fast as one client publishes; (2) the same with QoS 0;
 (3) 50,000 `group/list` management requests; (4) 60,000 commands on distinct targets with a 10 s ttl, so
 they expire together. During each, 20 `manual` stop commands go to other groups, 10 on the ordinary topics
-and 10 on the safety lane (`vpp/safety/group/<id>/set`, read on a session of its own), alternately; for each
-the time from its publish to its call at the simulator is measured. Reported per storm: the bridge's worst
+and 10 on the safety lane (`vpp/safety/group/<id>/set`, read on a session of its own), alternately, from a
+client of their own (an operator's, not the storm's publisher, whose messages the broker handles in order);
+for each the time from its publish to its call at the simulator is measured. Reported per storm: the bridge's worst
 event-loop lag (from /healthz, target under 1 s), peak RSS (target under 250 MB), messages without exactly
 one answer (target 0; for QoS 1 commands: exactly one terminal state), and the stops' time to the API per
 lane, p50 / p99 / max (target: p99 under 2 s on the safety lane).
@@ -83,6 +84,7 @@ def storm(name: str, count: int, publish: Callable[[Recorder, int, list[str]], N
         topics = ["vpp/bridge/response/#", "vpp/group/+/state"] if request_topics else ["vpp/+/+/state"]
         rx = Recorder(s.broker_port, topics, answers)
         tx = Recorder(s.broker_port, [])
+        ctl = Recorder(s.broker_port, [])  # the operator's own client: not behind the storm's publisher
         probe_groups = groups[1000:1020]
         lags: list[float] = []
         sent_at: dict[str, tuple[str, float]] = {}
@@ -94,7 +96,7 @@ def storm(name: str, count: int, publish: Callable[[Recorder, int, list[str]], N
                 lane = "safety" if k % 2 else "ordinary"
                 sent_at[probe_groups[k]] = (lane, time.time())
                 prefix = "vpp/safety" if lane == "safety" else "vpp"
-                send(tx, f"{prefix}/group/{probe_groups[k]}/set",
+                send(ctl, f"{prefix}/group/{probe_groups[k]}/set",
                      json.dumps({"type": "manual", "action": "stop", "request_id": f"ctl-{k}"}).encode(), 1)  # fmt: skip
             if n % 5000 == 0:
                 stats.rss_mb()
@@ -108,6 +110,7 @@ def storm(name: str, count: int, publish: Callable[[Recorder, int, list[str]], N
         called = {c["params"].get("groupId"): c["ts"] for c in s.sim_calls() if c["path"].endswith("groupControl")}
         rx.close()
         tx.close()
+        ctl.close()
     counts = answers.counts
     expected = [f"{name}-{n}" for n in range(count)]
     wrong = sum(1 for key in expected if counts.get(key, 0) != 1)
