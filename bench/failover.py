@@ -132,7 +132,7 @@ def run(trials: int = 20) -> str:
     lost = sum(1 for r in load.sent if r not in load.states)
     twice = sum(1 for n in calls.values() if n > 1)
     return "\n".join([
-        f"## Failover ({trials} takeovers after SIGKILL of the leader, lease 3 s, 4 setpoints/s on 20 groups)",
+        f"### Failover ({trials} takeovers after SIGKILL of the leader, lease 3 s, 4 setpoints/s on 20 groups)",
         "", "| measure | value | target |", "|---|---|---|",
         f"| kill -> the new leader's first control call, p50 / max | {percentile(takeovers, 50):.2f} / "
         f"{max(takeovers):.2f} s | at most 5 s |",

@@ -71,7 +71,7 @@ def run(seconds: float = 60, every: float = 5.0, groups: int = 20) -> str:
     stamps = sorted(c["ts"] for c in calls)
     refused = sum(1 for c in calls if c["outcome"] in ("rate_limited", "banned"))
     lines = [
-        f"## Restarts under load ({seconds:g} s, restarted every {every:g} s, limit {RATE:g}/s burst {BURST}, "
+        f"### Restarts under load ({seconds:g} s, restarted every {every:g} s, limit {RATE:g}/s burst {BURST}, "
         "ban after 1 over-limit call)",
         "",
         "| measure | value |",
