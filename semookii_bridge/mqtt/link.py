@@ -62,18 +62,13 @@ class MqttLink:
         safety: bool = False,
         urgent: Callable[[], bool] | None = None,
     ) -> None:
-        self.config = config
+        self.config, self.topics, self._on_message, self._info = config, topics, on_message, info
+        self._before_ack, self._on_overload = before_ack, on_overload
         self.safety, self._urgent = safety, urgent
-        """`urgent()`: something else must get the event loop now (a stop on the safety lane is queued): take one
-        message per loop turn instead of a batch."""
-        """The safety lane's session: only the safety topics, no presence of its own (no will, no `online`)."""
+        """`safety`: the safety lane's session (its topics only, no presence: no will, no `online`); `urgent()`:
+        a stop on that lane is queued, so take one message per loop turn instead of a batch."""
         self._will_delay = will_delay if config.protocol == 5 else 0
         """With a hot standby: `offline` only if no standby resumes the session within this many seconds."""
-        self.topics = topics
-        self._on_message = on_message
-        self._info = info
-        self._before_ack = before_ack
-        self._on_overload = on_overload
         self._v5 = config.protocol == 5
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[Incoming] = asyncio.Queue()
