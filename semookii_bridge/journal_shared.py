@@ -89,6 +89,10 @@ class SharedJournal:
         self._store, self._fence, self._on_fenced, self._clock = store, fence, on_fenced, clock
         self._rows: dict[str, Entry] = {e.request_id: e for e in snapshot.rows}
         self._delivery = {e.delivery_hash: e.request_id for e in snapshot.rows if e.delivery_hash}
+        self._calls_of: dict[str, set[str]] = {}
+        """command_id -> request ids: each result poll looks its call's commands up (the SQLite journal's index)."""
+        for e in snapshot.rows:
+            self._index(e)
         self._calls, self._bucket, self._anchor = dict(snapshot.calls), snapshot.bucket, snapshot.anchor
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
@@ -215,6 +219,7 @@ class SharedJournal:
         self._rows[entry.request_id] = entry
         if entry.delivery_hash:
             self._delivery[entry.delivery_hash] = entry.request_id
+        self._index(entry)
         self._touch(entry.request_id)
 
     def update(self, request_id: str, status: str, **fields: Any) -> None:
@@ -225,7 +230,15 @@ class SharedJournal:
         if entry is None:
             return
         self._rows[request_id] = msgspec.structs.replace(entry, status=status, updated_at=self._clock(), **fields)
+        self._index(self._rows[request_id])
         self._touch(request_id)
+
+    def _index(self, entry: Entry) -> None:
+        if entry.command_id is not None:
+            self._calls_of.setdefault(entry.command_id, set()).add(entry.request_id)
+
+    def _of_call(self, command_id: str) -> list[Entry]:
+        return [self._rows[r] for r in self._calls_of.get(command_id, ()) if r in self._rows]
 
     def _touch(self, request_id: str) -> None:
         self._deleted.discard(request_id)
@@ -236,12 +249,12 @@ class SharedJournal:
         return self._rows.get(request_id)
 
     def tracked_for_call(self, command_id: str) -> list[Entry]:
-        found = [e for e in self._rows.values() if e.command_id == command_id and e.status in TRACKED]
+        found = [e for e in self._of_call(command_id) if e.command_id == command_id and e.status in TRACKED]
         return sorted(found, key=lambda e: e.received_at)
 
     def sent_with(self, *, command_id: str | None = None, task_id: str | None = None) -> list[Entry]:
         if command_id is not None:
-            return [e for e in self._rows.values() if e.command_id == command_id]
+            return [e for e in self._of_call(command_id) if e.command_id == command_id]
         return [e for e in self._rows.values() if e.task_id == task_id]
 
     def find_delivery(self, *delivery_hashes: str) -> Entry | None:
@@ -270,6 +283,8 @@ class SharedJournal:
             entry = self._rows.pop(request_id)
             if entry.delivery_hash:
                 self._delivery.pop(entry.delivery_hash, None)
+            if entry.command_id is not None:
+                self._calls_of.get(entry.command_id, set()).discard(request_id)
             self._dirty.discard(request_id)
             self._deleted.add(request_id)
         if gone:
