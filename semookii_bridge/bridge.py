@@ -80,16 +80,26 @@ class Bridge:
         self.dispatcher = self._dispatcher()
         self.calls = CallLog()
         limiter.on_grant = self.calls.record
-        self.budget = BudgetReporter(
-            limiter=limiter, calls=self.calls, queue=self.dispatcher, tracking=lambda: self.lifecycle.tracking,
-            publish=publisher.publish, topic=self.topics.bridge_budget,
-        )  # fmt: skip
+        self.budget = self._budget_reporter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._requests_pending = 0
+        self.api_state: Callable[[], str] = lambda: "unknown"
+        """The token's standing with the API (`authorization.Authorization.state`), for info and budget."""
+        self.answered: Callable[[str, Response], None] = lambda op, response: None
+        """Told each management answer (the status page lists the refused ones)."""
         self.admission = Admission(config, wall)
         self._guard = Guard(allow_groups=self.admission.allow_groups, allow_inverters=self.admission.allow_inverters,
                             read_only=config.management.read_only, inverter_of=self.inventory.inverter_of,
                             call_scope=lambda c, t: scope_of(journal.sent_with(command_id=c, task_id=t)))  # fmt: skip
+
+    def _budget_reporter(self) -> BudgetReporter:
+        """The retained budget topic, saying the token's standing too."""
+        budget = BudgetReporter(
+            limiter=self.limiter, calls=self.calls, queue=self.dispatcher, tracking=lambda: self.lifecycle.tracking,
+            publish=self.publisher.publish, topic=self.topics.bridge_budget,
+        )  # fmt: skip
+        budget.api_state = lambda: self.api_state()
+        return budget
 
     def _dispatcher(self) -> Dispatcher:
         """The latest-wins queue in front of the limiter, merging alike setpoints when `commands.merge`."""
@@ -149,6 +159,7 @@ class Bridge:
             "track_results_for": cmd.track_results_for,
             "max_abs_power": cmd.max_abs_power,
             "api_base_url": self.api.base_url,
+            "api": self.api_state(),
         }
 
     # ---- intake ----------------------------------------------------------------------------------------
@@ -188,6 +199,7 @@ class Bridge:
         topic = msg.response_topic or self.topics.response(op)
         self.publisher.publish(topic, wire.encode(response), correlation_data=msg.correlation_data)
         log.info("management op=%s status=%s", op, response.status)
+        self.answered(op, response)
 
     def refuse_overloaded(self, msg: Incoming) -> None:
         """A QoS 0 message that arrived while the inbox was full (QoS 0 has no flow control): refused loudly,

@@ -86,6 +86,8 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True):
     oldest_queued_age: float | None
     tracking: int
     paused_until: str | None
+    api: str = "unknown"
+    """The token's standing: `authorized`, `unauthorized` (every call fails at once) or `unknown`."""
     ts: str
 
 
@@ -122,6 +124,7 @@ class BudgetReporter:
         self._tracking, self._publish, self.topic = tracking, publish, topic
         self.interval, self._wall, self._clock = interval, wall, clock
         self._last: Budget | None = None
+        self.api_state: Callable[[], str] = lambda: "unknown"
 
     def snapshot(self) -> Budget:
         """The budget now."""
@@ -148,6 +151,7 @@ class BudgetReporter:
             oldest_queued_age=None if oldest is None else round(oldest, 3),
             tracking=self._tracking(),
             paused_until=None if pause <= 0 else utc_now_text(now + pause),
+            api=self.api_state(),
             ts=utc_now_text(now),
         )
 

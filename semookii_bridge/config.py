@@ -50,6 +50,8 @@ class MqttConfig(_Section, frozen=True):
     session_expiry: Annotated[int, msgspec.Meta(ge=0)] = 86400
     reconnect_min: Positive = 0.5
     reconnect_max: Positive = 30.0
+    start_timeout: Positive = 30.0
+    """Seconds `run` waits for the first connection before it exits naming the cause (refused credentials: at once)."""
     max_payload: Annotated[int, msgspec.Meta(ge=256, le=16 * 1024 * 1024)] = 65536
     shared_group: str = ""
     max_inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 100
@@ -71,6 +73,10 @@ class ApiConfig(_Section, frozen=True):
 
     base_url: str = "https://www.solaxcloud.com:9443/proxy"
     token_file: str = ""
+    check_token: bool = True
+    """One cheap call (a group list of one row) at start, so a refused token is an error at once."""
+    token_recheck: Annotated[float, msgspec.Meta(ge=1)] = 300.0
+    """Seconds between checks of a refused token (one cheap call each), so a fixed token needs no restart."""
     timeout: Positive = 10.0
     connect_timeout: Positive = 5.0
     attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 4
@@ -158,12 +164,41 @@ class HaConfig(_Section, frozen=True):
 
 
 class HttpConfig(_Section, frozen=True):
-    """The health and metrics server (`GET /healthz`, `GET /metrics`)."""
+    """The operations server: status page `/`, `/livez`, `/readyz` (`/healthz`), `/metrics`."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 9108
     api_stale_after: Positive = 120.0
+    auth_token: str = ""
+    """Required by the status page and /metrics (bearer, or basic with any user) when `host` is not loopback."""
+    auth_token_file: str = ""
+    metrics_public: bool = False
+    """Serve /metrics without the token (for a Prometheus that cannot send one); probes are always open."""
+
+    def __post_init__(self) -> None:
+        if self.enabled and not _loopback(self.host) and not (self.auth_token or self.auth_token_file):
+            raise ValueError(f"http.host {self.host} serves the status page beyond this machine: set http.auth_token "
+                             "or http.auth_token_file (or bind http.host to 127.0.0.1)")  # fmt: skip
+
+    def token(self) -> Secret:
+        """The status page's token, from `auth_token_file` or `auth_token`; empty: no token asked."""
+        if self.auth_token_file:
+            return Secret(Path(self.auth_token_file).read_text(encoding="utf-8"))
+        return Secret(self.auth_token)
+
+
+def _loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+class LogConfig(_Section, frozen=True):
+    """Log lines on stderr: `logfmt` (default) or `json`, one key per field; never the token."""
+
+    level: Annotated[str, msgspec.Meta(pattern=r"(?i)^(debug|info|warning|error)$",
+                                       description="debug, info, warning or error")] = "info"  # fmt: skip
+    format: Literal["logfmt", "json", "kv"] = "logfmt"
+    """`kv` is the former name of `logfmt`."""
 
 
 SparkplugId = Annotated[str, msgspec.Meta(pattern=r"^[^/#+]{1,64}$", description="no '/', '#' or '+'")]
@@ -209,6 +244,7 @@ class BridgeConfig(_Section, frozen=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     sparkplug: SparkplugConfig = msgspec.field(default_factory=SparkplugConfig)
     ha: HaConfig = msgspec.field(default_factory=HaConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
         if self.ha.enabled and not self.journal.url:
@@ -320,9 +356,9 @@ def load_token(api: ApiConfig, environ: Mapping[str, str] | None = None) -> Secr
 def redacted(cfg: BridgeConfig) -> dict[str, Any]:
     """The effective configuration as builtins, with secrets replaced by stars."""
     doc: dict[str, Any] = msgspec.to_builtins(cfg)
-    for section in ("mqtt", "sparkplug"):
-        if doc[section].get("password"):
-            doc[section]["password"] = "***"
+    for section, key in (("mqtt", "password"), ("sparkplug", "password"), ("http", "auth_token")):
+        if doc[section].get(key):
+            doc[section][key] = "***"
     doc["journal"]["url"] = url_without_password(doc["journal"]["url"])
     return doc
 

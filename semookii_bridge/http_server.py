@@ -1,39 +1,126 @@
-"""The HTTP edge for operations: `GET /healthz` and `GET /metrics` on aiohttp.
+"""The HTTP edge for operations, on aiohttp: the status page `/` and its data `/status.json`, `/livez`,
+`/readyz` (and `/healthz`, its alias) and `/metrics`.
 
-Handlers only render what `Observability` computes; nothing else here.
+Handlers only render what `Observability` and the status source compute. The probes are always open; the
+page, its data and (unless `metrics_public`) the metrics ask for the token when one is set.
 """
 
 from __future__ import annotations
+
+import base64
+import hmac
+import os
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
 
 from aiohttp import web
 
 from . import wire
 from .observability import Observability
+from .secret import Secret
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; img-src 'self' data:"
+"""The page loads nothing from elsewhere (it works offline, next to a broker in a substation)."""
+OPEN = frozenset({"/livez", "/readyz", "/healthz"})
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def make_app(obs: Observability) -> web.Application:
-    """The aiohttp application for health and metrics."""
+def authorized(header: str, token: Secret) -> bool:
+    """Whether an Authorization header carries the token: `Bearer <token>` or basic with it as password."""
+    scheme, _, value = header.partition(" ")
+    given = ""
+    if scheme.lower() == "bearer":
+        given = value.strip()
+    elif scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return False
+    return bool(given) and hmac.compare_digest(given.encode(), token.reveal().encode())
 
-    async def healthz(request: web.Request) -> web.Response:
-        ok, doc = obs.health()
-        return web.Response(body=wire.encode(doc), status=200 if ok else 503, content_type="application/json")
+
+def _guard(token: Secret, metrics_public: bool) -> Any:
+    """Middleware: 401 unless the path is open or authorized; on `/` with a basic-auth challenge, so a browser
+    asks (not on the data, which the page's script fetches: no prompt there)."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        public = request.path in OPEN or (metrics_public and request.path == "/metrics")
+        if token and not public and not authorized(request.headers.get("Authorization", ""), token):
+            body = wire.encode({"code": "unauthorized", "message": "this page needs http.auth_token"})
+            challenge = {"WWW-Authenticate": 'Basic realm="semookii-bridge"'} if request.path == "/" else {}
+            return web.Response(status=401, body=body, content_type="application/json", headers=challenge)
+        return await handler(request)
+
+    return guard
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(body=wire.encode(doc), status=status, content_type="application/json",
+                        headers={"Cache-Control": "no-store"})  # fmt: skip
+
+
+def make_app(
+    obs: Observability,
+    status: Callable[[], dict[str, Any]] | None = None,
+    *,
+    token: Secret | None = None,
+    metrics_public: bool = False,
+) -> web.Application:
+    """The aiohttp application: probes, metrics, and (given `status`) the page and its data."""
+    page = resources.files(__package__).joinpath("status.html").read_bytes()
+
+    async def probe(request: web.Request) -> web.Response:
+        ok, doc = obs.liveness() if request.path == "/livez" else obs.readiness()
+        return _json(doc, 200 if ok else 503)
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=obs.render(), headers={"Content-Type": PROMETHEUS_TEXT})
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store", "Content-Security-Policy": CSP})
+
+    async def data(request: web.Request) -> web.Response:
+        return _json(status() if status is not None else {})
+
+    app = web.Application(middlewares=[_guard(token or Secret(""), metrics_public)])
+    for path in OPEN:
+        app.router.add_get(path, probe)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", index)
+    app.router.add_get("/status.json", data)
     return app
 
 
-async def start(obs: Observability, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start(
+    obs: Observability,
+    host: str,
+    port: int,
+    status: Callable[[], dict[str, Any]] | None = None,
+    *,
+    token: Secret | None = None,
+    metrics_public: bool = False,
+) -> tuple[web.AppRunner, int]:
     """Serve until `runner.cleanup()`; returns the runner and the bound port (port 0 picks one)."""
-    runner = web.AppRunner(make_app(obs), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    app = make_app(obs, status, token=token, metrics_public=metrics_public)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise PortBusy(host, port, os.strerror(exc.errno) if exc.errno else str(exc)) from None
     sockets = getattr(getattr(site, "_server", None), "sockets", None) or []
     return runner, int(sockets[0].getsockname()[1]) if sockets else port
+
+
+class PortBusy(Exception):
+    """The HTTP server could not bind its port (taken by another process, or not allowed)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot serve http on {host}:{port}: {reason} (set http.port, or http.enabled = false)")
+        self.host, self.port, self.reason = host, port, reason

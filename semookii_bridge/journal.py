@@ -130,6 +130,11 @@ class Journal:
         self._after: list[Callable[[], None]] = []
         self._waiters: list[asyncio.Future[None]] = []
 
+    @property
+    def writable(self) -> bool:
+        """Always, while running: a commit that fails stops the process (see `commit`)."""
+        return True
+
     def use_clock(self, clock: Callable[[], float]) -> None:
         """Stamp rows by `clock` (the journal's timeline) from now on."""
         self._clock = clock
@@ -165,7 +170,7 @@ class Journal:
             try:
                 self._db.execute("COMMIT")
             except sqlite3.Error:
-                log.critical("journal_commit_failed path=%s: stopping", self.path, exc_info=True)
+                log.critical("journal_commit_failed path=%s action=stopping", self.path, exc_info=True)
                 os._exit(70)
             self._open = False
         after, self._after = self._after, []

@@ -17,6 +17,11 @@ class CommandJournal(Protocol):
 
     path: str
 
+    @property
+    def writable(self) -> bool:
+        """False while writes cannot reach the store (the shared database unreachable); for readiness."""
+        ...
+
     def use_clock(self, clock: Callable[[], float]) -> None: ...
 
     def commit(self) -> None: ...

@@ -103,6 +103,12 @@ class SharedJournal:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.fenced: Fenced | None = None
+        self._failing = False
+
+    @property
+    def writable(self) -> bool:
+        """False from a failed flush until the next one succeeds, and once fenced."""
+        return not self._failing and self.fenced is None
 
     def use_clock(self, clock: Callable[[], float]) -> None:
         self._clock = clock
@@ -125,6 +131,7 @@ class SharedJournal:
                 await self._store.flush(batch, self._fence)
             except StoreUnavailable as exc:
                 self._restore(batch)
+                self._failing = True
                 log.warning("journal_flush_failed error=%s retry_in=%.2f", exc, wait)
                 await asyncio.sleep(wait)
                 wait = backoff.after(wait)
@@ -133,6 +140,7 @@ class SharedJournal:
                 self._lost(exc)
                 return
             wait = backoff.initial
+            self._failing = False
             self._flushed = target
             self._settle()
 
@@ -172,7 +180,7 @@ class SharedJournal:
     def _lost(self, exc: Fenced) -> None:
         """The fence failed: nothing more is written and nothing waiting may go on."""
         self.fenced = exc
-        log.critical("journal_fenced error=%s: this bridge is no longer the leader", exc)
+        log.critical("journal_fenced error=%s effect=no_longer_leader", exc)
         for _, waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(exc)

@@ -49,8 +49,9 @@ class ControlApi(QueryApi, Protocol):
     async def batch_control(self, sns: Sequence[str], params: ControlParams, *, prepaid: bool = False) -> str: ...
 
 
-StatusObserver = Callable[[str, str], None]
-"""Told (target kind, status) for every state published; used for metrics."""
+StatusObserver = Callable[[StateMessage, float | None], None]
+"""Told every state published but a duplicate's echo, with the command's age when known; for metrics and the
+status page."""
 
 
 class Lifecycle:
@@ -98,6 +99,7 @@ class Lifecycle:
         correlation: bytes | None = None,
         on_sent: Callable[[], None] | None = None,
         topic_target: Target | None = None,
+        age: float | None = None,
         **fields: Any,
     ) -> None:
         """One lifecycle message on the target's state topic (retained), and on the MQTT 5 response topic.
@@ -118,8 +120,8 @@ class Lifecycle:
 
         # Announce only what the journal holds: the state goes out after the commit that records it.
         self.journal.after_commit(publish)
-        if self.observer is not None and retain:
-            self.observer(target.kind, status)
+        if self.observer is not None and not message.duplicate:
+            self.observer(message, age)
         log.info("command_state request_id=%s target=%s status=%s", request_id, target.key, status)
 
     def publish_job(
@@ -136,6 +138,7 @@ class Lifecycle:
             response_topic=job.response_topic,
             correlation=job.correlation,
             on_sent=on_sent,
+            age=self.clock() - job.received_at,
             **fields,
         )
 
@@ -272,7 +275,7 @@ class Lifecycle:
         """The tracked command as the journal holds it; None if it no longer waits for results."""
         entry = self.journal.get(request_id)
         if entry is None or entry.status not in TRACKED:
-            log.debug("poll_skipped request_id=%s: no longer tracked", request_id)
+            log.debug("poll_skipped request_id=%s reason=no_longer_tracked", request_id)
             return None
         return job_from_entry(entry)
 

@@ -24,9 +24,10 @@ Status = Literal[
     "failed",
     "unknown",
 ]
-INTERFACE_VERSION = "1.2.0"
+INTERFACE_VERSION = "1.3.0"
 """The MQTT interface's version (payloads, topics, statuses), in `<prefix>/bridge/info` and the AsyncAPI
-document. Raised when a payload changes: 1.1.0 added `partial`, `no_answer` and `duplicate`."""
+document. Raised when a payload changes: 1.1.0 added `partial`, `no_answer` and `duplicate`; 1.3.0 the token's
+standing (`api`) in the budget and bridge/info, and the error code `unauthorized`."""
 TERMINAL: frozenset[str] = frozenset({"completed", "partial", "rejected", "superseded", "expired", "failed", "unknown"})
 
 

@@ -14,15 +14,17 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from . import http_server
+from . import authorization, http_server, status_page
 from .api import CloudClient, Endpoint, QuotaExceeded, RetryPolicy
+from .authorization import Authorization
 from .bridge import Bridge, topics_for
 from .budget import KINDS
 from .config import BridgeConfig
 from .journal import Journal
 from .journal_protocol import CommandJournal
-from .mqtt import MqttLink
-from .observability import HaSample, LiveSample, Observability
+from .metrics import HaSample, LiveSample
+from .mqtt import MqttFailure, MqttLink
+from .observability import Observability
 from .ratelimit import QuotaExhausted, RateLimiter, TokenBucket
 from .secret import Secret
 from .timeline import Timeline, resume
@@ -48,7 +50,8 @@ class Service:
         self.config = config
         self._token = token
         self._retry = retry or RetryPolicy(attempts=config.api.attempts)
-        self.obs = Observability(api_stale_after=config.http.api_stale_after)
+        self.auth = Authorization()
+        self.obs = Observability(api_stale_after=config.http.api_stale_after, auth=self.auth)
         self.http_port: int | None = None
         self._stack = AsyncExitStack()
         rl = config.rate_limit
@@ -64,31 +67,57 @@ class Service:
         self.link: MqttLink | None = None
         self.safety_link: MqttLink | None = None
         self.edge: EdgeNode | None = None
+        self.failed: asyncio.Future[MqttFailure] | None = None
+        """Set when the bridge must stop for a cause no retry fixes (its MQTT session taken over again and
+        again): `run` stops and exits with the failure's code."""
 
     async def start(self) -> None:
         """Open the journal and the API client, connect, recover the journal, then take messages."""
         cfg = self.config
-        if cfg.http.enabled:  # first: a standby answers /healthz and /metrics while it waits
-            runner, self.http_port = await http_server.start(self.obs, cfg.http.host, cfg.http.port)
+        if cfg.http.enabled:  # first: a standby answers the probes, the page and /metrics while it waits
+            runner, self.http_port = await http_server.start(
+                self.obs, cfg.http.host, cfg.http.port, lambda: status_page.snapshot(self),
+                token=cfg.http.token(), metrics_public=cfg.http.metrics_public,
+            )  # fmt: skip
             self._stack.push_async_callback(runner.cleanup)
         self.journal, timeline = await self._open_journal()
         self._resume_budget(self.journal, timeline)
         api = await self._stack.enter_async_context(self._api_client())
         bridge, link = self._build(api, self.journal, timeline)
         self.obs.bind(self._sample)
+        bridge.answered = self.obs.board.observe_answer
         safety = self.safety_link = self._safety_link(bridge, self.journal)
+        self.failed = asyncio.get_running_loop().create_future()
         for each in (link, safety):
+            each.watch.on_takeover = self._give_up
             self._stack.push_async_callback(each.stop)  # before connecting: a failed start must stop retrying too
-        await asyncio.gather(link.start(), safety.start())
+        wait = cfg.mqtt.start_timeout
+        await asyncio.gather(link.start(wait), safety.start(wait))
         await bridge.start()
         self._stack.push_async_callback(bridge.stop)
-        watcher = asyncio.get_running_loop().create_task(self.obs.watch_loop())
-        self._stack.callback(watcher.cancel)
+        self._watch_token(api, bridge, link)
+        for job in (self.obs.watch_loop(), _tick_board(self.obs, bridge)):
+            task = asyncio.get_running_loop().create_task(job)
+            self._stack.callback(task.cancel)
         safety.deliver()
         link.deliver()
         if cfg.sparkplug.enabled:
             await self._start_sparkplug()
         log.info("bridge_started prefix=%s api=%s dry_run=%s", cfg.mqtt.prefix, api.base_url, cfg.commands.dry_run)
+
+    def _give_up(self, failure: MqttFailure) -> None:
+        if self.failed is not None and not self.failed.done():
+            self.failed.set_result(failure)
+
+    def _watch_token(self, api: CloudClient, bridge: Bridge, link: MqttLink) -> None:
+        """Check the token now (one call) and slowly while refused; info and budget say its standing."""
+        bridge.api_state = lambda: self.auth.state
+        self.auth.listeners.append(lambda _state: link.announce())
+        cfg = self.config.api
+        check = authorization.watch(self.auth, lambda: api.group_find_all(1, 1), cfg.token_recheck,
+                                    at_start=cfg.check_token)  # fmt: skip
+        task = asyncio.get_running_loop().create_task(check)
+        self._stack.callback(task.cancel)
 
     async def _open_journal(self) -> tuple[CommandJournal, Timeline]:
         """The SQLite file, or (with `journal.url`) the shared PostgreSQL journal, where with `[ha]` this
@@ -142,8 +171,9 @@ class Service:
         """The Cloud API client behind the shared rate limiter, reporting each attempt to the metrics."""
         api = self.config.api
         return CloudClient(api.base_url, self._token, timeout=api.timeout, connect_timeout=api.connect_timeout,
-                           retry=self._retry, gate=LimiterGate(self.limiter), max_connections=api.max_connections,
-                           observer=self.obs.observe_call)  # fmt: skip
+                           retry=self._retry, gate=LimiterGate(self.limiter, self.auth),
+                           max_connections=api.max_connections, observer=self.obs.observe_call,
+                           on_token=self.auth.told)  # fmt: skip
 
     def _build(self, api: CloudClient, journal: CommandJournal, timeline: Timeline) -> tuple[Bridge, MqttLink]:
         """The MQTT link and the bridge, each calling the other (the link's callbacks find the bridge later)."""
@@ -160,7 +190,7 @@ class Service:
             urgent=lambda: _require(bridge).lane.pending(),
         )
         bridge = Bridge(cfg, api=api, publisher=link, journal=journal, limiter=self.limiter, clock=timeline,
-                        clock_doubt=timeline.doubt, observer=self.obs.observe_status,
+                        clock_doubt=timeline.doubt, observer=self.obs.observe_state,
                         age_observer=self.obs.observe_setpoint_age)  # fmt: skip
         self.bridge, self.link = bridge, link
         return bridge, link
@@ -189,6 +219,9 @@ class Service:
             quota_used=quota.used,
             quota_remaining=quota.remaining,
             quota_reserve_only=quota.reserve_only(),
+            quota_limit=quota.limit,
+            quota_reserve=quota.reserve,
+            journal_writable=self.journal.writable if self.journal is not None else False,
             banned_for=self.limiter.banned_for(),
             oldest_queued=bridge.dispatcher.oldest_age() or 0.0,
             calls_by_kind=dict(zip(KINDS.values(), bridge.calls.totals, strict=True)),
@@ -210,6 +243,13 @@ async def _checkpoint_loop(journal: CommandJournal, timeline: Timeline, every: f
         journal.save_clock_anchor(timeline.anchor())
 
 
+async def _tick_board(obs: Observability, bridge: Bridge, every: float = 10.0) -> None:
+    """Give the status page's burn chart the call counters each minute."""
+    while True:
+        obs.board.tick(dict(zip(KINDS.values(), bridge.calls.totals, strict=True)))
+        await asyncio.sleep(every)
+
+
 def _require(bridge: Bridge | None) -> Bridge:
     if bridge is None:
         raise RuntimeError("bridge not constructed yet")
@@ -219,10 +259,15 @@ def _require(bridge: Bridge | None) -> Bridge:
 class LimiterGate:
     """Adapts the RateLimiter to the API client's gate: priority by endpoint, 429 pauses everyone."""
 
-    def __init__(self, limiter: RateLimiter) -> None:
-        self.limiter = limiter
+    def __init__(self, limiter: RateLimiter, auth: Authorization | None = None) -> None:
+        self.limiter, self.auth = limiter, auth
+
+    def check(self, endpoint: Endpoint) -> None:
+        if self.auth is not None and self.auth.refused():
+            raise self.auth.refusal(endpoint.name)  # no call: it could not succeed
 
     async def acquire(self, endpoint: Endpoint) -> None:
+        self.check(endpoint)  # before the token, which stays in the bucket
         try:
             await self.limiter.acquire(endpoint.priority)
         except QuotaExhausted as exc:

@@ -178,6 +178,6 @@ class Probe:
 
 def process_sections(broker: Mosquitto, sim: Any, client_id: str) -> str:
     """The `[mqtt]` and `[api]` sections of a bridge run as a process by a test: the test's broker and
-    simulator, quick reconnects, a 5 s API timeout."""
+    simulator, quick reconnects, a 5 s API timeout, no token check at start (the tests count calls)."""
     return (f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nclient_id = "{client_id}"\nreconnect_min = 0.2\n'
-            f'reconnect_max = 1\n\n[api]\nbase_url = "{sim.base_url}"\ntimeout = 5.0\n')
+            f'reconnect_max = 1\n\n[api]\nbase_url = "{sim.base_url}"\ntimeout = 5.0\ncheck_token = false\n')

@@ -61,13 +61,14 @@ def bridge_config_for(
 ) -> bridge_config.BridgeConfig:
     """A configuration pointing at the test broker and simulator, with fast polling and no rate limit.
 
-    Merging is off, so the bridge reads no fleet inventory at start: most tests count API calls exactly.
-    The merge tests (test_merging.py) turn it on.
+    Merging is off, so the bridge reads no fleet inventory at start, and so is the token check at start (one
+    call; tests/test_operations.py turns it on): most tests count API calls exactly. The merge tests
+    (test_merging.py) turn merging on.
     """
     base: dict[str, dict[str, object]] = {
         "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": f"bridge-{zlib.crc32(str(tmp_path).encode()):08x}", "reconnect_min": 0.2,
                  "reconnect_max": 1},
-        "api": {"base_url": sim.base_url, "timeout": 2.0},
+        "api": {"base_url": sim.base_url, "timeout": 2.0, "check_token": False},
         "rate_limit": {"rate": 0, "burst": 1},
         "commands": {"poll_initial": 0.05, "poll_max": 0.2, "track_results_for": 5, "merge": False},
         "journal": {"path": str(tmp_path / "journal.db")},

@@ -48,7 +48,7 @@ BUGS = (
         (('scope=lambda r: Scope(command_id=r.command_id)', 'scope=lambda r: Scope()'),),
         "tests/test_management_guards.py"),
     Bug("ban-log-quotes-the-api", "api/client.py",
-        (('log.error("api_banned endpoint=%s seconds=%g: every call paused", endpoint.name, seconds)',
+        (('log.error("api_banned endpoint=%s seconds=%g effect=every_call_paused", endpoint.name, seconds)',
           'log.error("api_banned endpoint=%s seconds=%g text=%s", endpoint.name, seconds, envelope.exception)'),),
         "tests/test_token_redaction.py::test_a_ban_answer_quoting_the_token_upper_cased_leaks_nowhere"),
     Bug("redaction-exact-match", "secret.py",

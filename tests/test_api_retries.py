@@ -360,6 +360,9 @@ async def test_a_ban_answer_pauses_every_call_and_is_not_retried(sim: RunningSim
         async def acquire(self, endpoint: Endpoint) -> None:
             return None
 
+        def check(self, endpoint: Endpoint) -> None:
+            return None
+
         def throttled(self, retry_after: float | None) -> None:
             return None
 

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -158,3 +159,26 @@ def test_api_token_comes_from_config_load_token(tmp_path: Path) -> None:
         main, ["api", "--token-file", str(tmp_path / "missing"), "group-search", "vpp"], env={"SEMOOKII_TOKEN": "x"}
     )
     assert result.exit_code == 2 and "cannot read api.token_file" in result.stderr
+
+
+def test_config_check_connect_names_the_refused_api_token(simulator_url: str, broker: Any) -> None:
+    """`config check --connect` reaches the broker and says the API refused the token: exit 1, one FAIL line."""
+    env = {**os.environ, "SEMOOKII_TOKEN": "wrong-token-000000", "SEMOOKII_BRIDGE_API_BASE_URL": simulator_url,
+           "SEMOOKII_BRIDGE_MQTT_HOST": "127.0.0.1", "SEMOOKII_BRIDGE_MQTT_PORT": str(broker.port)}  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "semookii_bridge.cli", "config", "check", "--connect"],
+                         capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "mqtt: ok" in out.stderr and "api: unauthorized: the API refused" not in out.stderr
+    assert "FAIL api: unauthorized: tokenId is invalid or expired" in out.stderr
+    env["SEMOOKII_TOKEN"] = TOKEN
+    out = subprocess.run([sys.executable, "-m", "semookii_bridge.cli", "config", "check", "--connect"],
+                         capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert out.returncode == 0 and "api: ok" in out.stderr, out.stderr
+
+
+def test_config_check_reports_a_missing_token() -> None:
+    """Without SEMOOKII_TOKEN or api.token_file `config check` says so and exits 1."""
+    env = {k: v for k, v in os.environ.items() if k != "SEMOOKII_TOKEN"}
+    out = subprocess.run([sys.executable, "-m", "semookii_bridge.cli", "config", "check"],
+                         capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert out.returncode == 1 and "FAIL api token missing: set SEMOOKII_TOKEN or api.token_file" in out.stderr

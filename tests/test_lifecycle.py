@@ -131,7 +131,7 @@ class World:
         settings = {"poll_initial": 1.0, "poll_max": 8.0, "track_results_for": 100.0, **config}
         self.life = Lifecycle(api=self.api, journal=self.journal, publisher=self.publisher, topics=Topics(),
                               config=CommandsConfig(**settings), clock=self.clock, tokens=tokens,
-                              observer=lambda kind, status: self.observed.append((kind, status)))  # fmt: skip
+                              observer=lambda m, age: self.observed.append((m.target.kind, m.status)))  # fmt: skip
 
     def job(self, target: Target = GROUP, command: Any = None, rid: str = "r-1", **fields: Any) -> Job:
         command = command or Manual(action="stop", sns=["A", "B"] if target.kind == "batch" else None)

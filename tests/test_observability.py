@@ -1,4 +1,4 @@
-"""`/healthz` and `/metrics` answer over HTTP and change as commands flow."""
+"""`/readyz` (`/healthz`) and `/metrics` answer over HTTP and change as commands flow."""
 
 from __future__ import annotations
 
@@ -36,11 +36,13 @@ async def test_metrics_change_as_commands_flow(bridge: Service, broker: Mosquitt
         await probe.wait_status(f"vpp/group/{group_id}/state", "m1", "completed")
     status, after = await get(bridge, "/metrics")
     assert status == 200
-    done = 'semookii_commands_total{status="completed",target="group"}'
+    done = 'semookii_commands_finished_total{code="none",status="completed",target="group"}'
     assert metric(before, done) == 0 and metric(after, done) == 1
+    published = 'semookii_command_states_published_total{status="completed",target="group"}'
+    assert metric(after, published) == 1
     assert metric(after, 'semookii_api_attempts_total{endpoint="group_control",outcome="ok"}') == 1
-    assert metric(after, 'semookii_api_call_seconds_count{endpoint="group_control"}') == 1
-    assert metric(after, "semookii_mqtt_connected") == 1 and "semookii_ratelimit_tokens" in after
+    assert metric(after, 'semookii_api_call_duration_seconds_count{endpoint="group_control"}') == 1
+    assert metric(after, "semookii_mqtt_connected") == 1 and "semookii_ratelimit_waiting" in after
     assert "semookii_mqtt_reconnects_total" in after and "semookii_commands_queued" in after
 
 
@@ -60,7 +62,8 @@ async def test_budget_metrics_count_calls_by_kind_and_setpoint_age(
     assert metric(text, 'semookii_api_calls_total{kind="management"}') == 0
     assert metric(text, "semookii_setpoint_age_seconds_count") == 1
     assert 0 <= metric(text, "semookii_setpoint_age_seconds_sum") < 1
-    assert metric(text, "semookii_oldest_queued_seconds") == 0 and "semookii_oldest_queued_seconds" in text
+    age = "semookii_oldest_queued_command_age_seconds"
+    assert metric(text, age) == 0 and age in text
 
 
 async def test_healthz_ok_when_connected_and_api_answers(bridge: Service, sim: RunningSimulator) -> None:
@@ -107,7 +110,8 @@ async def test_quota_metrics_and_healthz_when_only_the_reserve_is_left(
             probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "force_charge", "request_id": rid})
             await probe.wait_status(f"vpp/group/{group_id}/state", rid, "completed")
     _, metrics = await get(service, "/metrics")
-    assert metric(metrics, "semookii_quota_used") == 2 and metric(metrics, "semookii_quota_remaining") == 1
+    assert metric(metrics, "semookii_quota_used_calls") == 2 and metric(metrics, "semookii_quota_remaining_calls") == 1
+    assert metric(metrics, "semookii_quota_limit_calls") == 3 and metric(metrics, "semookii_quota_reserve_calls") == 1
     status, body = await get(service, "/healthz")
     assert status == 503 and "only the safety reserve" in body
 

@@ -18,6 +18,7 @@ from .errors import (
     QuotaExceeded,
     RateLimited,
     TransportError,
+    Unauthorized,
 )
 from .gate import Gate, OpenGate
 from .params import ControlParams
@@ -60,4 +61,5 @@ __all__ = [
     "RateLimited",
     "RetryPolicy",
     "TransportError",
+    "Unauthorized",
 ]

@@ -18,6 +18,8 @@ T = TypeVar("T")
 MAX_BODY = 8 * 1024 * 1024
 _BAN = re.compile(r"prohibit\w*(?:\s+calls?)?\s+within\s+the\s+next\s+(?:(\d+)\s*)?(second|minute|hour)", re.I)
 _UNIT = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+_TOKEN_REFUSED = re.compile(r"token\w*\W+(?:\w+\W+){0,3}?(?:invalid|expired|illegal|incorrect|wrong|not\s+exist|"
+                            r"unauthori[sz]ed|not\s+valid)|(?:invalid|illegal|expired|wrong)\s+token", re.I)
 
 
 def ban_seconds(message: str) -> float | None:
@@ -26,6 +28,11 @@ def ban_seconds(message: str) -> float | None:
     if match is None:
         return None
     return float(match.group(1) or 1) * _UNIT[match.group(2).lower()]
+
+
+def token_refused(message: str) -> bool:
+    """Whether a `success: false` answer says the token itself is refused ("tokenId is invalid or expired")."""
+    return _TOKEN_REFUSED.search(message) is not None
 
 
 async def read_body(response: aiohttp.ClientResponse, endpoint: Endpoint) -> bytes:

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from .. import wire
 from ..secret import Secret
 from ..wire import Id
 from . import endpoints as ep
-from .answers import all_pages, ban_seconds, decode_json, id_list, read_body, retry_after, split
+from .answers import all_pages, ban_seconds, decode_json, id_list, read_body, retry_after, split, token_refused
 from .endpoints import Endpoint
 from .errors import (
     ApiError,
@@ -32,6 +34,7 @@ from .errors import (
     HttpStatusError,
     RateLimited,
     TransportError,
+    Unauthorized,
 )
 from .gate import CallObserver, Gate, OpenGate
 from .params import ControlParams
@@ -69,6 +72,7 @@ class CloudClient:
         max_connections: int = 16,
         observer: CallObserver | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        on_token: Callable[[bool, str], None] | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._token = token
@@ -81,6 +85,8 @@ class CloudClient:
         self._gate: Gate = gate or OpenGate()
         self._max_connections = max_connections
         self._observer = observer
+        self._on_token = on_token or (lambda accepted, message: None)
+        """Told (True, "") when an answer shows the token accepted, (False, the API's words) when refused."""
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
         self._control_session: aiohttp.ClientSession | None = None
@@ -263,8 +269,9 @@ class CloudClient:
             raw = await self._http(endpoint, params=None, json_body=body)
             doc = decode_json(endpoint, raw, dict[str, Any])
             if doc.get("success") is not True:
-                message = doc.get("exception") or "the API reported a failure"
-                raise ApiRejected(self._token.redact(str(message)), endpoint=endpoint.name)
+                message = self._token.redact(str(doc.get("exception") or "the API reported a failure"))
+                raise self._rejected(message, endpoint)
+            self._on_token(True, "")
             return {field: split(doc.get(key)) for key, field in BIND_KEYS.items()}
 
         answer: dict[str, list[str]] = await self._retrying(endpoint, attempt)
@@ -302,14 +309,22 @@ class CloudClient:
             message = self._token.redact(envelope.exception or "the API reported a failure without a message")
             seconds = ban_seconds(message)
             if seconds is not None:
-                log.error("api_banned endpoint=%s seconds=%g: every call paused", endpoint.name, seconds)
+                log.error("api_banned endpoint=%s seconds=%g effect=every_call_paused", endpoint.name, seconds)
                 self._gate.banned(seconds)
                 raise Banned(message, endpoint=endpoint.name, seconds=seconds)
-            raise ApiRejected(message, endpoint=endpoint.name)
+            raise self._rejected(message, endpoint)
+        self._on_token(True, "")
         try:
             return wire.decode(envelope.result, result_type, strict=False)
         except msgspec.ValidationError as exc:
             raise BadResponse(f"unexpected result shape: {exc}", endpoint=endpoint.name) from None
+
+    def _rejected(self, message: str, endpoint: Endpoint) -> ApiRejected:
+        """`success: false`: Unauthorized (and the verdict told) when it is the token that is refused."""
+        if token_refused(message):
+            self._on_token(False, message)
+            return Unauthorized(message, endpoint=endpoint.name)
+        return ApiRejected(message, endpoint=endpoint.name)
 
     async def _http(
         self, endpoint: Endpoint, *, params: Mapping[str, str] | None, json_body: Any | None, gated: bool = True
@@ -317,6 +332,8 @@ class CloudClient:
         """One HTTP attempt, its failure classified by whether the request may have reached the server."""
         if gated:
             await self._gate.acquire(endpoint)
+        else:
+            self._gate.check(endpoint)
         control = endpoint.priority == ep.Priority.CONTROL
         async with self._slots[control]:
             return await self._post(endpoint, self._control_session if control else self._session, params, json_body)
@@ -336,14 +353,18 @@ class CloudClient:
                     self._gate.throttled(wait)
                     outcome = "429"
                     raise RateLimited("HTTP 429", endpoint=endpoint.name, retry_after=wait)
+                if response.status in (401, 403):
+                    outcome = str(response.status)
+                    message = f"HTTP {response.status}: the API refused the token"
+                    self._on_token(False, message)
+                    raise Unauthorized(message, endpoint=endpoint.name, status=response.status)
                 if response.status >= 400:
                     outcome = str(response.status)
                     raise HttpStatusError(f"HTTP {response.status}", endpoint=endpoint.name, status=response.status)
                 return await read_body(response, endpoint)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             outcome = "connect_error"
-            message = self._token.redact(f"cannot connect: {type(exc).__name__}")
-            raise ConnectFailed(message, endpoint=endpoint.name) from None
+            raise ConnectFailed(self._token.redact(self._cannot_connect(exc)), endpoint=endpoint.name) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             outcome = "timeout" if isinstance(exc, asyncio.TimeoutError) else "transport_error"
             message = "timed out waiting for the answer" if outcome == "timeout" else type(exc).__name__
@@ -355,3 +376,13 @@ class CloudClient:
             if self._observer is not None:
                 self._observer(endpoint, outcome, elapsed)
             log.debug("api_call endpoint=%s outcome=%s ms=%.1f", endpoint.name, outcome, elapsed * 1000)
+
+    def _cannot_connect(self, exc: Exception) -> str:
+        """'cannot connect to host:port: <OS reason>', the way an operator can check it."""
+        url = URL(self._base_url)
+        where = f"{url.host}:{url.port}"
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            error = exc.os_error
+            reason = os.strerror(error.errno) if error.errno else str(error) or type(error).__name__
+            return f"cannot connect to {where}: {reason}"
+        return f"cannot connect to {where}: no connection within {self._timeout.connect:g} s"

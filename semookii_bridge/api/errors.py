@@ -29,6 +29,13 @@ class ApiRejected(ApiError):
     code = "api_error"
 
 
+class Unauthorized(ApiRejected):
+    """The API refused the token (invalid, expired or not this account's): no call can succeed until it is
+    replaced, so calls fail at once without spending the budget until a re-check finds it accepted."""
+
+    code = "unauthorized"
+
+
 class HttpStatusError(ApiError):
     """The API answered with an HTTP error status."""
 

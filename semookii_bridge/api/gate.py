@@ -13,6 +13,10 @@ class Gate(Protocol):
 
     async def acquire(self, endpoint: Endpoint) -> None: ...
 
+    def check(self, endpoint: Endpoint) -> None:
+        """Raise the ApiError a call must fail with before it leaves (a refused token); prepaid calls too."""
+        ...
+
     def throttled(self, retry_after: float | None) -> None: ...
 
     def banned(self, seconds: float) -> None: ...
@@ -22,6 +26,9 @@ class OpenGate:
     """No rate limit: every attempt goes straight out."""
 
     async def acquire(self, endpoint: Endpoint) -> None:
+        return None
+
+    def check(self, endpoint: Endpoint) -> None:
         return None
 
     def throttled(self, retry_after: float | None) -> None:

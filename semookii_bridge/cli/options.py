@@ -27,6 +27,22 @@ def broker_options(fn: F) -> F:
     return click.option("--mqtt-host", help="Overrides mqtt.host.")(fn)
 
 
+LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
+FORMATS = click.Choice(["logfmt", "json", "kv"])
+
+
+def log_options(fn: F) -> F:
+    """`--log-level` and `--log-format` after the subcommand, overriding `[log]` (file and environment)."""
+    fn = click.option("--log-format", type=FORMATS, help="Overrides log.format (logfmt or json).")(fn)
+    return click.option("--log-level", type=LEVELS, help="Overrides log.level.")(fn)
+
+
+def log_flags(level: str | None, fmt: str | None) -> dict[str, object]:
+    """The `[log]` overrides from flags after the subcommand, else from the ones before it."""
+    given = click.get_current_context().find_root().params
+    return {"level": level or given.get("log_level"), "format": fmt or given.get("log_format")}
+
+
 def load_config(path: str | None, overrides: dict[str, dict[str, object]]) -> config.BridgeConfig:
     """The validated configuration with the flags that were given (None = not given); bad config is bad usage."""
     given = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}

@@ -10,14 +10,17 @@ from typing import Any
 import click
 
 from .. import config, logs
+from ..http_server import PortBusy
+from ..mqtt import MqttFailure
 from ..secret import Secret
 from ..service import Service
-from .options import broker_options, config_option, load_config
+from .options import broker_options, config_option, load_config, log_flags, log_options
 
 
 @click.command()
 @config_option()
 @broker_options
+@log_options
 @click.option("--api-base-url", help="Overrides api.base_url.")
 @click.option("--journal", "journal_path", help="Overrides journal.path.")
 @click.option("--dry-run/--no-dry-run", default=None, help="Overrides commands.dry_run.")
@@ -32,14 +35,18 @@ def run(
     journal_path: str | None,
     dry_run: bool | None,
     event_loop: str,
+    log_level: str | None,
+    log_format: str | None,
 ) -> None:
     """Run the bridge: MQTT commands in, Cloud API calls out, lifecycle states back."""
     cfg = load_config(config_path, {
+        "log": log_flags(log_level, log_format),
         "mqtt": {"host": mqtt_host, "port": mqtt_port, "prefix": prefix},
         "api": {"base_url": api_base_url},
         "journal": {"path": journal_path},
         "commands": {"dry_run": dry_run},
     })  # fmt: skip
+    logs.setup(cfg.log.level, cfg.log.format)
     try:
         token = config.load_token(cfg.api)
     except config.ConfigError as exc:
@@ -47,8 +54,21 @@ def run(
     logs.redact(token)
     try:
         _run_loop(_serve(cfg, token), event_loop)
-    except TimeoutError:
-        raise click.ClickException(f"cannot reach the MQTT broker at {cfg.mqtt.host}:{cfg.mqtt.port}") from None
+    except MqttFailure as exc:
+        raise Failed(exc.message, exc.exit_code) from None
+    except PortBusy as exc:
+        raise Failed(str(exc), PORT_BUSY) from None
+
+
+PORT_BUSY = 6
+
+
+class Failed(click.ClickException):
+    """`run` could not start: one line naming the cause, and an exit code per cause."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click reads it per instance
 
 
 def _run_loop(main: Coroutine[Any, Any, None], choice: str) -> None:
@@ -79,7 +99,10 @@ async def _serve(cfg: config.BridgeConfig, token: Secret) -> None:
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if starting.done():
             starting.result()
-            await stopping
+            failed = service.failed or asyncio.get_running_loop().create_future()
+            await asyncio.wait({stopping, failed}, return_when=asyncio.FIRST_COMPLETED)
+            if failed.done():
+                raise failed.result()
     finally:
         starting.cancel()
         stopping.cancel()

@@ -28,6 +28,7 @@ from ..config import MqttConfig
 from ..payloads import Incoming
 from ..topics import Topics
 from .client import BufferedClient, Will, build_client, no_delay
+from .failures import ConnectionWatch
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class MqttLink:
         self.reconnects = 0
         self._ever_connected = False
         self._flush_scheduled = False
+        self.watch = ConnectionWatch(config.host, config.port, config.client_id)
         self._client = self._make_client()
         self._outbox = Outbox(self._client, v5=self._v5, flush=self._flush)
 
@@ -113,7 +115,13 @@ class MqttLink:
         self._loop_thread = threading.get_ident()
         self._connector = self._loop.create_task(self._keep_connected())
         self._misc = self._loop.call_later(1.0, self._keepalive)
-        await asyncio.wait_for(self._connected.wait(), wait_seconds)
+        deadline = self._loop.time() + wait_seconds
+        while not self._connected.is_set():  # refused credentials end the wait at once: no retry fixes them
+            failure = self.watch.last
+            if (failure is not None and failure.kind == "not_authorized") or self._loop.time() >= deadline:
+                raise self.watch.error(wait_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), 0.1)
 
     def deliver(self) -> None:
         """Start handing buffered and new messages to `on_message`, in order."""
@@ -171,8 +179,7 @@ class MqttLink:
             try:
                 await loop.run_in_executor(None, self._client.reconnect)
             except (OSError, ssl.SSLError) as exc:
-                log.warning("mqtt_connect_failed host=%s port=%d error=%s", self.config.host, self.config.port,
-                            type(exc).__name__)  # fmt: skip
+                self.watch.unreachable(exc)
             else:
                 if await self._connack_or_loss(wait=max(5.0, float(self.config.keepalive))):
                     delay = backoff.initial
@@ -282,7 +289,7 @@ class MqttLink:
         if receive_maximum:
             self._client.set_window(min(self.config.max_inflight, int(receive_maximum)))
         if self._loop is not None:
-            self._loop.call_soon(self._connected_in_loop, not reason.is_failure, str(reason))
+            self._loop.call_soon(self._connected_in_loop, not reason.is_failure, str(reason), int(reason.value))
 
     def _paho_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if self._loop is not None:
@@ -309,25 +316,31 @@ class MqttLink:
 
     # ---- in the asyncio loop ------------------------------------------------------------------------------
 
-    def _connected_in_loop(self, ok: bool, reason: str) -> None:
+    def _connected_in_loop(self, ok: bool, reason: str, code: int = 0) -> None:
         if not ok:
-            log.error("mqtt_connect_refused reason=%s", reason)
+            self.watch.refused(code, reason)
             return
+        self.watch.connected()
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True
         self._subscribe()
         if not self.safety:
             self.publish(self.topics.bridge_state, _presence("online"), retain=True)
-        if self._info is not None:
-            self.publish(self.topics.bridge_info, wire.encode(self._info()), retain=True)
+        self.announce()
         self._outbox.drain()
         self._connected.set()
         log.info("mqtt_connected host=%s port=%d protocol=%d", self.config.host, self.config.port, self.config.protocol)
 
+    def announce(self) -> None:
+        """Publish `<prefix>/bridge/info` (retained): at each connect, and when what it says changed."""
+        if self._info is not None:
+            self.publish(self.topics.bridge_info, wire.encode(self._info()), retain=True)
+
     def _disconnected_in_loop(self, reason: str, expected: bool) -> None:
         self._connected.clear()
         log.log(logging.INFO if expected else logging.WARNING, "mqtt_disconnected reason=%s", reason)
+        self.watch.lost(expected)
         self._lost.set()
 
     def _subscribe(self) -> None:

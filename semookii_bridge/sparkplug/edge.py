@@ -275,7 +275,7 @@ class EdgeNode:
                 self.birth()
         elif state.timestamp >= self._host_ts and self.host_online:
             self.host_online = False
-            log.warning("sparkplug_primary_host_offline host=%s: reconnecting", self.sp.primary_host_id)
+            log.warning("sparkplug_primary_host_offline host=%s action=reconnecting", self.sp.primary_host_id)
             self._spawn(self.session.restart(last=(self.ns.node("NDEATH"), self._death())))
 
     # ---- devices ------------------------------------------------------------------------------------

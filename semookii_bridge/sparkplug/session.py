@@ -104,7 +104,7 @@ class Store:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            log.warning("sparkplug_store_unreadable path=%s error=%s: starting afresh", self.path, exc)
+            log.warning("sparkplug_store_unreadable path=%s error=%s action=starting_afresh", self.path, exc)
             return {}
         return doc if isinstance(doc, dict) else {}
 

@@ -1,0 +1,153 @@
+"""Operators see and trust it: a refused token is loud and recovers, liveness stays apart from readiness, the
+metrics follow the Prometheus rules, and the operations server asks for its token beyond loopback."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from semookii_bridge import config as bridge_config
+from semookii_bridge.api import RetryPolicy
+from semookii_bridge.secret import Secret
+from semookii_bridge.service import Service
+from semookii_bridge.simulator import RunningSimulator
+
+from .broker import Mosquitto, Probe, free_port
+from .conftest import bridge_config_for
+
+WRONG = "not-the-token-0000000000000000"
+
+
+async def get(service: Service, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    url = f"http://127.0.0.1:{service.http_port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers or {}) as r:
+        return r.status, await r.text()
+
+
+async def start(broker: Mosquitto, sim: RunningSimulator, tmp_path: Path, token: str, **sections: dict[str, object]) -> Service:
+    service = Service(bridge_config_for(broker.port, sim, tmp_path, **sections), Secret(token), retry=RetryPolicy.instant())
+    await service.start()
+    return service
+
+
+async def test_a_refused_token_is_loud_costs_no_calls_and_recovers(
+    broker: Mosquitto, sim: RunningSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wrong token: one check at start, an ERROR naming the cause, `unauthorized` on /readyz, bridge/info and
+    the budget, commands failing `unauthorized` without a call; once the vendor accepts it, commands flow."""
+    group_id = sim.simulator.state.list_groups()[0].id
+    with Probe(broker.port) as probe, caplog.at_level(logging.INFO):
+        service = await start(broker, sim, tmp_path, WRONG, api={"token_recheck": 1.0, "check_token": True})
+        try:
+            await probe.wait_for(lambda: service.auth.state == "unauthorized")
+            assert any(r.levelno == logging.ERROR and r.msg.startswith("api_unauthorized") for r in caplog.records)
+            status, body = await get(service, "/readyz")
+            assert status == 503 and '"token":"unauthorized"' in body and '"failing":["api"]' in body
+            await probe.wait_for(lambda: any(m.json().get("api") == "unauthorized" for m in probe.on("vpp/bridge/info")))
+            await probe.wait_for(lambda: any(m.json()["api"] == "unauthorized" for m in probe.on("vpp/bridge/budget")))
+            probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "w1"})
+            failed = await probe.wait_status(f"vpp/group/{group_id}/state", "w1", "failed")
+            assert failed["error"]["code"] == "unauthorized"
+            assert sim.simulator.calls_to("/commandapi/groupControl") == []
+            checks = sim.simulator.calls_to("/vppgroup/findAll")
+            assert checks and len(checks) == len(sim.simulator.calls)  # the start-up check and 1 s re-checks only
+            sim.simulator.config.tokens.append(WRONG)  # the operator fixes the token at the vendor
+            await probe.wait_for(lambda: service.auth.state == "authorized", timeout=5)
+            await probe.wait_for(lambda: any(m.json().get("api") == "authorized" for m in probe.on("vpp/bridge/info")))
+            probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "w2"})
+            await probe.wait_status(f"vpp/group/{group_id}/state", "w2", "completed")
+        finally:
+            await service.stop()
+
+
+async def test_livez_stays_up_while_the_cloud_is_down_and_readyz_says_why(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto
+) -> None:
+    """With the API unreachable /livez answers 200 (no restart for a cloud outage); /readyz and /healthz 503."""
+    service = await make_bridge(api={"base_url": f"http://127.0.0.1:{free_port()}", "attempts": 1})
+    with Probe(broker.port) as probe:
+        probe.publish("vpp/group/1/set", {"type": "manual", "action": "stop", "request_id": "down"})
+        failed = await probe.wait_status("vpp/group/1/state", "down", "failed")
+    assert re.match(r"cannot connect to 127\.0\.0\.1:\d+: .*refused", failed["error"]["message"], re.I)
+    assert (await get(service, "/livez"))[0] == 200
+    for path in ("/readyz", "/healthz"):
+        status, body = await get(service, path)
+        assert status == 503 and '"reachable":false' in body
+
+
+async def test_metrics_follow_the_naming_rules(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:
+    """build_info, process metrics, outcomes by code, no `_created`, no -1, no tokens gauge when unlimited."""
+    group_id = sim.simulator.state.list_groups()[0].id
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "charge", "request_id": "bad"})
+        await probe.wait_status(f"vpp/group/{group_id}/state", "bad", "rejected")
+        probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "good"})
+        await probe.wait_status(f"vpp/group/{group_id}/state", "good", "completed")
+    _, text = await get(bridge, "/metrics")
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert re.search(r'^semookii_build_info\{interface="[\d.]+",python="[\d.]+",version="[^"]+"\} 1\.0$', text, re.M)
+    assert any(s.startswith("process_resident_memory_bytes ") for s in samples)
+    assert 'semookii_commands_finished_total{code="none",status="completed",target="group"} 1.0' in samples
+    assert any(re.match(r'semookii_commands_finished_total\{code="validation_error",status="rejected"', s) for s in samples)
+    assert 'semookii_command_accept_latency_seconds_count 1.0' in samples
+    assert not [s for s in samples if "_created" in s.split(" ")[0]]
+    assert not [s for s in samples if s.endswith(" -1.0") or s.endswith(" -1")]
+    assert not [s for s in samples if s.startswith("semookii_ratelimit_tokens")]  # unlimited in these tests
+    assert not [s for s in samples if s.startswith("semookii_quota_remaining_calls")]  # no daily quota
+    assert 'semookii_api_token_state{state="authorized"} 1.0' in samples
+
+
+async def test_the_status_page_needs_the_token_and_probes_stay_open(
+    make_bridge: Callable[..., Awaitable[Service]],
+) -> None:
+    """With http.auth_token set the page, its data and /metrics answer 401 without it, 200 with it (bearer or
+    basic); the probes stay open; `metrics_public` opens /metrics alone."""
+    service = await make_bridge(http={"port": 0, "auth_token": "page-secret", "metrics_public": False})
+    basic = "Basic " + base64.b64encode(b"anyone:page-secret").decode()
+    for path in ("/", "/status.json", "/metrics"):
+        assert (await get(service, path))[0] == 401
+        assert (await get(service, path, {"Authorization": "Bearer wrong"}))[0] == 401
+        assert (await get(service, path, {"Authorization": "Bearer page-secret"}))[0] == 200
+        assert (await get(service, path, {"Authorization": basic}))[0] == 200
+    for path in ("/livez", "/readyz", "/healthz"):
+        assert (await get(service, path))[0] == 200
+
+
+def test_the_status_page_beyond_loopback_requires_a_token() -> None:
+    """http.host 0.0.0.0 without http.auth_token is refused at load, naming the fix."""
+    with pytest.raises(bridge_config.ConfigError, match=r"set http\.auth_token"):
+        bridge_config.load(None, environ={"SEMOOKII_BRIDGE_HTTP_HOST": "0.0.0.0"})
+    cfg = bridge_config.load(None, environ={"SEMOOKII_BRIDGE_HTTP_HOST": "0.0.0.0",
+                                            "SEMOOKII_BRIDGE_HTTP_AUTH_TOKEN": "t0ken"})  # fmt: skip
+    assert cfg.http.token().reveal() == "t0ken" and bridge_config.redacted(cfg)["http"]["auth_token"] == "***"
+
+
+async def test_the_status_data_shows_lifecycle_and_refusals(
+    bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """/status.json holds each target's latest command, the refusals with their codes and the budget."""
+    group_id = sim.simulator.state.list_groups()[0].id
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "s1"})
+        await probe.wait_status(f"vpp/group/{group_id}/state", "s1", "completed")
+        probe.publish("vpp/group/abc/set", {"type": "manual", "action": "stop", "request_id": "s2"})
+        probe.publish("vpp/bridge/request/group/rename", {"transaction": "t-9", "group_id": "x"})
+        await probe.wait_response("group/rename")
+    import json
+
+    doc = json.loads((await get(bridge, "/status.json"))[1])
+    latest = {row["target"]: row for row in doc["targets"]}
+    assert latest[f"group/{group_id}"]["status"] == "completed" and latest[f"group/{group_id}"]["request_id"] == "s1"
+    assert doc["bridge"]["role"] == "leader" and doc["ready"] is True
+    assert doc["budget"]["api"] == "authorized" and doc["counts"]["queued"] == 0
+    refused, rejected = doc["problems"][0], doc["problems"][1]
+    assert refused["target"] == "bridge/request/group/rename" and refused["status"] == "error" and refused["code"]
+    assert refused["request_id"] == "t-9"
+    assert rejected["status"] == "rejected" and rejected["code"] == "validation_error"
+    assert "group/abc" not in latest  # a refused command is not a target's latest

@@ -1,0 +1,131 @@
+"""The status page in a real browser (Debian's Chromium and ChromeDriver, driven by Selenium): it loads with no
+console error, shows a command's lifecycle as it happens and a refusal with its code, and the data behind it
+is refused without the token."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as ChromeService
+from selenium.webdriver.common.by import By
+
+from semookii_bridge.api import RetryPolicy
+from semookii_bridge.secret import Secret
+from semookii_bridge.service import Service
+from semookii_bridge.simulator import RunningSimulator, SimConfig
+
+from .broker import Mosquitto, Probe
+from .conftest import TOKEN, bridge_config_for
+
+PAGE_TOKEN = "page-token-for-the-browser"
+SCREENSHOT = os.environ.get("STATUS_PAGE_SCREENSHOT")
+"""Where to save the page's picture (docs/status-page.png is made this way); unset: tmp."""
+
+
+@pytest.fixture
+def sim_config() -> SimConfig:
+    """A slow vendor (2 s to dispatch, 2 s to answer), so the lifecycle's middle states last long enough to see."""
+    return SimConfig(tokens=[TOKEN], task_delay=2.0, result_delay=2.0, groups=2, inverters_per_group=3)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium with a fresh profile and no background traffic (the machine has no internet)."""
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.fail("chromium and chromium-driver (Debian packages) are needed: `make test` installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-quic", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):  # fmt: skip
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    chrome = webdriver.Chrome(service=ChromeService(driver), options=options)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+
+
+@pytest.fixture
+async def guarded(broker: Mosquitto, sim: RunningSimulator, tmp_path: Path) -> AsyncIterator[Service]:
+    """A bridge whose status page asks for a token."""
+    cfg = bridge_config_for(broker.port, sim, tmp_path, http={"port": 0, "auth_token": PAGE_TOKEN})
+    service = Service(cfg, Secret(TOKEN), retry=RetryPolicy.instant())
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def in_thread(fn: Any, *args: Any) -> Any:
+    """Selenium blocks: run it beside the loop the bridge lives in."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+def row_status(chrome: webdriver.Chrome, table: str, key: str) -> str | None:
+    rows = chrome.find_elements(By.CSS_SELECTOR, f'#{table} tbody tr[data-key="{key}"] td:nth-child(3)')
+    return rows[0].text if rows else None
+
+
+async def watch_row(chrome: webdriver.Chrome, key: str, until: str, timeout: float = 20.0) -> list[str]:
+    """The statuses the page showed for `key`, in order, until it shows `until`."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await in_thread(row_status, chrome, "targets", key)
+        if status and (not seen or seen[-1] != status):
+            seen.append(status)
+        if status == until:
+            return seen
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the page showed {seen} for {key}, never {until}")
+
+
+async def test_the_page_shows_a_lifecycle_and_a_refusal_live(
+    guarded: Service, broker: Mosquitto, sim: RunningSimulator, browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """Loaded with the token, the page says ready, follows one command from in-flight to completed, lists a
+    refusal with its code, and logs no console error; its data without the token is 401."""
+    group_id = sim.simulator.state.list_groups()[0].id
+    headers = {"headers": {"Authorization": f"Bearer {PAGE_TOKEN}"}}
+    await in_thread(browser.execute_cdp_cmd, "Network.enable", {})
+    await in_thread(browser.execute_cdp_cmd, "Network.setExtraHTTPHeaders", headers)
+    await in_thread(browser.get, f"http://127.0.0.1:{guarded.http_port}/")
+    assert await _text_becomes(browser, "ready", "ready", exact=True) == "ready"
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "live-1"})
+        seen = await watch_row(browser, f"group/{group_id}", "completed")
+        assert seen[-1] == "completed" and len(seen) >= 2 and set(seen[:-1]) <= {"queued", "accepted", "dispatched"}
+        other = sim.simulator.state.list_groups()[1].id
+        probe.publish(f"vpp/group/{other}/set", {"type": "manual", "action": "bogus", "request_id": "junk-1"})
+        problem = await _text_becomes(browser, "problems", "junk-1")
+    assert "rejected" in problem and "validation_error" in problem
+    await in_thread(browser.save_screenshot, SCREENSHOT or str(tmp_path / "status-page.png"))
+    errors = [e for e in await in_thread(browser.get_log, "browser") if e["level"] == "SEVERE"]
+    assert errors == []
+    await in_thread(browser.execute_cdp_cmd, "Network.setExtraHTTPHeaders", {"headers": {}})
+    script = "const done = arguments[0]; fetch('status.json', {cache: 'no-store'}).then(r => done(r.status));"
+    assert await in_thread(browser.execute_async_script, script) == 401
+
+
+async def _text_becomes(
+    chrome: webdriver.Chrome, element_id: str, wanted: str, *, exact: bool = False, timeout: float = 20.0
+) -> str:
+    """The element's text once it contains (or, `exact`, is) `wanted`."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = await in_thread(lambda: chrome.find_element(By.ID, element_id).text)
+        if text == wanted or (not exact and wanted in text):
+            return str(text)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"#{element_id} never showed {wanted!r}: {text!r}")
