@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench mutate system-deps venv clean
+.PHONY: demo test lint bench mutate system-deps test-deps venv clean
 
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
@@ -19,9 +19,21 @@ system-deps:
 	  echo "installing faketime (Debian package: the clock-step tests run the bridge under libfaketime)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq faketime >/dev/null; }
+	@command -v mosquitto_sub >/dev/null 2>&1 || { \
+	  echo "installing mosquitto-clients (Debian package: the demo prints mosquitto_sub/mosquitto_pub lines)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto-clients >/dev/null; }
 	@python3 -c 'import venv, ensurepip' 2>/dev/null || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv >/dev/null; }
+
+# Only the test suite needs these: the status page in a real browser, and promtool for the alert rules.
+test-deps: system-deps
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || { \
+	  echo "installing chromium, chromium-driver and prometheus (Debian packages: browser test, promtool)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver prometheus >/dev/null; }
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -35,7 +47,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: system-deps venv lint
+test: test-deps venv lint
 	$(PY) -m pytest -q
 
 bench: system-deps venv
