@@ -16,10 +16,12 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from .config_sources import ENV_PREFIX as ENV_PREFIX
+from .config_sources import ConfigError as ConfigError
+from .config_sources import explain, fields_of, from_environment, toml_error
 from .quota import DailyQuota, default_reserve, zone
 from .secret import Secret
 
-ENV_PREFIX = "SEMOOKII_BRIDGE_"
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -251,27 +253,6 @@ class BridgeConfig(_Section, frozen=True):
             raise ValueError("ha.enabled needs the PostgreSQL journal: set journal.url (SQLite is one host's file)")
 
 
-class ConfigError(Exception):
-    """The configuration is invalid; the message names the key."""
-
-
-def _section_types() -> dict[str, type[msgspec.Struct]]:
-    return {f.name: f.type for f in msgspec.structs.fields(BridgeConfig)}
-
-
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for section, struct in _section_types().items():
-        for field in msgspec.structs.fields(struct):
-            name = f"{ENV_PREFIX}{section}_{field.name}".upper()
-            if name in environ:
-                value: Any = environ[name]
-                if "list" in str(field.type):
-                    value = [v.strip() for v in value.split(",") if v.strip()]
-                out.setdefault(section, {})[field.name] = value
-    return out
-
-
 def _merge(base: dict[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for section, values in overrides.items():
@@ -298,9 +279,11 @@ def load(
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    doc = _merge(doc, _env_overrides(os.environ if environ is None else environ))
-    doc = _merge(doc, overrides or {})
+            raise toml_error(path, str(exc)) from None
+    fields = fields_of(BridgeConfig)
+    from_env, origin = from_environment(os.environ if environ is None else environ, fields)
+    doc = _merge(_merge(doc, from_env), overrides or {})
+    origin.update({f"{s}.{k}": "command line" for s, values in (overrides or {}).items() for k in values})
     if "cluster" in doc:
         raise ConfigError("[cluster] was removed in favour of a hot standby: one leader carries more than a token "
                           "allows; run two or three bridges with [ha] on a shared PostgreSQL journal "
@@ -308,34 +291,7 @@ def load(
     try:
         return msgspec.convert(doc, BridgeConfig, strict=False)
     except msgspec.ValidationError as exc:
-        line = _line_of(text, str(exc))
-        where = f" ({path}, line {line})" if line else ""
-        raise ConfigError(f"invalid configuration: {exc}{where}") from None
-
-
-_AT = re.compile(r"at `\$\.(\w+)(?:\.(\w+))?")
-_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
-
-
-def _line_of(text: str, message: str) -> int | None:
-    """The line of the file that holds the key a validation message names, if it is in the file."""
-    at, unknown = _AT.search(message), _UNKNOWN.search(message)
-    if unknown:  # an unknown key inside the section `at` names, or an unknown section
-        section, key = (at.group(1), unknown.group(1)) if at else (unknown.group(1), None)
-    elif at:
-        section, key = at.group(1), at.group(2)
-    else:
-        return None
-    current = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if line.startswith("[") and line.endswith("]"):
-            current = line.strip("[] ")
-            if key is None and current == section:
-                return number
-        elif key and current == section and line.split("=", 1)[0].strip() == key:
-            return number
-    return None
+        raise ConfigError("invalid configuration: " + explain(str(exc), fields, origin, path, text)) from None
 
 
 def load_token(api: ApiConfig, environ: Mapping[str, str] | None = None) -> Secret:

@@ -143,3 +143,50 @@ def test_the_database_password_is_never_shown(tmp_path: Path) -> None:
     """`config show` / `config check` print the journal URL with its password starred."""
     cfg = config.load(None, environ={"SEMOOKII_BRIDGE_JOURNAL_URL": "postgresql://bridge:s3cret@db/vpp"})
     assert config.redacted(cfg)["journal"]["url"] == "postgresql://bridge:***@db/vpp"
+
+
+@pytest.mark.parametrize(
+    ("file_text", "environ", "fragments"),
+    [
+        # a bad value from the environment names the variable, not a line of the file
+        ('[mqtt]\nhost = "x"\nport = 1883\n', {"SEMOOKII_BRIDGE_MQTT_PORT": "abc"},
+         ["$.mqtt.port", "(environment variable SEMOOKII_BRIDGE_MQTT_PORT)"]),
+        # a bad value from the file names its line
+        ('[mqtt]\nhost = "x"\nport = "abc"\n', {}, ["$.mqtt.port", "bad.toml, line 3)"]),
+        # a misspelled variable is an error, with the name it probably meant
+        ("", {"SEMOOKII_BRIDGE_MQTT_PROT": "1"},
+         ["unknown environment variable SEMOOKII_BRIDGE_MQTT_PROT (did you mean SEMOOKII_BRIDGE_MQTT_PORT?)"]),
+        # a list is a JSON array or comma-separated; brackets or quotes otherwise are refused
+        ("", {"SEMOOKII_BRIDGE_COMMANDS_ALLOW_GROUPS": '["1", 2'}, ["not a valid JSON array"]),
+        ("", {"SEMOOKII_BRIDGE_COMMANDS_ALLOW_GROUPS": '"1","2"'}, ["comma-separated values without brackets"]),
+        ("", {"SEMOOKII_BRIDGE_COMMANDS_ALLOW_GROUPS": '[{"a": 1}]'}, ["a JSON array of strings is expected"]),
+        # an enum lists its values
+        ('[log]\nformat = "xml"\n', {}, ["Invalid enum value 'xml'", "expected one of: logfmt, json, kv", "line 2"]),
+        ("", {"SEMOOKII_BRIDGE_MQTT_PROTOCOL": "4"}, ["expected one of: 5, 3"]),
+        ('[log]\nlevel = "loud"\n', {}, ["expected debug, info, warning or error"]),
+        # unknown keys and sections get a "did you mean"
+        ('[mqtt]\nprot = 1\n', {}, ["unknown field `prot`", "(did you mean port?)", "line 2"]),
+        ('[mqttt]\n', {}, ["unknown field `mqttt`", "(did you mean mqtt?)", "line 1"]),
+        # TOML errors in TOML's terms
+        ('[mqtt]\n[mqtt]\n', {}, ["Cannot declare [mqtt] twice"]),
+    ],
+)  # fmt: skip
+def test_configuration_errors_name_the_source_and_the_fix(
+    tmp_path: Path, file_text: str, environ: dict[str, str], fragments: list[str]
+) -> None:
+    """Each mistake is an error that names where the value came from and what would be right."""
+    path = tmp_path / "bad.toml"
+    path.write_text(file_text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path, environ=environ)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    if "environment variable" in fragments[-1]:
+        assert "line" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ['["1", "2"]', "1,2", " 1 , 2 ", "[1, 2]"])
+def test_a_list_from_the_environment_takes_either_documented_form(value: str) -> None:
+    """A JSON array and comma-separated values give the same allow-list."""
+    cfg = config.load(None, environ={"SEMOOKII_BRIDGE_COMMANDS_ALLOW_GROUPS": value})
+    assert cfg.commands.allow_groups == ["1", "2"]
