@@ -103,7 +103,9 @@ class Service:
         link.deliver()
         if cfg.sparkplug.enabled:
             await self._start_sparkplug()
-        log.info("bridge_started prefix=%s api=%s dry_run=%s", cfg.mqtt.prefix, api.base_url, cfg.commands.dry_run)
+        page = f"http://{cfg.http.host}:{self.http_port}/" if self.http_port else "off"
+        log.info("bridge_started prefix=%s api=%s dry_run=%s status_page=%s", cfg.mqtt.prefix, api.base_url,
+                 cfg.commands.dry_run, page)  # fmt: skip
 
     def _give_up(self, failure: MqttFailure) -> None:
         if self.failed is not None and not self.failed.done():

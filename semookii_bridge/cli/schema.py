@@ -21,6 +21,18 @@ def schema_asyncapi(prefix: str) -> None:
     click.echo(interface.asyncapi_yaml(prefix), nl=False)
 
 
+@schema.command("config")
+@click.option("--example", type=click.Path(exists=True, dir_okay=False), default="semookii-bridge.example.toml",
+              show_default=True, help="The annotated example file whose comments give each key's meaning.")  # fmt: skip
+def schema_config(example: str) -> None:
+    """The configuration reference (Markdown); docs/configuration.md is its output."""
+    from pathlib import Path
+
+    from ..config_doc import markdown
+
+    click.echo(markdown(Path(example).read_text(encoding="utf-8")), nl=False)
+
+
 @schema.command("json")
 def schema_json() -> None:
     """The JSON Schema of every payload (commands, states, management requests and answers, budget)."""
