@@ -381,8 +381,10 @@ def max_power(command: Command) -> int:
 
 
 def echo(command: Command) -> dict[str, Any]:
-    """The command as echoed in state messages: its type and parameters (defaults included), no envelope."""
+    """The command as echoed in state messages: its type and parameters (defaults included), no envelope but
+    a batch's `sns` (on `<prefix>/batch/state` they are what tells one batch from another)."""
     doc: dict[str, Any] = msgspec.to_builtins(command)
     for name in _ENVELOPE_FIELDS:
-        doc.pop(name, None)
+        if name != "sns" or not doc.get("sns"):
+            doc.pop(name, None)
     return doc

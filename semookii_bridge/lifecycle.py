@@ -104,6 +104,9 @@ class Lifecycle:
     ) -> None:
         """One lifecycle message on the target's state topic (retained), and on the MQTT 5 response topic.
 
+        A `rejected` command is published but not retained: the target's retained state stays the latest
+        command that was accepted, never junk, and a topic nothing valid reaches keeps no retained message.
+
         `on_sent` runs once the broker has acknowledged the state-topic message. A repeat for a duplicate
         request_id (`duplicate=True`) is not retained, so it never replaces the command's own last state;
         it goes to the topic where the duplicate arrived (`topic_target`).
@@ -111,7 +114,7 @@ class Lifecycle:
         message = StateMessage(request_id=request_id, status=status, target=target, command=command, **fields)
         payload = wire.encode(message)
         topic = self.topics.state(topic_target or target)
-        retain = not message.duplicate
+        retain = not message.duplicate and status != "rejected"
 
         def publish() -> None:
             self.publisher.publish(topic, payload, retain=retain, on_sent=on_sent)

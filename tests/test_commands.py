@@ -269,10 +269,12 @@ def test_max_power_is_the_largest_absolute_power_field(doc: dict[str, Any], powe
 
 
 def test_echo_is_the_command_without_its_envelope() -> None:
-    """State messages echo type and parameters, defaults included, without request_id, ttl, expires_at or sns."""
+    """State messages echo type and parameters, defaults included, without request_id, ttl or expires_at; a
+    batch's sns are echoed (they tell one batch from another on the one batch state topic)."""
     command = decode({**POWER, "request_id": "r", "ttl": 5, "expires_at": "2030-01-01T00:00:00Z", "sns": ["A"]})
     assert echo(command) == {"type": "power_control", "active_power": 0, "reactive_power": 0, "duration": 1,
-                             "timeout": 1}  # fmt: skip
+                             "timeout": 1, "sns": ["A"]}  # fmt: skip
+    assert "sns" not in echo(decode({**POWER, "request_id": "r"}))
 
 
 def test_typed_commands_round_trip_through_the_journal_encoding() -> None:
