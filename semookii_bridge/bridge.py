@@ -122,8 +122,9 @@ class Bridge:
         if self._merging or cmd.allow_groups or cmd.allow_inverters:
             self._spawn(self.inventory.run(self.api, cmd.inventory_refresh))
 
-    async def stop(self, drain_timeout: float = 5.0) -> None:
-        """Let calls in flight finish (bounded), then stop; queued commands stay journaled."""
+    async def stop(self, drain_timeout: float = 1.0) -> None:
+        """Let calls in flight finish (bounded, so SIGTERM ends the bridge within 2 s), then stop; queued commands
+        stay journaled, and a call still unanswered is reported `ambiguous` after a restart, never resent."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
