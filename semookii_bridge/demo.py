@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import logs
-from .config import ApiConfig, BridgeConfig, CommandsConfig, JournalConfig, MqttConfig, RateLimitConfig
+from .config import ApiConfig, BridgeConfig, CommandsConfig, HttpConfig, JournalConfig, MqttConfig, RateLimitConfig
 from .mqtt import StateFollower
 from .secret import Secret
 from .service import Service
@@ -108,21 +108,24 @@ async def demo(once: bool) -> int:
                     rate_limit=RateLimitConfig(rate=2.0, burst=5),
                     commands=CommandsConfig(poll_initial=0.25, poll_max=1.0),
                     journal=JournalConfig(path=str(workdir / "journal.db")),
+                    http=HttpConfig(port=0),  # a free port: the demo never collides with a running bridge
                 )
                 service = Service(config, Secret(SIM_TOKEN))
                 await service.start()
                 try:
-                    return await _show(sim.simulator.state.list_groups()[0].id, port, sim.base_url, once, stop)
+                    urls = (port, sim.base_url, f"http://127.0.0.1:{service.http_port}")
+                    return await _show(sim.simulator.state.list_groups()[0].id, urls, once, stop)
                 finally:
                     await service.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _show(group_id: str, port: int, sim_url: str, once: bool, stop: asyncio.Event) -> int:
+async def _show(group_id: str, urls: tuple[int, str, str], once: bool, stop: asyncio.Event) -> int:
+    port, sim_url, bridge_url = urls
     print(f"mosquitto  127.0.0.1:{port}  (config: mosquitto/, users bridge + operator, ACL enforced)")
-    print(f"simulator  {sim_url}  (Semookii Cloud Control API, no account needed)")
-    print("bridge     running, rate limit 2 calls/s\n")
+    print(f"simulator  {sim_url}  (Semookii Cloud Control API, no account needed; token {SIM_TOKEN})")
+    print(f"bridge     {bridge_url}/  (status page; {bridge_url}/metrics, {bridge_url}/readyz); 2 calls/s\n")
     command = {"type": "power_control", "active_power": -3000, "duration": 600, "timeout": 10, "request_id": "demo-1"}
     topic = Topics().command(Target("group", group_id))
     async with StateFollower("127.0.0.1", port, username="operator", password=DEMO_PASSWORDS["operator"]) as operator:
