@@ -26,6 +26,7 @@ from .config import BridgeConfig
 from .dispatcher import Dispatcher
 from .errors import BridgeError, ErrorInfo
 from .inventory import Inventory
+from .inventory_learning import FLEET_OPS, Learner
 from .jobs import Job, entry_from_job, job_from_entry
 from .journal import DuplicateRequest, Entry
 from .journal_protocol import CommandJournal
@@ -78,15 +79,15 @@ class Bridge:
         self._merging = config.commands.merge and not config.commands.dry_run
         self.lane = SafetyLane()
         self.dispatcher = self._dispatcher()
+        self.learner = Learner(self.inventory, api, self.dispatcher.submit, clock=clock,
+                               forget_after=config.commands.inventory_refresh)  # fmt: skip
         self.calls = CallLog()
         limiter.on_grant = self.calls.record
         self.budget = self._budget_reporter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._requests_pending = 0
-        self.api_state: Callable[[], str] = lambda: "unknown"
-        """The token's standing with the API (`authorization.Authorization.state`), for info and budget."""
-        self.answered: Callable[[str, Response], None] = lambda op, response: None
-        """Told each management answer (the status page lists the refused ones)."""
+        self.api_state: Callable[[], str] = lambda: "unknown"  # the token's standing (authorization.py)
+        self.answered: Callable[[str, Response], None] = lambda op, response: None  # for the status page
         self.admission = Admission(config, wall)
         self._guard = Guard(allow_groups=self.admission.allow_groups, allow_inverters=self.admission.allow_inverters,
                             read_only=config.management.read_only, inverter_of=self.inventory.inverter_of,
@@ -125,6 +126,7 @@ class Bridge:
     async def stop(self, drain_timeout: float = 1.0) -> None:
         """Let calls in flight finish (bounded, so SIGTERM ends the bridge within 2 s), then stop; queued commands
         stay journaled, and a call still unanswered is reported `ambiguous` after a restart, never resent."""
+        self.learner.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -201,6 +203,8 @@ class Bridge:
         self.publisher.publish(topic, wire.encode(response), correlation_data=msg.correlation_data)
         log.info("management op=%s status=%s", op, response.status)
         self.answered(op, response)
+        if response.status == "ok" and op in FLEET_OPS and self._merging:
+            self._spawn(self.learner.after_management(op, msg.payload))
 
     def refuse_overloaded(self, msg: Incoming) -> None:
         """A QoS 0 message that arrived while the inbox was full (QoS 0 has no flow control): refused loudly,
@@ -266,9 +270,10 @@ class Bridge:
             self._dropped(job, "expired", ErrorInfo(code="expired", message="the command had expired on arrival"))
         elif (refusal := self._quota_refusal(job.command)) is not None:
             self._dropped(job, "failed", refusal)
-        else:
-            if lane:
-                self.lane.entered(job.request_id)
+        elif lane:
+            self.lane.entered(job.request_id)
+            self.dispatcher.submit(job)
+        elif not (self._merging and self.learner.take(job)):  # held briefly while unknown inverters are looked up
             self.dispatcher.submit(job)
 
     def _repeat(self, request_id: str, target: Target, msg: Incoming) -> None:

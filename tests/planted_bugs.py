@@ -114,6 +114,27 @@ BUGS = (
         (("safety = self.safety_link = self._safety_link(bridge, self.journal)\n",
           "safety = self.safety_link = self._safety_link(bridge, self.journal)\n        safety.safety = False\n"),),
         "tests/test_safety_lane.py::test_a_stop_on_the_safety_lane_overtakes_thirty_thousand_queued_setpoints"),
+    # issues 23 and 24: operators see it and trust it; the first hour
+    Bug("prepaid-call-ignores-a-refused-token", "api/client.py", (("            self._gate.check(endpoint)\n", ""),),
+        "tests/test_operations.py::test_a_refused_token_is_loud_costs_no_calls_and_recovers"),
+    Bug("refused-token-never-rechecked", "authorization.py",
+        (('if auth.state == "unauthorized" or (at_start and auth.state == "unknown"):', "if False:"),),
+        "tests/test_operations.py::test_a_refused_token_is_loud_costs_no_calls_and_recovers"),
+    Bug("liveness-follows-the-cloud", "observability.py", (("        alive = silent <= LIVE_AFTER\n",
+        "        alive = silent <= LIVE_AFTER and self._api(self._live())[0]\n"),),
+        "tests/test_operations.py::test_livez_stays_up_while_the_cloud_is_down_and_readyz_says_why"),
+    Bug("junk-replaces-the-retained-state", "lifecycle.py",
+        (('retain = not message.duplicate and status != "rejected"', "retain = not message.duplicate"),),
+        "tests/test_retained_state.py"),
+    Bug("shutdown-waits-for-hanging-calls", "bridge.py", (("drain_timeout: float = 1.0", "drain_timeout: float = 5.0"),),
+        "tests/test_shutdown.py::test_sigterm_with_a_control_call_hanging"),
+    Bug("mangled-allow-list-accepted", "config_sources.py",
+        (("    if any(c in stripped for c in \"[]\\\"'\"):", "    if False:"),), "tests/test_config.py"),
+    Bug("new-inverters-never-learned", "bridge.py",
+        (("elif not (self._merging and self.learner.take(job)):", "elif True:"),),
+        "tests/test_merging.py::test_inverters_added_after_start_are_learned_and_merged"),
+    Bug("credentials-refusal-retried", "mqtt/link.py", (('failure.kind == "not_authorized"', "False"),),
+        "tests/test_logs.py::test_run_names_refused_credentials_with_the_level_from_the_environment"),
 )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,10 +127,12 @@ def test_run_names_refused_credentials_with_the_level_from_the_environment(
     """A wrong broker password ends `run` at once (no 30 s of retries): "not authorized (check ...)", exit code
     4; SEMOOKII_BRIDGE_LOG_LEVEL=warning leaves the INFO lines out."""
     port, _ = broker_with_passwords
+    started = time.monotonic()
     out = run_cli("run", "--mqtt-host", "127.0.0.1", "--mqtt-port", str(port), "--journal", str(tmp_path / "j.db"),
                   env={"SEMOOKII_BRIDGE_MQTT_USERNAME": "bridge", "SEMOOKII_BRIDGE_MQTT_PASSWORD": "wrong",
                        "SEMOOKII_BRIDGE_HTTP_PORT": "0", "SEMOOKII_BRIDGE_LOG_LEVEL": "warning"})  # fmt: skip
     assert out.returncode == 4, out.stderr
+    assert time.monotonic() - started < 10  # no retrying for mqtt.start_timeout (30 s): no retry fixes a password
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith(f"Error: the broker at 127.0.0.1:{port} refused the credentials: not authorized (check")
     assert "level=info" not in out.stderr and "event=mqtt_not_authorized" in out.stderr

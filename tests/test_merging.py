@@ -147,3 +147,76 @@ async def test_merge_off_sends_one_call_per_command(
             await probe.wait_status(f"vpp/inverter/{sn}/state", f"o{n}", "completed", 10)
     assert [c[0] for c in control_calls(sim)] == ["/commandapi/singleControl"] * 4
     assert {c.path for c in sim.simulator.calls} == {"/commandapi/singleControl"}
+
+
+def add_inverters(sim: RunningSimulator, count: int) -> list[str]:
+    """`count` new inverters added at the vendor to the first group (as an installer would, after start)."""
+    state = sim.simulator.state
+    group_id = state.list_groups()[0].id
+    added = []
+    for _ in range(count):
+        sn = state.add_device().inverter_sn
+        state.add_inverter(group_id, sn)
+        added.append(sn)
+    return added
+
+
+async def test_inverters_added_after_start_are_learned_and_merged(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """40 inverters added at the vendor after the inventory was read, then one setpoint to each at 1 call/s:
+    one lookup (the group list and the one changed group's listing) and at most 4 control calls, all
+    accepted within 10 s; a second burst to the same inverters costs no lookup."""
+    service = await merging_bridge(make_bridge, track="accepted")
+    sns = add_inverters(sim, 40)
+    lists = len(sim.simulator.calls_to("/vppgroup/findAll")), len(sim.simulator.calls_to("/vppinverter/findByGroupId"))
+    with Probe(broker.port, subscribe="vpp/inverter/+/state") as probe:
+        for n, sn in enumerate(sns):
+            probe.publish(f"vpp/inverter/{sn}/set", {**SETPOINT, "request_id": f"new{n}"})
+        for n, sn in enumerate(sns):
+            await probe.wait_status(f"vpp/inverter/{sn}/state", f"new{n}", "completed", timeout=10)
+    calls = control_calls(sim)
+    assert len(calls) <= 4, calls
+    assert Counter(sn for _, call_sns, _ in calls for sn in call_sns) == Counter(sns)
+    after = len(sim.simulator.calls_to("/vppgroup/findAll")), len(sim.simulator.calls_to("/vppinverter/findByGroupId"))
+    assert (after[0] - lists[0], after[1] - lists[1]) == (1, 1)  # one group list, one changed group listed
+    assert service.bridge is not None and service.bridge.learner.lookups == 1
+
+
+async def test_unknown_serials_cost_one_lookup_then_none(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """Commands to serials no group lists cause one lookup, then go out alone; more commands to them later
+    cause no lookup again (junk cannot spend the budget)."""
+    service = await merging_bridge(make_bridge, track="accepted")
+    assert service.bridge is not None
+    with Probe(broker.port, subscribe="vpp/inverter/+/state") as probe:
+        for round_ in range(2):
+            probe.publish("vpp/inverter/NOSUCH1/set", {**SETPOINT, "request_id": f"junk{round_}"})
+            await probe.wait_for(lambda r=round_: probe.states("vpp/inverter/NOSUCH1/state", f"junk{r}")
+                                 and probe.states("vpp/inverter/NOSUCH1/state", f"junk{r}")[-1]["status"]
+                                 in ("completed", "failed"), timeout=15)  # fmt: skip
+            if round_ == 0:
+                await asyncio.sleep(11)  # past the spacing between lookups
+    assert service.bridge.learner.lookups == 1
+
+
+async def test_management_calls_update_the_inventory_at_once(
+    make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """An inverter added through `inverter/add` is known (merged) right after the answer, with one listing of
+    its group; removed through `inverter/remove`, it is forgotten."""
+    service = await merging_bridge(make_bridge, track="accepted")
+    assert service.bridge is not None
+    inventory = service.bridge.inventory
+    state = sim.simulator.state
+    group_id = state.list_groups()[0].id
+    sn = state.add_device().inverter_sn
+    with Probe(broker.port, subscribe="vpp/bridge/response/#") as probe:
+        probe.publish("vpp/bridge/request/inverter/add", {"group_id": group_id, "sn": sn})
+        added = await probe.wait_response("inverter/add")
+        await probe.wait_for(lambda: inventory.known(sn), timeout=5)
+        assert service.bridge.learner.lookups == 0  # no command-triggered lookup was needed
+        probe.publish("vpp/bridge/request/inverter/remove", {"id": added["data"]["id"]})
+        await probe.wait_response("inverter/remove")
+        await probe.wait_for(lambda: not inventory.known(sn), timeout=5)
