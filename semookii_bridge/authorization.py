@@ -8,13 +8,13 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
 from .api.errors import ApiError, Unauthorized
+from .payloads import ApiState
 
 log = logging.getLogger(__name__)
 
-AuthState = Literal["unknown", "authorized", "unauthorized"]
+AuthState = ApiState
 PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("semookii_token_probe", default=False)
 """True inside the token check: the one call that may go out while the token is refused."""
 

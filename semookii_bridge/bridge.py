@@ -34,7 +34,7 @@ from .lane import SafetyLane
 from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
 from .management import Guard, ManagementApi, busy, handle_request, scope_of
 from .merging import MergePolicy
-from .payloads import INTERFACE_VERSION, Incoming, Response, Status
+from .payloads import INTERFACE_VERSION, ApiState, BridgeInfo, Incoming, RateLimitInfo, Response, Status
 from .polling import silent
 from .ratelimit import QuotaExhausted, RateLimiter
 from .topics import ControlRoute, RequestRoute, Target, Topics
@@ -86,7 +86,7 @@ class Bridge:
         self.budget = self._budget_reporter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._requests_pending = 0
-        self.api_state: Callable[[], str] = lambda: "unknown"  # the token's standing (authorization.py)
+        self.api_state: Callable[[], ApiState] = lambda: "unknown"  # the token's standing (authorization.py)
         self.answered: Callable[[str, Response], None] = lambda op, response: None  # for the status page
         self.admission = Admission(config, wall)
         self._guard = Guard(allow_groups=self.admission.allow_groups, allow_inverters=self.admission.allow_inverters,
@@ -141,29 +141,17 @@ class Bridge:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> BridgeInfo:
         """What `<prefix>/bridge/info` says (never the token)."""
         rl, cmd = self.config.rate_limit, self.config.commands
-        return {
-            "version": __version__,
-            "interface": INTERFACE_VERSION,
-            "prefix": self.topics.prefix,
-            "rate_limit": {
-                "rate": rl.rate,
-                "burst": rl.burst,
-                "daily_quota": rl.daily_quota,
-                "quota_reserve": self.limiter.bucket.quota.reserve,
-                "quota_timezone": rl.quota_timezone,
-            },
-            "dry_run": cmd.dry_run,
-            "merge": cmd.merge,
-            "batch_max_sns": cmd.batch_max_sns,
-            "default_ttl": cmd.default_ttl,
-            "track_results_for": cmd.track_results_for,
-            "max_abs_power": cmd.max_abs_power,
-            "api_base_url": self.api.base_url,
-            "api": self.api_state(),
-        }
+        limits = RateLimitInfo(rate=rl.rate, burst=rl.burst, daily_quota=rl.daily_quota,
+                               quota_timezone=rl.quota_timezone, quota_reserve=self.limiter.bucket.quota.reserve)
+        return BridgeInfo(
+            version=__version__, interface=INTERFACE_VERSION, prefix=self.topics.prefix, rate_limit=limits,
+            dry_run=cmd.dry_run, merge=cmd.merge, batch_max_sns=cmd.batch_max_sns, default_ttl=cmd.default_ttl,
+            track_results_for=cmd.track_results_for, max_abs_power=cmd.max_abs_power,
+            api_base_url=self.api.base_url, api=self.api_state(),
+        )  # fmt: skip
 
     # ---- intake ----------------------------------------------------------------------------------------
 

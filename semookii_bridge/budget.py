@@ -14,7 +14,7 @@ from typing import Protocol
 import msgspec
 
 from . import wire
-from .payloads import utc_now_text
+from .payloads import ApiState, utc_now_text
 from .ratelimit import Priority, RateLimiter
 
 KINDS = {Priority.CONTROL: "control", Priority.MANAGEMENT: "management", Priority.POLL: "polling"}
@@ -86,7 +86,7 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True):
     oldest_queued_age: float | None
     tracking: int
     paused_until: str | None
-    api: str = "unknown"
+    api: ApiState = "unknown"
     """The token's standing: `authorized`, `unauthorized` (every call fails at once) or `unknown`."""
     ts: str
 
@@ -124,7 +124,7 @@ class BudgetReporter:
         self._tracking, self._publish, self.topic = tracking, publish, topic
         self.interval, self._wall, self._clock = interval, wall, clock
         self._last: Budget | None = None
-        self.api_state: Callable[[], str] = lambda: "unknown"
+        self.api_state: Callable[[], ApiState] = lambda: "unknown"
 
     def snapshot(self) -> Budget:
         """The budget now."""

@@ -59,6 +59,39 @@ class StateMessage(msgspec.Struct, frozen=True, kw_only=True):
     ts: str = msgspec.field(default_factory=utc_now_text)
 
 
+ApiState = Literal["unknown", "authorized", "unauthorized"]
+"""The API token's standing: no answer yet, accepted, refused."""
+
+
+class RateLimitInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The rate limit and daily quota the bridge runs with."""
+
+    rate: float
+    burst: int
+    daily_quota: int
+    quota_reserve: int
+    quota_timezone: str
+
+
+class BridgeInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Retained on `<prefix>/bridge/info`: versions and effective limits (never the token); published again
+    when `api` changes."""
+
+    version: str
+    interface: str
+    prefix: str
+    rate_limit: RateLimitInfo
+    dry_run: bool
+    merge: bool
+    batch_max_sns: int
+    default_ttl: float
+    track_results_for: float
+    max_abs_power: int
+    api_base_url: str
+    api: ApiState
+    """The token's standing with the Cloud API."""
+
+
 class Response(msgspec.Struct, frozen=True, kw_only=True):
     """The answer to a management request."""
 

@@ -15,7 +15,7 @@ import yaml
 from .budget import Budget
 from .commands import Command
 from .management import OPS
-from .payloads import INTERFACE_VERSION, TERMINAL, Response, StateMessage
+from .payloads import INTERFACE_VERSION, TERMINAL, BridgeInfo, Response, StateMessage
 from .wire import Id
 
 REF = "#/components/schemas/{name}"
@@ -39,16 +39,6 @@ _INSTANCE: dict[str, Any] = {
     },
     "required": ["role", "epoch", "since"],
 }
-_INFO: dict[str, Any] = {
-    "title": "BridgeInfo",
-    "description": "Retained: the bridge's version, the interface version and its effective limits (never the token).",
-    "type": "object",
-    "properties": {"version": {"type": "string"}, "interface": {"type": "string"}},
-    "required": ["version", "interface"],
-    "additionalProperties": True,
-}
-
-
 def _schema_hook(type_: type) -> dict[str, Any]:
     """Schemas for the project's own scalar types."""
     if type_ is Id:
@@ -66,10 +56,15 @@ def json_schemas() -> dict[str, Any]:
     """Every payload's JSON Schema, keyed by name (references point into the same map)."""
     requests = [spec.request for spec in OPS.values()]
     (command, *_), components = msgspec.json.schema_components(
-        [Command, StateMessage, Response, Budget, *requests], ref_template=REF, schema_hook=_schema_hook
+        [Command, StateMessage, Response, Budget, BridgeInfo, *requests], ref_template=REF, schema_hook=_schema_hook
     )
-    schemas: dict[str, Any] = {**components, "Command": command, "BridgePresence": _PRESENCE, "BridgeInfo": _INFO,
-               "InstanceState": _INSTANCE}  # fmt: skip
+    schemas: dict[str, Any] = {**components, "Command": command, "BridgePresence": _PRESENCE,
+                               "InstanceState": _INSTANCE}  # fmt: skip
+    schemas["StateMessage"]["properties"]["command"] = {
+        "anyOf": [{"$ref": REF.format(name="Command")}, {"type": "null"}],
+        "description": "The command as understood: its type and parameters, without request_id, ttl, expires_at "
+        "and track (a batch's sns kept); null on a rejection that could not be decoded.",
+    }
     for op, spec in OPS.items():
         schemas[_request_name(op)] = {**components[spec.request.__name__], "title": _request_name(op)}
     return {name: _asyncapi_schema(value) for name, value in sorted(schemas.items())}
@@ -87,14 +82,15 @@ def _asyncapi_schema(node: Any) -> Any:
     return node
 
 
-def _channel(address: str, message: str, description: str, **parameters: str) -> dict[str, Any]:
+def _channel(address: str, message: str, description: str, **parameters: str | dict[str, Any]) -> dict[str, Any]:
     channel: dict[str, Any] = {
         "address": address,
         "description": description,
         "messages": {message: {"$ref": f"#/components/messages/{message}"}},
     }
     if parameters:
-        channel["parameters"] = {name: {"description": text} for name, text in parameters.items()}
+        channel["parameters"] = {name: text if isinstance(text, dict) else {"description": text}
+                                 for name, text in parameters.items()}  # fmt: skip
     return channel
 
 
@@ -139,7 +135,6 @@ SAFETY = ("The safety lane: only manual stop, exit_remote_control and system_swi
 def _channels(prefix: str) -> dict[str, Any]:
     """Every topic of the interface, with its parameters and the message it carries."""
     group, sn = {"groupId": "A Cloud API group id (ASCII digits)."}, {"sn": "An inverter serial number."}
-    op = {"op": "A management op: " + ", ".join(OPS) + "."}
     state = "Lifecycle states (the last one retained)."
     return {
         "groupCommand": _channel(f"{prefix}/group/{{groupId}}/set", "command", "Commands for a group.", **group),
@@ -151,13 +146,27 @@ def _channels(prefix: str) -> dict[str, Any]:
         "groupState": _channel(f"{prefix}/group/{{groupId}}/state", "state", state, **group),
         "inverterState": _channel(f"{prefix}/inverter/{{sn}}/state", "state", state, **sn),
         "batchState": _channel(f"{prefix}/batch/state", "state", "Lifecycle states of batch commands."),
-        "request": _channel(f"{prefix}/bridge/request/{{op}}", "request", "Management requests.", **op),
-        "response": _channel(f"{prefix}/bridge/response/{{op}}", "response", "Management answers.", **op),
+        "request": _channel(f"{prefix}/bridge/request/{{resource}}/{{action}}", "request",
+                            "Management requests: one op per resource and action (" + ", ".join(OPS) + ").",
+                            **_op_levels()),
+        "response": _channel(f"{prefix}/bridge/response/{{resource}}/{{action}}", "response",
+                             "Management answers, on the request's resource and action.", **_op_levels()),
         "bridgeState": _channel(f"{prefix}/bridge/state", "presence", "Retained presence; the MQTT will."),
         "bridgeInfo": _channel(f"{prefix}/bridge/info", "info", "Retained description of the running bridge."),
         "bridgeBudget": _channel(f"{prefix}/bridge/budget", "budget", "Retained API budget, at most once a second."),
         "instanceState": _channel(f"{prefix}/bridge/instance/{{name}}/state", "instance",
                                   "Retained role of each bridge of a hot standby.", name="The instance's `ha.name`."),
+    }  # fmt: skip
+
+
+def _op_levels() -> dict[str, dict[str, Any]]:
+    """A management op's two topic levels, each a parameter of its own (an MQTT parameter is one level)."""
+    resources = sorted({op.split("/")[0] for op in OPS})
+    actions = sorted({op.split("/")[1] for op in OPS})
+    return {
+        "resource": {"enum": resources, "description": "What the op acts on (the op's first level)."},
+        "action": {"enum": actions, "description": "What it does (the second level); the pairs are the ops: "
+                   + ", ".join(OPS) + "."},
     }  # fmt: skip
 
 

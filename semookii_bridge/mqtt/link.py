@@ -56,7 +56,7 @@ class MqttLink:
         topics: Topics,
         on_message: Callable[[Incoming], Awaitable[None]],
         *,
-        info: Callable[[], dict[str, Any]] | None = None,
+        info: Callable[[], Any] | None = None,
         before_ack: Callable[[], Awaitable[None]] | None = None,
         on_overload: Callable[[Incoming], None] | None = None,
         will_delay: int = 0,
