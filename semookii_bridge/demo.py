@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,9 +27,14 @@ from .simulator import SimConfig, serve
 from .topics import Target, Topics
 
 REPO_MOSQUITTO = Path(__file__).resolve().parents[1] / "mosquitto"
-DEMO_PASSWORDS = {"bridge": "bridge-demo-password", "operator": "operator-demo-password",
-                  "sparkplug": "sparkplug-demo-password"}  # fmt: skip
+USERS = ("bridge", "operator", "viewer", "sparkplug")
+"""The broker users the repo's ACL knows; no password for them ships: the demo makes new ones each run."""
 SIM_TOKEN = "sim-token"
+
+
+def fresh_passwords() -> dict[str, str]:
+    """A new random password per broker user (the demo prints the operator's)."""
+    return {user: secrets.token_urlsafe(12) for user in USERS}
 
 
 def free_port() -> int:
@@ -37,9 +43,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def render_broker_config(source: Path, workdir: Path, port: int) -> Path:
-    """The repo's broker config, made runnable in `workdir` on a loopback `port` (same users, same ACL)."""
-    shutil.copy(source / "passwd.example", workdir / "passwd")
+def write_passwords(path: Path, passwords: dict[str, str]) -> None:
+    """A mosquitto password file (hashed by `mosquitto_passwd`) for these users."""
+    binary = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    path.touch(mode=0o600)
+    for user, password in passwords.items():
+        subprocess.run([binary, "-b", str(path), user, password], check=True, capture_output=True, timeout=30)
+
+
+def render_broker_config(source: Path, workdir: Path, port: int, passwords: dict[str, str]) -> Path:
+    """The repo's broker config, made runnable in `workdir` on a loopback `port` (same ACL), with a password
+    file for `passwords`."""
+    write_passwords(workdir / "passwd", passwords)
     shutil.copy(source / "acl", workdir / "acl")
     text = (source / "mosquitto.conf").read_text(encoding="utf-8")
     text = text.replace("/etc/mosquitto/semookii/", f"{workdir}/")
@@ -92,18 +107,19 @@ async def demo(once: bool) -> int:
     """Run the demo; returns the exit code (0 when the sample command completed)."""
     workdir = Path(tempfile.mkdtemp(prefix="semookii-demo-"))
     port = free_port()
+    passwords = fresh_passwords()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        with running_broker(render_broker_config(REPO_MOSQUITTO, workdir, port), port):
+        with running_broker(render_broker_config(REPO_MOSQUITTO, workdir, port, passwords), port):
             sim_config = SimConfig(
                 tokens=[SIM_TOKEN], task_delay=0.5, result_delay=1.5, groups=2, inverters_per_group=3
             )
             async with serve(sim_config) as sim:
                 config = BridgeConfig(
-                    mqtt=MqttConfig(host="127.0.0.1", port=port, username="bridge", password=DEMO_PASSWORDS["bridge"]),
+                    mqtt=MqttConfig(host="127.0.0.1", port=port, username="bridge", password=passwords["bridge"]),
                     api=ApiConfig(base_url=sim.base_url),
                     rate_limit=RateLimitConfig(rate=2.0, burst=5),
                     commands=CommandsConfig(poll_initial=0.25, poll_max=1.0),
@@ -114,21 +130,23 @@ async def demo(once: bool) -> int:
                 await service.start()
                 try:
                     urls = (port, sim.base_url, f"http://127.0.0.1:{service.http_port}")
-                    return await _show(sim.simulator.state.list_groups()[0].id, urls, once, stop)
+                    group = sim.simulator.state.list_groups()[0].id
+                    return await _show(group, urls, passwords["operator"], once, stop)
                 finally:
                     await service.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _show(group_id: str, urls: tuple[int, str, str], once: bool, stop: asyncio.Event) -> int:
+async def _show(group_id: str, urls: tuple[int, str, str], password: str, once: bool, stop: asyncio.Event) -> int:
     port, sim_url, bridge_url = urls
-    print(f"mosquitto  127.0.0.1:{port}  (config: mosquitto/, users bridge + operator, ACL enforced)")
+    print(f"mosquitto  127.0.0.1:{port}  (config: mosquitto/, ACL enforced; user operator, password {password},"
+          " made for this run)")
     print(f"simulator  {sim_url}  (Semookii Cloud Control API, no account needed; token {SIM_TOKEN})")
     print(f"bridge     {bridge_url}/  (status page; {bridge_url}/metrics, {bridge_url}/readyz); 2 calls/s\n")
     command = {"type": "power_control", "active_power": -3000, "duration": 600, "timeout": 10, "request_id": "demo-1"}
     topic = Topics().command(Target("group", group_id))
-    async with StateFollower("127.0.0.1", port, username="operator", password=DEMO_PASSWORDS["operator"]) as operator:
+    async with StateFollower("127.0.0.1", port, username="operator", password=password) as operator:
         print(f"publish  {topic}\n         {json.dumps(command)}\n")
         start = time.monotonic()
         operator.send(topic, json.dumps(command).encode())
@@ -142,10 +160,10 @@ async def _show(group_id: str, urls: tuple[int, str, str], once: bool, stop: asy
         return 0 if ok else 1
     print(
         f"\nTry your own (Ctrl-C to stop):\n"
-        f"  mosquitto_sub -h 127.0.0.1 -p {port} -u operator -P {DEMO_PASSWORDS['operator']} -t 'vpp/#' -v\n"
-        f"  mosquitto_pub -h 127.0.0.1 -p {port} -u operator -P {DEMO_PASSWORDS['operator']} -t {topic} "
+        f"  mosquitto_sub -h 127.0.0.1 -p {port} -u operator -P {password} -t 'vpp/#' -v\n"
+        f"  mosquitto_pub -h 127.0.0.1 -p {port} -u operator -P {password} -t {topic} "
         f'-m \'{{"type":"soc_control","target_soc":80,"charge_power":3000,"timeout":10}}\'\n'
-        f"  mosquitto_pub -h 127.0.0.1 -p {port} -u operator -P {DEMO_PASSWORDS['operator']} "
+        f"  mosquitto_pub -h 127.0.0.1 -p {port} -u operator -P {password} "
         f"-t vpp/bridge/request/group/list -m '{{\"all\":true}}'",
         flush=True,
     )

@@ -181,3 +181,8 @@ def process_sections(broker: Mosquitto, sim: Any, client_id: str) -> str:
     simulator, quick reconnects, a 5 s API timeout, no token check at start (the tests count calls)."""
     return (f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nclient_id = "{client_id}"\nreconnect_min = 0.2\n'
             f'reconnect_max = 1\n\n[api]\nbase_url = "{sim.base_url}"\ntimeout = 5.0\ncheck_token = false\n')
+
+
+PASSWORDS = {"bridge": "bridge-test-password", "operator": "operator-test-password",
+             "viewer": "viewer-test-password", "sparkplug": "sparkplug-test-password"}  # fmt: skip
+"""Broker passwords of the tests' secured brokers (no password ships with the repo)."""

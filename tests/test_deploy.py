@@ -5,23 +5,26 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from semookii_bridge.api import RetryPolicy
-from semookii_bridge.demo import DEMO_PASSWORDS, REPO_MOSQUITTO, free_port, render_broker_config, running_broker
+from semookii_bridge.demo import REPO_MOSQUITTO, free_port, render_broker_config, running_broker
 from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Probe
+from .broker import PASSWORDS, Probe
 from .conftest import TOKEN, bridge_config_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def secured_broker(tmp_path: Path) -> Iterator[int]:
     """mosquitto running the repo's `mosquitto/` config (password file + ACL) on a free port."""
     port = free_port()
-    with running_broker(render_broker_config(REPO_MOSQUITTO, tmp_path, port), port):
+    with running_broker(render_broker_config(REPO_MOSQUITTO, tmp_path, port, PASSWORDS), port):
         yield port
 
 
@@ -55,14 +58,14 @@ async def test_acl_lets_operators_command_and_stops_others(
 ) -> None:
     """The operator's command completes, on the ordinary and the safety lane; a viewer's publish to either never
     reaches the bridge."""
-    config = bridge_config_for(secured_broker, sim, tmp_path, mqtt={"username": "bridge", "password": DEMO_PASSWORDS["bridge"]})  # fmt: skip
+    config = bridge_config_for(secured_broker, sim, tmp_path, mqtt={"username": "bridge", "password": PASSWORDS["bridge"]})  # fmt: skip
     service = Service(config, Secret(TOKEN), retry=RetryPolicy.instant())
     await service.start()
     group_id = sim.simulator.state.list_groups()[0].id
     try:
-        with Probe(secured_broker, username="viewer", password="viewer-demo-password") as viewer:
+        with Probe(secured_broker, username="viewer", password=PASSWORDS["viewer"]) as viewer:
             viewer.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "sneaky"})
-            with Probe(secured_broker, username="operator", password=DEMO_PASSWORDS["operator"]) as operator:
+            with Probe(secured_broker, username="operator", password=PASSWORDS["operator"]) as operator:
                 operator.publish(
                     f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "legit"}
                 )
@@ -83,7 +86,7 @@ async def test_acl_lets_operators_command_and_stops_others(
 
 async def test_only_the_bridge_may_publish_state(secured_broker: int) -> None:
     """An operator cannot forge a state message: the ACL drops it."""
-    with Probe(secured_broker, username="operator", password=DEMO_PASSWORDS["operator"]) as operator:
+    with Probe(secured_broker, username="operator", password=PASSWORDS["operator"]) as operator:
         operator.publish("vpp/group/1/state", {"status": "completed", "request_id": "forged"})
         await asyncio.sleep(0.3)
         assert not operator.on("vpp/group/1/state")
@@ -98,11 +101,11 @@ async def test_the_shipped_acl_lets_the_budget_and_sparkplug_through(
 
     group_id = sim.simulator.state.list_groups()[0].id
     config = bridge_config_for(
-        secured_broker, sim, tmp_path, mqtt={"username": "bridge", "password": DEMO_PASSWORDS["bridge"]},
-        sparkplug={"enabled": True, "username": "sparkplug", "password": DEMO_PASSWORDS["sparkplug"]},
+        secured_broker, sim, tmp_path, mqtt={"username": "bridge", "password": PASSWORDS["bridge"]},
+        sparkplug={"enabled": True, "username": "sparkplug", "password": PASSWORDS["sparkplug"]},
     )  # fmt: skip
     with Probe(secured_broker, subscribe=["vpp/#", "spBv1.0/#"], username="operator",
-               password=DEMO_PASSWORDS["operator"]) as operator:  # fmt: skip
+               password=PASSWORDS["operator"]) as operator:  # fmt: skip
         service = Service(config, Secret(TOKEN), retry=RetryPolicy.instant())
         await service.start()
         try:
@@ -183,3 +186,58 @@ def test_container_files_reference_what_exists() -> None:
     mounted = re.findall(r"- (\.\./[^:]+):", compose)
     assert mounted and all((deploy / p).resolve().exists() for p in mounted), mounted
     assert "dockerfile: deploy/Dockerfile" in compose and "USER 10001" in dockerfile and "HEALTHCHECK" in dockerfile
+
+
+def test_compose_ships_no_password_and_keeps_the_broker_local() -> None:
+    """The compose file mounts no password file, asks for every secret, and publishes 1883 on 127.0.0.1
+    unless MQTT_BIND says otherwise."""
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    broker = compose["services"]["mosquitto"]
+    assert not any("passwd" in volume for volume in broker["volumes"])
+    assert broker["ports"] == ["${MQTT_BIND:-127.0.0.1}:1883:1883"]
+    assert all(spec["file"].startswith("./secrets/") for spec in compose["secrets"].values())
+    assert not (ROOT / "mosquitto" / "passwd.example").exists()
+
+
+def test_compose_makes_the_password_file_from_its_secrets(tmp_path: Path) -> None:
+    """The broker service's start script, run here with its paths moved into a temp dir: mosquitto then lets
+    the operator in with the secret's password and refuses any other."""
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    script = compose["services"]["mosquitto"]["command"][2].replace("$$", "$")
+    secrets_dir, data, config_dir, etc = (tmp_path / d for d in ("secrets", "data", "config", "etc"))
+    for folder in (secrets_dir, data, config_dir, etc):
+        folder.mkdir()
+    for user in ("bridge", "operator"):
+        (secrets_dir / f"mqtt_{user}_password").write_text(PASSWORDS[user])
+    shutil.copy(ROOT / "mosquitto" / "mosquitto.conf", etc / "mosquitto.conf")
+    shutil.copy(ROOT / "mosquitto" / "acl", etc / "acl")
+    script = (script.replace("/run/secrets/", f"{secrets_dir}/").replace("/mosquitto/data/", f"{data}/")
+              .replace("/mosquitto/config/", f"{config_dir}/")
+              .replace("/etc/mosquitto/semookii/mosquitto.conf", f"{etc}/mosquitto.conf"))  # fmt: skip
+    script = script.split("exec mosquitto")[0]
+    subprocess.run(["sh", "-c", script], check=True, timeout=60)
+    port = free_port()
+    conf = (config_dir / "run.conf").read_text().replace("\nlistener 1883\n", f"\nlistener {port} 127.0.0.1\n")
+    assert f"password_file {data}/passwd" in conf  # the generated file, not a shipped one
+    conf = conf.replace("acl_file /etc/mosquitto/semookii/acl", f"acl_file {etc}/acl")
+    (config_dir / "run.conf").write_text(("user root\n" if os.geteuid() == 0 else "") + conf + "\nlog_dest none\n")
+    with running_broker(config_dir / "run.conf", port):
+        assert connects(port, "operator", PASSWORDS["operator"])
+        assert not connects(port, "operator", "operator-demo-password")
+
+
+def connects(port: int, user: str, password: str) -> bool:
+    """Whether the broker accepts these credentials."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    client.username_pw_set(user, password)
+    reasons: list[Any] = []
+    client.on_connect = lambda c, u, f, rc, p: reasons.append(rc)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    for _ in range(100):
+        if reasons:
+            break
+        time.sleep(0.02)
+    client.loop_stop()
+    client.disconnect()
+    return bool(reasons) and not reasons[0].is_failure

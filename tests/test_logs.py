@@ -21,12 +21,12 @@ import pytest
 
 from semookii_bridge import logs
 from semookii_bridge.api import RetryPolicy
-from semookii_bridge.demo import DEMO_PASSWORDS, REPO_MOSQUITTO, render_broker_config, running_broker
+from semookii_bridge.demo import REPO_MOSQUITTO, render_broker_config, running_broker
 from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, free_port
+from .broker import PASSWORDS, Mosquitto, free_port
 from .conftest import TOKEN, bridge_config_for
 
 PACKAGE = Path(__file__).resolve().parents[1] / "semookii_bridge"
@@ -38,8 +38,8 @@ LOGFMT = re.compile(r'^(?:[A-Za-z_][\w.]*=(?:[^\s"=\\]+|"(?:[^"\\]|\\.)*")(?: |$
 def broker_with_passwords(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """mosquitto with the repo's password file and ACL, on a free port."""
     port = free_port()
-    with running_broker(render_broker_config(REPO_MOSQUITTO, tmp_path, port), port):
-        yield port, DEMO_PASSWORDS
+    with running_broker(render_broker_config(REPO_MOSQUITTO, tmp_path, port, PASSWORDS), port):
+        yield port, PASSWORDS
 
 
 def log_calls() -> list[tuple[str, str, int]]:
