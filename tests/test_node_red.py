@@ -1,4 +1,5 @@
-"""The shipped Node-RED flow, run headless: it sends a command through mosquitto and sees `completed`."""
+"""The shipped Node-RED flow, run headless: it sends a command through mosquitto and sees `completed`, knows
+every status of the interface, follows VPP_PREFIX on every topic, and its HTTP endpoints need the token."""
 
 from __future__ import annotations
 
@@ -7,21 +8,26 @@ import json
 import os
 import shutil
 import subprocess
+import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
+from semookii_bridge.payloads import TERMINAL, Status
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, free_port
+from .broker import Mosquitto, Probe, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW_DIR = ROOT / "deploy" / "node-red"
 NODE_RED_VERSION = "4"
 CACHE = Path(os.environ.get("SEMOOKII_NODE_RED_CACHE", ROOT / ".cache" / "node-red"))
+HTTP_TOKEN = "flow-http-token"
+AUTH = {"Authorization": f"Bearer {HTTP_TOKEN}"}
 
 
 @pytest.fixture(scope="session")
@@ -39,14 +45,22 @@ def node_red_js() -> Path:
 
 
 @pytest.fixture
-async def node_red(node_red_js: Path, broker: Mosquitto, tmp_path: Path, sim: RunningSimulator) -> AsyncIterator[str]:
+def vpp_prefix() -> str:
+    return "vpp"
+
+
+@pytest.fixture
+async def node_red(
+    node_red_js: Path, broker: Mosquitto, tmp_path: Path, sim: RunningSimulator, vpp_prefix: str
+) -> AsyncIterator[str]:
     """Node-RED running the example flow against the test broker; yields its HTTP base URL."""
     user_dir = tmp_path / "node-red"
     user_dir.mkdir()
     shutil.copy(FLOW_DIR / "semookii-flow.json", user_dir / "semookii-flow.json")
     port = free_port()
     env = {**os.environ, "MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(broker.port),
-           "VPP_GROUP_ID": sim.simulator.state.list_groups()[0].id}  # fmt: skip
+           "VPP_GROUP_ID": sim.simulator.state.list_groups()[0].id, "VPP_HTTP_TOKEN": HTTP_TOKEN,
+           "VPP_PREFIX": vpp_prefix}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         shutil.which("node") or "node", str(node_red_js), "--userDir", str(user_dir), "--port", str(port),
         "--settings", str(FLOW_DIR / "settings.js"), env=env, stdout=asyncio.subprocess.PIPE,
@@ -57,7 +71,7 @@ async def node_red(node_red_js: Path, broker: Mosquitto, tmp_path: Path, sim: Ru
         async with aiohttp.ClientSession() as session:
             for _ in range(300):
                 try:
-                    async with session.get(f"{base}/vpp/state") as r:
+                    async with session.get(f"{base}/vpp/state", headers=AUTH) as r:
                         if r.status == 200:
                             break
                 except aiohttp.ClientError:
@@ -70,10 +84,26 @@ async def node_red(node_red_js: Path, broker: Mosquitto, tmp_path: Path, sim: Ru
         if proc.returncode is not None:
             output = await proc.stdout.read() if proc.stdout else b""
             pytest.fail(f"Node-RED exited: {output.decode(errors='replace')}")
+        await subscribed(base, broker, vpp_prefix)
         yield base
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def subscribed(base: str, broker: Mosquitto, prefix: str) -> None:
+    """Wait until the flow's state subscription (made once it starts) delivers: publish a marker state until the
+    flow has it."""
+    marker = {"request_id": "flow-ready", "status": "queued", "target": {"kind": "batch", "id": None}}
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        with Probe(broker.port) as probe:
+            for _ in range(100):
+                probe.publish(f"{prefix}/batch/state", marker)
+                await asyncio.sleep(0.1)
+                async with session.get(f"{base}/vpp/state", params={"request_id": "flow-ready"}) as r:
+                    if r.status == 200:
+                        return
+    pytest.fail("the flow never subscribed to the state topics")
 
 
 async def test_flow_sends_a_command_and_sees_completed(node_red: str, bridge: Service, sim: RunningSimulator) -> None:
@@ -83,11 +113,11 @@ async def test_flow_sends_a_command_and_sees_completed(node_red: str, bridge: Se
     body = {"target": {"kind": "group", "id": group_id}, "command": command}
     async with aiohttp.ClientSession() as session:
         # If the flow's MQTT connection is still opening, its client queues the QoS 1 publish until it is up.
-        async with session.post(f"{node_red}/vpp/command", json=body) as r:
+        async with session.post(f"{node_red}/vpp/command", json=body, headers=AUTH) as r:
             assert r.status == 202 and (await r.json())["request_id"] == "nr-1"
         seen: dict[str, object] = {}
         for _ in range(300):
-            async with session.get(f"{node_red}/vpp/state", params={"request_id": "nr-1"}) as r:
+            async with session.get(f"{node_red}/vpp/state", params={"request_id": "nr-1"}, headers=AUTH) as r:
                 if r.status == 200:
                     seen = await r.json()
                     if seen["state"]["status"] == "completed":  # type: ignore[index]
@@ -95,6 +125,7 @@ async def test_flow_sends_a_command_and_sees_completed(node_red: str, bridge: Se
             await asyncio.sleep(0.1)
     assert seen and seen["state"]["status"] == "completed", json.dumps(seen)  # type: ignore[index]
     assert seen["history"] == ["queued", "accepted", "dispatched", "completed"]
+    assert seen["final"] is True and seen["outcome"] == "ok"
     (issued,) = sim.simulator.state.commands
     assert seen["state"]["command_id"] == issued  # type: ignore[index]
     assert isinstance(seen["state"]["target"]["id"], str) and seen["state"]["target"]["id"] == group_id  # type: ignore[index]
@@ -102,7 +133,8 @@ async def test_flow_sends_a_command_and_sees_completed(node_red: str, bridge: Se
 
 async def test_flow_rejects_a_command_without_target(node_red: str) -> None:
     """The flow's HTTP shim answers 400 when the target is missing."""
-    async with aiohttp.ClientSession() as session, session.post(f"{node_red}/vpp/command", json={"command": {}}) as r:
+    async with aiohttp.ClientSession(headers=AUTH) as session, session.post(f"{node_red}/vpp/command",
+                                                                            json={"command": {}}) as r:
         assert r.status == 400
 
 
@@ -113,12 +145,68 @@ async def test_the_flows_stop_takes_the_safety_lane(node_red: str, bridge: Servi
     body = {"target": {"kind": "group", "id": group_id}, "command": {"type": "manual", "action": "stop",
                                                                        "request_id": "nr-stop"}}  # fmt: skip
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{node_red}/vpp/command", json=body) as r:
+        async with session.post(f"{node_red}/vpp/command", json=body, headers=AUTH) as r:
             assert r.status == 202 and (await r.json())["topic"] == f"vpp/safety/group/{group_id}/set"
         status = None
         for _ in range(300):
-            async with session.get(f"{node_red}/vpp/state", params={"request_id": "nr-stop"}) as r:
+            async with session.get(f"{node_red}/vpp/state", params={"request_id": "nr-stop"}, headers=AUTH) as r:
                 if r.status == 200 and (status := (await r.json())["state"]["status"]) == "completed":
                     break
             await asyncio.sleep(0.1)
     assert status == "completed"
+
+
+async def test_the_flow_knows_every_status_of_the_interface(node_red: str, broker: Mosquitto) -> None:
+    """Each status the bridge can publish (payloads.Status), fed to the flow on a state topic, is classified:
+    final exactly for the terminal ones, never `unrecognised`; `partial` is final and not `ok`."""
+    statuses = typing.get_args(Status)
+    with Probe(broker.port) as probe:
+        for status in statuses:
+            probe.publish("vpp/group/1028902640000737745/state", {"request_id": f"st-{status}", "status": status,
+                          "target": {"kind": "group", "id": "1028902640000737745"}, "duplicate": False})  # fmt: skip
+    seen: dict[str, dict[str, object]] = {}
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        for status in statuses:
+            for _ in range(100):
+                async with session.get(f"{node_red}/vpp/state", params={"request_id": f"st-{status}"}) as r:
+                    if r.status == 200:
+                        seen[status] = await r.json()
+                        break
+                await asyncio.sleep(0.1)
+    assert set(seen) == set(statuses)
+    assert {s for s, doc in seen.items() if doc["final"]} == set(TERMINAL)
+    assert "unrecognised" not in {doc["outcome"] for doc in seen.values()}
+    assert seen["partial"]["outcome"] == "partial" and seen["completed"]["outcome"] == "ok"
+
+
+async def test_the_http_endpoints_need_the_token(node_red: str) -> None:
+    """Without the bearer token (or with a wrong one) both endpoints answer 401 and nothing is published."""
+    body = {"target": {"kind": "group", "id": "1"}, "command": {"type": "manual", "action": "stop"}}
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            async with session.post(f"{node_red}/vpp/command", json=body, headers=headers) as r:
+                assert r.status == 401
+            async with session.get(f"{node_red}/vpp/state", headers=headers) as r:
+                assert r.status == 401
+
+
+@pytest.mark.parametrize("vpp_prefix", ["plant7"])
+async def test_the_flow_follows_vpp_prefix_everywhere(
+    node_red: str, broker: Mosquitto, sim: RunningSimulator, make_bridge: Any
+) -> None:
+    """With VPP_PREFIX=plant7 and a bridge on that prefix, a command the flow sends completes and the flow sees
+    its states: commands, state subscriptions and requests all live under plant7/."""
+    await make_bridge(mqtt={"prefix": "plant7"})
+    group_id = sim.simulator.state.list_groups()[0].id
+    command = {"type": "power_control", "active_power": -1000, "duration": 60, "timeout": 10, "request_id": "p7"}
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        async with session.post(f"{node_red}/vpp/command", json={"target": {"kind": "group", "id": group_id},
+                                                                   "command": command}) as r:  # fmt: skip
+            assert (await r.json())["topic"] == f"plant7/group/{group_id}/set"
+        outcome = None
+        for _ in range(300):
+            async with session.get(f"{node_red}/vpp/state", params={"request_id": "p7"}) as r:
+                if r.status == 200 and (outcome := (await r.json())["outcome"]) == "ok":
+                    break
+            await asyncio.sleep(0.1)
+    assert outcome == "ok"
