@@ -190,7 +190,8 @@ def run(seconds: float = 120) -> str:
         f"| expired (default ttl 60 s) | {b_on['expired']} | {b_off['expired']} |",
         "",
         "Target (issue 10): at most 2 control calls and 6 calls in all, last inverter within 2 s, none expired.",
-        "With merging on, the calls include the start-up inventory read (1 group list + 1 list per group).",
+        "The calls include the start-up token check (1 group list of one row) and, with merging on, "
+        "the inventory read (1 group list + 1 list per group).",
     ])  # fmt: skip
 
 
