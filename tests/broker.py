@@ -186,3 +186,15 @@ def process_sections(broker: Mosquitto, sim: Any, client_id: str) -> str:
 PASSWORDS = {"bridge": "bridge-test-password", "operator": "operator-test-password",
              "viewer": "viewer-test-password", "sparkplug": "sparkplug-test-password"}  # fmt: skip
 """Broker passwords of the tests' secured brokers (no password ships with the repo)."""
+
+
+def wait_port(port: int, seconds: float = 30) -> bool:
+    """Whether something listens on 127.0.0.1:`port` within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False

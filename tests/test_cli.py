@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from click.testing import CliRunner
 
 from semookii_bridge.cli import main
 
-from .broker import free_port
+from .broker import free_port, wait_port
 
 TOKEN = "cli-token-123456789"
 
@@ -46,14 +44,7 @@ def simulator_url() -> Iterator[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
+    if not wait_port(port, 10):
         proc.kill()
         pytest.fail("simulator did not start")
     yield f"http://127.0.0.1:{port}"

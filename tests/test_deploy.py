@@ -40,17 +40,7 @@ def secured_broker(tmp_path: Path) -> Iterator[int]:
 
 def test_anonymous_client_is_refused(secured_broker: int) -> None:
     """Without credentials the broker refuses the connection."""
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    reasons: list[object] = []
-    client.on_connect = lambda c, u, f, rc, p: reasons.append(rc)
-    client.connect("127.0.0.1", secured_broker)
-    client.loop_start()
-    for _ in range(100):
-        if reasons:
-            break
-        time.sleep(0.02)
-    client.loop_stop()
-    assert reasons and reasons[0].is_failure  # type: ignore[attr-defined]
+    assert not connects(secured_broker, None, None)
 
 
 async def test_acl_lets_operators_command_and_stops_others(
@@ -226,10 +216,11 @@ def test_compose_makes_the_password_file_from_its_secrets(tmp_path: Path) -> Non
         assert not connects(port, "operator", "operator-demo-password")
 
 
-def connects(port: int, user: str, password: str) -> bool:
-    """Whether the broker accepts these credentials."""
+def connects(port: int, user: str | None, password: str | None) -> bool:
+    """Whether the broker accepts these credentials (None: none); False too when it does not answer."""
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    client.username_pw_set(user, password)
+    if user is not None:
+        client.username_pw_set(user, password)
     reasons: list[Any] = []
     client.on_connect = lambda c, u, f, rc, p: reasons.append(rc)
     client.connect("127.0.0.1", port)

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .broker import free_port, mosquitto_binary
+from .broker import free_port, mosquitto_binary, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,17 +25,6 @@ def block() -> list[str]:
     body = text.split("## Try it by hand", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     lines = body.replace("\\\n", " ").splitlines()
     return [re.sub(r"\s+# .*$", "", line).strip() for line in lines if line.strip() and not line.startswith("#")]
-
-
-def wait_port(port: int, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
 
 
 def test_the_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
@@ -61,11 +49,11 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
                 background.append(subprocess.Popen(["bash", "-c", line[:-1]], env=env, stdout=log, stderr=log,
                                                    cwd=tmp_path, start_new_session=True))  # fmt: skip
                 if "simulate" in line:
-                    wait_port(ports["8080"])
+                    assert wait_port(ports["8080"])
                 elif line.startswith("mosquitto -p"):
-                    wait_port(ports["1883"])
+                    assert wait_port(ports["1883"])
                 elif " run " in line:
-                    wait_port(ports["9108"])
+                    assert wait_port(ports["9108"])
                     time.sleep(1.0)  # connected, subscribed
                 else:
                     time.sleep(0.5)  # a subscriber: let it subscribe
