@@ -54,6 +54,7 @@ async def test_a_refused_token_is_loud_costs_no_calls_and_recovers(
             probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "w1"})
             failed = await probe.wait_status(f"vpp/group/{group_id}/state", "w1", "failed")
             assert failed["error"]["code"] == "unauthorized"
+            assert failed["error"]["message"].startswith("the API refused the token (tokenId is invalid or expired)")
             assert sim.simulator.calls_to("/commandapi/groupControl") == []
             checks = sim.simulator.calls_to("/vppgroup/findAll")
             assert checks and len(checks) == len(sim.simulator.calls)  # the start-up check and 1 s re-checks only
