@@ -149,7 +149,7 @@ def test_the_database_password_is_never_shown(tmp_path: Path) -> None:
     ("file_text", "environ", "fragments"),
     [
         # a bad value from the environment names the variable, not a line of the file
-        ('[mqtt]\nhost = "x"\nport = 1883\n', {"SEMOOKII_BRIDGE_MQTT_PORT": "abc"},
+        ('[mqtt]\nhost = "x"\nport = 1884\n', {"SEMOOKII_BRIDGE_MQTT_PORT": "abc"},
          ["$.mqtt.port", "(environment variable SEMOOKII_BRIDGE_MQTT_PORT)"]),
         # a bad value from the file names its line
         ('[mqtt]\nhost = "x"\nport = "abc"\n', {}, ["$.mqtt.port", "bad.toml, line 3)"]),

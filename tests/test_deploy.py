@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from semookii_bridge.api import RetryPolicy
+from semookii_bridge.config import HttpConfig, MqttConfig
 from semookii_bridge.demo import REPO_MOSQUITTO, free_port, render_broker_config, running_broker
 from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
@@ -117,34 +117,20 @@ async def test_the_shipped_acl_lets_the_budget_and_sparkplug_through(
     assert [c.params["activePower"] for c in calls] == ["-1500"]
 
 
-def hold(port: int) -> socket.socket | None:
-    """Listen on 127.0.0.1:`port` if nothing does yet (then another process holds it either way)."""
-    holder = socket.socket()
-    try:
-        holder.bind(("127.0.0.1", port))
-    except OSError:
-        holder.close()
-        return None
-    holder.listen()
-    return holder
-
-
-def test_make_demo_runs_to_completed_with_the_usual_ports_taken() -> None:
-    """`make demo` with DEMO_ONCE=1, while 1883 and 9108 are held by another process: it picks free ports,
-    prints the status page's URL, shows the whole lifecycle and exits 0."""
+def test_make_demo_runs_to_completed_on_ports_of_its_own() -> None:
+    """`make demo` with DEMO_ONCE=1 picks free ports for the broker and the status page (not the configured
+    defaults, which a running broker or bridge may hold), prints the status page's URL, shows the whole
+    lifecycle and exits 0."""
     env = {**os.environ, "DEMO_ONCE": "1"}
-    held = [hold(port) for port in (1883, 9108)]
-    try:
-        result = subprocess.run(["make", "-s", "demo"], cwd=ROOT, env=env, capture_output=True, text=True,
-                                timeout=300)  # fmt: skip
-    finally:
-        for holder in held:
-            if holder is not None:
-                holder.close()
+    result = subprocess.run(["make", "-s", "demo"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     for status in ("queued", "accepted", "dispatched", "completed"):
         assert status in result.stdout
-    assert re.search(r"bridge     http://127\.0\.0\.1:\d+/  \(status page", result.stdout), result.stdout
+    page = re.search(r"bridge     http://127\.0\.0\.1:(\d+)/  \(status page", result.stdout)
+    broker = re.search(r"mosquitto  127\.0\.0\.1:(\d+) ", result.stdout)
+    assert page and broker, result.stdout
+    assert int(page.group(1)) != HttpConfig().port and int(broker.group(1)) != MqttConfig().port
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
@@ -179,12 +165,13 @@ def test_container_files_reference_what_exists() -> None:
 
 
 def test_compose_ships_no_password_and_keeps_the_broker_local() -> None:
-    """The compose file mounts no password file, asks for every secret, and publishes 1883 on 127.0.0.1
-    unless MQTT_BIND says otherwise."""
+    """The compose file mounts no password file, asks for every secret, and publishes the broker's port on
+    127.0.0.1 unless MQTT_BIND says otherwise."""
     compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
     broker = compose["services"]["mosquitto"]
     assert not any("passwd" in volume for volume in broker["volumes"])
-    assert broker["ports"] == ["${MQTT_BIND:-127.0.0.1}:1883:1883"]
+    (published,) = broker["ports"]
+    assert re.fullmatch(r"\$\{MQTT_BIND:-127\.0\.0\.1\}:(\d+):\1", published), published
     assert all(spec["file"].startswith("./secrets/") for spec in compose["secrets"].values())
     assert not (ROOT / "mosquitto" / "passwd.example").exists()
 
@@ -207,7 +194,7 @@ def test_compose_makes_the_password_file_from_its_secrets(tmp_path: Path) -> Non
     script = script.split("exec mosquitto")[0]
     subprocess.run(["sh", "-c", script], check=True, timeout=60)
     port = free_port()
-    conf = (config_dir / "run.conf").read_text().replace("\nlistener 1883\n", f"\nlistener {port} 127.0.0.1\n")
+    conf = re.sub(r"\nlistener \d+\n", f"\nlistener {port} 127.0.0.1\n", (config_dir / "run.conf").read_text(), count=1)
     assert f"password_file {data}/passwd" in conf  # the generated file, not a shipped one
     conf = conf.replace("acl_file /etc/mosquitto/semookii/acl", f"acl_file {etc}/acl")
     (config_dir / "run.conf").write_text(("user root\n" if os.geteuid() == 0 else "") + conf + "\nlog_dest none\n")

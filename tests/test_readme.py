@@ -1,5 +1,6 @@
-"""The README's "Try it by hand" block, run line by line as a new user would (on free ports instead of 8080,
-1883 and 9108): the group list answers, and the command it publishes is followed to `completed`."""
+"""The README's "Try it by hand" block, run line by line as a new user would (each port it names replaced by
+a free one, the status page's too): the group list answers, and the command it publishes is followed to
+`completed`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import pytest
 from .broker import free_port, mosquitto_binary, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
+PORT = re.compile(r"(?<=--port )\d+|(?<=--mqtt-port )\d+|(?<=-p )\d+|(?<=127\.0\.0\.1:)\d+")
+"""A port as the block's commands name it."""
 
 
 def block() -> list[str]:
@@ -32,29 +35,27 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
     subscription shows that command's states up to `completed`."""
     if mosquitto_binary() is None or shutil.which("mosquitto_rr") is None:
         pytest.fail("mosquitto and mosquitto-clients are needed: `make test` installs them")
-    ports = {"8080": free_port(), "1883": free_port(), "9108": free_port()}
+    ports = {port: free_port() for line in block() for port in PORT.findall(line)}
+    page = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEMOOKII_BRIDGE_", "SEMOOKII_TOKEN"))}
     env.update(PATH=f"{Path(sys.executable).parent}:{os.path.dirname(mosquitto_binary() or '')}:{env['PATH']}",
-               SEMOOKII_BRIDGE_HTTP_PORT=str(ports["9108"]), SEMOOKII_BRIDGE_JOURNAL_PATH=str(tmp_path / "j.db"))
+               SEMOOKII_BRIDGE_HTTP_PORT=str(page), SEMOOKII_BRIDGE_JOURNAL_PATH=str(tmp_path / "j.db"))
     background: list[subprocess.Popen[bytes]] = []
     outputs: list[str] = []
     try:
         for line in block():
             if line.startswith(". .venv/bin/activate"):
                 continue  # the test runs with this interpreter's environment already
-            for old, new in ports.items():
-                line = line.replace(old, str(new))
+            line = PORT.sub(lambda m: str(ports[m.group()]), line)
             if line.endswith("&"):
                 log = (tmp_path / f"bg{len(background)}.log").open("wb")
                 background.append(subprocess.Popen(["bash", "-c", line[:-1]], env=env, stdout=log, stderr=log,
                                                    cwd=tmp_path, start_new_session=True))  # fmt: skip
-                if "simulate" in line:
-                    assert wait_port(ports["8080"])
-                elif line.startswith("mosquitto -p"):
-                    assert wait_port(ports["1883"])
-                elif " run " in line:
-                    assert wait_port(ports["9108"])
+                if " run " in line:
+                    assert wait_port(page)
                     time.sleep(1.0)  # connected, subscribed
+                elif line.startswith(("semookii-bridge simulate", "mosquitto -p")):
+                    assert wait_port(int(PORT.findall(line)[0]))
                 else:
                     time.sleep(0.5)  # a subscriber: let it subscribe
                 continue

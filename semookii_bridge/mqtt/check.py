@@ -10,7 +10,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ..config import MqttConfig
 from .client import credentials
-from .failures import NOT_AUTHORIZED
+from .failures import refused, unreachable
 
 
 def try_broker(cfg: MqttConfig, timeout: float = 10.0) -> str | None:
@@ -23,14 +23,8 @@ def try_broker(cfg: MqttConfig, timeout: float = 10.0) -> str | None:
     verdict: list[str | None] = []
 
     def on_connect(c: paho.Client, userdata: object, flags: object, reason: object, props: object) -> None:
-        code = int(getattr(reason, "value", 0))
-        if code in NOT_AUTHORIZED:
-            verdict.append(f"the broker at {where} refused the credentials: not authorized (check mqtt.username "
-                           "and mqtt.password or mqtt.password_file)")  # fmt: skip
-        elif getattr(reason, "is_failure", False):
-            verdict.append(f"the broker at {where} refused the connection: {reason}")
-        else:
-            verdict.append(None)
+        failed = getattr(reason, "is_failure", False)
+        verdict.append(refused(where, int(getattr(reason, "value", 0)), str(reason)).message if failed else None)
         answered.set()
 
     client.on_connect = on_connect
@@ -38,7 +32,7 @@ def try_broker(cfg: MqttConfig, timeout: float = 10.0) -> str | None:
         credentials(client, cfg)
         client.connect(cfg.host, cfg.port, keepalive=max(5, int(timeout)))
     except (OSError, ValueError) as exc:
-        return f"broker unreachable at {where}: {getattr(exc, 'strerror', None) or exc}"
+        return unreachable(where, exc).message
     client.loop_start()
     try:
         if not answered.wait(timeout):

@@ -31,6 +31,20 @@ class MqttFailure(Exception):
         self.exit_code = EXIT_CODES[kind]
 
 
+def unreachable(where: str, exc: BaseException) -> MqttFailure:
+    """The TCP (or TLS) connection to `where` (host:port) could not be opened."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return MqttFailure("unreachable", f"broker unreachable at {where}: {reason}")
+
+
+def refused(where: str, code: int, reason: str) -> MqttFailure:
+    """The broker at `where` answered CONNACK with the failure `code`."""
+    if code in NOT_AUTHORIZED:
+        return MqttFailure("not_authorized", f"the broker at {where} refused the credentials: not authorized "
+                           "(check mqtt.username and mqtt.password or mqtt.password_file)")  # fmt: skip
+    return MqttFailure("refused", f"the broker at {where} refused the connection: {reason}")
+
+
 class ConnectionWatch:
     """Names each failure of one link and remembers the latest (for the error `start` raises)."""
 
@@ -44,18 +58,11 @@ class ConnectionWatch:
 
     def unreachable(self, exc: BaseException) -> None:
         """The TCP (or TLS) connection could not be opened."""
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        self._fail("unreachable", f"broker unreachable at {self.host}:{self.port}: {reason}", logging.WARNING)
+        self._fail(unreachable(f"{self.host}:{self.port}", exc), logging.WARNING)
 
     def refused(self, code: int, reason: str) -> None:
         """The broker answered CONNACK with a failure."""
-        if code in NOT_AUTHORIZED:
-            text = (f"the broker at {self.host}:{self.port} refused the credentials: not authorized (check "
-                    "mqtt.username and mqtt.password or mqtt.password_file)")  # fmt: skip
-            self._fail("not_authorized", text, logging.ERROR)
-        else:
-            self._fail("refused", f"the broker at {self.host}:{self.port} refused the connection: {reason}",
-                       logging.ERROR)  # fmt: skip
+        self._fail(refused(f"{self.host}:{self.port}", code, reason), logging.ERROR)
 
     def connected(self) -> None:
         self._connected_at = self._clock()
@@ -71,14 +78,14 @@ class ConnectionWatch:
         if len(self._short) >= TAKEOVER_COUNT:
             text = (f"session taken over by another client with the same client_id {self.client_id!r} "
                     f"({len(self._short)} times in {TAKEOVER_WINDOW:g} s): give each bridge its own mqtt.client_id")
-            self._fail("taken_over", text, logging.ERROR)  # fmt: skip
+            self._fail(MqttFailure("taken_over", text), logging.ERROR)
             if self.on_takeover is not None and self.last is not None:
                 self.on_takeover(self.last)
 
-    def _fail(self, kind: FailureKind, message: str, level: int) -> None:
-        self.last = MqttFailure(kind, message)
-        log.log(level, "mqtt_%s host=%s port=%d client_id=%s cause=%s", kind, self.host, self.port, self.client_id,
-                message)  # fmt: skip
+    def _fail(self, failure: MqttFailure, level: int) -> None:
+        self.last = failure
+        log.log(level, "mqtt_%s host=%s port=%d client_id=%s cause=%s", failure.kind, self.host, self.port,
+                self.client_id, failure.message)  # fmt: skip
 
     def error(self, waited: float) -> MqttFailure:
         """What `start` raises when no connection came up within `waited` seconds."""
