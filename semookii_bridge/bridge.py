@@ -338,14 +338,19 @@ class Bridge:
                 else:
                     self.dispatcher.submit(job)
             elif entry.status == "sending":
-                message = (
-                    "the bridge stopped while sending this command; it may have reached the API and is not repeated"
-                )
-                self.lifecycle.finish(job, "failed", error=ErrorInfo(code="ambiguous", message=message))
+                self._in_flight_before(job)
         for jobs in calls.values():
             self.lifecycle.track(jobs)
         if recovered:
             log.info("recovered commands=%d", len(recovered))
+
+    def _in_flight_before(self, job: Job) -> None:
+        """A call that may have left before a crash or takeover: ambiguous, never repeated; under the hot standby
+        its target waits until the old leader's request can no longer arrive (`holdback.py`)."""
+        if self.config.ha.enabled:
+            self.dispatcher.holdback.hold(job, self.clock() + self.config.ha.wire_bound)
+        message = "the bridge stopped while sending this command; it may have reached the API and is not repeated"
+        self.lifecycle.finish(job, "failed", error=ErrorInfo(code="ambiguous", message=message))
 
     def _announce_again(self, entry: Entry) -> None:
         job = job_from_entry(entry)

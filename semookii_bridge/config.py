@@ -160,6 +160,9 @@ class HaConfig(_Section, frozen=True):
     """This instance's name in `vpp/bridge/instance/<name>/state`; empty: `<host>-<pid>`."""
     lease: Annotated[float, msgspec.Meta(ge=1.0, le=60.0)] = 3.0
     """Seconds a leader's lease lasts without renewal: a dead leader's commands wait about this long."""
+    wire_bound: Annotated[float, msgspec.Meta(ge=0.5, le=60.0)] = 3.0
+    """Seconds a control request may stay unacknowledged on the wire (TCP_USER_TIMEOUT); a new leader waits this
+    long before calling for a target the old one had a call in flight for."""
 
     def instance_name(self) -> str:
         return self.name or f"{socket.gethostname()}-{os.getpid()}"

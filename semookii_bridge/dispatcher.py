@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from .clock import steady
 from .commands import is_safety
 from .errors import ErrorInfo
+from .holdback import Holdback
 from .jobs import Job
 from .merging import MergePolicy
 from .payloads import Status
@@ -60,6 +61,10 @@ class Dispatcher:
         self._expired: deque[Job] = deque()
         self._reporter: asyncio.Task[None] | None = None
         self._alike: dict[bytes, dict[str, None]] = {}
+        self.holdback = Holdback(clock)
+        """Targets a previous leader may still have a call on the wire for (`holdback.py`)."""
+        self._held: dict[str, None] = {}
+        self._release_timer: asyncio.TimerHandle | None = None
 
     @property
     def queued(self) -> int:
@@ -147,9 +152,27 @@ class Dispatcher:
                     key = next(iter(ready))
                     del ready[key]
                     if key in self._pending and key not in self._in_flight:
-                        return key
+                        wait = self.holdback.left(self._pending[key])
+                        if wait <= 0:
+                            return key
+                        self._hold(key, wait)
             self._wake.clear()
             await self._wake.wait()
+
+    def _hold(self, key: str, wait: float) -> None:
+        """Keep `key` out of the ready lists until the holdback has passed."""
+        self._held[key] = None
+        if self._release_timer is None:
+            self._release_timer = asyncio.get_running_loop().call_later(wait, self._release)
+
+    def _release(self) -> None:
+        """The holdback passed: held targets are ready again (in the order they were held)."""
+        self._release_timer = None
+        held, self._held = self._held, {}
+        for key in held:
+            if (job := self._pending.get(key)) is not None and key not in self._in_flight:
+                self._mark_ready(key, job)
+        self._wake.set()
 
     async def run(self) -> None:
         """Dispatch forever (cancel to stop); queued jobs stay journaled for the next start."""
@@ -206,6 +229,7 @@ class Dispatcher:
                 or len(names) + len(sns) > self._merge.max_sns
                 or not names.isdisjoint(sns)
                 or not self._merge.eligible(job)
+                or self.holdback.left(job) > 0
             ):
                 continue
             self._take(key)
@@ -240,6 +264,8 @@ class Dispatcher:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        if self._release_timer is not None:
+            self._release_timer.cancel()
         if self._reporter is not None:
             self._reporter.cancel()
         while self._expired:

@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 Role = Literal["leader", "standby", "offline"]
 
 
+def boottime() -> float:
+    """Seconds since boot, counting time the machine or VM was suspended (CLOCK_BOOTTIME), which the monotonic
+    clock does not: a leader resumed from a suspend must see that its lease has run out."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic()
+
+
 class LeaseStore(Protocol):
     """The lease row (`postgres.Postgres`)."""
 
@@ -43,7 +49,7 @@ class Leadership:
         *,
         on_lost: Callable[[str], None],
         on_role: Callable[[Role, int | None], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = boottime,
     ) -> None:
         self.store, self.name, self.lease = store, name, lease
         self.on_lost, self.on_role, self.clock = on_lost, on_role, clock

@@ -23,7 +23,7 @@ from .ha import Leadership, Role
 from .journal_shared import Fence, Fenced, SharedJournal
 from .mqtt.client import Will
 from .mqtt.session import MqttSession
-from .postgres import Postgres
+from .postgres import Postgres, session_settings
 from .timeline import Timeline, resume_shared
 from .topics import Topics
 
@@ -92,7 +92,8 @@ async def open_shared(
 ) -> Shared:
     """Connect to PostgreSQL, wait to lead (with `[ha]`; `on_leadership` sees the candidate first), then load
     the journal. Undone by `stack`."""
-    db = Postgres(cfg.journal.url)
+    name = cfg.ha.instance_name() if cfg.ha.enabled else ""
+    db = Postgres(cfg.journal.url, settings=session_settings(cfg.ha.lease, name))
     stack.push_async_callback(db.close)
     await db.setup()
     log.info("journal_shared url=%s", url_without_password(cfg.journal.url))
@@ -115,7 +116,8 @@ async def _lead(cfg: BridgeConfig, stack: AsyncExitStack, on_leadership: Callabl
     presence = Presence(cfg, name)
     presence.session.start()
     stack.push_async_callback(presence.stop)
-    lease_db = Postgres(cfg.journal.url, timeout=max(1.0, cfg.ha.lease / 2))
+    lease_db = Postgres(cfg.journal.url, timeout=max(1.0, cfg.ha.lease / 2),
+                        settings=session_settings(cfg.ha.lease, name))  # fmt: skip
     stack.push_async_callback(lease_db.close)
     leadership = Leadership(lease_db, name, cfg.ha.lease, on_lost=fail_stop, on_role=presence.role)
     on_leadership(leadership)

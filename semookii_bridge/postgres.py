@@ -66,16 +66,33 @@ _UPSERT = (
 )
 _FENCE = ("SELECT 1 FROM ha_lease WHERE id = 1 AND epoch = $1 AND holder = $2 AND expires_at > clock_timestamp() "
           "FOR SHARE")  # fmt: skip
+_END_EXPIRED = ("SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a JOIN ha_lease l ON l.id = 1 "
+                "WHERE l.expires_at <= clock_timestamp() AND l.holder <> '' AND a.application_name = $1 || l.holder "
+                "AND a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL")  # fmt: skip
 _TRANSIENT = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 """What drops the connection and is retried: the network, the server going away or restarting (it says so with
 an error, e.g. `AdminShutdownError`), a connection left mid-operation. Logged with the server's text."""
 
 
+APPLICATION = "semookii-bridge/"
+"""Each session's `application_name` is this and the instance's `ha.name`: a takeover finds the old leader's."""
+
+
+def session_settings(lease: float, name: str = "") -> dict[str, str]:
+    """Server settings of a bridge's sessions: named after the instance, so a takeover can end the sessions of a
+    leader whose lease expired; a transaction left idle ends after half a lease; a silent peer is noticed within
+    about a lease (keepalives, TCP_USER_TIMEOUT)."""
+    half = max(100, int(lease * 500))
+    return {"application_name": APPLICATION + name, "idle_in_transaction_session_timeout": str(half),
+            "tcp_user_timeout": str(2 * half), "tcp_keepalives_idle": str(max(1, int(lease / 3))),
+            "tcp_keepalives_interval": "1", "tcp_keepalives_count": "2"}  # fmt: skip
+
+
 class Postgres:
     """One connection to the journal's database, opened again when it breaks."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
-        self.url, self.timeout = url, timeout
+    def __init__(self, url: str, *, timeout: float = 5.0, settings: dict[str, str] | None = None) -> None:
+        self.url, self.timeout, self.settings = url, timeout, settings
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
         """One operation at a time: an asyncpg connection runs one query at a time."""
@@ -83,7 +100,8 @@ class Postgres:
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             try:
-                self._conn = await asyncpg.connect(self.url, timeout=self.timeout, command_timeout=self.timeout)
+                self._conn = await asyncpg.connect(self.url, timeout=self.timeout, command_timeout=self.timeout,
+                                                 server_settings=self.settings)  # fmt: skip
             except (*_TRANSIENT, TimeoutError) as exc:
                 raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from None
         return self._conn
@@ -120,6 +138,8 @@ class Postgres:
 
         async def work(conn: asyncpg.Connection) -> Snapshot:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
+                # decoding many rows between statements is not a stall: this read holds no lock a takeover needs
+                await conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
                 rows = await conn.fetch(f"SELECT {','.join(COLUMNS)} FROM commands")  # noqa: S608
                 calls = await conn.fetch("SELECT day, used FROM api_calls")
                 bucket = await conn.fetchrow("SELECT tokens, stamp, paused_until, banned_until FROM limiter")
@@ -154,7 +174,12 @@ class Postgres:
     # ---- the lease ----------------------------------------------------------------------------------
 
     async def acquire(self, holder: str, lease: float) -> int | None:
-        """Take the lease if it has expired (the database's clock), bumping the epoch; the new epoch or None."""
+        """Take the lease if it has expired (the database's clock), bumping the epoch; the new epoch or None.
+
+        First the expired holder's open transactions are ended: a leader stopped or cut off inside its fence
+        transaction (even mid-pipeline, where no idle timeout applies) would otherwise hold the lease row's lock
+        until TCP gives up on it. Its uncommitted writes roll back, so it never gets `sending` on record."""
+        await self._run(lambda conn: conn.execute(_END_EXPIRED, APPLICATION))
         sql = ("UPDATE ha_lease SET epoch = epoch + 1, holder = $1, since = clock_timestamp(), "
                "expires_at = clock_timestamp() + $2 * interval '1 second' "
                "WHERE id = 1 AND expires_at <= clock_timestamp() RETURNING epoch")  # fmt: skip

@@ -170,12 +170,14 @@ class Service:
         self._stack.push_async_callback(edge.stop)
 
     def _api_client(self) -> CloudClient:
-        """The Cloud API client behind the shared rate limiter, reporting each attempt to the metrics."""
-        api = self.config.api
+        """The Cloud API client behind the shared rate limiter, reporting each attempt to the metrics; under the
+        hot standby no request leaves once the lease is gone, nor stays on the wire past `ha.wire_bound`."""
+        api, leading = self.config.api, self.leadership
         return CloudClient(api.base_url, self._token, timeout=api.timeout, connect_timeout=api.connect_timeout,
                            retry=self._retry, gate=LimiterGate(self.limiter, self.auth),
                            max_connections=api.max_connections, observer=self.obs.observe_call,
-                           on_token=self.auth.told)  # fmt: skip
+                           on_token=self.auth.told, may_send=leading.valid if leading is not None else None,
+                           wire_bound=self.config.ha.wire_bound if leading is not None else None)  # fmt: skip
 
     def _build(self, api: CloudClient, journal: CommandJournal, timeline: Timeline) -> tuple[Bridge, MqttLink]:
         """The MQTT link and the bridge, each calling the other (the link's callbacks find the bridge later)."""

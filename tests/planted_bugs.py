@@ -135,6 +135,18 @@ BUGS = (
         "tests/test_merging.py::test_inverters_added_after_start_are_learned_and_merged"),
     Bug("credentials-refusal-retried", "mqtt/link.py", (('failure.kind == "not_authorized"', "False"),),
         "tests/test_logs.py::test_run_names_refused_credentials_with_the_level_from_the_environment"),
+    Bug("takeover-no-holdback", "bridge.py",
+        (("            self.dispatcher.holdback.hold(job, self.clock() + self.config.ha.wire_bound)\n", ""),),
+        "tests/test_takeover.py::test_a_request_held_on_the_wire_lands_before_the_new_leaders_call"),
+    Bug("write-not-fenced", "api/transport.py",
+        (("        if not self._may_send():\n            self._transport.abort()", "        if False:\n            self._transport.abort()"),),
+        "tests/test_fenced_transport.py"),
+    Bug("expired-holder-not-ended", "postgres.py",
+        (("        await self._run(lambda conn: conn.execute(_END_EXPIRED, APPLICATION))\n", ""),),
+        "tests/test_takeover.py::test_a_leader_stalled_inside_its_fence_transaction_does_not_hold_the_takeover"),
+    Bug("fence-without-lock", "postgres.py",
+        (("expires_at > clock_timestamp() \"\n          \"FOR SHARE\")", "expires_at > clock_timestamp()\")"),),
+        "tests/test_shared_journal.py"),
 )  # fmt: skip
 
 

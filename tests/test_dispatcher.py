@@ -484,3 +484,21 @@ async def test_a_safety_command_goes_before_queued_setpoints() -> None:
     dispatcher.submit(job("stop", target="9"))
     await run_until(dispatcher, lambda: len(rec.sent) == 4)
     assert rec.sent == ["stop", "p0", "p1", "p2"]
+
+
+async def test_targets_held_after_a_takeover_wait_and_others_do_not() -> None:
+    """After a takeover, a group the old leader had a call in flight for is held until the wire bound has
+    passed (in the dispatcher's clock); another group goes at once; inverter commands wait behind a held group
+    (membership unknown)."""
+    rec = Recorder()
+    dispatcher = Dispatcher(RateLimiter(TokenBucket(1000, 100)), rec.send, rec.drop, clock=time.monotonic)
+    dispatcher.holdback.hold(job("old", "held"), time.monotonic() + 0.4)
+    inverter = Job(request_id="inv", target=Target("inverter", "SN1"), command=Manual(action="stop"), sns=None,
+                   received_at=time.time(), deadline=time.time() + 60)  # fmt: skip
+    for each in (job("new", "held"), job("free", "other"), inverter):
+        dispatcher.submit(each)
+    started = time.monotonic()
+    await run_until(dispatcher, lambda: "free" in rec.sent, 1.0)
+    assert rec.sent == ["free"] and time.monotonic() - started < 0.3
+    await run_until(dispatcher, lambda: len(rec.sent) == 3, 2.0)
+    assert sorted(rec.sent[1:]) == ["inv", "new"] and time.monotonic() - started >= 0.4

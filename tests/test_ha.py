@@ -62,12 +62,17 @@ class Bridges:
     def __init__(self, tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, url: str) -> None:
         self.tmp_path, self.broker, self.sim, self.url = tmp_path, broker, sim, url
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.finals: dict[str, list[str]] = {}
 
-    def start(self, name: str, *, url: str | None = None, level: str = "INFO") -> subprocess.Popen[bytes]:
-        """`semookii-bridge run` as a process, logging to `<name>.log` (at DEBUG every API call is a line)."""
+    def start(
+        self, name: str, *, url: str | None = None, api: str | None = None, level: str = "INFO"
+    ) -> subprocess.Popen[bytes]:
+        """`semookii-bridge run` as a process, logging to `<name>.log` (at DEBUG every API call is a line); `url`
+        and `api`: its own database URL and API base URL (through a relay, say)."""
         config = self.tmp_path / f"{name}.toml"
         write_config(config, self.broker, self.sim, self.url, name)
-        env = {**os.environ, "SEMOOKII_TOKEN": TOKEN, "SEMOOKII_BRIDGE_JOURNAL_URL": url or self.url}
+        env = {**os.environ, "SEMOOKII_TOKEN": TOKEN, "SEMOOKII_BRIDGE_JOURNAL_URL": url or self.url,
+               "SEMOOKII_BRIDGE_API_BASE_URL": api or self.sim.base_url}  # fmt: skip
         log = (self.tmp_path / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", level,
                                              "run", "--config", str(config)], env=env, stdout=subprocess.DEVNULL,

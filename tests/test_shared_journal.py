@@ -194,3 +194,31 @@ async def test_a_leader_whose_lease_was_taken_over_stops_at_the_next_renewal() -
     assert lost == ["the lease was taken over"] and leader.role == "offline" and not leader.valid()
     await leader.release()
     assert store.released == []
+
+
+async def test_a_takeover_waits_for_a_fenced_write_in_progress_and_sees_it(pg_url: str) -> None:
+    """A leader's write passed the fence and is still open when its lease expires: the standby's takeover waits
+    for it (the fence's share lock on the lease row), so the write is in the journal the new leader loads."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    from semookii_bridge.postgres import _FENCE
+
+    db_a, db_b = await connected(pg_url), await connected(pg_url)
+    assert await db_a.acquire("a", 0.5) == 1
+    writer = await asyncpg.connect(pg_url)
+    try:
+        async with writer.transaction():
+            assert await writer.fetchval(_FENCE, 1, "a") == 1
+            await asyncio.sleep(0.6)  # the lease expires while the write is open
+            takeover = asyncio.ensure_future(db_b.acquire("b", 5.0))
+            await asyncio.sleep(0.5)
+            waited = not takeover.done()
+            await writer.execute("INSERT INTO commands (request_id, target_kind, command, status, received_at, "
+                                 "deadline, updated_at) VALUES ('late', 'group', '\\x00', 'sending', 1, 2, 1)")  # fmt: skip
+        assert await takeover == 2
+    finally:
+        await writer.close()
+    assert waited, "the takeover did not wait for the write that passed the fence"
+    assert "late" in {e.request_id for e in (await db_b.load()).rows}
+    await db_a.close()
+    await db_b.close()

@@ -89,3 +89,4 @@ async def all_pages(fetch: Any, page_size: int) -> list[Any]:
         if not page.items or len(page.items) < page_size or len(items) >= page.total:
             return items
         current += 1
+

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,7 +16,6 @@ from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
-from yarl import URL
 
 from .. import wire
 from ..secret import Secret
@@ -32,6 +30,7 @@ from .errors import (
     Banned,
     ConnectFailed,
     HttpStatusError,
+    NotLeading,
     RateLimited,
     TransportError,
     Unauthorized,
@@ -39,6 +38,7 @@ from .errors import (
 from .gate import CallObserver, Gate, OpenGate
 from .params import ControlParams
 from .retry import RetryPolicy, call_with_retries
+from .transport import WRITE_REFUSED, MaySend, cannot_connect, connector, refused_write
 from .types import (
     BIND_KEYS,
     BindResult,
@@ -73,6 +73,8 @@ class CloudClient:
         observer: CallObserver | None = None,
         ssl_context: ssl.SSLContext | None = None,
         on_token: Callable[[bool, str], None] | None = None,
+        may_send: MaySend | None = None,
+        wire_bound: float | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._token = token
@@ -88,6 +90,7 @@ class CloudClient:
         self._on_token = on_token or (lambda accepted, message: None)
         """Told (True, "") when an answer shows the token accepted, (False, the API's words) when refused."""
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self._may_send, self._wire_bound = may_send, wire_bound  # the hot standby's fence (transport.py)
         self._session: aiohttp.ClientSession | None = None
         self._control_session: aiohttp.ClientSession | None = None
         # Waiting for a pooled connection happens here, before aiohttp's timeouts start: a slow API under a
@@ -116,8 +119,9 @@ class CloudClient:
             self._control_session = self._new_session()
 
     def _new_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=10, ssl=self._ssl)
-        return aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers={"Accept": "application/json"})
+        pool = connector(may_send=self._may_send, wire_bound=self._wire_bound, limit=self._max_connections,
+                         keepalive_timeout=10, ssl=self._ssl)  # fmt: skip
+        return aiohttp.ClientSession(connector=pool, timeout=self._timeout, headers={"Accept": "application/json"})
 
     async def close(self) -> None:
         """Close the sessions and their connections."""
@@ -330,6 +334,7 @@ class CloudClient:
         self, endpoint: Endpoint, *, params: Mapping[str, str] | None, json_body: Any | None, gated: bool = True
     ) -> bytes:
         """One HTTP attempt, its failure classified by whether the request may have reached the server."""
+        self._still_leading(endpoint)
         if gated:
             await self._gate.acquire(endpoint)
         else:
@@ -364,11 +369,11 @@ class CloudClient:
                 return await read_body(response, endpoint)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             outcome = "connect_error"
-            raise ConnectFailed(self._token.redact(self._cannot_connect(exc)), endpoint=endpoint.name) from None
+            reason = cannot_connect(self._base_url, self._timeout.connect or 0.0, exc)
+            raise ConnectFailed(self._token.redact(reason), endpoint=endpoint.name) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
-            outcome = "timeout" if isinstance(exc, asyncio.TimeoutError) else "transport_error"
-            message = "timed out waiting for the answer" if outcome == "timeout" else type(exc).__name__
-            raise TransportError(message, endpoint=endpoint.name) from None
+            outcome, error = _after_sending(exc, endpoint)
+            raise error from None
         except ApiError:
             raise
         finally:
@@ -377,12 +382,17 @@ class CloudClient:
                 self._observer(endpoint, outcome, elapsed)
             log.debug("api_call endpoint=%s outcome=%s ms=%.1f", endpoint.name, outcome, elapsed * 1000)
 
-    def _cannot_connect(self, exc: Exception) -> str:
-        """'cannot connect to host:port: <OS reason>', the way an operator can check it."""
-        url = URL(self._base_url)
-        where = f"{url.host}:{url.port}"
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            error = exc.os_error
-            reason = os.strerror(error.errno) if error.errno else str(error) or type(error).__name__
-            return f"cannot connect to {where}: {reason}"
-        return f"cannot connect to {where}: no connection within {self._timeout.connect:g} s"
+    def _still_leading(self, endpoint: Endpoint) -> None:
+        """No attempt at all (nor a rate-limit token) once this process no longer leads."""
+        if self._may_send is not None and not self._may_send():
+            raise NotLeading(WRITE_REFUSED, endpoint=endpoint.name)
+
+
+def _after_sending(exc: BaseException, endpoint: Endpoint) -> tuple[str, ApiError]:
+    """The outcome and error of a request that failed after its connection was open: refused by the lease guard
+    (surely not sent), timed out, or broken."""
+    if refused_write(exc):
+        return "not_leading", NotLeading(WRITE_REFUSED, endpoint=endpoint.name)
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout", TransportError("timed out waiting for the answer", endpoint=endpoint.name)
+    return "transport_error", TransportError(type(exc).__name__, endpoint=endpoint.name)

@@ -76,6 +76,12 @@ class Ambiguous(ApiError):
     code = "ambiguous"
 
 
+class NotLeading(ApiError):
+    """This bridge no longer holds the hot standby's lease: the request was not written (the new leader goes on)."""
+
+    code = "not_leading"
+
+
 class QuotaExceeded(ApiError):
     """The configured daily quota of API calls is used up; the call was not made."""
 
