@@ -13,7 +13,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol
 
 import msgspec
 
@@ -35,7 +35,7 @@ from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
 from .management import Guard, ManagementApi, busy, handle_request, scope_of
 from .merging import MergePolicy
 from .payloads import INTERFACE_VERSION, ApiState, BridgeInfo, Incoming, RateLimitInfo, Response, Status
-from .polling import silent
+from .polling import outcome
 from .ratelimit import QuotaExhausted, RateLimiter
 from .topics import ControlRoute, RequestRoute, Target, Topics
 
@@ -282,7 +282,7 @@ class Bridge:
             command=echo(job.command),
             command_id=job.command_id,
             task_id=job.task_id,
-            **_outcome(entry),
+            **outcome(entry),
             duplicate=True,
             topic_target=target,
             response_topic=msg.response_topic,
@@ -331,6 +331,8 @@ class Bridge:
             if entry.status in ("accepted", "dispatched"):
                 calls.setdefault(str(job.command_id), []).append(job)
             elif entry.status == "queued":
+                if not self._readmitted(job):
+                    continue
                 if job.deadline <= self.clock():
                     self._dropped(
                         job, "expired", ErrorInfo(code="expired", message="expired while the bridge was down")
@@ -344,6 +346,18 @@ class Bridge:
         if recovered:
             log.info("recovered commands=%d", len(recovered))
 
+    def _readmitted(self, job: Job) -> bool:
+        """A recovered command still passes this bridge's allow-lists and ceilings (its configuration may be
+        stricter than the one that accepted it); else it ends `failed` with `not_allowed`, unsent."""
+        try:
+            self.admission.check_targets(job.target, job.command)
+            self.admission.check_ceilings(job.command)
+        except BridgeError as exc:
+            self.lifecycle.finish(job, "failed", error=ErrorInfo(code=exc.code, message=f"{exc.message} (re-checked "
+                                                                 "after a restart or takeover)"))  # fmt: skip
+            return False
+        return True
+
     def _in_flight_before(self, job: Job) -> None:
         """A call that may have left before a crash or takeover: ambiguous, never repeated; under the hot standby
         its target waits until the old leader's request can no longer arrive (`holdback.py`)."""
@@ -356,7 +370,7 @@ class Bridge:
         job = job_from_entry(entry)
         if job is None or entry.status == "sending":
             return  # (unannounced() returns terminal states only)
-        self.lifecycle.finish(job, entry.status, **_outcome(entry))
+        self.lifecycle.finish(job, entry.status, **outcome(entry))
 
     async def _prune_loop(self) -> None:
         window = self.config.commands.dedup_window
@@ -371,18 +385,3 @@ def topics_for(config: BridgeConfig) -> Topics:
     """The bridge's topics (as shared subscriptions when `mqtt.shared_group` is set)."""
     return Topics(config.mqtt.prefix, config.mqtt.shared_group)
 
-
-class _Outcome(TypedDict):
-    results: dict[str, str] | None
-    no_answer: list[str] | None
-    error: ErrorInfo | None
-
-
-def _outcome(entry: Entry) -> _Outcome:
-    """What a journaled command's state says besides its status: results, silent devices, error."""
-    results = wire.decode(entry.results, dict[str, str]) if entry.results else None
-    return {
-        "results": results,
-        "no_answer": silent(results) if entry.status == "partial" and results else None,
-        "error": wire.decode(entry.error, ErrorInfo) if entry.error else None,
-    }

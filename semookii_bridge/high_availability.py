@@ -9,18 +9,21 @@ as a candidate. Nothing of a demoted leader can linger and act.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import msgspec
 
 from .config import BridgeConfig, url_without_password
+from .fleet import MISMATCH_EXIT, FleetMismatch, Member, admit, conflicts, differing, fingerprint
 from .ha import Leadership, Role
-from .journal_shared import Fence, Fenced, SharedJournal
+from .journal_shared import Fence, Fenced, SharedJournal, StoreUnavailable
 from .mqtt.client import Will
 from .mqtt.session import MqttSession
 from .postgres import Postgres, session_settings
@@ -80,11 +83,11 @@ class Shared:
         return lambda: asyncio.run_coroutine_threadsafe(self.db.next_value(key), loop).result(5.0)
 
 
-def fail_stop(reason: str) -> None:
-    """Stop this process now: it may no longer act as the leader."""
-    log.critical("bridge_stopping reason=%s exit_code=%d", reason, LOST_LEADERSHIP)
+def fail_stop(reason: str, code: int = LOST_LEADERSHIP) -> None:
+    """Stop this process now: it may no longer act (as the leader, or beside the fleet it does not match)."""
+    log.critical("bridge_stopping reason=%s exit_code=%d", reason, code)
     logging.shutdown()
-    os._exit(LOST_LEADERSHIP)
+    os._exit(code)
 
 
 async def open_shared(
@@ -97,6 +100,7 @@ async def open_shared(
     stack.push_async_callback(db.close)
     await db.setup()
     log.info("journal_shared url=%s", url_without_password(cfg.journal.url))
+    await _join(cfg, db, stack)
     leadership, fence = None, None
     if cfg.ha.enabled:
         leadership = await _lead(cfg, stack, on_leadership)
@@ -108,6 +112,52 @@ async def open_shared(
     timeline = resume_shared(journal, snapshot.now)
     journal.use_clock(timeline)
     return Shared(journal, timeline, leadership, db)
+
+
+def fleet_window(cfg: BridgeConfig) -> float:
+    """Seconds without a heartbeat after which a bridge of the journal counts as gone."""
+    return 3 * cfg.ha.lease if cfg.ha.enabled else 10.0
+
+
+async def _join(cfg: BridgeConfig, db: Postgres, stack: AsyncExitStack) -> None:
+    """Refuse to run beside a live bridge of this journal that does not match (`fleet.py`); else register, keep
+    the registration fresh, and remove it at a graceful stop."""
+    window = fleet_window(cfg)
+    me = Member(uuid.uuid4().hex, cfg.ha.instance_name(), cfg.ha.enabled, fingerprint(cfg))
+    reason = await admit(me, lambda: db.members(window), window)
+    if reason is not None:
+        raise FleetMismatch(reason)
+    for gone in await db.members(86400.0):
+        if gone.instance != me.instance and (keys := differing(me.settings, gone.settings)):
+            log.warning("fleet_settings_changed since_bridge=%s keys=%s", gone.name, "; ".join(keys))
+    me = replace(me, joined=await db.register(me))
+    stack.push_async_callback(_leave, db, me)
+    task = asyncio.get_running_loop().create_task(_heartbeat(db, me, window))
+    stack.callback(task.cancel)
+
+
+async def _heartbeat(db: Postgres, me: Member, window: float) -> None:
+    """Refresh the registration every quarter window; stop (exit 2) if a rival that was there first turns up
+    (two started together: the later gives way). A rival is a bridge whose heartbeat moves while we watch."""
+    last: dict[str, float] = {}
+    while True:
+        await asyncio.sleep(window / 4)
+        try:
+            await db.register(me)
+            live = await db.members(window)
+        except StoreUnavailable as exc:
+            log.warning("fleet_heartbeat_failed error=%s", exc)
+            continue
+        rivals = [m for m in live if m.seen > last.get(m.instance, m.seen)]
+        last = {m.instance: m.seen for m in live}
+        found = conflicts(me, rivals)
+        if found:
+            fail_stop(next(iter(found.values())), MISMATCH_EXIT)
+
+
+async def _leave(db: Postgres, me: Member) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(db.leave(me.instance), 2.0)
 
 
 async def _lead(cfg: BridgeConfig, stack: AsyncExitStack, on_leadership: Callable[[Leadership], None]) -> Leadership:
@@ -127,4 +177,4 @@ async def _lead(cfg: BridgeConfig, stack: AsyncExitStack, on_leadership: Callabl
     return leadership
 
 
-__all__ = ["LOST_LEADERSHIP", "Fenced", "Presence", "Shared", "fail_stop", "open_shared"]
+__all__ = ["LOST_LEADERSHIP", "Fenced", "FleetMismatch", "Presence", "Shared", "fail_stop", "open_shared"]

@@ -112,6 +112,9 @@ class HaSample:
     role: str
     epoch: int | None
     takeovers: int
+    clock_skew: float | None = None
+    """Seconds this host's wall clock is ahead of the journal's timeline (the database's clock); None before
+    leading."""
 
 
 class HaCollector(Collector):
@@ -130,6 +133,9 @@ class HaCollector(Collector):
         yield roles
         yield _gauge("semookii_ha_epoch", "The lease's epoch while leading (0: none)", s.epoch or 0)
         yield CounterMetricFamily("semookii_ha_takeovers", "Times this instance took the lease", value=s.takeovers)
+        if s.clock_skew is not None:
+            yield _gauge("semookii_clock_skew_seconds", "This host's wall clock minus the database's (leader)",
+                         s.clock_skew)  # fmt: skip
 
 
 class BuildInfo(Collector):

@@ -186,6 +186,8 @@ class Observability:
         ha = self.ha()
         if ha is not None:
             doc["ha"] = {"role": ha.role, "epoch": ha.epoch}
+            if ha.clock_skew is not None:
+                doc["ha"]["clock_skew_seconds"] = round(ha.clock_skew, 1)
             if ha.role == "standby":
                 doc["status"] = "standby"
         return ready, doc

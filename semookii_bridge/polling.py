@@ -9,13 +9,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
+from . import wire
 from .api.errors import ApiError
 from .backoff import Backoff
 from .config import CommandsConfig
 from .errors import ErrorInfo
 from .jobs import Job, job_from_entry
+from .journal import Entry
 from .journal_protocol import CommandJournal
 from .payloads import Status
 from .poll_schedule import PollSchedule
@@ -309,3 +311,19 @@ async def _too_late(acquiring: asyncio.Future[None]) -> bool:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await acquiring
     return False
+
+
+class Outcome(TypedDict):
+    results: dict[str, str] | None
+    no_answer: list[str] | None
+    error: ErrorInfo | None
+
+
+def outcome(entry: Entry) -> Outcome:
+    """What a journaled command's state says besides its status: results, silent devices, error."""
+    results = wire.decode(entry.results, dict[str, str]) if entry.results else None
+    return {
+        "results": results,
+        "no_answer": silent(results) if entry.status == "partial" and results else None,
+        "error": wire.decode(entry.error, ErrorInfo) if entry.error else None,
+    }

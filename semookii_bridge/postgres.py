@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
+from .fleet import Member
 from .journal import Entry
 from .journal_shared import COLUMNS, Batch, Fence, Fenced, Snapshot, StoreUnavailable
 from .ratelimit import BucketState
@@ -58,6 +59,10 @@ CREATE TABLE IF NOT EXISTS ha_lease (
 );
 INSERT INTO ha_lease VALUES (1, 0, '', '-infinity', now()) ON CONFLICT (id) DO NOTHING;
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS members (
+    instance TEXT PRIMARY KEY, name TEXT NOT NULL, ha BOOLEAN NOT NULL, settings TEXT NOT NULL,
+    joined DOUBLE PRECISION NOT NULL, seen DOUBLE PRECISION NOT NULL
+);
 """
 
 _UPSERT = (
@@ -208,6 +213,33 @@ class Postgres:
         sql = ("INSERT INTO kv VALUES ($1, 0) ON CONFLICT (key) DO UPDATE SET value = kv.value + 1 "
                "RETURNING value")  # fmt: skip
         return int(await self._run(lambda conn: conn.fetchval(sql, key)))
+
+    # ---- the fleet ----------------------------------------------------------------------------------
+
+    async def register(self, member: Member) -> float:
+        """Add or refresh this bridge's registration (the heartbeat); when it joined, by the database's clock."""
+        sql = ("INSERT INTO members VALUES ($1, $2, $3, $4, extract(epoch FROM clock_timestamp()), "
+               "extract(epoch FROM clock_timestamp())) ON CONFLICT (instance) DO UPDATE SET seen = EXCLUDED.seen "
+               "RETURNING joined")  # fmt: skip
+        settings = msgspec.json.encode(member.settings).decode()
+        return float(await self._run(lambda conn: conn.fetchval(sql, member.instance, member.name, member.ha,
+                                                                settings)))  # fmt: skip
+
+    async def members(self, window: float) -> list[Member]:
+        """The bridges whose heartbeat is younger than `window` seconds (older rows are deleted after a day)."""
+        sql = ("SELECT instance, name, ha, settings, joined, seen FROM members "
+               "WHERE seen > extract(epoch FROM clock_timestamp()) - $1")  # fmt: skip
+
+        async def work(conn: asyncpg.Connection) -> list[Any]:
+            await conn.execute("DELETE FROM members WHERE seen < extract(epoch FROM clock_timestamp()) - 86400")
+            return list(await conn.fetch(sql, window))
+
+        rows = await self._run(work)
+        return [Member(r[0], r[1], r[2], msgspec.json.decode(r[3]), r[4], r[5]) for r in rows]
+
+    async def leave(self, instance: str) -> None:
+        """Remove this bridge's registration (a graceful stop), so a restart need not wait for it to go stale."""
+        await self._run(lambda conn: conn.execute("DELETE FROM members WHERE instance = $1", instance))
 
 
 async def _flush_small(conn: asyncpg.Connection, batch: Batch) -> None:

@@ -80,6 +80,12 @@ class DailyQuota:
         """The current quota day, `YYYY-MM-DD` in the quota's time zone."""
         return self._day_at(self._wall())[0]
 
+    def use_wall(self, wall: Callable[[], float]) -> None:
+        """Read the day from `wall` from now on (the shared journal's timeline: the database's clock, so hosts
+        whose clocks disagree count one quota day, not two)."""
+        self._wall = wall
+        self._day, self._day_ends = self._day_at(wall())
+
     def attach(self, ledger: Ledger) -> None:
         """Keep the count in `ledger` from now on, starting from what it holds for today, or for a later day
         it has counted (the wall clock was stepped back since): a quota day is never lived twice."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
@@ -140,7 +141,11 @@ class Service:
     def _show_leadership(self, leadership: Leadership) -> None:
         """Health and metrics say this instance's role from the moment it is a candidate."""
         self.leadership = leadership
-        self.obs.ha = lambda: HaSample(leadership.role, leadership.epoch, leadership.takeovers)
+        self.obs.ha = lambda: HaSample(leadership.role, leadership.epoch, leadership.takeovers, self._skew())
+
+    def _skew(self) -> float | None:
+        """This host's wall clock minus the journal's timeline (the database's clock), once leading."""
+        return time.time() - self._shared.timeline() if self._shared is not None else None
 
     def _resume_budget(self, journal: CommandJournal, timeline: Timeline) -> None:
         """The rate limiter and quota going on from what the journal holds.
@@ -151,6 +156,8 @@ class Service:
         """
         bucket = self.limiter.bucket
         bucket.attach(journal, timeline, doubt=timeline.doubt)
+        if self._shared is not None:
+            bucket.quota.use_wall(timeline)
         if self.config.rate_limit.daily_quota:
             bucket.quota.attach(journal)
         if self.config.rate_limit.daily_quota or not bucket.unlimited or self.leadership is not None:
@@ -194,6 +201,7 @@ class Service:
             urgent=lambda: _require(bridge).lane.pending(),
         )
         bridge = Bridge(cfg, api=api, publisher=link, journal=journal, limiter=self.limiter, clock=timeline,
+                        wall=timeline if self._shared is not None else time.time,
                         clock_doubt=timeline.doubt, observer=self.obs.observe_state,
                         age_observer=self.obs.observe_setpoint_age)  # fmt: skip
         self.bridge, self.link = bridge, link

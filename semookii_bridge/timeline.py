@@ -24,6 +24,8 @@ import msgspec
 log = logging.getLogger(__name__)
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+SKEW_WARNING = 2.0
+"""Seconds of difference between a host's wall clock and the database's that are logged as a warning."""
 
 
 class Anchor(msgspec.Struct, frozen=True):
@@ -67,6 +69,8 @@ class Timeline:
     ) -> None:
         self.offset, self.boot, self.doubt = offset, boot, doubt
         self._elapsed = elapsed
+        self.skew = 0.0
+        """Seconds the host's wall clock was ahead of the database's at takeover (shared journal only)."""
 
     def __call__(self) -> float:
         return self._elapsed() + self.offset
@@ -110,7 +114,9 @@ def _after_reboot(
     return Timeline(start - up, boot=boot, doubt=start - lower, elapsed=elapsed)
 
 
-def resume_shared(store: AnchorStore, now: float, *, elapsed: Callable[[], float] = since_boot) -> Timeline:
+def resume_shared(
+    store: AnchorStore, now: float, *, elapsed: Callable[[], float] = since_boot, wall: Callable[[], float] = time.time
+) -> Timeline:
     """The timeline of a journal shared by several hosts (PostgreSQL): no boot clock is common to them, so it
     goes on from the database's clock (`now`, read at takeover), never from before the latest instant
     written; its anchor saved."""
@@ -119,4 +125,9 @@ def resume_shared(store: AnchorStore, now: float, *, elapsed: Callable[[], float
     start = max([now, *highs])
     timeline = Timeline(start - elapsed(), boot=None, elapsed=elapsed)
     store.save_clock_anchor(timeline.anchor())
+    skew = wall() - now
+    timeline.skew = skew
+    if abs(skew) > SKEW_WARNING:
+        action = "fix this host's time sync; deadlines, expires_at and the quota day follow the database's clock"
+        log.warning("clock_skew host_minus_database_seconds=%.1f action=%s", skew, action)
     return timeline

@@ -147,6 +147,18 @@ BUGS = (
     Bug("fence-without-lock", "postgres.py",
         (("expires_at > clock_timestamp() \"\n          \"FOR SHARE\")", "expires_at > clock_timestamp()\")"),),
         "tests/test_shared_journal.py"),
+    Bug("expires-at-host-clock", "service.py",
+        (("wall=timeline if self._shared is not None else time.time,", "wall=time.time,"),),
+        "tests/test_takeover.py::test_expires_at_follows_the_databases_clock_not_a_skewed_hosts"),
+    Bug("quota-day-host-clock", "service.py",
+        (("            bucket.quota.use_wall(timeline)\n", "            pass\n"),),
+        "tests/test_takeover.py::test_the_quota_day_is_the_databases_not_a_skewed_hosts"),
+    Bug("fleet-settings-unchecked", "fleet.py",
+        (("    diff = differing(me.settings, other.settings)", "    diff: list[str] = []"),),
+        "tests/test_fleet.py"),
+    Bug("fleet-dead-predecessor-is-a-rival", "fleet.py",
+        (("            elif seen.seen > first[instance].seen:", "            elif True:"),),
+        "tests/test_fleet.py"),
 )  # fmt: skip
 
 

@@ -65,14 +65,15 @@ class Bridges:
         self.finals: dict[str, list[str]] = {}
 
     def start(
-        self, name: str, *, url: str | None = None, api: str | None = None, level: str = "INFO"
+        self, name: str, *, url: str | None = None, api: str | None = None, level: str = "INFO",
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """`semookii-bridge run` as a process, logging to `<name>.log` (at DEBUG every API call is a line); `url`
-        and `api`: its own database URL and API base URL (through a relay, say)."""
+        and `api`: its own database URL and API base URL (through a relay, say); `env`: more variables."""
         config = self.tmp_path / f"{name}.toml"
         write_config(config, self.broker, self.sim, self.url, name)
         env = {**os.environ, "SEMOOKII_TOKEN": TOKEN, "SEMOOKII_BRIDGE_JOURNAL_URL": url or self.url,
-               "SEMOOKII_BRIDGE_API_BASE_URL": api or self.sim.base_url}  # fmt: skip
+               "SEMOOKII_BRIDGE_API_BASE_URL": api or self.sim.base_url, **(env or {})}  # fmt: skip
         log = (self.tmp_path / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", level,
                                              "run", "--config", str(config)], env=env, stdout=subprocess.DEVNULL,

@@ -143,3 +143,21 @@ def test_a_duplicate_of_a_command_on_the_wire_repeats_queued_not_sending(tmp_pat
                    Incoming(topic="vpp/group/42/set", payload=b"{}"))  # fmt: skip
     [(topic, state, retain)] = publisher.sent
     assert (topic, state["status"], state["duplicate"], retain) == ("vpp/group/42/state", "queued", True, False)
+
+
+def test_a_recovered_command_the_configuration_now_forbids_fails_unsent(tmp_path: Path) -> None:
+    """A queued command journaled under an older configuration, for a group that `commands.allow_groups` no longer
+    allows: recovery fails it with `not_allowed` instead of sending it."""
+    from semookii_bridge.config import CommandsConfig
+
+    journal = Journal(tmp_path / "j.db")
+    journal.insert(entry("old", "queued"))
+    publisher = Recorder()
+    config = BridgeConfig(commands=CommandsConfig(allow_groups=["7"]))
+    bridge = Bridge(config, api=NoApi(), publisher=publisher, journal=journal,  # type: ignore[arg-type]
+                    limiter=RateLimiter(TokenBucket(0, 1)))  # fmt: skip
+    bridge.recover()
+    [(_, state, _)] = publisher.sent
+    assert state["status"] == "failed" and state["error"]["code"] == "not_allowed"
+    assert "re-checked after a restart or takeover" in state["error"]["message"]
+    assert bridge.dispatcher.queued == 0

@@ -8,10 +8,13 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
+from semookii_bridge.postgres import SCHEMA
 from semookii_bridge.simulator import RunningSimulator
 
 from .broker import Mosquitto, Probe
@@ -19,6 +22,7 @@ from .postgres import Postgres
 from .relay import Relay
 from .test_durability import terminal_states
 from .test_ha import CONTROL, LEASE, Bridges, ended_once, role, sent_twice
+from .test_restart import libfaketime
 
 TAKEOVER_TARGET = 5.0
 """Seconds from a leader's stall inside its fence transaction to the standby leading (issue 28's target)."""
@@ -154,3 +158,58 @@ async def test_a_leader_stalled_inside_its_fence_transaction_does_not_hold_the_t
         bridges.kill()
     assert LEASE / 2 < took < TAKEOVER_TARGET, f"takeover took {took:.1f} s"
     assert ended_once(bridges.finals) and sent_twice(sim) == []
+
+
+def skewed(offset: str) -> dict[str, str]:
+    """The environment of a bridge whose wall clock is `offset` off (libfaketime; boot and monotonic clocks true)."""
+    return {"LD_PRELOAD": libfaketime(), "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+async def test_expires_at_follows_the_databases_clock_not_a_skewed_hosts(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str
+) -> None:
+    """A leader whose wall clock is an hour behind: a command whose `expires_at` has passed by the database's
+    clock expires unsent (the host would have thought it had an hour left); one still valid completes; the skew
+    is logged."""
+    late, fine = sim.simulator.state.add_group("late"), sim.simulator.state.add_group("fine")
+    now = datetime.now(UTC)
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
+    try:
+        with Probe(broker.port) as probe:
+            await bridges.up(probe, "a", env=skewed("-1h"))
+            for group, rid, at in ((late, "late", now - timedelta(seconds=1)), (fine, "fine", now + timedelta(minutes=5))):
+                probe.publish(f"vpp/group/{group}/set", {"type": "power_control", "active_power": 7, "duration": 60,
+                                                         "timeout": 10, "request_id": rid,
+                                                         "expires_at": at.isoformat()})  # fmt: skip
+            await probe.wait_for(lambda: {"late", "fine"} <= set(terminal_states(probe)), timeout=20)
+            finals = terminal_states(probe)
+    finally:
+        bridges.kill()
+    assert finals["late"][-1] in ("expired", "rejected") and finals["fine"][-1] == "completed"
+    assert powers(sim, late) == [] and powers(sim, fine) == ["7"]
+    assert "clock_skew host_minus_database_seconds=-3600" in (tmp_path / "a.log").read_text()
+
+
+async def test_the_quota_day_is_the_databases_not_a_skewed_hosts(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str, postgres_server: Postgres
+) -> None:
+    """Today's quota is spent by the database's day; a leader whose wall clock is already on tomorrow counts
+    today's calls, not a fresh day: an ordinary command fails `quota_exhausted` without a call."""
+    group = sim.simulator.state.add_group("quota")
+    today = datetime.now(UTC).date().isoformat()
+    conn = await asyncpg.connect(pg_url)
+    await conn.execute(SCHEMA)
+    await conn.execute("INSERT INTO api_calls VALUES ($1, 50)", today)
+    await conn.close()
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
+    try:
+        with Probe(broker.port) as probe:
+            await bridges.up(probe, "a", env={**skewed("+1d"), "SEMOOKII_BRIDGE_RATE_LIMIT_DAILY_QUOTA": "50",
+                                              "SEMOOKII_BRIDGE_RATE_LIMIT_QUOTA_RESERVE": "2%"})  # fmt: skip
+            setpoint(probe, group, 9, "q1")
+            final = await probe.wait_for(lambda: terminal_states(probe).get("q1"), timeout=20)
+            state = probe.states(f"vpp/group/{group}/state", "q1")[-1]
+    finally:
+        bridges.kill()
+    assert final[-1] == "failed" and state["error"]["code"] == "quota_exhausted"
+    assert powers(sim, group) == []

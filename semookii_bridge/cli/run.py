@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from .. import config, logs
+from ..fleet import FleetMismatch
 from ..http_server import PortBusy
 from ..mqtt import MqttFailure
 from ..secret import Secret
@@ -58,6 +59,8 @@ def run(
         raise Failed(exc.message, exc.exit_code) from None
     except PortBusy as exc:
         raise Failed(str(exc), PORT_BUSY) from None
+    except FleetMismatch as exc:
+        raise Failed(str(exc), exc.exit_code) from None
 
 
 PORT_BUSY = 6

@@ -1,0 +1,164 @@
+"""One configuration for the fleet (`fleet.py`): bridges sharing one journal must match, a bridge that does not
+refuses to start beside a live one (exit 2, naming the difference and the fix), and a restart after a crash is
+not mistaken for a rival."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from semookii_bridge.config import BridgeConfig, MqttConfig
+from semookii_bridge.fleet import SETTINGS, Member, admit, conflict, conflicts, differing, fingerprint
+from semookii_bridge.simulator import RunningSimulator
+
+from .broker import Mosquitto, Probe
+from .test_ha import Bridges, role
+
+HA = fingerprint(BridgeConfig())
+
+
+def member(instance: str, name: str = "", *, ha: bool = True, joined: float = 1.0, seen: float = 1.0,
+           **changed: object) -> Member:  # fmt: skip
+    return Member(instance, name or instance, ha, {**HA, **changed}, joined, seen)
+
+
+def test_the_fingerprint_has_every_safety_setting() -> None:
+    """Every listed setting is in the fingerprint, with the configuration's value."""
+    cfg = BridgeConfig(mqtt=MqttConfig(prefix="site1"))
+    assert set(fingerprint(cfg)) == set(SETTINGS) and fingerprint(cfg)["mqtt.prefix"] == "site1"
+
+
+def test_a_difference_names_each_key_and_both_values() -> None:
+    """The refusal names the differing keys with both values, and nothing else."""
+    diff = differing({**HA, "mqtt.prefix": "a", "rate_limit.rate": 2.5}, {**HA, "mqtt.prefix": "b"})
+    assert diff == ["mqtt.prefix (here 'a', there 'b')", "rate_limit.rate (here 2.5, there 1.0)"]
+
+
+@pytest.mark.parametrize(
+    ("me", "other", "words"),
+    [
+        (member("x", ha=False), member("y"), "enable [ha] here"),
+        (member("x"), member("y", ha=False), "without [ha], which writes without a fence"),
+        (member("x", "same"), member("y", "same"), "ha.name 'same'"),
+        (member("x", ha=False), member("y", ha=False), "need [ha]"),
+        (member("x", **{"management.read_only": True}), member("y"), "management.read_only (here True"),
+    ],
+)
+def test_each_kind_of_mismatch_is_refused_with_what_to_do(me: Member, other: Member, words: str) -> None:
+    """[ha] on one side only, a duplicate ha.name, two bridges without [ha], differing settings."""
+    reason = conflict(me, other)
+    assert reason is not None and words in reason
+
+
+def test_matching_bridges_may_run_together() -> None:
+    """Same settings, own names, both with [ha]: no conflict."""
+    assert conflict(member("x"), member("y")) is None
+
+
+def test_of_two_that_started_together_the_later_gives_way() -> None:
+    """The bridge that registered first is not refused because of one that came later."""
+    first, later = member("x", joined=1.0, **{"mqtt.prefix": "p"}), member("y", joined=2.0)
+    assert conflicts(first, [first, later]) == {} and list(conflicts(later, [first, later])) == ["x"]
+
+
+def answers(*rounds: list[Member]) -> Callable[[], Awaitable[list[Member]]]:
+    """A `live()` that answers the given rounds, then the last one again."""
+    it = itertools.chain(rounds, itertools.repeat(rounds[-1]))
+
+    async def live() -> list[Member]:
+        return next(it)
+
+    return live
+
+
+async def test_a_crashed_predecessor_is_waited_out_not_refused() -> None:
+    """A conflicting bridge whose heartbeat does not move (killed, its row not yet stale) admits the newcomer
+    once it drops out of the live window."""
+    dead = member("old", seen=5.0, **{"mqtt.prefix": "p"})
+    assert await admit(member("new", joined=float("inf")), answers([dead], [dead], []), 0.4) is None
+
+
+async def test_a_live_rival_is_refused_as_soon_as_its_heartbeat_moves() -> None:
+    """A conflicting bridge whose heartbeat moves while the newcomer watches: refused, with the reason."""
+    rival = member("old", **{"mqtt.prefix": "p"})
+    later = member("old", seen=2.0, **{"mqtt.prefix": "p"})
+    reason = await admit(member("new", joined=float("inf")), answers([rival], [later]), 5.0)
+    assert reason is not None and "mqtt.prefix" in reason
+
+
+async def refused(bridges: Bridges, name: str, env: dict[str, str]) -> str:
+    """Start `name` with `env` beside the running leader; it must exit 2 within 20 s: its last line."""
+    bridges.start(name, env=env)
+    assert await bridges.exit_code(name, 20) == 2
+    return (bridges.tmp_path / f"{name}.log").read_text().strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"SEMOOKII_BRIDGE_MQTT_PREFIX": "other"}, "mqtt.prefix (here 'other', there 'vpp')"),
+        ({"SEMOOKII_BRIDGE_RATE_LIMIT_RATE": "40"}, "rate_limit.rate (here 40.0, there 20.0)"),
+        ({"SEMOOKII_BRIDGE_HA_ENABLED": "false"}, "enable [ha] here"),
+        ({"SEMOOKII_BRIDGE_HA_NAME": "a"}, "another live bridge uses ha.name 'a'"),
+    ],
+)
+async def test_a_bridge_that_does_not_match_the_running_one_refuses_to_start(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str, env: dict[str, str], words: str
+) -> None:
+    """Another prefix, a higher rate, no [ha], the leader's own ha.name: the newcomer exits 2 naming the
+    difference, and the running leader keeps leading and serving commands."""
+    group = sim.simulator.state.add_group("fleet")
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
+    try:
+        with Probe(broker.port) as probe:
+            await bridges.up(probe, "a")
+            line = await refused(bridges, "b", env)
+            probe.publish(f"vpp/group/{group}/set", {"type": "power_control", "active_power": 5, "duration": 60, "timeout": 10,
+                                                                "request_id": "f1"})
+            await probe.wait_status(f"vpp/group/{group}/state", "f1", "completed", timeout=20)
+            assert role(probe, "a") == "leader"
+    finally:
+        bridges.kill()
+    assert words in line, line
+
+
+async def test_a_leader_restarted_after_kill_9_with_its_own_name_joins_again(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str
+) -> None:
+    """The supervisor restarts a killed leader with the same ha.name while its registration is still fresh: it is
+    not taken for a duplicate, it waits that registration out and comes back as a standby."""
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
+    try:
+        with Probe(broker.port) as probe:
+            await bridges.up(probe, "a", "b")
+            bridges.procs["a"].kill()
+            await probe.wait_for(lambda: role(probe, "b") == "leader", timeout=20)
+            bridges.start("a")
+            await probe.wait_for(lambda: role(probe, "a") == "standby", timeout=30)
+            await asyncio.sleep(2.0)
+            assert bridges.procs["a"].poll() is None
+    finally:
+        bridges.kill()
+
+
+async def test_a_bridge_taking_over_from_a_differently_configured_one_says_so(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str
+) -> None:
+    """The only bridge dies (kill -9); once it is gone, a bridge with a higher rate leads, and logs which
+    settings differ from the one before it."""
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
+    try:
+        with Probe(broker.port) as probe:
+            await bridges.up(probe, "a")
+            bridges.procs["a"].kill()
+            await asyncio.sleep(3 * 2.0 + 0.5)  # the fleet window of a 2 s lease
+            bridges.start("b", env={"SEMOOKII_BRIDGE_RATE_LIMIT_RATE": "40"})
+            await probe.wait_for(lambda: role(probe, "b") == "leader", timeout=20)
+    finally:
+        bridges.kill()
+    log = (tmp_path / "b.log").read_text()
+    assert 'fleet_settings_changed since_bridge=a keys="rate_limit.rate (here 40.0, there 20.0)"' in log, log
