@@ -19,6 +19,7 @@ import msgspec
 
 from . import __version__, wire
 from .admission import Admission, delivery_hash, guess_request_id
+from .breaker import Breaker
 from .budget import BudgetReporter, CallLog
 from .clock import steady
 from .commands import Command, echo, is_safety
@@ -65,6 +66,7 @@ class Bridge:
         clock_doubt: float = 0.0,
         observer: StatusObserver | None = None,
         age_observer: Callable[[float], None] | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self.config, self.api, self.publisher, self.journal = config, api, publisher, journal
         self.limiter, self.clock, self.wall = limiter, clock, wall
@@ -78,6 +80,7 @@ class Bridge:
         )  # fmt: skip
         self._merging = config.commands.merge and not config.commands.dry_run
         self.lane = SafetyLane()
+        self.breaker = breaker or Breaker()
         self.dispatcher = self._dispatcher()
         self.learner = Learner(self.inventory, api, self.dispatcher.submit, clock=clock,
                                forget_after=config.commands.inventory_refresh)  # fmt: skip
@@ -108,7 +111,8 @@ class Bridge:
         merge = MergePolicy(self.inventory.known, cmd.batch_max_sns) if self._merging else None
         in_flight = self.config.rate_limit.max_in_flight
         send = self.lane.sending(self.lifecycle.send_all)
-        return Dispatcher(self.limiter, send, self._dropped, max_in_flight=in_flight, clock=self.clock, merge=merge)
+        return Dispatcher(self.limiter, send, self._dropped, max_in_flight=in_flight, clock=self.clock, merge=merge,
+                          breaker=self.breaker)  # fmt: skip
 
     # ---- start / stop ---------------------------------------------------------------------------------
 

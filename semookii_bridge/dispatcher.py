@@ -14,6 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
+from .breaker import Breaker
 from .clock import steady
 from .commands import is_safety
 from .errors import ErrorInfo
@@ -43,6 +44,7 @@ class Dispatcher:
         max_in_flight: int = 8,
         clock: Callable[[], float] = steady,
         merge: MergePolicy | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         self._limiter = limiter
         self._send = send
@@ -61,6 +63,9 @@ class Dispatcher:
         self._expired: deque[Job] = deque()
         self._reporter: asyncio.Task[None] | None = None
         self._alike: dict[bytes, dict[str, None]] = {}
+        self.breaker = breaker or Breaker()
+        """Open after a control call timed out: only safety commands go until the API answers (`breaker.py`)."""
+        self.breaker.listeners.append(lambda _open: self._wake.set())
         self.holdback = Holdback(clock)
         """Targets a previous leader may still have a call on the wire for (`holdback.py`)."""
         self._held: dict[str, None] = {}
@@ -147,7 +152,7 @@ class Dispatcher:
 
     async def _next_key(self) -> str:
         while True:
-            for ready in (self._first, self._ready):
+            for ready in (self._first,) if self.breaker.open else (self._first, self._ready):
                 while ready:
                     key = next(iter(ready))
                     del ready[key]
@@ -199,6 +204,12 @@ class Dispatcher:
         return job is not None and is_safety(job.command)
 
     def _launch(self, key: str) -> None:
+        held = self._pending.get(key)
+        if held is not None and self.breaker.open and not is_safety(held.command):
+            self._limiter.refund()  # the breaker opened while it waited for its token: it waits again
+            self._slots.release()
+            self._mark_ready(key, held)
+            return
         job = self._take(key)
         if job is None or job.deadline <= self._clock():
             self._limiter.refund()

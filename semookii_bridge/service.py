@@ -18,6 +18,7 @@ import msgspec
 from . import authorization, http_server, status_page
 from .api import CloudClient, Endpoint, QuotaExceeded, RetryPolicy
 from .authorization import Authorization
+from .breaker import Breaker
 from .bridge import Bridge, topics_for
 from .budget import KINDS
 from .config import BridgeConfig
@@ -61,6 +62,8 @@ class Service:
             default_pause=rl.pause_on_429,
             poll_share=rl.poll_share,
         )
+        self.breaker = Breaker()
+        """Held open after a control call timed out, until the API answers (`breaker.py`)."""
         self.journal: CommandJournal | None = None
         self.leadership: Leadership | None = None
         self._shared: Shared | None = None
@@ -97,7 +100,8 @@ class Service:
         await bridge.start()
         self._stack.push_async_callback(bridge.stop)
         self._watch_token(api, bridge, link)
-        for job in (self.obs.watch_loop(), _tick_board(self.obs, bridge)):
+        probe = self.breaker.probe(lambda: api.group_find_all(1, 1))
+        for job in (self.obs.watch_loop(), _tick_board(self.obs, bridge), probe):
             task = asyncio.get_running_loop().create_task(job)
             self._stack.callback(task.cancel)
         safety.deliver()
@@ -182,9 +186,14 @@ class Service:
         api, leading = self.config.api, self.leadership
         return CloudClient(api.base_url, self._token, timeout=api.timeout, connect_timeout=api.connect_timeout,
                            retry=self._retry, gate=LimiterGate(self.limiter, self.auth),
-                           max_connections=api.max_connections, observer=self.obs.observe_call,
+                           max_connections=api.max_connections, observer=self._observe_call,
                            on_token=self.auth.told, may_send=leading.valid if leading is not None else None,
                            wire_bound=self.config.ha.wire_bound if leading is not None else None)  # fmt: skip
+
+    def _observe_call(self, endpoint: Endpoint, outcome: str, seconds: float) -> None:
+        """Each API attempt: to the metrics, and to the breaker that holds control calls after a timeout."""
+        self.obs.observe_call(endpoint, outcome, seconds)
+        self.breaker.observe(endpoint, outcome)
 
     def _build(self, api: CloudClient, journal: CommandJournal, timeline: Timeline) -> tuple[Bridge, MqttLink]:
         """The MQTT link and the bridge, each calling the other (the link's callbacks find the bridge later)."""
@@ -203,7 +212,7 @@ class Service:
         bridge = Bridge(cfg, api=api, publisher=link, journal=journal, limiter=self.limiter, clock=timeline,
                         wall=timeline if self._shared is not None else time.time,
                         clock_doubt=timeline.doubt, observer=self.obs.observe_state,
-                        age_observer=self.obs.observe_setpoint_age)  # fmt: skip
+                        age_observer=self.obs.observe_setpoint_age, breaker=self.breaker)  # fmt: skip
         self.bridge, self.link = bridge, link
         return bridge, link
 

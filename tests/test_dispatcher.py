@@ -502,3 +502,22 @@ async def test_targets_held_after_a_takeover_wait_and_others_do_not() -> None:
     assert rec.sent == ["free"] and time.monotonic() - started < 0.3
     await run_until(dispatcher, lambda: len(rec.sent) == 3, 2.0)
     assert sorted(rec.sent[1:]) == ["inv", "new"] and time.monotonic() - started >= 0.4
+
+
+async def test_while_the_breaker_is_open_only_safety_commands_go() -> None:
+    """After a control call timed out (breaker open) a setpoint waits and a stop goes; once the API answers
+    the setpoint goes too."""
+    from semookii_bridge.api.endpoints import GROUP_CONTROL, GROUP_FIND_ALL
+
+    rec = Recorder()
+    dispatcher = Dispatcher(RateLimiter(TokenBucket(1000, 100)), rec.send, rec.drop)
+    dispatcher.breaker.observe(GROUP_CONTROL, "timeout")
+    setpoint = Job(request_id="set", target=Target("group", "1"), command=PowerControl(active_power=5, duration=60, timeout=10),
+                   sns=None, received_at=time.time(), deadline=time.time() + 60)  # fmt: skip
+    dispatcher.submit(setpoint)
+    dispatcher.submit(job("stop", "2"))
+    await run_until(dispatcher, lambda: False, 0.3)
+    assert rec.sent == ["stop"]
+    dispatcher.breaker.observe(GROUP_FIND_ALL, "ok")
+    await run_until(dispatcher, lambda: "set" in rec.sent, 1.0)
+    assert rec.sent == ["stop", "set"]

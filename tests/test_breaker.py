@@ -1,0 +1,78 @@
+"""After a control call times out, no further control call leaves until the API answers (`breaker.py`): a
+middlebox that accepts and holds requests can deliver at most `max_in_flight` late control calls at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from semookii_bridge.api.endpoints import GROUP_CONTROL, GROUP_FIND_ALL
+from semookii_bridge.breaker import Breaker
+
+from .broker import Mosquitto, Probe, process_sections
+from .conftest import TOKEN
+from .relay import Relay
+from .test_durability import TERMINAL, terminal_states
+
+CONTROL = "/commandapi/groupControl"
+
+
+def start(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`semookii-bridge run` as a process, logging beside its configuration."""
+    return subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "run", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=(config.parent / "bridge.log").open("ab"))  # fmt: skip
+
+
+def test_a_control_timeout_opens_and_any_answer_closes() -> None:
+    """A control call's timeout opens the breaker; a management call's timeout does not; any HTTP answer closes."""
+    breaker = Breaker()
+    breaker.observe(GROUP_FIND_ALL, "timeout")
+    assert not breaker.open
+    breaker.observe(GROUP_CONTROL, "connect_error")
+    assert not breaker.open, "a request that never left cannot arrive late"
+    breaker.observe(GROUP_CONTROL, "timeout")
+    assert breaker.open and breaker.trips == 1
+    breaker.observe(GROUP_FIND_ALL, "500")
+    assert not breaker.open
+
+
+async def test_a_holding_middlebox_gets_no_pile_of_control_calls(
+    tmp_path: Path, broker: Mosquitto, sim: object
+) -> None:
+    """The path to the API accepts and holds every request for 6 s while 10 groups get setpoints (1 s API
+    timeout, max_in_flight 2): at most 2 control calls are held and delivered late together (not 10), and once
+    the API answers again the rest go out and every command ends."""
+    from semookii_bridge.simulator import RunningSimulator
+
+    assert isinstance(sim, RunningSimulator)
+    groups = [sim.simulator.state.add_group(f"mb{i}") for i in range(10)]
+    relay = await Relay(int(sim.base_url.rsplit(":", 1)[1])).start()
+    config = tmp_path / "bridge.toml"
+    config.write_text(process_sections(broker, sim, "bridge-breaker").replace("timeout = 5.0", "timeout = 1.0")
+                      + f'\n[rate_limit]\nrate = 20\nburst = 5\nmax_in_flight = 2\n\n[commands]\nmerge = false\n'
+                      f'track = "accepted"\n\n[journal]\npath = "{tmp_path / "j.db"}"\n\n[http]\nenabled = false\n')  # fmt: skip
+    env = {**os.environ, "SEMOOKII_TOKEN": TOKEN, "SEMOOKII_BRIDGE_API_BASE_URL": f"http://127.0.0.1:{relay.port}"}
+    proc = start(config, env)
+    try:
+        with Probe(broker.port) as probe:
+            await probe.wait_for(lambda: probe.on("vpp/bridge/state"), timeout=20)
+            relay.hold()
+            for i, group in enumerate(groups):
+                probe.publish(f"vpp/group/{group}/set", {"type": "power_control", "active_power": i, "duration": 60,
+                                                         "timeout": 10, "request_id": f"m{i}"})  # fmt: skip
+            await asyncio.sleep(6.0)
+            late = [data for _, data in relay._held if b"groupControl" in data]
+            relay.release()
+            await probe.wait_for(lambda: all(f"m{i}" in terminal_states(probe) for i in range(10)), timeout=60)
+            finals = terminal_states(probe)
+    finally:
+        proc.kill()
+        proc.wait(10)
+        await relay.close()
+    assert len(late) <= 2, f"{len(late)} control calls were held and delivered late together"
+    assert all(v[-1] in TERMINAL for v in finals.values())
+    assert sum(v[-1] == "completed" for v in finals.values()) >= 8
+    assert "api_held" in (tmp_path / "bridge.log").read_text()
