@@ -69,9 +69,8 @@ class Bridge:
         breaker: Breaker | None = None,
     ) -> None:
         self.config, self.api, self.publisher, self.journal = config, api, publisher, journal
-        self.limiter, self.clock, self.wall = limiter, clock, wall
-        self.clock_doubt = clock_doubt
-        """Seconds `clock` may run ahead of real time (after a reboot): the dedup window is kept that much longer."""
+        self.limiter, self.clock, self.wall, self.clock_doubt = limiter, clock, wall, clock_doubt
+        """`clock_doubt`: how far `clock` may run ahead of real time (after a reboot): dedup windows grow by it."""
         self.topics = topics_for(config)
         self.inventory = Inventory(clock)
         self.lifecycle = Lifecycle(
@@ -79,8 +78,7 @@ class Bridge:
             observer=observer, tokens=limiter, dongle_of=self.inventory.dongle, age_observer=age_observer,
         )  # fmt: skip
         self._merging = config.commands.merge and not config.commands.dry_run
-        self.lane = SafetyLane()
-        self.breaker = breaker or Breaker()
+        self.lane, self.breaker = SafetyLane(), breaker or Breaker()
         self.dispatcher = self._dispatcher()
         self.learner = Learner(self.inventory, api, self.dispatcher.submit, clock=clock,
                                forget_after=config.commands.inventory_refresh)  # fmt: skip

@@ -163,6 +163,8 @@ class HaConfig(_Section, frozen=True):
     wire_bound: Annotated[float, msgspec.Meta(ge=0.5, le=60.0)] = 3.0
     """Seconds a control request may stay unacknowledged on the wire (TCP_USER_TIMEOUT); a new leader waits this
     long before calling for a target the old one had a call in flight for."""
+    link_grace: Annotated[float, msgspec.Meta(ge=1.0, le=300.0)] = 2.0
+    """Seconds a leader's broker or API link may be down before it hands over to a standby that has both."""
 
     def instance_name(self) -> str:
         return self.name or f"{socket.gethostname()}-{os.getpid()}"

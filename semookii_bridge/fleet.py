@@ -51,6 +51,9 @@ class Member:
     settings: dict[str, Any]
     joined: float = float("inf")
     seen: float = 0.0
+    broker_ok: bool = True
+    api_ok: bool = True
+    """Its links as it saw them at its last heartbeat (the hot standby hands over on them)."""
 
 
 def fingerprint(cfg: BridgeConfig) -> dict[str, Any]:
@@ -103,10 +106,14 @@ def conflicts(me: Member, live: list[Member]) -> dict[str, str]:
     return out
 
 
-async def admit(me: Member, live: Callable[[], Awaitable[list[Member]]], window: float) -> str | None:
+async def admit(
+    me: Member, live: Callable[[], Awaitable[list[Member]]], window: float,
+    dead: Callable[[Member], bool] = lambda _m: False,
+) -> str | None:
     """Why `me` may not start (None: it may). A conflicting bridge counts only if it is still alive: one whose
-    heartbeat does not move within `window` is a crashed predecessor (a restart after kill -9), not a rival."""
-    first = {m.instance: m for m in await live()}
+    heartbeat does not move within `window` is a crashed predecessor (a restart after kill -9), not a rival;
+    one that `dead` knows is gone (its process on this host has ended) is not waited for."""
+    first = {m.instance: m for m in await live() if not dead(m)}
     pending = conflicts(me, list(first.values()))
     loop = asyncio.get_running_loop()
     until = loop.time() + window
@@ -122,3 +129,30 @@ async def admit(me: Member, live: Callable[[], Awaitable[list[Member]]], window:
             return None
         await asyncio.sleep(window / 8)
     return None
+
+
+@dataclass
+class LinkWatch:
+    """Whether a leader should hand over: its broker or API link down for longer than `grace`, after leading for
+    at least `tenure` (no ping-pong when the API is down for everyone), while another bridge of the hot standby
+    reports both links up."""
+
+    grace: float
+    tenure: float
+    down_since: float | None = None
+
+    def verdict(self, now: float, led_since: float | None, me: Member, live: list[Member]) -> str | None:
+        """Why to hand over now, or None."""
+        if me.broker_ok and me.api_ok:
+            self.down_since = None
+            return None
+        if self.down_since is None:
+            self.down_since = now
+        if led_since is None or now - led_since < self.tenure or now - self.down_since < self.grace:
+            return None
+        link = "broker" if not me.broker_ok else "API"
+        for other in live:
+            if other.instance != me.instance and other.ha and other.broker_ok and other.api_ok:
+                return (f"its {link} link has been down for {now - self.down_since:.1f} s and bridge '{other.name}' "
+                        "has both links up")  # fmt: skip
+        return None

@@ -59,6 +59,8 @@ class Leadership:
         self.epoch: int | None = None
         self.valid_until = 0.0
         self.takeovers = 0
+        self.since: float | None = None
+        """When this process took the lease (its clock)."""
         self._renewer: asyncio.Task[None] | None = None
 
     def _set_role(self, role: Role) -> None:
@@ -77,7 +79,7 @@ class Leadership:
                 log.warning("ha_acquire_failed name=%s error=%s", self.name, type(exc).__name__)
                 epoch = None
             if epoch is not None:
-                self.epoch, self.valid_until = epoch, asked + self.lease
+                self.epoch, self.valid_until, self.since = epoch, asked + self.lease, asked
                 self.takeovers += 1
                 log.info("ha_leader name=%s epoch=%d", self.name, epoch)
                 self._set_role("leader")

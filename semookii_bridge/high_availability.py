@@ -9,23 +9,23 @@ as a candidate. Nothing of a demoted leader can linger and act.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
 
+from . import membership
 from .config import BridgeConfig, url_without_password
-from .fleet import MISMATCH_EXIT, FleetMismatch, Member, admit, conflicts, differing, fingerprint
+from .fleet import FleetMismatch
 from .ha import Leadership, Role
-from .journal_shared import Fence, Fenced, SharedJournal, StoreUnavailable
+from .journal_shared import Fence, Fenced, SharedJournal
 from .mqtt.client import Will
 from .mqtt.session import MqttSession
+from .payloads import Incoming
 from .postgres import Postgres, session_settings
 from .timeline import Timeline, resume_shared
 from .topics import Topics
@@ -52,14 +52,40 @@ class Presence:
     """Each instance's own small MQTT session: its role, retained, and `offline` as its will."""
 
     def __init__(self, cfg: BridgeConfig, name: str) -> None:
-        self.topic = Topics(cfg.mqtt.prefix).instance_state(name)
+        self.topics, self.name = Topics(cfg.mqtt.prefix), name
+        self.topic = self.topics.instance_state(name)
         self.state = InstanceState("standby", None, _now())
+        self.others: dict[str, str] = {}
+        """name -> role, from every instance's retained state (so a leader can clear those of bridges gone)."""
         offline = msgspec.json.encode(InstanceState("offline", None, _now()))
-        self.session = MqttSession(cfg.mqtt, f"{cfg.mqtt.client_id}-{name}", will=lambda: Will(self.topic, offline),
-                                   on_connect=self._publish, on_message=lambda _msg: None)  # fmt: skip
+        # a keepalive of about a lease: a silent cut from the broker shows within 1.5 leases (`membership.py`)
+        mqtt = msgspec.structs.replace(cfg.mqtt, keepalive=max(2, round(cfg.ha.lease)))
+        self.session = MqttSession(mqtt, f"{cfg.mqtt.client_id}-{name}", will=lambda: Will(self.topic, offline),
+                                   on_connect=self._connected, on_message=self._seen)  # fmt: skip
+
+    def _connected(self) -> None:
+        self._publish()
+        self.session.subscribe([self.topics.instance_state("+")])
 
     def _publish(self) -> None:
         self.session.publish(self.topic, msgspec.json.encode(self.state), qos=1, retain=True)
+
+    def _seen(self, msg: Incoming) -> None:
+        name = msg.topic.split("/")[-2]
+        try:
+            self.others[name] = msgspec.json.decode(msg.payload, type=InstanceState).role
+        except msgspec.DecodeError:  # cleared (empty) or not ours to read
+            self.others.pop(name, None)
+
+    def sweep(self, live: set[str]) -> None:
+        """Clear the retained `offline` state of each instance that is no longer registered (a restart without
+        `ha.name` gets a new name each time; their topics would pile up forever)."""
+        gone = sorted(n for n, role in self.others.items() if role == "offline" and n not in live and n != self.name)
+        for name in gone:
+            self.session.publish(self.topics.instance_state(name), b"", qos=1, retain=True)
+            self.others.pop(name, None)
+        if gone:
+            log.info("ha_presence_cleared names=%s", ",".join(gone))
 
     def role(self, role: Role, epoch: int | None) -> None:
         self.state = InstanceState(role, epoch, _now())
@@ -91,81 +117,51 @@ def fail_stop(reason: str, code: int = LOST_LEADERSHIP) -> None:
 
 
 async def open_shared(
-    cfg: BridgeConfig, stack: AsyncExitStack, *, on_leadership: Callable[[Leadership], None] = lambda _l: None
+    cfg: BridgeConfig, stack: AsyncExitStack, *, on_leadership: Callable[[Leadership], None] = lambda _l: None,
+    api_held: Callable[[], bool] = lambda: False,
 ) -> Shared:
-    """Connect to PostgreSQL, wait to lead (with `[ha]`; `on_leadership` sees the candidate first), then load
-    the journal. Undone by `stack`."""
+    """Connect to PostgreSQL, join the fleet of this journal (`membership.py`), wait to lead (with `[ha]`;
+    `on_leadership` sees the candidate first), then load the journal. `api_held`: whether control calls are
+    held after a timeout (part of the API link's health). Undone by `stack`."""
     name = cfg.ha.instance_name() if cfg.ha.enabled else ""
     db = Postgres(cfg.journal.url, settings=session_settings(cfg.ha.lease, name))
     stack.push_async_callback(db.close)
     await db.setup()
     log.info("journal_shared url=%s", url_without_password(cfg.journal.url))
-    await _join(cfg, db, stack)
+    presence = _present(cfg, stack) if cfg.ha.enabled else None
+    candidate: list[Leadership] = []
+    links = membership.Links(cfg, presence.session if presence else None, api_held)
+    await membership.join(cfg, db, stack, links, lambda: candidate[0] if candidate else None, fail_stop,
+                          sweep=presence.sweep if presence else None)  # fmt: skip
     leadership, fence = None, None
-    if cfg.ha.enabled:
-        leadership = await _lead(cfg, stack, on_leadership)
+    if presence is not None:
+        def seen(lead: Leadership) -> None:
+            candidate.append(lead)
+            on_leadership(lead)
+
+        leadership = await _lead(cfg, stack, presence, seen)
         assert leadership.epoch is not None
         fence = Fence(leadership.epoch, leadership.name)
     snapshot = await db.load()
     journal = SharedJournal(db, snapshot, fence=fence, on_fenced=lambda exc: fail_stop(str(exc)))
     stack.push_async_callback(journal.aclose)
-    timeline = resume_shared(journal, snapshot.now)
+    timeline = resume_shared(journal, snapshot.now, read_at=snapshot.read_at)
     journal.use_clock(timeline)
     return Shared(journal, timeline, leadership, db)
 
 
-def fleet_window(cfg: BridgeConfig) -> float:
-    """Seconds without a heartbeat after which a bridge of the journal counts as gone."""
-    return 3 * cfg.ha.lease if cfg.ha.enabled else 10.0
-
-
-async def _join(cfg: BridgeConfig, db: Postgres, stack: AsyncExitStack) -> None:
-    """Refuse to run beside a live bridge of this journal that does not match (`fleet.py`); else register, keep
-    the registration fresh, and remove it at a graceful stop."""
-    window = fleet_window(cfg)
-    me = Member(uuid.uuid4().hex, cfg.ha.instance_name(), cfg.ha.enabled, fingerprint(cfg))
-    reason = await admit(me, lambda: db.members(window), window)
-    if reason is not None:
-        raise FleetMismatch(reason)
-    for gone in await db.members(86400.0):
-        if gone.instance != me.instance and (keys := differing(me.settings, gone.settings)):
-            log.warning("fleet_settings_changed since_bridge=%s keys=%s", gone.name, "; ".join(keys))
-    me = replace(me, joined=await db.register(me))
-    stack.push_async_callback(_leave, db, me)
-    task = asyncio.get_running_loop().create_task(_heartbeat(db, me, window))
-    stack.callback(task.cancel)
-
-
-async def _heartbeat(db: Postgres, me: Member, window: float) -> None:
-    """Refresh the registration every quarter window; stop (exit 2) if a rival that was there first turns up
-    (two started together: the later gives way). A rival is a bridge whose heartbeat moves while we watch."""
-    last: dict[str, float] = {}
-    while True:
-        await asyncio.sleep(window / 4)
-        try:
-            await db.register(me)
-            live = await db.members(window)
-        except StoreUnavailable as exc:
-            log.warning("fleet_heartbeat_failed error=%s", exc)
-            continue
-        rivals = [m for m in live if m.seen > last.get(m.instance, m.seen)]
-        last = {m.instance: m.seen for m in live}
-        found = conflicts(me, rivals)
-        if found:
-            fail_stop(next(iter(found.values())), MISMATCH_EXIT)
-
-
-async def _leave(db: Postgres, me: Member) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(db.leave(me.instance), 2.0)
-
-
-async def _lead(cfg: BridgeConfig, stack: AsyncExitStack, on_leadership: Callable[[Leadership], None]) -> Leadership:
-    """Announce this instance, wait as a standby until it holds the lease; released again by `stack`."""
-    name = cfg.ha.instance_name()
-    presence = Presence(cfg, name)
+def _present(cfg: BridgeConfig, stack: AsyncExitStack) -> Presence:
+    """This instance's presence session, started (stopped again by `stack`)."""
+    presence = Presence(cfg, cfg.ha.instance_name())
     presence.session.start()
     stack.push_async_callback(presence.stop)
+    return presence
+
+
+async def _lead(cfg: BridgeConfig, stack: AsyncExitStack, presence: Presence,
+                on_leadership: Callable[[Leadership], None]) -> Leadership:  # fmt: skip
+    """Wait as a standby until this instance holds the lease; released again by `stack`."""
+    name = cfg.ha.instance_name()
     lease_db = Postgres(cfg.journal.url, timeout=max(1.0, cfg.ha.lease / 2),
                         settings=session_settings(cfg.ha.lease, name))  # fmt: skip
     stack.push_async_callback(lease_db.close)

@@ -56,6 +56,8 @@ class Snapshot:
     bucket: BucketState | None
     anchor: Anchor | None
     now: float
+    read_at: float | None = None
+    """This host's boot clock when `now` arrived: the timeline goes on from `now` plus the time since."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ from .fleet import Member
 from .journal import Entry
 from .journal_shared import COLUMNS, Batch, Fence, Fenced, Snapshot, StoreUnavailable
 from .ratelimit import BucketState
-from .timeline import Anchor
+from .timeline import Anchor, since_boot
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ INSERT INTO ha_lease VALUES (1, 0, '', '-infinity', now()) ON CONFLICT (id) DO N
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS members (
     instance TEXT PRIMARY KEY, name TEXT NOT NULL, ha BOOLEAN NOT NULL, settings TEXT NOT NULL,
-    joined DOUBLE PRECISION NOT NULL, seen DOUBLE PRECISION NOT NULL
+    joined DOUBLE PRECISION NOT NULL, seen DOUBLE PRECISION NOT NULL, broker_ok BOOLEAN NOT NULL DEFAULT true,
+    api_ok BOOLEAN NOT NULL DEFAULT true
 );
 """
 
@@ -150,12 +151,14 @@ class Postgres:
                 bucket = await conn.fetchrow("SELECT tokens, stamp, paused_until, banned_until FROM limiter")
                 anchor = await conn.fetchrow('SELECT boot_id, "offset", high FROM clock')
                 now = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+                read_at = since_boot()
             return Snapshot(
                 rows=[msgspec.convert(dict(r), Entry) for r in rows],
                 calls={r["day"]: r["used"] for r in calls},
                 bucket=BucketState(*bucket) if bucket else None,
                 anchor=Anchor(*anchor) if anchor else None,
                 now=float(now),
+                read_at=read_at,
             )
 
         result: Snapshot = await self._run(work)
@@ -219,15 +222,15 @@ class Postgres:
     async def register(self, member: Member) -> float:
         """Add or refresh this bridge's registration (the heartbeat); when it joined, by the database's clock."""
         sql = ("INSERT INTO members VALUES ($1, $2, $3, $4, extract(epoch FROM clock_timestamp()), "
-               "extract(epoch FROM clock_timestamp())) ON CONFLICT (instance) DO UPDATE SET seen = EXCLUDED.seen "
-               "RETURNING joined")  # fmt: skip
-        settings = msgspec.json.encode(member.settings).decode()
-        return float(await self._run(lambda conn: conn.fetchval(sql, member.instance, member.name, member.ha,
-                                                                settings)))  # fmt: skip
+               "extract(epoch FROM clock_timestamp()), $5, $6) ON CONFLICT (instance) DO UPDATE SET "
+               "seen = EXCLUDED.seen, broker_ok = $5, api_ok = $6 RETURNING joined")  # fmt: skip
+        m, settings = member, msgspec.json.encode(member.settings).decode()
+        return float(await self._run(lambda conn: conn.fetchval(sql, m.instance, m.name, m.ha, settings, m.broker_ok,
+                                                                m.api_ok)))  # fmt: skip
 
     async def members(self, window: float) -> list[Member]:
         """The bridges whose heartbeat is younger than `window` seconds (older rows are deleted after a day)."""
-        sql = ("SELECT instance, name, ha, settings, joined, seen FROM members "
+        sql = ("SELECT instance, name, ha, settings, joined, seen, broker_ok, api_ok FROM members "
                "WHERE seen > extract(epoch FROM clock_timestamp()) - $1")  # fmt: skip
 
         async def work(conn: asyncpg.Connection) -> list[Any]:
@@ -235,7 +238,7 @@ class Postgres:
             return list(await conn.fetch(sql, window))
 
         rows = await self._run(work)
-        return [Member(r[0], r[1], r[2], msgspec.json.decode(r[3]), r[4], r[5]) for r in rows]
+        return [Member(r[0], r[1], r[2], msgspec.json.decode(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
     async def leave(self, instance: str) -> None:
         """Remove this bridge's registration (a graceful stop), so a restart need not wait for it to go stale."""

@@ -133,7 +133,8 @@ class Service:
         if cfg.url:
             from .high_availability import open_shared
 
-            shared = await open_shared(self.config, self._stack, on_leadership=self._show_leadership)
+            shared = await open_shared(self.config, self._stack, on_leadership=self._show_leadership,
+                                       api_held=lambda: self.breaker.open)  # fmt: skip
             self.leadership, self._shared = shared.leadership, shared
             return shared.journal, shared.timeline
         journal = Journal(cfg.path, synchronous=cfg.synchronous)

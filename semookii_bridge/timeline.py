@@ -115,13 +115,16 @@ def _after_reboot(
 
 
 def resume_shared(
-    store: AnchorStore, now: float, *, elapsed: Callable[[], float] = since_boot, wall: Callable[[], float] = time.time
+    store: AnchorStore, now: float, *, elapsed: Callable[[], float] = since_boot, wall: Callable[[], float] = time.time,
+    read_at: float | None = None,
 ) -> Timeline:
     """The timeline of a journal shared by several hosts (PostgreSQL): no boot clock is common to them, so it
-    goes on from the database's clock (`now`, read at takeover), never from before the latest instant
+    goes on from the database's clock (`now`, read at takeover; plus the time since it was read, `read_at` on
+    the boot clock, so a slow load does not leave the timeline behind), never from before the latest instant
     written; its anchor saved."""
     anchor = store.clock_anchor()
     highs = [x for x in (anchor.high if anchor else None, store.latest_instant()) if x is not None]
+    now += max(0.0, elapsed() - read_at) if read_at is not None else 0.0
     start = max([now, *highs])
     timeline = Timeline(start - elapsed(), boot=None, elapsed=elapsed)
     store.save_clock_anchor(timeline.anchor())

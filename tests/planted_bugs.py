@@ -163,6 +163,19 @@ BUGS = (
         (("(self._first,) if self.breaker.open else (self._first, self._ready)", "(self._first, self._ready)"),
          ("        if held is not None and self.breaker.open and not", "        if held is not None and False and not")),
         "tests/test_breaker.py::test_a_holding_middlebox_gets_no_pile_of_control_calls"),
+    Bug("never-hand-over", "fleet.py",
+        (('        link = "broker" if not me.broker_ok else "API"\n', '        return None\n'),),
+        "tests/test_takeover.py::test_a_leader_cut_off_from_the_broker_hands_over_to_the_standby"),
+    Bug("presence-keepalive-default", "high_availability.py",
+        (("keepalive=max(2, round(cfg.ha.lease))", "keepalive=cfg.mqtt.keepalive"),),
+        "tests/test_takeover.py::test_a_leader_cut_off_from_the_broker_hands_over_to_the_standby"),
+    Bug("limiter-not-durable-without-quota", "service.py",
+        (("if self.config.rate_limit.daily_quota or not bucket.unlimited or self.leadership is not None:",
+          "if self.config.rate_limit.daily_quota or self.leadership is not None:"),),
+        "tests/test_restart.py::test_a_restart_after_management_calls_does_not_start_from_a_full_bucket"),
+    Bug("presence-never-swept", "membership.py",
+        (("                self.sweep({m.name for m in live})", "                pass"),),
+        "tests/test_fleet.py::test_the_leader_clears_the_presence_of_bridges_that_are_gone"),
 )  # fmt: skip
 
 

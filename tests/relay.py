@@ -51,6 +51,8 @@ class Relay:
         self.frozen = False
         self.holding = False
         self.connections = 0
+        self.delay = 0.0
+        """Seconds each chunk waits before it is forwarded (a slow path)."""
         self._held: list[tuple[asyncio.StreamWriter, bytes]] = []
         self._hooks: list[_Hook] = []
         self._server: asyncio.Server | None = None
@@ -122,6 +124,8 @@ class Relay:
             for hook in [h for h in self._hooks if h.ready(not upstream, connection)]:
                 hook.see(data, connection)
             await self._thawed.wait()
+            if self.delay:
+                await asyncio.sleep(self.delay)
             if upstream and self.holding:
                 self._held.append((writer, data))
                 continue

@@ -117,3 +117,28 @@ def test_expires_at_is_read_against_the_wall_clock_at_receipt(tmp_path: Path) ->
     deadline = bridge.admission.deadline(command, Incoming(topic="vpp/group/1/set", payload=b""), now)
     assert abs(deadline - (now + 30)) < 0.5
     journal.close()
+
+
+class _Anchors:
+    """An empty journal, as far as the timeline goes."""
+
+    saved: object = None
+
+    def clock_anchor(self) -> None:
+        return None
+
+    def save_clock_anchor(self, anchor: object) -> None:
+        self.saved = anchor
+
+    def latest_instant(self) -> None:
+        return None
+
+
+def test_a_shared_timeline_counts_the_time_since_the_database_clock_was_read() -> None:
+    """The database said 1000.0 when the boot clock read 50; the timeline is built at boot clock 52 (a slow
+    load): it reads 1002, not 1000, so a slow load does not leave the journal's instants behind real time."""
+    from semookii_bridge.timeline import resume_shared
+
+    boot = [52.0]
+    timeline = resume_shared(_Anchors(), 1000.0, elapsed=lambda: boot[0], wall=lambda: 1002.0, read_at=50.0)
+    assert timeline() == 1002.0 and timeline.skew == 0.0

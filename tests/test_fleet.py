@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from semookii_bridge.config import BridgeConfig, MqttConfig
-from semookii_bridge.fleet import SETTINGS, Member, admit, conflict, conflicts, differing, fingerprint
+from semookii_bridge.fleet import SETTINGS, LinkWatch, Member, admit, conflict, conflicts, differing, fingerprint
 from semookii_bridge.simulator import RunningSimulator
 
 from .broker import Mosquitto, Probe
@@ -22,8 +22,8 @@ HA = fingerprint(BridgeConfig())
 
 
 def member(instance: str, name: str = "", *, ha: bool = True, joined: float = 1.0, seen: float = 1.0,
-           **changed: object) -> Member:  # fmt: skip
-    return Member(instance, name or instance, ha, {**HA, **changed}, joined, seen)
+           broker_ok: bool = True, api_ok: bool = True, **changed: object) -> Member:  # fmt: skip
+    return Member(instance, name or instance, ha, {**HA, **changed}, joined, seen, broker_ok, api_ok)
 
 
 def test_the_fingerprint_has_every_safety_setting() -> None:
@@ -162,3 +162,38 @@ async def test_a_bridge_taking_over_from_a_differently_configured_one_says_so(
         bridges.kill()
     log = (tmp_path / "b.log").read_text()
     assert 'fleet_settings_changed since_bridge=a keys="rate_limit.rate (here 40.0, there 20.0)"' in log, log
+
+
+def test_a_leader_hands_over_only_after_grace_and_tenure_and_to_a_healthy_standby() -> None:
+    """The link must be down for `grace`, the leader must have led for `tenure`, and another bridge of the hot
+    standby must report both links up; a link that comes back resets the count."""
+    watch = LinkWatch(grace=2.0, tenure=10.0)
+    down, healthy, sick = member("me", broker_ok=False), member("b"), member("c", api_ok=False)
+    assert watch.verdict(20.0, 0.0, down, [down, healthy]) is None  # down just now
+    assert watch.verdict(21.0, 0.0, down, [down, healthy]) is None  # 1 s < grace
+    reason = watch.verdict(22.5, 0.0, down, [down, healthy])
+    assert reason is not None and "broker link has been down for 2.5 s" in reason and "'b'" in reason
+    assert watch.verdict(22.5, 0.0, down, [down, sick]) is None  # nobody better to hand over to
+    assert watch.verdict(22.5, 15.0, down, [down, healthy]) is None  # led for 7.5 s < tenure
+    assert watch.verdict(23.0, 0.0, member("me"), [healthy]) is None and watch.down_since is None
+
+
+async def test_the_leader_clears_the_presence_of_bridges_that_are_gone(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str
+) -> None:
+    """A standby is killed (its will leaves a retained `offline`); once its registration is stale the leader
+    clears its retained instance topic, so restarts under new names do not pile up topics."""
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
+    try:
+        with Probe(broker.port) as probe:
+            await bridges.up(probe, "a", "b")
+            bridges.procs["b"].kill()
+            await probe.wait_for(lambda: role(probe, "b") == "offline", timeout=20)
+            await probe.wait_for(lambda: probe.on("vpp/bridge/instance/b/state")[-1].payload == b"", timeout=20)
+        with Probe(broker.port) as fresh:
+            await asyncio.sleep(1.0)
+            retained = [m.topic for m in fresh.messages if m.topic.startswith("vpp/bridge/instance/")]
+    finally:
+        bridges.kill()
+    assert retained == ["vpp/bridge/instance/a/state"]
+    assert "ha_presence_cleared names=b" in (tmp_path / "a.log").read_text()

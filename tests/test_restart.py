@@ -17,6 +17,8 @@ from semookii_bridge.simulator import RunningSimulator
 
 from .broker import Mosquitto, Probe, process_sections
 from .conftest import TOKEN
+from .postgres import Postgres
+from .relay import Relay
 from .test_durability import journal_statuses, terminal_states
 
 CONTROL = "/commandapi/groupControl"
@@ -180,3 +182,39 @@ async def test_a_request_id_is_not_sent_twice_after_a_forward_jump_and_a_restart
         bridge.kill()
         bridge.wait(5)
     assert len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+async def test_a_restart_after_management_calls_does_not_start_from_a_full_bucket(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, postgres_server: Postgres, pg_url: str
+) -> None:
+    """No daily quota, so only the rate limit, and a slow journal (PostgreSQL 0.2 s away): the vendor allows
+    a call per 5 s with a burst of 3 and bans after one over-limit call; the bridge is set to half that rate.
+    Three group lists empty the bucket, the bridge is killed (SIGKILL) right after the third call reaches the
+    API and restarted at once, two more lists follow: none is refused, nobody is banned (the bucket's state is
+    on record before each call leaves, not only before control calls, which journal `sending` anyway)."""
+    vendor(sim, rate=0.2, burst=3, ban_after=1, ban_for=95.0)
+    relay = await Relay(postgres_server.port).start()
+    relay.delay = 0.1
+    config = tmp_path / "bridge.toml"
+    write_config(config, broker, sim, rate=0.1, burst=3)  # half the vendor's rate: a margin, as operators set it
+    slow = pg_url.replace(f":{postgres_server.port}/", f":{relay.port}/")
+    config.write_text(config.read_text().replace("[journal]\n", f'[journal]\nurl = "{slow}"\n'))
+    lists = "/vppgroup/findAll"
+    bridge = start(config)
+    try:
+        with Probe(broker.port) as probe:
+            await probe.wait_for(lambda: probe.on("vpp/bridge/state"), timeout=60)
+            for n in range(3):
+                probe.publish("vpp/bridge/request/group/list", {"transaction": f"t{n}"})
+            await probe.wait_for(lambda: len(sim.simulator.calls_to(lists)) >= 3, timeout=15)
+            stop(bridge, signal.SIGKILL)
+            bridge = start(config)
+            for n in range(3, 5):
+                probe.publish("vpp/bridge/request/group/list", {"transaction": f"t{n}"})
+            await probe.wait_for(lambda: len(sim.simulator.calls_to(lists)) >= 5, timeout=40)
+    finally:
+        bridge.kill()
+        bridge.wait(5)
+        await relay.close()
+    refused = [c for c in sim.simulator.calls if c.outcome in ("rate_limited", "banned")]
+    assert sim.simulator.bans == 0 and refused == []

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -213,3 +214,68 @@ async def test_the_quota_day_is_the_databases_not_a_skewed_hosts(
         bridges.kill()
     assert final[-1] == "failed" and state["error"]["code"] == "quota_exhausted"
     assert powers(sim, group) == []
+
+
+TENURE = 5 * LEASE
+"""A leader hands over only after leading this long (`fleet.LinkWatch`)."""
+
+
+async def cut_and_serve(
+    bridges: Bridges, relay: Relay, start: dict[str, Any], *, first_ends: bool = False
+) -> tuple[float, dict[str, list[str]]]:
+    """`a` leads with one link through `relay` (`start`: its options), `b` stands by; after the tenure the relay
+    is frozen (a silent cut) and two setpoints are published (the second once the first has ended, with
+    `first_ends`): seconds from the cut until `b` has completed the second, and every command's states."""
+    group, other = bridges.sim.simulator.state.add_group("cut1"), bridges.sim.simulator.state.add_group("cut2")
+    with Probe(bridges.broker.port) as probe:
+        await bridges.up(probe, "a", "b", **start)
+        await asyncio.sleep(TENURE + 0.5)
+        relay.freeze()
+        cut = time.monotonic()
+        setpoint(probe, group, 11, "c1")
+        await asyncio.sleep(0.5)
+        if first_ends:
+            await probe.wait_for(lambda: "c1" in terminal_states(probe), timeout=20)
+        setpoint(probe, other, 22, "c2")
+        await probe.wait_status(f"vpp/group/{other}/state", "c2", "completed", timeout=40)
+        served = time.monotonic() - cut
+        assert role(probe, "b") == "leader"
+        await probe.wait_for(lambda: "c1" in terminal_states(probe), timeout=20)
+        return served, terminal_states(probe)
+
+
+async def test_a_leader_cut_off_from_the_broker_hands_over_to_the_standby(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str, relay_factory: list[Relay]
+) -> None:
+    """The leader's path to the broker goes silent (no FIN, no RST) while the standby's is fine: within 12 s of
+    the cut the standby leads and has served a command published after the cut; nothing is lost or sent twice,
+    and the old leader exits 75 saying why."""
+    relay = await relay_to(relay_factory, broker.port)
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
+    try:
+        served, finals = await cut_and_serve(bridges, relay, {"env": {"SEMOOKII_BRIDGE_MQTT_PORT": str(relay.port)}})
+        assert await bridges.exit_code("a", 10) == 75
+    finally:
+        bridges.kill()
+    assert served < 12.0, f"served {served:.1f} s after the cut"
+    assert all(v[-1] == "completed" for v in finals.values()) and sent_twice(sim) == []
+    assert 'ha_handing_over name=a reason="its broker link' in (tmp_path / "a.log").read_text()
+
+
+async def test_a_leader_cut_off_from_the_api_hands_over_to_the_standby(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str, relay_factory: list[Relay]
+) -> None:
+    """The leader's path to the API accepts requests and never answers: its first setpoint times out (5 s) and
+    ends ambiguous, the next (published after that) waits (breaker), and the leader hands over to the standby,
+    which serves it within 15 s of the cut; nothing is sent twice."""
+    relay = await relay_to(relay_factory, int(sim.base_url.rsplit(":", 1)[1]))
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
+    try:
+        served, finals = await cut_and_serve(bridges, relay, {"api": f"http://127.0.0.1:{relay.port}"},
+                                             first_ends=True)  # fmt: skip
+        assert await bridges.exit_code("a", 10) == 75
+    finally:
+        bridges.kill()
+    assert served < 15.0, f"served {served:.1f} s after the cut"
+    assert finals["c1"][-1] == "failed" and finals["c2"][-1] == "completed" and sent_twice(sim) == []
+    assert 'ha_handing_over name=a reason="its API link' in (tmp_path / "a.log").read_text()
