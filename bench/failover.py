@@ -1,4 +1,6 @@
-"""Failover of the hot standby: the leader is killed (SIGKILL) under load, `trials` times in a row.
+"""Failover of the hot standby: the leader is killed (SIGKILL) under load, `trials` times in a row; or, with
+`--fault`, stalled inside its fence transaction (its database path cut, or the process stopped), or cut off from
+the broker or the API (see faults.py).
 
 Two bridges share a throwaway PostgreSQL (started here, as the tests do) and one configuration (`[ha]`,
 lease 3 s, the default), at a limit of 10 calls/s whose simulator bans after one over-limit call. A load of
@@ -22,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from faults import FAULTS, PEER, Relays, make, undo
+
 from harness import ROOT, TOKEN, Recorder, _cli, percentile, stack
 
 sys.path.insert(0, str(ROOT))
@@ -34,7 +38,7 @@ CONTROL = "/commandapi/groupControl"
 def bridge_toml(workdir: Path, broker_port: int, sim_url: str, db_url: str, name: str) -> Path:
     path = workdir / f"{name}.toml"
     path.write_text(f"""[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\nclient_id = "bench-ha"\n
-[api]\nbase_url = "{sim_url}"\n[rate_limit]\nrate = 10\nburst = 5\n
+[api]\nbase_url = "{sim_url}"\ntimeout = 5.0\n[rate_limit]\nrate = 10\nburst = 5\n
 [commands]\npoll_initial = 0.5\npoll_max = 1\ntrack_results_for = 10\nmerge = false\n
 [journal]\npath = "{workdir / name}.db"\nurl = "{db_url}"\n[ha]\nenabled = true\nname = "{name}"\n
 [http]\nenabled = false\n""")
@@ -49,6 +53,8 @@ class Load:
         self.sent: list[str] = []
         self.states: dict[str, list[dict[str, Any]]] = {}
         self.roles: dict[str, str] = {}
+        self.since: dict[str, float] = {}
+        """When each instance last said its role (the message's arrival)."""
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.rx = Recorder(port, ["vpp/group/+/state", "vpp/bridge/instance/+/state"], self._state)
@@ -61,6 +67,7 @@ class Load:
         with self.lock:
             if topic.startswith("vpp/bridge/instance/"):
                 self.roles[topic.split("/")[3]] = doc["role"]
+                self.since[topic.split("/")[3]] = ts
             elif doc["status"] in TERMINAL:
                 self.states.setdefault(doc["request_id"], []).append(doc)
 
@@ -84,61 +91,112 @@ def wait_for(predicate: Any, seconds: float = 30) -> None:
         time.sleep(0.02)
 
 
-def run(trials: int = 20) -> str:
+class Bench:
+    """Two bridges, their configurations (through relays when a fault needs them) and the load."""
+
+    def __init__(self, s: Any, db: Postgres, fault: str) -> None:
+        self.s, self.fault = s, fault
+        self.env = {**os.environ, "SEMOOKII_TOKEN": TOKEN}
+        peer = PEER.get(fault)
+        target = {"db": db.port, "broker": s.broker_port, "api": int(s.sim_url.rsplit(":", 1)[1])}.get(peer or "")
+        self.relays = Relays(target, ("a", "b")) if target else None
+
+        def via(name: str, kind: str, port: int) -> int:
+            return self.relays.port(name) if self.relays is not None and peer == kind else port
+
+        self.configs = {n: bridge_toml(s.workdir, via(n, "broker", s.broker_port),
+                                       f"http://127.0.0.1:{via(n, 'api', int(s.sim_url.rsplit(':', 1)[1]))}",
+                                       db.url.replace(f":{db.port}/", f":{via(n, 'db', db.port)}/"), n)
+                        for n in ("a", "b")}  # fmt: skip
+        self.procs = {n: self.start(n) for n in self.configs}
+        self.load = Load(s.broker_port, s.group_ids())
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(_cli("run", "--config", str(self.configs[name])), env=self.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def trial(self) -> float:
+        """One fault against the leader: seconds from the fault to the new leader's first control call."""
+        load, s = self.load, self.s
+        leader = next(n for n, r in load.roles.items() if r == "leader")
+        other = "b" if leader == "a" else "a"
+        time.sleep(16.0 if self.fault in ("broker-cut", "api-cut") else 2.0)  # the tenure before a hand-over
+        proc = self.procs[leader]
+        if self.fault == "kill":
+            struck = time.time()
+            proc.send_signal(signal.SIGKILL)
+        else:
+            assert self.relays is not None
+            struck = make(self.fault, self.relays, leader, proc.pid)()
+        wait_for(lambda: load.roles.get(other) == "leader", 60)
+        led = max(struck, load.since[other])
+        wait_for(lambda: any(c["ts"] > led and c["path"] == CONTROL for c in s.sim_calls()[-50:]), 60)
+        first = min(c["ts"] for c in s.sim_calls() if c["ts"] > led and c["path"] == CONTROL)
+        if self.relays is not None:
+            undo(self.fault, self.relays, leader, proc.pid)
+        proc.wait(60)
+        self.procs[leader] = self.start(leader)
+        wait_for(lambda: load.roles.get(leader) == "standby", 60)
+        return first - struck
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.kill()
+            proc.wait(10)
+        if self.relays is not None:
+            self.relays.close()
+
+
+def run(trials: int = 20, fault: str = "kill") -> str:
     db = Postgres()
     db.start()
-    env = {**os.environ, "SEMOOKII_TOKEN": TOKEN}
     takeovers: list[float] = []
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    bench: Bench | None = None
     try:
         sim_args = ("--task-delay", "0.3", "--result-delay", "0.6", "--rate", "10", "--burst", "5", "--ban-after", "1")
         with stack(groups=20, sim_args=sim_args) as s:
-            configs = {n: bridge_toml(s.workdir, s.broker_port, s.sim_url, db.url, n) for n in ("a", "b")}
-            procs = {n: subprocess.Popen(_cli("run", "--config", str(c)), env=env, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL) for n, c in configs.items()}  # fmt: skip
-            load = Load(s.broker_port, s.group_ids())
+            bench = Bench(s, db, fault)
+            load = bench.load
             wait_for(lambda: sorted(load.roles.values()) == ["leader", "standby"])
             worker = threading.Thread(target=load.run)
             worker.start()
             for _ in range(trials):
-                leader = next(n for n, r in load.roles.items() if r == "leader")
-                other = "b" if leader == "a" else "a"
-                time.sleep(2.0)
-                killed_at = time.time()
-                procs[leader].send_signal(signal.SIGKILL)
-                procs[leader].wait(10)
-                wait_for(lambda k=killed_at: any(c["ts"] > k and c["path"] == CONTROL for c in s.sim_calls()[-50:]))  # type: ignore[misc]
-                first = min(c["ts"] for c in s.sim_calls() if c["ts"] > killed_at and c["path"] == CONTROL)
-                takeovers.append(first - killed_at)
-                wait_for(lambda o=other: load.roles.get(o) == "leader")  # type: ignore[misc]
-                procs[leader] = subprocess.Popen(_cli("run", "--config", str(configs[leader])), env=env,
-                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-                wait_for(lambda n=leader: load.roles.get(n) == "standby")  # type: ignore[misc]
+                takeovers.append(bench.trial())
             load.stop.set()
             worker.join()
-            wait_for(lambda: all(r in load.states for r in load.sent), seconds=60)
+            wait_for(lambda: all(r in load.states for r in load.sent), seconds=90)
             every = s.sim_calls()
             calls = Counter((c["params"]["groupId"], c["params"].get("activePower")) for c in every
                             if c["path"] == CONTROL)  # fmt: skip
             refused = sum(1 for c in every if c["outcome"] in ("rate_limited", "banned"))
     finally:
-        for proc in procs.values():
-            proc.kill()
-            proc.wait(10)
+        if bench is not None:
+            bench.stop()
         db.remove()
+    return report(fault, trials, takeovers, load, calls, refused)
+
+
+WHAT = {"kill": "SIGKILL of the leader", "stall-cut": "the leader's database path cut inside its fence transaction",
+        "stall-stop": "the leader stopped (SIGSTOP) inside its fence transaction",
+        "broker-cut": "the leader's broker path cut (silent)", "api-cut": "the leader's API path cut (silent)"}
+
+
+def report(fault: str, trials: int, takeovers: list[float], load: Load, calls: Counter[Any], refused: int) -> str:
     ambiguous = sum(
         1 for docs in load.states.values() for d in docs if (d.get("error") or {}).get("code") == "ambiguous"
     )
     lost = sum(1 for r in load.sent if r not in load.states)
     twice = sum(1 for n in calls.values() if n > 1)
+    target = {"kill": "at most 5 s", "stall-cut": "at most 5 s", "stall-stop": "at most 5 s",
+              "broker-cut": "at most 12 s", "api-cut": "at most 15 s"}[fault]  # fmt: skip
     return "\n".join([
-        f"### Failover ({trials} takeovers after SIGKILL of the leader, lease 3 s, 4 setpoints/s on 20 groups)",
+        f"### Failover: {WHAT[fault]} ({trials} trials, lease 3 s, 4 setpoints/s on 20 groups)",
         "", "| measure | value | target |", "|---|---|---|",
-        f"| kill -> the new leader's first control call, p50 / max | {percentile(takeovers, 50):.2f} / "
-        f"{max(takeovers):.2f} s | at most 5 s |",
+        f"| fault -> the new leader's first control call, p50 / max | {percentile(takeovers, 50):.2f} / "
+        f"{max(takeovers):.2f} s | {target} |",
         f"| commands published / without a terminal state (lost) | {len(load.sent)} / {lost} | 0 lost |",
         f"| control calls that reached the API twice for one command | {twice} | 0 |",
-        f"| commands reported `ambiguous`, per takeover | {ambiguous / trials:.2f} | |",
+        f"| commands reported `ambiguous`, per trial | {ambiguous / trials:.2f} | |",
         f"| calls refused by a simulator that bans after one over-limit call (10/s, burst 5) | {refused} | 0 |", "",
     ])  # fmt: skip
 
@@ -146,4 +204,6 @@ def run(trials: int = 20) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=20)
-    print(run(parser.parse_args().trials))
+    parser.add_argument("--fault", choices=FAULTS, default="kill")
+    args = parser.parse_args()
+    print(run(args.trials, args.fault))

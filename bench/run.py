@@ -51,6 +51,10 @@ def main() -> None:
         ("budget", lambda: budget.run(60.0 if args.quick else 120.0)),
         ("restarts", lambda: restarts.run(30.0 if args.quick else 60.0)),
         ("failover", lambda: failover.run(5 if args.quick else 20)),
+        *(
+            (f"failover {fault}", lambda f=fault: failover.run(2 if args.quick else 10, f))  # type: ignore[misc]
+            for fault in ("stall-cut", "stall-stop", "broker-cut", "api-cut")
+        ),
         ("overload", lambda: overload.run(0.1 if args.quick else 1.0)),
         ("node-red", lambda: nodered.run(200, 10)),
         ("decode", lambda: decode.run(1.0)),

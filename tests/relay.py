@@ -89,6 +89,11 @@ class Relay:
         self.frozen = True
         self._thawed.clear()
 
+    def thaw(self) -> None:
+        """End a freeze: what waited goes on, new connections are relayed again."""
+        self.frozen = False
+        self._thawed.set()
+
     def hold(self) -> None:
         """Keep what clients send from now on (acknowledged by this host's TCP, not forwarded) until release()."""
         self.holding = True
