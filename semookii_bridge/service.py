@@ -208,7 +208,7 @@ class Service:
             before_ack=journal.durable,
             on_overload=lambda msg: _require(bridge).refuse_overloaded(msg),
             will_delay=int(2 * cfg.ha.lease + 2) if cfg.ha.enabled else 0,
-            urgent=lambda: _require(bridge).lane.pending(),
+            urgent=lambda: _require(bridge).lane.pending() or self._stop_arriving(),
         )
         bridge = Bridge(cfg, api=api, publisher=link, journal=journal, limiter=self.limiter, clock=timeline,
                         wall=timeline if self._shared is not None else time.time,
@@ -216,6 +216,10 @@ class Service:
                         age_observer=self.obs.observe_setpoint_age, breaker=self.breaker)  # fmt: skip
         self.bridge, self.link = bridge, link
         return bridge, link
+
+    def _stop_arriving(self) -> bool:
+        """A message on the safety lane has arrived and waits to be handled."""
+        return self.safety_link is not None and self.safety_link.waiting
 
     def _safety_link(self, bridge: Bridge, journal: CommandJournal) -> MqttLink:
         """The safety lane: its own persistent session (`<client_id>-safety`) on the safety topics only, so the

@@ -17,6 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..config import MqttConfig
+from ..payloads import Incoming
 
 OUT_LIMIT = 50_000
 """Publishes paho may hold unacknowledged: packet ids are 16 bits, and past 65,535 paho refuses a publish
@@ -195,3 +196,19 @@ def no_delay(client: paho.Client) -> None:
     if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def incoming_of(message: paho.MQTTMessage) -> Incoming:
+    """paho's message as the project's frozen `Incoming` (MQTT 5 properties included)."""
+    props = getattr(message, "properties", None)
+    return Incoming(
+        topic=message.topic,
+        payload=bytes(message.payload),
+        qos=message.qos,
+        retain=bool(message.retain),
+        dup=bool(message.dup),
+        mid=message.mid,
+        response_topic=getattr(props, "ResponseTopic", None) or None,
+        correlation_data=getattr(props, "CorrelationData", None),
+        message_expiry=getattr(props, "MessageExpiryInterval", None),
+    )

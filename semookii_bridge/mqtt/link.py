@@ -27,7 +27,7 @@ from ..backoff import Backoff
 from ..config import MqttConfig
 from ..payloads import Incoming
 from ..topics import Topics
-from .client import BufferedClient, Will, build_client, no_delay
+from .client import READ_PACKETS, BufferedClient, Will, build_client, incoming_of, no_delay
 from .failures import ConnectionWatch
 from .outbox import Outbox
 
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 ACK_BATCH = 64
 """Messages taken from the inbox per turn; their journal writes share one commit and then are acknowledged."""
+URGENT_PAUSE, URGENT_PACKETS = 0.01, 16
+"""While a stop on the safety lane is on its way, the ordinary socket is read this many packets at a time, with
+this many seconds between: ordinary commands still flow (and may supersede the stop), a storm does not."""
 
 
 def _presence(state: str) -> bytes:
@@ -67,7 +70,7 @@ class MqttLink:
         self._before_ack, self._on_overload = before_ack, on_overload
         self.safety, self._urgent = safety, urgent
         """`safety`: the safety lane's session (its topics only, no presence: no will, no `online`); `urgent()`:
-        a stop on that lane is queued, so take one message per loop turn instead of a batch."""
+        a stop on that lane is on its way, so read no storm and take one message per turn instead of a batch."""
         self._will_delay = will_delay if config.protocol == 5 else 0
         """With a hot standby: `offline` only if no standby resumes the session within this many seconds."""
         self._v5 = config.protocol == 5
@@ -79,13 +82,8 @@ class MqttLink:
         self._connector: asyncio.Task[None] | None = None
         self._misc: asyncio.TimerHandle | None = None
         self._sock: Any = None
-        self._fd = -1
-        self._loop_thread = 0
-        self._writing = False
-        self._stopping = False
-        self.reconnects = 0
-        self._ever_connected = False
-        self._flush_scheduled = False
+        self._fd, self._loop_thread, self.reconnects = -1, 0, 0
+        self._writing = self._stopping = self._ever_connected = self._flush_scheduled = False
         self.watch = ConnectionWatch(config.host, config.port, config.client_id)
         self._client = self._make_client()
         self._outbox = Outbox(self._client, v5=self._v5, flush=self._flush)
@@ -93,6 +91,11 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def waiting(self) -> bool:
+        """Messages arrived that were not handled yet (on the safety lane: a stop on its way)."""
+        return not self._inbox.empty()
 
     # ---- set-up ---------------------------------------------------------------------------------------
 
@@ -107,10 +110,7 @@ class MqttLink:
         return client
 
     async def start(self, wait_seconds: float = 30.0) -> None:
-        """Connect (retrying with backoff) and wait until the first connection is up.
-
-        Messages are buffered, not handled, until `deliver()`: the bridge recovers its journal first.
-        """
+        """Connect (retrying with backoff) and wait for the first connection; messages wait for `deliver()`."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._connector = self._loop.create_task(self._keep_connected())
@@ -130,10 +130,10 @@ class MqttLink:
 
     async def pause(self) -> None:
         """Stop handing over messages; those not yet handled stay unacknowledged and come back later."""
-        if self._consumer is not None:
-            self._consumer.cancel()
-            await asyncio.gather(self._consumer, return_exceptions=True)
-            self._consumer = None
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.cancel()
+            await asyncio.gather(consumer, return_exceptions=True)
 
     async def stop(self) -> None:
         """Publish `offline` (the will covers a crash), disconnect, and let go of the socket."""
@@ -239,10 +239,21 @@ class MqttLink:
         self._sock, self._fd = None, -1
 
     def _readable(self) -> None:
-        self._client.loop_read()
-        if self._client.has_unread() and self._loop is not None:
-            self._loop.call_soon(self._readable)  # stopped at READ_PACKETS; the rest is in our buffer
+        urgent = self._urgent is not None and self._urgent() and self._loop is not None
+        self._client.loop_read(URGENT_PACKETS if urgent else READ_PACKETS)
         self._flush()
+        if urgent and self._loop is not None:
+            self._detach()  # a stop is on its way: its steps go before this socket's storm; a little at a time
+            self._loop.call_later(URGENT_PAUSE, self._resume_reading)
+        elif self._client.has_unread() and self._loop is not None:
+            self._loop.call_soon(self._readable)  # stopped at READ_PACKETS; the rest is in our buffer
+
+    def _resume_reading(self) -> None:
+        """Watch the socket again; what is already buffered is read at the next turn (the socket will not wake us
+        for it, and a PINGRESP left there would end the connection at the keepalive)."""
+        self._sync_socket()
+        if self._client.has_unread() and self._loop is not None:
+            self._loop.call_soon(self._readable)
 
     def _writable(self) -> None:
         self._client.loop_write()
@@ -297,18 +308,7 @@ class MqttLink:
             self._loop.call_soon_threadsafe(self._disconnected_in_loop, str(reason), expected)
 
     def _paho_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        props = getattr(message, "properties", None)
-        incoming = Incoming(
-            topic=message.topic,
-            payload=bytes(message.payload),
-            qos=message.qos,
-            retain=bool(message.retain),
-            dup=bool(message.dup),
-            mid=message.mid,
-            response_topic=getattr(props, "ResponseTopic", None) or None,
-            correlation_data=getattr(props, "CorrelationData", None),
-            message_expiry=getattr(props, "MessageExpiryInterval", None),
-        )
+        incoming = incoming_of(message)
         if incoming.qos == 0 and self._on_overload is not None and self._inbox.qsize() >= self.config.inbox_limit:
             self._on_overload(incoming)  # QoS 0 has no flow control: refused, not queued without bound
             return
