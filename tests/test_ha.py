@@ -81,9 +81,12 @@ class Bridges:
         return self.procs[name]
 
     async def up(self, probe: Probe, *names: str, **start: Any) -> None:
-        """Start the first to lead, then the others as standbys (`start`: options for the first)."""
+        """Start the first to lead (and to subscribe: it says `online` after that), then the others as
+        standbys (`start`: options for the first)."""
         self.start(names[0], **start)
         await probe.wait_for(lambda: role(probe, names[0]) == "leader", timeout=20)
+        await probe.wait_for(lambda: any(m.payload and m.json()["state"] == "online"
+                                         for m in probe.on("vpp/bridge/state")), timeout=20)  # fmt: skip
         for name in names[1:]:
             self.start(name)
             await probe.wait_for(lambda n=name: role(probe, n) == "standby", timeout=20)  # type: ignore[misc]

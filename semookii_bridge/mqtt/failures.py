@@ -77,7 +77,8 @@ class ConnectionWatch:
             self._short.popleft()
         if len(self._short) >= TAKEOVER_COUNT:
             text = (f"session taken over by another client with the same client_id {self.client_id!r} "
-                    f"({len(self._short)} times in {TAKEOVER_WINDOW:g} s): give each bridge its own mqtt.client_id")
+                    f"({len(self._short)} times in {TAKEOVER_WINDOW:g} s): stop the other client; two bridges on one "
+                    "prefix would each send every command, so run one, or a hot standby ([ha] on PostgreSQL)")
             self._fail(MqttFailure("taken_over", text), logging.ERROR)
             if self.on_takeover is not None and self.last is not None:
                 self.on_takeover(self.last)
