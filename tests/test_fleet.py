@@ -130,7 +130,8 @@ async def test_a_leader_restarted_after_kill_9_with_its_own_name_joins_again(
     tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str
 ) -> None:
     """The supervisor restarts a killed leader with the same ha.name while its registration is still fresh: it is
-    not taken for a duplicate, it waits that registration out and comes back as a standby."""
+    not taken for a duplicate (it sees that process has ended, or waits its registration out) and comes back as a
+    standby."""
     bridges = Bridges(tmp_path, broker, sim, pg_url)
     try:
         with Probe(broker.port) as probe:

@@ -43,3 +43,16 @@ def test_the_rule_sees_an_offender(tmp_path: Path) -> None:
     source = "def f():\n" + "    x = 1\n" * 45
     (node,) = ast.parse(source).body
     assert isinstance(node, ast.FunctionDef) and (node.end_lineno or 0) - node.lineno + 1 == 46
+
+
+def test_every_planted_bug_still_applies() -> None:
+    """Each edit of tests/planted_bugs.py finds its text exactly once in the module it names (a refactor that
+    moved the code would otherwise leave the bug unplanted and the check silently weaker)."""
+    from pathlib import Path
+
+    from .planted_bugs import BUGS
+
+    package = Path(__file__).resolve().parents[1] / "semookii_bridge"
+    stale = [(bug.name, old[:50]) for bug in BUGS for old, _ in bug.edits
+             if (package / bug.module).read_text().count(old) != 1]  # fmt: skip
+    assert stale == []
