@@ -78,8 +78,11 @@ def make(fault: str, relays: Relays, leader: str, pid: int) -> Callable[[], floa
 
 
 def undo(fault: str, relays: Relays, leader: str, pid: int) -> None:
-    """Heal the path (and resume a stopped process, which then finds its lease gone and exits 75)."""
-    relays.call(relays.relays[leader].thaw)
+    """Heal the path (and resume a stopped process, which then finds its lease gone and exits 75). A cut path
+    heals as a network that dropped the packets does: what it held is not delivered (a middlebox that delivers
+    held requests late is tests/test_breaker.py's case)."""
+    relay = relays.relays[leader]
+    relays.call(relay.thaw if fault.startswith("stall") else relay.reset)
     if fault == "stall-stop":
         try:
             os.kill(pid, signal.SIGCONT)

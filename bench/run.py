@@ -60,7 +60,10 @@ def main() -> None:
         ("decode", lambda: decode.run(1.0)),
     ):
         print(f"running {name} ...", flush=True)
-        sections += [produce(), ""]
+        try:
+            sections += [produce(), ""]
+        except Exception as exc:  # one broken section must not lose the others' figures
+            sections += [f"### {name}: the run failed ({type(exc).__name__}: {exc})", ""]
     out = Path(__file__).with_name("RESULTS.md")
     out.write_text("\n".join(sections))
     print(f"wrote {out}")

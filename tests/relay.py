@@ -94,6 +94,14 @@ class Relay:
         self.frozen = False
         self._thawed.set()
 
+    def reset(self) -> None:
+        """End a freeze the way a network that dropped the packets does: every connection it held is closed
+        (nothing it held is delivered), new connections are relayed again."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        self.thaw()
+
     def hold(self) -> None:
         """Keep what clients send from now on (acknowledged by this host's TCP, not forwarded) until release()."""
         self.holding = True
