@@ -49,8 +49,11 @@ class Breaker:
         if is_open:
             self.trips += 1
             self._opened.set()
-            log.warning("api_held reason=%s effect=%s", reason,
-                        "control calls wait until the API answers (safety commands still go); probing")  # fmt: skip
+            log.warning(
+                "api_held reason=%s effect=%s",
+                reason,
+                "control calls wait until the API answers (safety commands still go); probing",
+            )
         else:
             self._opened.clear()
             log.info("api_answering reason=%s effect=control_calls_resume", reason)

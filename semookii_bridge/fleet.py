@@ -19,14 +19,33 @@ import msgspec
 from .config import BridgeConfig
 
 SETTINGS = (
-    "mqtt.prefix", "mqtt.client_id", "mqtt.shared_group",
-    "rate_limit.rate", "rate_limit.burst", "rate_limit.daily_quota", "rate_limit.quota_timezone",
-    "rate_limit.quota_reserve", "rate_limit.max_in_flight", "rate_limit.pace_quota",
-    "commands.allow_groups", "commands.allow_inverters", "commands.max_abs_power", "commands.max_duration",
-    "commands.max_timeout", "commands.merge", "commands.track", "commands.batch_max_sns", "commands.dry_run",
-    "commands.default_ttl", "management.read_only", "ha.lease", "ha.wire_bound",
-    "sparkplug.enabled", "sparkplug.group_id", "sparkplug.edge_node_id",
-)  # fmt: skip
+    "mqtt.prefix",
+    "mqtt.client_id",
+    "mqtt.shared_group",
+    "rate_limit.rate",
+    "rate_limit.burst",
+    "rate_limit.daily_quota",
+    "rate_limit.quota_timezone",
+    "rate_limit.quota_reserve",
+    "rate_limit.max_in_flight",
+    "rate_limit.pace_quota",
+    "commands.allow_groups",
+    "commands.allow_inverters",
+    "commands.max_abs_power",
+    "commands.max_duration",
+    "commands.max_timeout",
+    "commands.merge",
+    "commands.track",
+    "commands.batch_max_sns",
+    "commands.dry_run",
+    "commands.default_ttl",
+    "management.read_only",
+    "ha.lease",
+    "ha.wire_bound",
+    "sparkplug.enabled",
+    "sparkplug.group_id",
+    "sparkplug.edge_node_id",
+)
 """The settings every bridge of one journal must share: topics and sessions, the token's budget, what may be
 sent, and the takeover's timing. Log, HTTP and file paths may differ per host."""
 
@@ -75,21 +94,28 @@ def conflict(me: Member, other: Member) -> str | None:
     """Why `me` must not run beside the live bridge `other`, as one line with the fix; None when it may."""
     if other.ha != me.ha:
         if other.ha:
-            return (f"journal.url is used by the hot standby of bridge '{other.name}': enable [ha] here with the "
-                    "same settings to join it, or give this bridge its own database (two bridges without [ha] "
-                    "on one journal would both send every command)")  # fmt: skip
-        return (f"journal.url is used by bridge '{other.name}' without [ha], which writes without a fence: "
-                "enable [ha] on every bridge of this journal, or give this bridge its own database")  # fmt: skip
+            return (
+                f"journal.url is used by the hot standby of bridge '{other.name}': enable [ha] here with the "
+                "same settings to join it, or give this bridge its own database (two bridges without [ha] "
+                "on one journal would both send every command)"
+            )
+        return (
+            f"journal.url is used by bridge '{other.name}' without [ha], which writes without a fence: "
+            "enable [ha] on every bridge of this journal, or give this bridge its own database"
+        )
     if me.ha and other.name == me.name:
-        return (f"another live bridge uses ha.name '{me.name}': give each bridge its own ha.name (empty: "
-                "<host>-<pid>)")  # fmt: skip
+        return f"another live bridge uses ha.name '{me.name}': give each bridge its own ha.name (empty: <host>-<pid>)"
     if not me.ha:
-        return (f"journal.url is used by bridge '{other.name}' without [ha]: two bridges on one journal need "
-                "[ha] (a hot standby), or each its own database")  # fmt: skip
+        return (
+            f"journal.url is used by bridge '{other.name}' without [ha]: two bridges on one journal need "
+            "[ha] (a hot standby), or each its own database"
+        )
     diff = differing(me.settings, other.settings)
     if diff:
-        return (f"settings differ from the live bridge '{other.name}': {'; '.join(diff)}. Give every bridge "
-                "of a hot standby the same configuration (docs/high-availability.md)")  # fmt: skip
+        return (
+            f"settings differ from the live bridge '{other.name}': {'; '.join(diff)}. Give every bridge "
+            "of a hot standby the same configuration (docs/high-availability.md)"
+        )
     return None
 
 
@@ -107,7 +133,9 @@ def conflicts(me: Member, live: list[Member]) -> dict[str, str]:
 
 
 async def admit(
-    me: Member, live: Callable[[], Awaitable[list[Member]]], window: float,
+    me: Member,
+    live: Callable[[], Awaitable[list[Member]]],
+    window: float,
     dead: Callable[[Member], bool] = lambda _m: False,
 ) -> str | None:
     """Why `me` may not start (None: it may). A conflicting bridge counts only if it is still alive: one whose
@@ -153,6 +181,8 @@ class LinkWatch:
         link = "broker" if not me.broker_ok else "API"
         for other in live:
             if other.instance != me.instance and other.ha and other.broker_ok and other.api_ok:
-                return (f"its {link} link has been down for {now - self.down_since:.1f} s and bridge '{other.name}' "
-                        "has both links up")  # fmt: skip
+                return (
+                    f"its {link} link has been down for {now - self.down_since:.1f} s and bridge '{other.name}' "
+                    "has both links up"
+                )
         return None

@@ -65,14 +65,25 @@ class Links:
         return True
 
 
-async def join(cfg: BridgeConfig, db: Postgres, stack: AsyncExitStack, links: Links,
-               leading: Callable[[], Leadership | None], stop: Stop, *,
-               sweep: Callable[[set[str]], None] | None = None) -> None:  # fmt: skip
+async def join(
+    cfg: BridgeConfig,
+    db: Postgres,
+    stack: AsyncExitStack,
+    links: Links,
+    leading: Callable[[], Leadership | None],
+    stop: Stop,
+    *,
+    sweep: Callable[[set[str]], None] | None = None,
+) -> None:
     """Refuse to run beside a live bridge of this journal that does not match; else register, keep the
     registration fresh (with the links), hand over when `LinkWatch` says so, and deregister at a graceful stop."""
     span = window(cfg)
-    me = Member(f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex}", cfg.ha.instance_name(), cfg.ha.enabled,
-                fingerprint(cfg))  # fmt: skip
+    me = Member(
+        f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex}",
+        cfg.ha.instance_name(),
+        cfg.ha.enabled,
+        fingerprint(cfg),
+    )
     reason = await admit(me, lambda: db.members(span), span, dead=ended_here)
     if reason is not None:
         raise FleetMismatch(reason)
@@ -91,8 +102,16 @@ async def join(cfg: BridgeConfig, db: Postgres, stack: AsyncExitStack, links: Li
 class Heartbeat:
     """Every quarter window: check the links, refresh the registration, then act on what the others say."""
 
-    def __init__(self, db: Postgres, me: Member, span: float, links: Links, watch: LinkWatch,
-                 leading: Callable[[], Leadership | None], stop: Stop) -> None:  # fmt: skip
+    def __init__(
+        self,
+        db: Postgres,
+        me: Member,
+        span: float,
+        links: Links,
+        watch: LinkWatch,
+        leading: Callable[[], Leadership | None],
+        stop: Stop,
+    ) -> None:
         self.db, self.me, self.span, self.links, self.watch = db, me, span, links, watch
         self.leading, self.stop = leading, stop
         self.sweep: Callable[[set[str]], None] | None = None

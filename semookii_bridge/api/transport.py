@@ -101,6 +101,7 @@ def refused_write(exc: BaseException) -> bool:
         seen = seen.__cause__ or seen.__context__
     return False
 
+
 def cannot_connect(base_url: str, connect_timeout: float, exc: Exception) -> str:
     """'cannot connect to host:port: <OS reason>', the way an operator can check it."""
     url = URL(base_url)
