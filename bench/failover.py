@@ -8,6 +8,9 @@ lease 3 s, the default), at a limit of 10 calls/s whose simulator bans after one
 time from the kill to the new leader's first control call at the simulator, and starts the killed bridge
 again as the next standby (a supervisor's restart). At the end: commands without a terminal state (lost),
 commands whose call reached the API twice, commands reported `ambiguous` per takeover, calls refused.
+
+`--rows N` first fills the journal with N finished commands received within the dedup window (as a busy
+hour leaves it), and reports the new leader's peak memory as well: a takeover must not grow with them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from faults import FAULTS, PEER, Relays, make, undo
 from harness import ROOT, TOKEN, Recorder, _cli, percentile, stack
 
 sys.path.insert(0, str(ROOT))
+from semookii_bridge.postgres import Postgres as Journal
 from tests.postgres import Postgres
 
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown", "partial"}
@@ -57,7 +61,9 @@ class Load:
         """When each instance last said its role (the message's arrival)."""
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.rx = Recorder(port, ["vpp/group/+/state", "vpp/bridge/instance/+/state"], self._state)
+        self.online = False
+        """The bridge said `online` (it says so once it has subscribed: a command published earlier is lost)."""
+        self.rx = Recorder(port, ["vpp/group/+/state", "vpp/bridge/instance/+/state", "vpp/bridge/state"], self._state)
         self.tx = Recorder(port, [])
 
     def _state(self, topic: str, payload: bytes, ts: float) -> None:
@@ -65,7 +71,9 @@ class Load:
             return
         doc = json.loads(payload)
         with self.lock:
-            if topic.startswith("vpp/bridge/instance/"):
+            if topic == "vpp/bridge/state":
+                self.online = doc.get("state") == "online"
+            elif topic.startswith("vpp/bridge/instance/"):
                 self.roles[topic.split("/")[3]] = doc["role"]
                 self.since[topic.split("/")[3]] = ts
             elif doc["status"] in TERMINAL:
@@ -109,11 +117,15 @@ class Bench:
                                        db.url.replace(f":{db.port}/", f":{via(n, 'db', db.port)}/"), n)
                         for n in ("a", "b")}  # fmt: skip
         self.procs = {n: self.start(n) for n in self.configs}
+        self.memory: list[float] = []
+        """The new leader's peak resident memory (MB) after each takeover."""
         self.load = Load(s.broker_port, s.group_ids())
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
+        logs = os.environ.get("BENCH_LOGS")  # a folder to keep the bridges' logs in
+        sink = open(Path(logs) / f"{name}.log", "ab") if logs else subprocess.DEVNULL  # noqa: SIM115
         return subprocess.Popen(_cli("run", "--config", str(self.configs[name])), env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                                stdout=sink, stderr=sink)  # fmt: skip
 
     def trial(self) -> float:
         """One fault against the leader: seconds from the fault to the new leader's first control call."""
@@ -132,6 +144,7 @@ class Bench:
         led = max(struck, load.since[other])
         wait_for(lambda: any(c["ts"] > led and c["path"] == CONTROL for c in s.sim_calls()[-50:]), 60)
         first = min(c["ts"] for c in s.sim_calls() if c["ts"] > led and c["path"] == CONTROL)
+        self.memory.append(peak_memory(self.procs[other].pid))
         if self.relays is not None:
             undo(self.fault, self.relays, leader, proc.pid)
         proc.wait(60)
@@ -147,9 +160,38 @@ class Bench:
             self.relays.close()
 
 
-def run(trials: int = 20, fault: str = "kill") -> str:
+def peak_memory(pid: int) -> float:
+    """A process's peak resident memory in MB (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def fill(db: Postgres, rows: int) -> None:
+    """`rows` finished, announced commands received in the last half hour (inside the dedup window)."""
+    import asyncio
+
+    async def setup() -> None:
+        journal = Journal(db.url)
+        await journal.setup()
+        await journal.close()
+
+    asyncio.run(setup())
+    command = json.dumps({"type": "power_control", "active_power": 1000, "duration": 60, "timeout": 10})
+    results = json.dumps([{"sn": f"SN{i:04d}", "status": "success"} for i in range(4)])
+    db.sql(f"""INSERT INTO commands SELECT 'hist-' || i, 'group', '1', convert_to('{command}', 'UTF8'), 'completed',
+               extract(epoch FROM now()) - random() * 1800, extract(epoch FROM now()) + 60, md5('d' || i), 'c' || i,
+               't' || i, NULL, NULL, NULL, extract(epoch FROM now()) - random() * 1800,
+               convert_to('{results}', 'UTF8'), NULL, 1 FROM generate_series(1, {rows}) i""")  # noqa: S608
+    db.sql("VACUUM ANALYZE commands")  # as autovacuum leaves a journal that has run for a while
+
+
+def run(trials: int = 20, fault: str = "kill", rows: int = 0) -> str:
     db = Postgres()
     db.start()
+    if rows:
+        fill(db, rows)
     takeovers: list[float] = []
     bench: Bench | None = None
     try:
@@ -157,14 +199,18 @@ def run(trials: int = 20, fault: str = "kill") -> str:
         with stack(groups=20, sim_args=sim_args) as s:
             bench = Bench(s, db, fault)
             load = bench.load
-            wait_for(lambda: sorted(load.roles.values()) == ["leader", "standby"])
+            wait_for(lambda: sorted(load.roles.values()) == ["leader", "standby"] and load.online)
             worker = threading.Thread(target=load.run)
             worker.start()
             for _ in range(trials):
                 takeovers.append(bench.trial())
             load.stop.set()
             worker.join()
-            wait_for(lambda: all(r in load.states for r in load.sent), seconds=90)
+            try:
+                wait_for(lambda: all(r in load.states for r in load.sent), seconds=90)
+            except RuntimeError:
+                missing = [r for r in load.sent if r not in load.states]
+                raise RuntimeError(f"no terminal state for {len(missing)} commands: {missing[:10]}") from None
             every = s.sim_calls()
             calls = Counter((c["params"]["groupId"], c["params"].get("activePower")) for c in every
                             if c["path"] == CONTROL)  # fmt: skip
@@ -173,7 +219,7 @@ def run(trials: int = 20, fault: str = "kill") -> str:
         if bench is not None:
             bench.stop()
         db.remove()
-    return report(fault, trials, takeovers, load, calls, refused)
+    return report(fault, trials, takeovers, load, calls, refused, rows=rows, memory=bench.memory if bench else [])
 
 
 WHAT = {"kill": "SIGKILL of the leader", "stall-cut": "the leader's database path cut inside its fence transaction",
@@ -181,7 +227,8 @@ WHAT = {"kill": "SIGKILL of the leader", "stall-cut": "the leader's database pat
         "broker-cut": "the leader's broker path cut (silent)", "api-cut": "the leader's API path cut (silent)"}
 
 
-def report(fault: str, trials: int, takeovers: list[float], load: Load, calls: Counter[Any], refused: int) -> str:
+def report(fault: str, trials: int, takeovers: list[float], load: Load, calls: Counter[Any], refused: int, *,
+           rows: int = 0, memory: list[float] | None = None) -> str:  # fmt: skip
     ambiguous = sum(
         1 for docs in load.states.values() for d in docs if (d.get("error") or {}).get("code") == "ambiguous"
     )
@@ -190,14 +237,17 @@ def report(fault: str, trials: int, takeovers: list[float], load: Load, calls: C
     target = {"kill": "at most 5 s", "stall-cut": "at most 5 s", "stall-stop": "at most 5 s",
               "broker-cut": "at most 12 s", "api-cut": "at most 15 s"}[fault]  # fmt: skip
     return "\n".join([
-        f"### Failover: {WHAT[fault]} ({trials} trials, lease 3 s, 4 setpoints/s on 20 groups)",
+        f"### Failover: {WHAT[fault]} ({trials} trials, lease 3 s, 4 setpoints/s on 20 groups"
+        f"{f', {rows:,} finished rows in the journal' if rows else ''})",
         "", "| measure | value | target |", "|---|---|---|",
         f"| fault -> the new leader's first control call, p50 / max | {percentile(takeovers, 50):.2f} / "
         f"{max(takeovers):.2f} s | {target} |",
         f"| commands published / without a terminal state (lost) | {len(load.sent)} / {lost} | 0 lost |",
         f"| control calls that reached the API twice for one command | {twice} | 0 |",
         f"| commands reported `ambiguous`, per trial | {ambiguous / trials:.2f} | |",
-        f"| calls refused by a simulator that bans after one over-limit call (10/s, burst 5) | {refused} | 0 |", "",
+        f"| calls refused by a simulator that bans after one over-limit call (10/s, burst 5) | {refused} | 0 |",
+        f"| the new leader's peak resident memory, p50 / max | {percentile(memory or [0.0], 50):.0f} / "
+        f"{max(memory or [0.0]):.0f} MB | |", "",
     ])  # fmt: skip
 
 
@@ -205,5 +255,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--fault", choices=FAULTS, default="kill")
+    parser.add_argument("--rows", type=int, default=0, help="finished commands in the journal before the start")
     args = parser.parse_args()
-    print(run(args.trials, args.fault))
+    print(run(args.trials, args.fault, args.rows))

@@ -164,8 +164,10 @@ def stack(
     sim_args: tuple[str, ...] = (),
     bridge_config: str | None = None,
     http_port: int | None = None,
+    journal: str = "",
 ) -> Iterator[Stack]:
-    """mosquitto + simulator (+ the bridge when `bridge_config` is TOML for its sections) until exit."""
+    """mosquitto + simulator (+ the bridge when `bridge_config` is TOML for its sections) until exit; `journal`:
+    more lines of the bridge's `[journal]` section (e.g. a PostgreSQL `url`)."""
     workdir = Path(tempfile.mkdtemp(prefix="semookii-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     env = {**os.environ, "SEMOOKII_TOKEN": TOKEN}
@@ -188,7 +190,7 @@ def stack(
             toml = workdir / "bridge.toml"
             toml.write_text(
                 f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n[api]\nbase_url = "{sim_url}"\n'
-                f'[journal]\npath = "{workdir / "journal.db"}"\n'
+                f'[journal]\npath = "{workdir / "journal.db"}"\n{journal}'
                 + (f"[http]\nport = {http_port}\n" if http_port else "[http]\nenabled = false\n")
                 + bridge_config
             )

@@ -9,13 +9,18 @@ client of their own (an operator's, not the storm's publisher, whose messages th
 for each the time from its publish to its call at the simulator is measured. Reported per storm: the bridge's worst
 event-loop lag (from /healthz, target under 1 s), peak RSS (target under 250 MB), messages without exactly
 one answer (target 0; for QoS 1 commands: exactly one terminal state), and the stops' time to the API per
-lane, p50 / p99 / max (target: p99 under 2 s on the safety lane).
+lane, p50 / p99 / max (target: p99 under 2 s on the safety lane). The QoS 0 storm runs twice more: with a hot
+standby (PostgreSQL journal, a second bridge), and with the standby while one busy process per core loads
+the CPU beside them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -25,7 +30,10 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from harness import ProcStats, Recorder, free_port, percentile, stack
+from harness import ROOT, TOKEN, ProcStats, Recorder, _cli, free_port, percentile, stack
+
+sys.path.insert(0, str(ROOT))
+from tests.postgres import Postgres
 
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
 STOPS = 20
@@ -72,12 +80,66 @@ def worst_lag(http_port: int) -> float:
         return float("nan")
 
 
+class Beside:
+    """What runs beside the bridge during a storm: a hot standby on a PostgreSQL journal, busy processes."""
+
+    def __init__(self, standby: bool, burners: int) -> None:
+        self.db = Postgres() if standby else None
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.burners = burners
+        if self.db is not None:
+            self.db.start()
+
+    @property
+    def journal(self) -> str:
+        return f'url = "{self.db.url}"\n' if self.db is not None else ""
+
+    @property
+    def config(self) -> str:
+        return CONFIG + ('[ha]\nenabled = true\nname = "a"\n' if self.db is not None else "")
+
+    def start(self, workdir: Any, broker_port: int) -> None:
+        """The standby (the leader's configuration under another name), then the busy processes."""
+        if self.db is not None:
+            toml = workdir / "standby.toml"
+            text = (workdir / "bridge.toml").read_text().replace('name = "a"', 'name = "b"')
+            toml.write_text(text.split("[http]")[0] + "[http]\nenabled = false\n" + CONFIG + '[ha]\nenabled = true\nname = "b"\n')
+            self.procs.append(subprocess.Popen(_cli("run", "--config", str(toml)), env={**os.environ, "SEMOOKII_TOKEN": TOKEN},
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+            standby = threading.Event()
+            probe = Recorder(broker_port, ["vpp/bridge/instance/b/state"],
+                             lambda t, p, ts: b'"standby"' in p and standby.set())  # fmt: skip
+            if not standby.wait(30):
+                raise RuntimeError("the standby did not come up")
+            probe.close()
+        busy = "while True: pass"
+        self.procs += [subprocess.Popen([sys.executable, "-c", busy]) for _ in range(self.burners)]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(10)
+        if self.db is not None:
+            self.db.remove()
+
+
 def storm(name: str, count: int, publish: Callable[[Recorder, int, list[str]], None], *, terminal: bool,
-          request_topics: bool = False, settle: float = 300) -> dict[str, Any]:  # fmt: skip
+          request_topics: bool = False, settle: float = 300, standby: bool = False,
+          burners: int = 0) -> dict[str, Any]:  # fmt: skip
     """Run one storm and measure it; `publish(client, n, group_ids)` sends message n."""
     http_port = free_port()
-    with stack(groups=1030, bridge_config=CONFIG, http_port=http_port) as s:
+    beside = Beside(standby, burners)
+    try:
+        return _storm(name, count, publish, terminal, request_topics, settle, http_port, beside)
+    finally:
+        beside.stop()
+
+
+def _storm(name: str, count: int, publish: Callable[[Recorder, int, list[str]], None], terminal: bool,
+           request_topics: bool, settle: float, http_port: int, beside: Beside) -> dict[str, Any]:  # fmt: skip
+    with stack(groups=1030, bridge_config=beside.config, http_port=http_port, journal=beside.journal) as s:
         assert s.bridge is not None
+        beside.start(s.workdir, s.broker_port)
         groups = s.group_ids()
         stats = ProcStats(s.bridge.pid)
         answers = Answers(terminal)
@@ -163,12 +225,17 @@ def run(scale: float = 1.0) -> str:
     results = [
         storm("qos1", n1, command("qos1", 1), terminal=True),
         storm("qos0", n2, command("qos0", 0), terminal=True),
+        {**storm("qos0", n2, command("qos0", 0), terminal=True, standby=True), "name": "qos0-ha"},
+        {**storm("qos0", n2, command("qos0", 0), terminal=True, standby=True, burners=os.cpu_count() or 2),
+         "name": "qos0-ha-cpu"},
         storm("mgmt", n3, management, terminal=False, request_topics=True),
         storm("expiry", n4, command("expiry", 1, ttl=10, distinct=True), terminal=True),
     ]
     names = {
         "qos1": f"{n1:,} QoS 1 commands on 1,000 groups",
         "qos0": f"{n2:,} QoS 0 commands on 1,000 groups",
+        "qos0-ha": f"{n2:,} QoS 0 commands, with a hot standby",
+        "qos0-ha-cpu": f"{n2:,} QoS 0 commands, with a hot standby and {os.cpu_count()} busy processes",
         "mgmt": f"{n3:,} `group/list` requests",
         "expiry": f"{n4:,} commands expiring together (ttl 10 s)",
     }

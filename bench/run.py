@@ -51,6 +51,7 @@ def main() -> None:
         ("budget", lambda: budget.run(60.0 if args.quick else 120.0)),
         ("restarts", lambda: restarts.run(30.0 if args.quick else 60.0)),
         ("failover", lambda: failover.run(5 if args.quick else 20)),
+        ("failover rows", lambda: failover.run(3 if args.quick else 10, "kill", 400_000)),
         *(
             (f"failover {fault}", lambda f=fault: failover.run(2 if args.quick else 10, f))  # type: ignore[misc]
             for fault in ("stall-cut", "stall-stop", "broker-cut", "api-cut")

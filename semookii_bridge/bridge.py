@@ -8,6 +8,7 @@ answered), so the MQTT edge acknowledges it only then. Transport stays outside: 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -22,9 +23,10 @@ from .admission import Admission, delivery_hash, guess_request_id
 from .breaker import Breaker
 from .budget import BudgetReporter, CallLog
 from .clock import steady
-from .commands import Command, echo, is_safety
+from .commands import Command, is_safety
 from .config import BridgeConfig
 from .dispatcher import Dispatcher
+from .duplicates import publish_repeat, recall_repeat
 from .errors import BridgeError, ErrorInfo
 from .inventory import Inventory
 from .inventory_learning import FLEET_OPS, Learner
@@ -33,7 +35,7 @@ from .journal import DuplicateRequest, Entry
 from .journal_protocol import CommandJournal
 from .lane import SafetyLane
 from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
-from .management import Guard, ManagementApi, busy, handle_request, scope_of
+from .management import Guard, ManagementApi, Scope, busy, handle_request, scope_of
 from .merging import MergePolicy
 from .payloads import INTERFACE_VERSION, ApiState, BridgeInfo, Incoming, RateLimitInfo, Response, Status
 from .polling import outcome
@@ -92,7 +94,7 @@ class Bridge:
         self.admission = Admission(config, wall)
         self._guard = Guard(allow_groups=self.admission.allow_groups, allow_inverters=self.admission.allow_inverters,
                             read_only=config.management.read_only, inverter_of=self.inventory.inverter_of,
-                            call_scope=lambda c, t: scope_of(journal.sent_with(command_id=c, task_id=t)))  # fmt: skip
+                            call_scope=self._call_scope)  # fmt: skip
 
     def _budget_reporter(self) -> BudgetReporter:
         """The retained budget topic, saying the token's standing too."""
@@ -219,7 +221,7 @@ class Bridge:
             self._reject(target, msg, exc.info())
             return
         delivery, legacy = delivery_hash(msg)
-        if msg.dup and self.journal.find_delivery(delivery, legacy) is not None:
+        if msg.dup and self.journal.delivered(delivery, legacy):
             log.info("redelivery_ignored topic=%s mid=%d", msg.topic, msg.mid)
             return
         job = self._job(target, command, msg, now)
@@ -268,28 +270,18 @@ class Bridge:
 
     def _repeat(self, request_id: str, target: Target, msg: Incoming) -> None:
         """A request_id seen within the dedup window: nothing is sent and no second lifecycle starts; the
-        command's latest state is published again, not retained, with `duplicate: true`."""
+        command's latest state is published again (read from the journal's store first when a new leader holds
+        that finished command only as a key)."""
+        reject = functools.partial(self._reject, target, msg, request_id=request_id)
         entry = self.journal.get(request_id)
-        job = job_from_entry(entry) if entry is not None else None
-        if entry is None or job is None:
-            error = ErrorInfo(code="duplicate", message=f"request_id {request_id!r} was already received")
-            self._reject(target, msg, error, request_id=request_id)
-            return
-        status: Status = "queued" if entry.status == "sending" else entry.status  # its last published state
-        log.info("duplicate request_id=%s status=%s", request_id, status)
-        self.lifecycle.publish_state(
-            job.target,
-            request_id,
-            status,
-            command=echo(job.command),
-            command_id=job.command_id,
-            task_id=job.task_id,
-            **outcome(entry),
-            duplicate=True,
-            topic_target=target,
-            response_topic=msg.response_topic,
-            correlation=msg.correlation_data,
-        )
+        if entry is not None:
+            publish_repeat(self.lifecycle, request_id, entry, target, msg, reject)
+        else:
+            self._spawn(recall_repeat(self.journal, self.lifecycle, request_id, target, msg, reject))
+
+    async def _call_scope(self, command_id: str | None, task_id: str | None) -> Scope | None:
+        """What one control call of this bridge touched (for the allow-lists of a management query)."""
+        return scope_of(await self.journal.recall_call(command_id=command_id, task_id=task_id))
 
     def _quota_refusal(self, command: Command) -> ErrorInfo | None:
         """Why the day's quota cannot carry this command (fail it now rather than queue it); None if it can."""

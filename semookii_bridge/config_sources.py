@@ -46,9 +46,17 @@ def from_environment(environ: Mapping[str, str], fields: Fields) -> tuple[dict[s
         value: Any = environ[name]
         if _is_list(fields[section][key]):
             value = env_list(name, value)
+        elif _int_or_text(fields[section][key]) and value.strip().isdigit():
+            value = int(value)  # "1" is the count 1, not a text that must look like "2%"
         out.setdefault(section, {})[key] = value
         origin[f"{section}.{key}"] = f"environment variable {name}"
     return out, origin
+
+
+def _int_or_text(tp: Any) -> bool:
+    """Whether a field takes an int or a text (a union: which a string from the environment cannot tell)."""
+    members = [typing.get_args(a)[0] if typing.get_origin(a) is typing.Annotated else a for a in typing.get_args(tp)]
+    return int in members and str in members
 
 
 def _is_list(tp: Any) -> bool:

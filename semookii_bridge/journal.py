@@ -232,7 +232,7 @@ class Journal:
         ).fetchall()
         return [self._entry(r) for r in rows]
 
-    def sent_with(self, *, command_id: str | None = None, task_id: str | None = None) -> list[Entry]:
+    async def recall_call(self, *, command_id: str | None = None, task_id: str | None = None) -> list[Entry]:
         """Every journaled command of one control call, by its command id or its task id, whatever its status
         (a management query of the call is checked against what they name)."""
         column, value = ("command_id", command_id) if command_id is not None else ("task_id", task_id)
@@ -242,14 +242,15 @@ class Journal:
         ).fetchall()
         return [self._entry(r) for r in rows]
 
-    def find_delivery(self, *delivery_hashes: str) -> Entry | None:
-        """The command journaled from this exact MQTT delivery (a broker redelivery after a crash)."""
+    def delivered(self, *delivery_hashes: str) -> bool:
+        """Whether a command was journaled from this exact MQTT delivery (a broker redelivery after a crash)."""
         marks = ",".join("?" * len(delivery_hashes))
-        row = self._db.execute(
-            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE delivery_hash IN ({marks})",  # noqa: S608
-            delivery_hashes,
-        ).fetchone()
-        return self._entry(row) if row else None
+        sql = f"SELECT 1 FROM commands WHERE delivery_hash IN ({marks})"  # noqa: S608
+        return self._db.execute(sql, delivery_hashes).fetchone() is not None
+
+    async def recall(self, request_id: str) -> Entry | None:
+        """One command's row (here the same as `get`: every row is on disk)."""
+        return self.get(request_id)
 
     def mark_announced(self, request_id: str) -> None:
         """The broker acknowledged the command's terminal state message."""

@@ -1,12 +1,14 @@
 """The shared journal (PostgreSQL): the same protocol as the SQLite journal, for bridges on several hosts.
 
-Only the leader writes, so the leader's memory is the journal's current state: it is loaded whole at
-takeover (the table holds open commands and the dedup window, as the SQLite one does), reads are answered
-from memory, and every write of an event-loop turn is flushed in one transaction (group commit, as in
-`journal.py`). What must be durable before an irreversible step waits for that flush (`durable()`); what
-announces a write runs after it (`after_commit`). Each flush first checks the fence (the leader's epoch and
-lease): a leader that lost its lease never gets `sending` on record, so it never makes the call.
-Transport stays in `postgres.py`; this module sees a `Store`.
+Only the leader writes, so the leader's memory is the journal's current state: a takeover loads the open
+commands and the unannounced ones whole, and every other (finished) row of the dedup window only as keys
+(`journal_history.py`), so its time and memory do not grow with the finished rows. Reads are answered from
+memory; a finished row is read whole from the database only when asked for (`recall`). Every write of an
+event-loop turn is flushed in one transaction (group commit, as in `journal.py`). What must be durable before
+an irreversible step waits for that flush (`durable()`); what announces a write runs after it
+(`after_commit`). Each flush first checks the fence (the leader's epoch and lease): a leader that lost its
+lease never gets `sending` on record, so it never makes the call. Transport stays in `postgres.py`; this
+module sees a `Store`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import msgspec
 
 from .backoff import Backoff
 from .journal import OPEN_STATUSES, DuplicateRequest, Entry
+from .journal_history import History
 from .ratelimit import BucketState
 from .timeline import Anchor
 
@@ -58,6 +61,8 @@ class Snapshot:
     now: float
     read_at: float | None = None
     """This host's boot clock when `now` arrived: the timeline goes on from `now` plus the time since."""
+    history: History = field(default_factory=History)
+    """The finished, announced commands, as keys only (`rows` holds the open and unannounced ones)."""
 
 
 @dataclass
@@ -69,10 +74,16 @@ class Batch:
     calls: dict[str, int] = field(default_factory=dict)
     bucket: BucketState | None = None
     anchor: Anchor | None = None
+    sweep_before: float | None = None
+    """Also delete (some of) the finished rows received before this instant, loaded or not."""
 
 
 class Store(Protocol):
-    async def flush(self, batch: Batch, fence: Fence | None) -> None: ...
+    async def flush(self, batch: Batch, fence: Fence | None) -> int: ...
+
+    async def recall(self, request_id: str) -> Entry | None: ...
+
+    async def recall_call(self, column: str, value: str) -> list[Entry]: ...
 
 
 class SharedJournal:
@@ -96,6 +107,8 @@ class SharedJournal:
         for e in snapshot.rows:
             self._index(e)
         self._calls, self._bucket, self._anchor = dict(snapshot.calls), snapshot.bucket, snapshot.anchor
+        self._history = snapshot.history
+        self._sweep: float | None = None
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
         self._dirty_calls: set[str] = set()
@@ -130,7 +143,7 @@ class SharedJournal:
         while self._flushed < self._written and self.fenced is None:
             target, batch = self._written, self._batch()
             try:
-                await self._store.flush(batch, self._fence)
+                swept = await self._store.flush(batch, self._fence)
             except StoreUnavailable as exc:
                 self._restore(batch)
                 self._failing = True
@@ -144,6 +157,7 @@ class SharedJournal:
             wait = backoff.initial
             self._failing = False
             self._flushed = target
+            self._swept(batch.sweep_before, swept)
             self._settle()
 
     def _batch(self) -> Batch:
@@ -151,10 +165,19 @@ class SharedJournal:
         rows = [tuple(getattr(self._rows[r], c) for c in COLUMNS) for r in self._dirty if r in self._rows]
         batch = Batch(rows=rows, deleted=sorted(self._deleted), calls={d: self._calls[d] for d in self._dirty_calls},
                       bucket=self._bucket if self._dirty_bucket else None,
-                      anchor=self._anchor if self._dirty_anchor else None)  # fmt: skip
+                      anchor=self._anchor if self._dirty_anchor else None, sweep_before=self._sweep)  # fmt: skip
         self._dirty, self._deleted, self._dirty_calls = set(), set(), set()
         self._dirty_bucket = self._dirty_anchor = False
         return batch
+
+    def _swept(self, before: float | None, rows: int) -> None:
+        """A sweep that deleted rows goes on with the next flush; one that found none is done."""
+        if before is None:
+            return
+        if rows:
+            self._written += 1
+        elif self._sweep == before:
+            self._sweep = None
 
     def _restore(self, batch: Batch) -> None:
         """A flush that failed: its changes are written with the next one (rows as they are by then)."""
@@ -223,7 +246,7 @@ class SharedJournal:
     # ---- commands -----------------------------------------------------------------------------------
 
     def insert(self, entry: Entry) -> None:
-        if entry.request_id in self._rows:
+        if entry.request_id in self._rows or self._history.has_request(entry.request_id):
             raise DuplicateRequest(entry.request_id)
         entry.updated_at = self._clock()
         self._rows[entry.request_id] = entry
@@ -256,23 +279,32 @@ class SharedJournal:
         self._wrote()
 
     def get(self, request_id: str) -> Entry | None:
+        """An open or unannounced command, or one since the takeover (`recall` reads any from the database)."""
         return self._rows.get(request_id)
+
+    async def recall(self, request_id: str) -> Entry | None:
+        if request_id in self._rows or not self._history.has_request(request_id):
+            return self._rows.get(request_id)
+        return await self._store.recall(request_id)
 
     def tracked_for_call(self, command_id: str) -> list[Entry]:
         found = [e for e in self._of_call(command_id) if e.command_id == command_id and e.status in TRACKED]
         return sorted(found, key=lambda e: e.received_at)
 
-    def sent_with(self, *, command_id: str | None = None, task_id: str | None = None) -> list[Entry]:
+    async def recall_call(self, *, command_id: str | None = None, task_id: str | None = None) -> list[Entry]:
         if command_id is not None:
-            return [e for e in self._of_call(command_id) if e.command_id == command_id]
-        return [e for e in self._rows.values() if e.task_id == task_id]
+            held = [e for e in self._of_call(command_id) if e.command_id == command_id]
+        else:
+            held = [e for e in self._rows.values() if e.task_id == task_id]
+        if not len(self._history):
+            return held
+        column, value = ("command_id", command_id) if command_id is not None else ("task_id", str(task_id))
+        stored = {e.request_id: e for e in await self._store.recall_call(column, value)}
+        return list({**stored, **{e.request_id: e for e in held}}.values())
 
-    def find_delivery(self, *delivery_hashes: str) -> Entry | None:
-        for key in delivery_hashes:
-            request_id = self._delivery.get(key)
-            if request_id is not None and request_id in self._rows:
-                return self._rows[request_id]
-        return None
+    def delivered(self, *delivery_hashes: str) -> bool:
+        held = (self._delivery.get(key) for key in delivery_hashes)
+        return any(r is not None and r in self._rows for r in held) or self._history.has_delivery(*delivery_hashes)
 
     def mark_announced(self, request_id: str) -> None:
         entry = self._rows.get(request_id)
@@ -297,12 +329,13 @@ class SharedJournal:
                 self._calls_of.get(entry.command_id, set()).discard(request_id)
             self._dirty.discard(request_id)
             self._deleted.add(request_id)
-        if gone:
-            self._wrote()
+        self._history.prune(older_than)
+        self._sweep = older_than
+        self._wrote()
         return len(gone)
 
     def count(self) -> int:
-        return len(self._rows)
+        return len(self._rows) + len(self._history)
 
     # ---- quota, limiter, timeline -------------------------------------------------------------------
 
@@ -335,5 +368,7 @@ class SharedJournal:
         stamps = [e.updated_at for e in self._rows.values()]
         if self._bucket is not None:
             stamps.append(self._bucket.stamp)
+        if self._history.latest is not None:
+            stamps.append(self._history.latest)
         return max(stamps, default=None)
 

@@ -260,6 +260,10 @@ OPS: dict[str, Op] = {
 }  # fmt: skip
 
 
+async def _no_call(_command: str | None, _task: str | None) -> Scope | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Guard:
     """The same rules as on the command topics: allow-lists (empty: all) and read-only mode.
@@ -273,20 +277,20 @@ class Guard:
     allow_inverters: frozenset[str] = frozenset()
     read_only: bool = False
     inverter_of: Callable[[str], tuple[str, str] | None] = lambda _id: None
-    call_scope: Callable[[str | None, str | None], Scope | None] = lambda _command, _task: None
+    call_scope: Callable[[str | None, str | None], Awaitable[Scope | None]] = _no_call
 
-    def check(self, name: str, op: Op, request: Any) -> None:
+    async def check(self, name: str, op: Op, request: Any) -> None:
         """Raise BridgeError `not_allowed` before any call when the request is outside the rules."""
         if self.read_only and op.mutating:
             raise BridgeError("not_allowed", f"{name} changes the account; management.read_only is set")
         if not (self.allow_groups or self.allow_inverters):
             return
-        scope = self._resolved(op.scope(request))
+        scope = await self._resolved(op.scope(request))
         if scope.new_group and self.allow_groups:
             raise BridgeError("not_allowed", f"{name} creates a group, which cannot be in commands.allow_groups")
         self._inside(list(scope.groups), list(scope.sns))
 
-    def _resolved(self, scope: Scope) -> Scope:
+    async def _resolved(self, scope: Scope) -> Scope:
         """The scope with inverter row ids and control calls replaced by the groups and serials they name."""
         groups, sns = list(scope.groups), list(scope.sns)
         for inverter_id in scope.inverter_ids:
@@ -297,7 +301,7 @@ class Guard:
             groups.append(known[0])
             sns.append(known[1])
         if scope.command_id is not None or scope.task_id is not None:
-            call = self.call_scope(scope.command_id, scope.task_id)
+            call = await self.call_scope(scope.command_id, scope.task_id)
             if call is None:
                 which = scope.command_id if scope.command_id is not None else scope.task_id
                 raise BridgeError("not_allowed", f"{which} is not a control call this bridge sent, so the "
@@ -367,7 +371,7 @@ async def handle_request(
         except msgspec.ValidationError as exc:
             raise BridgeError("validation_error", str(exc)) from None
         guard = guard or Guard()
-        guard.check(op, spec, request)
+        await guard.check(op, spec, request)
         data = guard.reveal(await spec.handler(api, request))
         return Response(status="ok", data=wire.to_user(data), transaction=transaction)
     except BridgeError as exc:

@@ -17,7 +17,8 @@ import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
 from .fleet import Member
-from .journal import Entry
+from .journal import OPEN_STATUSES, Entry
+from .journal_history import History, from_network, key_sql, sorted_keys
 from .journal_shared import COLUMNS, Batch, Fence, Fenced, Snapshot, StoreUnavailable
 from .ratelimit import BucketState
 from .timeline import Anchor, since_boot
@@ -44,6 +45,13 @@ CREATE TABLE IF NOT EXISTS commands (
     error          BYTEA,
     announced      INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS commands_received_at ON commands (received_at);
+ALTER TABLE commands ADD COLUMN IF NOT EXISTS request_key BIGINT GENERATED ALWAYS AS (KEY(request_id)) STORED;
+ALTER TABLE commands ADD COLUMN IF NOT EXISTS delivery_key BIGINT GENERATED ALWAYS AS (KEY(delivery_hash)) STORED;
+CREATE INDEX IF NOT EXISTS commands_finished_requests ON commands (request_key) INCLUDE (received_at, updated_at)
+    WHERE announced = 1;
+CREATE INDEX IF NOT EXISTS commands_finished_deliveries ON commands (delivery_key) INCLUDE (received_at, updated_at)
+    WHERE announced = 1 AND delivery_key IS NOT NULL;
 CREATE TABLE IF NOT EXISTS api_calls (day TEXT PRIMARY KEY, used INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS clock (
     id INTEGER PRIMARY KEY CHECK (id = 1), boot_id TEXT, "offset" DOUBLE PRECISION NOT NULL,
@@ -64,7 +72,9 @@ CREATE TABLE IF NOT EXISTS members (
     joined DOUBLE PRECISION NOT NULL, seen DOUBLE PRECISION NOT NULL, broker_ok BOOLEAN NOT NULL DEFAULT true,
     api_ok BOOLEAN NOT NULL DEFAULT true
 );
-"""
+""".replace("KEY(request_id)", key_sql("request_id")).replace("KEY(delivery_hash)", key_sql("delivery_hash"))
+"""The finished rows' 64-bit keys (`journal_history.py`) are kept by the database and indexed, so a takeover
+reads them in order without hashing or sorting anything."""
 
 _UPSERT = (
     f"INSERT INTO commands ({','.join(COLUMNS)}) VALUES ({','.join(f'${i + 1}' for i in range(len(COLUMNS)))}) "  # noqa: S608
@@ -75,6 +85,21 @@ _FENCE = ("SELECT 1 FROM ha_lease WHERE id = 1 AND epoch = $1 AND holder = $2 AN
 _END_EXPIRED = ("SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a JOIN ha_lease l ON l.id = 1 "
                 "WHERE l.expires_at <= clock_timestamp() AND l.holder <> '' AND a.application_name = $1 || l.holder "
                 "AND a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL")  # fmt: skip
+_ROWS = f"SELECT {','.join(COLUMNS)} FROM commands WHERE status = ANY($1::text[]) OR announced = 0"  # noqa: S608
+"""The rows a takeover loads whole: open commands and finished ones whose state is not yet announced."""
+_KEYS = (
+    "SELECT string_agg(int8send(k), ''::bytea), string_agg(float8send(received_at), ''::bytea), max(updated_at) "
+    "FROM (SELECT {col} AS k, received_at, updated_at FROM commands WHERE announced = 1 AND {col} IS NOT NULL "
+    "ORDER BY {col}) s"
+)
+"""The announced (so finished) rows' keys in key order, read from the partial index alone: no sort, no heap.
+PostgreSQL aggregates a sorted subquery's rows in its order; `_history` checks that it did."""
+_SWEEP = (
+    "DELETE FROM commands WHERE request_id IN (SELECT request_id FROM commands WHERE received_at < $1 "
+    "AND NOT status = ANY($2::text[]) LIMIT $3)"
+)
+SWEEP_ROWS = 5000
+"""Finished rows deleted per flush at most: a backlog is cleared over several flushes, none of them long."""
 _TRANSIENT = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 """What drops the connection and is retried: the network, the server going away or restarting (it says so with
 an error, e.g. `AdminShutdownError`), a connection left mid-operation. Logged with the server's text."""
@@ -140,13 +165,14 @@ class Postgres:
     # ---- the journal --------------------------------------------------------------------------------
 
     async def load(self) -> Snapshot:
-        """Everything the journal holds, read in one transaction."""
+        """What a takeover needs, read in one transaction: the live rows whole, the finished ones as keys."""
 
         async def work(conn: asyncpg.Connection) -> Snapshot:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 # decoding many rows between statements is not a stall: this read holds no lock a takeover needs
                 await conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
-                rows = await conn.fetch(f"SELECT {','.join(COLUMNS)} FROM commands")  # noqa: S608
+                rows = await conn.fetch(_ROWS, list(OPEN_STATUSES))
+                history = await _history(conn)
                 calls = await conn.fetch("SELECT day, used FROM api_calls")
                 bucket = await conn.fetchrow("SELECT tokens, stamp, paused_until, banned_until FROM limiter")
                 anchor = await conn.fetchrow('SELECT boot_id, "offset", high FROM clock')
@@ -159,25 +185,45 @@ class Postgres:
                 anchor=Anchor(*anchor) if anchor else None,
                 now=float(now),
                 read_at=read_at,
+                history=history,
             )
 
         result: Snapshot = await self._run(work)
         return result
 
-    async def flush(self, batch: Batch, fence: Fence | None) -> None:
-        """Write `batch` in one transaction, after checking the fence; raises Fenced if it no longer holds."""
+    async def recall(self, request_id: str) -> Entry | None:
+        """One command's row, whole (a finished one the leader holds only as a key)."""
+        sql = f"SELECT {','.join(COLUMNS)} FROM commands WHERE request_id = $1"  # noqa: S608
+        row = await self._run(lambda conn: conn.fetchrow(sql, request_id))
+        return msgspec.convert(dict(row), Entry) if row is not None else None
 
-        async def work(conn: asyncpg.Connection) -> None:
+    async def recall_call(self, column: str, value: str) -> list[Entry]:
+        """The rows of one control call, by `command_id` or `task_id`."""
+        assert column in ("command_id", "task_id")
+        sql = f"SELECT {','.join(COLUMNS)} FROM commands WHERE {column} = $1"  # noqa: S608
+        rows = await self._run(lambda conn: conn.fetch(sql, value))
+        return [msgspec.convert(dict(r), Entry) for r in rows]
+
+    async def flush(self, batch: Batch, fence: Fence | None) -> int:
+        """Write `batch` in one transaction, after checking the fence; raises Fenced if it no longer holds.
+        Returns how many finished rows received before `batch.sweep_before` were deleted (at most SWEEP_ROWS)."""
+
+        async def work(conn: asyncpg.Connection) -> int:
+            swept = 0
             async with conn.transaction():
                 if fence is not None and await conn.fetchval(_FENCE, fence.epoch, fence.holder) is None:
                     raise Fenced(f"epoch {fence.epoch} of {fence.holder} no longer holds the lease")
+                if batch.sweep_before is not None:
+                    status = await conn.execute(_SWEEP, batch.sweep_before, OPEN_STATUSES, SWEEP_ROWS)
+                    swept = int(status.split()[-1])
                 if batch.deleted:
                     await conn.execute("DELETE FROM commands WHERE request_id = ANY($1::text[])", batch.deleted)
                 if batch.rows:
                     await conn.executemany(_UPSERT, batch.rows)
                 await _flush_small(conn, batch)
+            return swept
 
-        await self._run(work)
+        return int(await self._run(work))
 
     # ---- the lease ----------------------------------------------------------------------------------
 
@@ -243,6 +289,17 @@ class Postgres:
     async def leave(self, instance: str) -> None:
         """Remove this bridge's registration (a graceful stop), so a restart need not wait for it to go stale."""
         await self._run(lambda conn: conn.execute("DELETE FROM members WHERE instance = $1", instance))
+
+
+async def _history(conn: asyncpg.Connection) -> History:
+    """The announced (finished) rows as sorted keys of their request ids and deliveries."""
+    await conn.execute("SET LOCAL work_mem = '64MB'")  # if the index is not used, the sort stays in memory
+    found, latest = [], None
+    for column in ("request_key", "delivery_key"):
+        raw = await conn.fetchrow(_KEYS.format(col=column))
+        found.append(sorted_keys(from_network(raw[0], "q"), from_network(raw[1], "d")))  # type: ignore[arg-type]
+        latest = raw[2] if latest is None else latest
+    return History(found[0], found[1], latest=latest)
 
 
 async def _flush_small(conn: asyncpg.Connection, batch: Batch) -> None:

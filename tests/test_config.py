@@ -56,6 +56,13 @@ def test_bad_environment_value_names_the_key() -> None:
         config.load(environ={"SEMOOKII_BRIDGE_MQTT_PORT": "eighteen"})
 
 
+@pytest.mark.parametrize(("value", "reserve"), [("1", 1), (" 25 ", 25), ("3%", "3%")])
+def test_a_count_or_a_percentage_from_the_environment(value: str, reserve: int | str) -> None:
+    """quota_reserve (a count or a percentage) from the environment: digits are a count, "3%" a percentage."""
+    cfg = config.load(environ={"SEMOOKII_BRIDGE_RATE_LIMIT_QUOTA_RESERVE": value})
+    assert cfg.rate_limit.quota_reserve == reserve
+
+
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     """A config path that does not exist is reported, not ignored."""
     with pytest.raises(ConfigError, match="cannot read"):

@@ -140,16 +140,13 @@ def test_update_sets_status_fields_and_time(tmp_path: Path) -> None:
     journal.close()
 
 
-def test_find_delivery_matches_any_of_the_keys(tmp_path: Path) -> None:
+def test_a_delivery_is_recognised_by_any_of_its_keys(tmp_path: Path) -> None:
     """A redelivery is recognised by either delivery key (the current one or an earlier version's)."""
     journal = Journal(tmp_path / "j.db")
     journal.insert(entry("a", delivery_hash="new-key"))
     journal.insert(entry("b", delivery_hash="old-key"))
-    found = journal.find_delivery("new-key", "nope")
-    assert found is not None and found.request_id == "a"
-    legacy = journal.find_delivery("nope", "old-key")
-    assert legacy is not None and legacy.request_id == "b"
-    assert journal.find_delivery("x", "y") is None
+    assert journal.delivered("new-key", "nope") and journal.delivered("nope", "old-key")
+    assert not journal.delivered("x", "y")
     journal.close()
 
 

@@ -82,7 +82,7 @@ async def test_update_sets_status_and_fields_and_refuses_unknown_columns(reopen:
 
 
 async def test_queries_answer_as_the_core_expects(reopen: Opener) -> None:
-    """find_delivery, tracked_for_call, sent_with, open_entries and unannounced, in their orders."""
+    """delivered, tracked_for_call, recall_call, open_entries and unannounced, in their orders."""
     journal = await reopen()
     journal.insert(entry("late", "accepted", received_at=300, command_id="c", delivery_hash="h2"))
     journal.insert(entry("early", "dispatched", received_at=200, command_id="c", task_id="t"))
@@ -91,10 +91,10 @@ async def test_queries_answer_as_the_core_expects(reopen: Opener) -> None:
     journal.insert(entry("wait", "queued", received_at=400))
     await journal.durable()
     journal = await reopen()
-    assert journal.find_delivery("nope", "h2").request_id == "late"  # type: ignore[union-attr]
+    assert journal.delivered("nope", "h2") and not journal.delivered("h1")
     assert [e.request_id for e in journal.tracked_for_call("c")] == ["early", "late"]
-    assert sorted(e.request_id for e in journal.sent_with(command_id="c")) == ["done", "early", "late"]
-    assert [e.request_id for e in journal.sent_with(task_id="t")] == ["early"]
+    assert sorted(e.request_id for e in await journal.recall_call(command_id="c")) == ["done", "early", "late"]
+    assert [e.request_id for e in await journal.recall_call(task_id="t")] == ["early"]
     assert [e.request_id for e in journal.open_entries()] == ["early", "late", "wait"]
     assert [e.request_id for e in journal.unannounced()] == ["done"]
     journal.mark_announced("done")
@@ -156,9 +156,37 @@ async def test_the_small_answers_hold_on_both(reopen: Opener) -> None:
     journal = await reopen()
     assert [e.request_id for e in journal.unannounced()] == ["second", "first"]
     assert journal.latest_instant() == 10**10
-    assert journal.prune(10**6) == 2 and journal.find_delivery("d1") is None
+    assert journal.prune(10**6) == 2 and not journal.delivered("d1")
     await journal.durable()
     assert (await reopen()).count() == 0
+
+
+async def test_a_finished_command_is_still_known_after_a_reopen(reopen: Opener) -> None:
+    """A finished, announced command (which a new leader holds only as a key): its request id is refused, its
+    delivery is recognised, recall and recall_call read it whole; once pruned, all three forget it and the
+    store no longer holds it."""
+    journal = await reopen()
+    journal.insert(entry("old", "completed", received_at=100, delivery_hash="d-old", command_id="c9", announced=1))
+    journal.insert(entry("mate", "dispatched", received_at=150, command_id="c9"))
+    journal.insert(entry("gone", "failed", received_at=100, announced=1))
+    journal.insert(entry("b", "failed", received_at=100, announced=1))  # a key with the sign bit set
+    await journal.durable()
+    journal = await reopen()
+    for known in ("old", "b"):
+        with pytest.raises(DuplicateRequest):
+            journal.insert(entry(known))
+    assert journal.delivered("d-old") and not journal.delivered("d-new")
+    recalled = await journal.recall("old")
+    assert recalled is not None and (recalled.status, recalled.command_id) == ("completed", "c9")
+    assert sorted(e.request_id for e in await journal.recall_call(command_id="c9")) == ["mate", "old"]
+    assert await journal.recall("never") is None
+    journal.prune(120)
+    await journal.durable()
+    assert not journal.delivered("d-old") and await journal.recall("old") is None
+    journal.insert(entry("old", received_at=200))
+    await journal.durable()
+    journal = await reopen()
+    assert await journal.recall("gone") is None and await journal.recall("b") is None and journal.count() == 2
 
 
 async def test_writes_are_on_record_after_close_without_waiting(reopen: Opener) -> None:

@@ -301,7 +301,7 @@ async def test_internal_error_names_the_exception_type_only() -> None:
     assert "secret detail" not in response.error.message
 
 
-def test_the_guard_names_what_an_inverter_row_id_would_touch() -> None:
+async def test_the_guard_names_what_an_inverter_row_id_would_touch() -> None:
     """With allow-lists, an inverter row id is checked through the inventory: an allowed inverter passes, one
     outside the lists or unknown to the inventory is `not_allowed`; without allow-lists nothing is looked up."""
     from semookii_bridge.errors import BridgeError
@@ -310,9 +310,9 @@ def test_the_guard_names_what_an_inverter_row_id_would_touch() -> None:
     rows = {"11": ("100", "SN-OK"), "12": ("100", "SN-NO")}
     guard = Guard(allow_inverters=frozenset({"SN-OK"}), inverter_of=rows.get)
     op = OPS["inverter/remove"]
-    guard.check("inverter/remove", op, IdOrIds(id="11"))
+    await guard.check("inverter/remove", op, IdOrIds(id="11"))
     for inverter_id, why in (("12", "SN-NO"), ("13", "inventory")):
         with pytest.raises(BridgeError, match=why) as raised:
-            guard.check("inverter/remove", op, IdOrIds(id=inverter_id))
+            await guard.check("inverter/remove", op, IdOrIds(id=inverter_id))
         assert raised.value.code == "not_allowed"
-    Guard().check("inverter/remove", op, IdOrIds(id="13"))
+    await Guard().check("inverter/remove", op, IdOrIds(id="13"))

@@ -50,7 +50,11 @@ MUTATING = {"group/add": {"name": "n"}, "group/rename": {"id": ALLOWED_GROUP, "n
 def guard(*, read_only: bool = False, lists: bool = True) -> Guard:
     return Guard(allow_groups=frozenset({ALLOWED_GROUP}) if lists else frozenset(),
                  allow_inverters=frozenset({ALLOWED_SN}) if lists else frozenset(), read_only=read_only,
-                 inverter_of=ROWS.get, call_scope=lambda c, t: CALLS.get(c or t or ""))  # fmt: skip
+                 inverter_of=ROWS.get, call_scope=_call)  # fmt: skip
+
+
+async def _call(command_id: str | None, task_id: str | None) -> Scope | None:
+    return CALLS.get(command_id or task_id or "")
 
 
 async def ask(client: CloudClient, op: str, body: dict[str, Any], g: Guard) -> dict[str, Any]:
