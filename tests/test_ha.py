@@ -177,6 +177,40 @@ async def test_a_killed_leader_is_replaced_and_nothing_is_lost_or_sent_twice(
     assert sim.simulator.bans == 0 and refused == []
 
 
+async def test_a_command_finished_before_a_takeover_is_still_a_duplicate_after_it(
+    tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str
+) -> None:
+    """A command completed and announced under the old leader (which the new one holds only as a key): sent
+    again with its request_id after the takeover, it is answered with its old state, `duplicate: true`, and
+    makes no second call."""
+    group = sim.simulator.state.add_group("dup")
+    bridges = Bridges(tmp_path, broker, sim, pg_url)
+    body = {"type": "power_control", "active_power": 4321, "duration": 60, "timeout": 10, "request_id": "once"}
+    try:
+        with Probe(broker.port) as probe:
+            await bridges.up(probe, "a", "b")
+            probe.publish(f"vpp/group/{group}/set", body)
+            await probe.wait_for(lambda: terminal_states(probe).get("once") == ["completed"], timeout=20)
+            await probe.wait_for(lambda: "1" in pg_announced(pg_url, "once"), timeout=10)
+            bridges.procs["a"].send_signal(signal.SIGKILL)
+            await probe.wait_for(lambda: role(probe, "b") == "leader", timeout=20)
+            await probe.wait_for(lambda: sum(1 for m in probe.on("vpp/bridge/state")
+                                             if m.payload and m.json()["state"] == "online") >= 2, timeout=20)  # fmt: skip
+            probe.publish(f"vpp/group/{group}/set", body)
+            again = await probe.wait_for(lambda: [m.json() for m in probe.on(f"vpp/group/{group}/state")
+                                                  if m.payload and m.json().get("duplicate")], timeout=20)  # fmt: skip
+    finally:
+        bridges.kill()
+    assert again[0]["request_id"] == "once" and again[0]["status"] == "completed"
+    assert len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+def pg_announced(url: str, request_id: str) -> str:
+    """The `announced` flag of one command in the shared journal."""
+    sql = f"SELECT announced FROM commands WHERE request_id = '{request_id}'"  # noqa: S608
+    return subprocess.run(["psql", url, "-XAtc", sql], capture_output=True, text=True, check=True, timeout=30).stdout
+
+
 async def test_a_paused_leader_makes_no_call_after_it_resumes(
     tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str
 ) -> None:
