@@ -16,6 +16,7 @@ hour leaves it), and reports the new leader's peak memory as well: a takeover mu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -196,9 +197,12 @@ def run(trials: int = 20, fault: str = "kill", rows: int = 0) -> str:
     bench: Bench | None = None
     try:
         sim_args = ("--task-delay", "0.3", "--result-delay", "0.6", "--rate", "10", "--burst", "5", "--ban-after", "1")
-        with stack(groups=20, sim_args=sim_args) as s:
+        with stack(groups=20, sim_args=sim_args) as s, contextlib.ExitStack() as stack_exit:
             bench = Bench(s, db, fault)
             load = bench.load
+            if os.environ.get("BENCH_LOGS"):  # the simulator's calls too, whatever happens
+                atexit_calls = Path(os.environ["BENCH_LOGS"], "sim_calls.json")
+                stack_exit.callback(lambda: atexit_calls.write_text(json.dumps(s.sim_calls())))
             wait_for(lambda: sorted(load.roles.values()) == ["leader", "standby"] and load.online)
             worker = threading.Thread(target=load.run)
             worker.start()

@@ -4,8 +4,9 @@ A control call that timed out (or whose connection broke after it was sent) may 
 accepted it and will deliver it later, together with every call sent after it: a vendor that bans a token for
 a burst would ban it at heal. So the breaker opens: the dispatcher sends only safety commands (a stop is worth
 the risk), and a cheap probe (one page of one group, through the rate limiter) asks the API now and then until
-any answer (the probe's or another call's) closes it again. A middlebox can thus deliver at most
-`rate_limit.max_in_flight` late control calls at once. Plain logic: the probe is the caller's.
+any answer (the probe's or another call's) closes it again; result polls wait meanwhile too. A middlebox can
+thus deliver at most `rate_limit.max_in_flight` late control calls at once, plus the polls already on their
+way when the first call timed out. Plain logic: the probe is the caller's.
 """
 
 from __future__ import annotations

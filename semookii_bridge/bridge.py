@@ -81,6 +81,7 @@ class Bridge:
         )  # fmt: skip
         self._merging = config.commands.merge and not config.commands.dry_run
         self.lane, self.breaker = SafetyLane(), breaker or Breaker()
+        self.lifecycle.polls.held = lambda: self.breaker.open  # no polls pile up while the API is silent
         self.dispatcher = self._dispatcher()
         self.learner = Learner(self.inventory, api, self.dispatcher.submit, clock=clock,
                                forget_after=config.commands.inventory_refresh)  # fmt: skip

@@ -3,7 +3,8 @@
 A takeover loads the open commands and the finished ones not yet announced; every other row only matters to
 refuse a repeated `request_id` or a broker's redelivery within the dedup window, so it is kept as an 8-byte
 key and the instant it was received (16 bytes a row instead of the row), and read whole from the database
-only when a duplicate needs its old state. The same key is computed here and by PostgreSQL (`key_sql`, a stored generated column).
+only when a duplicate needs its old state. The same key is computed here and by PostgreSQL (`key_sql`, a
+stored generated column).
 """
 
 from __future__ import annotations

@@ -97,6 +97,9 @@ class ResultPolls:
         """A call's last poll error, reported if its window closes without results."""
         self._answers: dict[str, dict[str, str]] = {}
         """A call's last results while some device has not answered (kept for `partial` at the window's end)."""
+        self.held: Callable[[], bool] = lambda: False
+        """True while the API is not answering (`breaker.py`): a poll then would only join the pile of late
+        calls a holding middlebox may deliver at once, so it waits for its next turn."""
 
     def add(self, command_id: str, remaining: float) -> None:
         """Poll a newly accepted call after `poll_initial` (sooner if its window closes first)."""
@@ -122,6 +125,8 @@ class ResultPolls:
         if not jobs:
             self.errors.pop(command_id, None)
             return None
+        if self.held():
+            return self._next_poll(command_id, jobs, backoff)
         track_until = jobs[0].track_until or self.clock()
         prepaid = await self._poll_token(command_id, track_until)
         if prepaid is None:

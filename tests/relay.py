@@ -49,6 +49,7 @@ class Relay:
         self.target = target
         self.port = 0
         self.frozen = False
+        self._resets = 0
         self.holding = False
         self.connections = 0
         self.delay = 0.0
@@ -97,6 +98,7 @@ class Relay:
     def reset(self) -> None:
         """End a freeze the way a network that dropped the packets does: every connection it held is closed
         (nothing it held is delivered), new connections are relayed again."""
+        self._resets += 1
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
@@ -116,7 +118,11 @@ class Relay:
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
+        resets = self._resets
         await self._thawed.wait()
+        if self._resets != resets:  # accepted during a freeze a reset ended: that connection never got through
+            client_w.transport.abort()
+            return
         try:
             server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:

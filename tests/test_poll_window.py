@@ -104,3 +104,43 @@ def test_a_poll_waiting_for_a_token_ends_at_its_window_without_a_call(tmp_path: 
 
     unpaid, statuses, took = run_on(loop_name, scenario())
     assert unpaid == [] and statuses == ["unknown"] and took < 1.0
+
+
+class CountingApi:
+    """Records every query, paid for or not."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def query_command(self, command_id: str, *, prepaid: bool = False) -> str | None:
+        self.calls.append(command_id)
+        return None
+
+    async def get_query_result(self, task_id: str, *, prepaid: bool = False) -> dict[str, str] | None:
+        self.calls.append(task_id)
+        return None
+
+
+def test_no_poll_is_made_while_the_api_is_not_answering(tmp_path: Path) -> None:
+    """While `held` (the breaker open after a control call's timeout) a due poll makes no call and comes back
+    later; once its window closes the command ends `unknown`, still without a call."""
+
+    async def scenario() -> tuple[list[str], list[Status], Any]:
+        clock = time.monotonic
+        limiter = RateLimiter(TokenBucket(100, 10, clock=clock))
+        journal, api, ends = Journal(tmp_path / "held.db"), CountingApi(), Ends()
+        journal.insert(Entry(request_id="r", target_kind="group", target_id="1", status="accepted",
+                             command=wire.encode(Manual(action="stop")), received_at=clock(), deadline=clock() + 60,
+                             command_id="c1", track_until=clock() + 0.3))  # fmt: skip
+        polls = ResultPolls(api=api, journal=journal, report=ends, config=CommandsConfig(track_results_for=0.3),
+                            clock=clock, tokens=limiter, dongle_of=lambda _sn: None, concurrency=4)  # fmt: skip
+        polls.held = lambda: True
+        first = await polls.step("c1", 0.1)
+        await asyncio.sleep(0.35)
+        last = await polls.step("c1", 0.1)
+        await limiter.close()
+        journal.close()
+        return api.calls, ends.statuses, (first is not None, last)
+
+    calls, statuses, (rescheduled, last) = asyncio.run(scenario())
+    assert calls == [] and rescheduled and last is None and statuses == ["unknown"]
