@@ -81,7 +81,6 @@ class Bridge:
         )  # fmt: skip
         self._merging = config.commands.merge and not config.commands.dry_run
         self.lane, self.breaker = SafetyLane(), breaker or Breaker()
-        self.lifecycle.polls.held = lambda: self.breaker.open  # no polls pile up while the API is silent
         self.dispatcher = self._dispatcher()
         self.learner = Learner(self.inventory, api, self.dispatcher.submit, clock=clock,
                                forget_after=config.commands.inventory_refresh)  # fmt: skip
@@ -112,6 +111,7 @@ class Bridge:
         merge = MergePolicy(self.inventory.known, cmd.batch_max_sns) if self._merging else None
         in_flight = self.config.rate_limit.max_in_flight
         send = self.lane.sending(self.lifecycle.send_all)
+        self.lifecycle.polls.held = lambda: self.breaker.open  # no polls pile up while the API is silent either
         return Dispatcher(self.limiter, send, self._dropped, max_in_flight=in_flight, clock=self.clock, merge=merge,
                           breaker=self.breaker)  # fmt: skip
 
