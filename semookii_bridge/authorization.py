@@ -1,9 +1,16 @@
-"""Whether the Cloud API accepts the token, as plain state: told by every answer, checked once at start and
-re-checked slowly while refused, so a wrong token is loud and a fixed one recovers without a restart."""
+"""Whether the Cloud API accepts the token, as plain state: checked once at start and re-checked slowly while
+refused, so a wrong token is loud and a fixed one recovers without a restart.
+
+Only the token check (a call that carries nothing but the token) decides that the token is refused. An
+ordinary call's answer that reads like a refusal may be the vendor's words about a serial or a group name the
+call carried ("token.invalid", a group named "token expired"): it only raises a doubt, which the check then
+confirms or clears at once (one call, at most one per `CONFIRM_EVERY` s). A safety command (a stop, a
+switch-off) is attempted whatever the token's standing: the vendor may refuse it, which costs one call."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -17,6 +24,10 @@ log = logging.getLogger(__name__)
 AuthState = ApiState
 PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("semookii_token_probe", default=False)
 """True inside the token check: the one call that may go out while the token is refused."""
+ATTEMPT: contextvars.ContextVar[bool] = contextvars.ContextVar("semookii_attempt_anyway", default=False)
+"""True while a safety command is sent: it goes out whatever the token's standing."""
+CONFIRM_EVERY = 30.0
+"""Seconds between token checks that an ordinary call's answer may cause (each costs one call)."""
 
 
 class Authorization:
@@ -29,14 +40,20 @@ class Authorization:
         self._clock = clock
         self.since = clock()
         self.listeners: list[Callable[[AuthState], None]] = []
+        self._doubt = asyncio.Event()
+        self._doubted_at = -CONFIRM_EVERY
 
-    def told(self, accepted: bool, message: str) -> None:
-        """An answer's verdict on the token (the API client's `on_token`)."""
+    def told(self, accepted: bool, message: str) -> bool:
+        """An answer's verdict on the token (the API client's `on_token`); whether it counts: a refusal counts
+        from the token check or once the check has found the token refused; any other only raises a doubt."""
+        if not accepted and not PROBING.get() and self.state != "unauthorized":
+            self._doubted(message)
+            return False
         new: AuthState = "authorized" if accepted else "unauthorized"
         if not accepted:
             self.message = message
         if new == self.state:
-            return
+            return True
         self.state, self.since = new, self._clock()
         if accepted:
             log.info("api_token_accepted")
@@ -45,10 +62,29 @@ class Authorization:
                       "set a valid SEMOOKII_TOKEN or api.token_file; it is re-checked every api.token_recheck s")
         for listener in list(self.listeners):
             listener(new)
+        return True
+
+    def _doubted(self, message: str) -> None:
+        """An ordinary answer reads like a refusal: have the token checked now (not again within CONFIRM_EVERY)."""
+        if self.state == "unauthorized" or self._clock() - self._doubted_at < CONFIRM_EVERY:
+            return
+        self._doubted_at = self._clock()
+        log.warning("api_token_doubted cause=%s action=%s", f"an answer read like a token refusal: {message}",
+                    "checking the token with a call of its own")  # fmt: skip
+        self._doubt.set()
+
+    async def doubt_within(self, seconds: float) -> bool:
+        """Wait up to `seconds` for a doubt; whether one came (it is then cleared)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._doubt.wait(), seconds)
+        doubted = self._doubt.is_set()
+        self._doubt.clear()
+        return doubted
 
     def refused(self) -> bool:
-        """Whether calls must fail at once (`unauthorized`) instead of spending the budget."""
-        return self.state == "unauthorized" and not PROBING.get()
+        """Whether calls must fail at once (`unauthorized`) instead of spending the budget: not the token
+        check, nor a safety command."""
+        return self.state == "unauthorized" and not PROBING.get() and not ATTEMPT.get()
 
     def refusal(self, endpoint: str) -> Unauthorized:
         """The error a call gets while the token is refused."""
@@ -60,12 +96,13 @@ async def watch(
     auth: Authorization, check: Callable[[], Awaitable[object]], recheck: float, *, at_start: bool = True
 ) -> None:
     """Check the token at once (unless not `at_start`: then the first real call tells), then every `recheck`
-    seconds while it is refused, or every 30 s at most while no answer has come (one call each)."""
+    seconds while it is refused, or every 30 s at most while no answer has come, and at once when an ordinary
+    answer raised a doubt (one call each)."""
     if at_start:
         await _probe(check)
     while True:
-        await asyncio.sleep(recheck if auth.state != "unknown" else min(recheck, 30.0))
-        if auth.state == "unauthorized" or (at_start and auth.state == "unknown"):
+        doubted = await auth.doubt_within(recheck if auth.state != "unknown" else min(recheck, 30.0))
+        if doubted or auth.state == "unauthorized" or (at_start and auth.state == "unknown"):
             await _probe(check)
 
 

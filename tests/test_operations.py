@@ -3,6 +3,7 @@ metrics follow the Prometheus rules, and the operations server asks for its toke
 
 from __future__ import annotations
 
+
 import base64
 import logging
 import re
@@ -17,9 +18,10 @@ from semookii_bridge.api import RetryPolicy
 from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
+from semookii_bridge.simulator.faults import Fault
 
 from .broker import Mosquitto, Probe, free_port
-from .conftest import bridge_config_for
+from .conftest import TOKEN, bridge_config_for
 
 WRONG = "not-the-token-0000000000000000"
 
@@ -40,7 +42,8 @@ async def test_a_refused_token_is_loud_costs_no_calls_and_recovers(
     broker: Mosquitto, sim: RunningSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A wrong token: one check at start, an ERROR naming the cause, `unauthorized` on /readyz, bridge/info and
-    the budget, commands failing `unauthorized` without a call; once the vendor accepts it, commands flow."""
+    the budget, commands failing `unauthorized` without a call (a stop is still attempted: one call); once the
+    vendor accepts it, commands flow."""
     group_id = sim.simulator.state.list_groups()[0].id
     with Probe(broker.port) as probe, caplog.at_level(logging.INFO):
         service = await start(broker, sim, tmp_path, WRONG, api={"token_recheck": 1.0, "check_token": True})
@@ -51,18 +54,50 @@ async def test_a_refused_token_is_loud_costs_no_calls_and_recovers(
             assert status == 503 and '"token":"unauthorized"' in body and '"failing":["api"]' in body
             await probe.wait_for(lambda: any(m.json().get("api") == "unauthorized" for m in probe.on("vpp/bridge/info")))
             await probe.wait_for(lambda: any(m.json()["api"] == "unauthorized" for m in probe.on("vpp/bridge/budget")))
-            probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "w1"})
+            probe.publish(f"vpp/group/{group_id}/set", {"type": "power_control", "active_power": 100, "duration": 60,
+                                                        "timeout": 10, "request_id": "w1"})  # fmt: skip
             failed = await probe.wait_status(f"vpp/group/{group_id}/state", "w1", "failed")
             assert failed["error"]["code"] == "unauthorized"
             assert failed["error"]["message"].startswith("the API refused the token (tokenId is invalid or expired)")
             assert sim.simulator.calls_to("/commandapi/groupControl") == []
             checks = sim.simulator.calls_to("/vppgroup/findAll")
             assert checks and len(checks) == len(sim.simulator.calls)  # the start-up check and 1 s re-checks only
+            probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "w1s"})
+            stop = await probe.wait_status(f"vpp/group/{group_id}/state", "w1s", "failed")
+            assert stop["error"]["code"] == "unauthorized" and len(sim.simulator.calls_to("/commandapi/groupControl")) == 1
             sim.simulator.config.tokens.append(WRONG)  # the operator fixes the token at the vendor
             await probe.wait_for(lambda: service.auth.state == "authorized", timeout=5)
             await probe.wait_for(lambda: any(m.json().get("api") == "authorized" for m in probe.on("vpp/bridge/info")))
             probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "w2"})
             await probe.wait_status(f"vpp/group/{group_id}/state", "w2", "completed")
+        finally:
+            await service.stop()
+
+
+@pytest.mark.parametrize("answer", ["reject", "http_403"])
+async def test_an_answer_that_mentions_a_token_only_makes_the_bridge_check_it(
+    broker: Mosquitto, sim: RunningSimulator, tmp_path: Path, answer: str
+) -> None:
+    """A control call's answer reads like a token refusal (the vendor echoing the serial `token.invalid`, or a
+    stray HTTP 403): that command fails with the vendor's words, one token check follows and finds the token
+    accepted, and the next command goes out; nothing is blocked."""
+    group_id = sim.simulator.state.list_groups()[0].id
+    with Probe(broker.port) as probe:
+        service = await start(broker, sim, tmp_path, TOKEN, api={"check_token": True})
+        try:
+            await probe.wait_for(lambda: service.auth.state == "authorized")
+            checks = len(sim.simulator.calls_to("/vppgroup/findAll"))
+            sim.simulator.inject(Fault(answer, path="/commandapi/singleControl",  # type: ignore[arg-type]
+                                       message="Inverter token.invalid does not exist"))  # fmt: skip
+            probe.publish("vpp/inverter/token.invalid/set", {"type": "power_control", "active_power": 100,
+                                                             "duration": 60, "timeout": 10, "request_id": "t1"})  # fmt: skip
+            failed = await probe.wait_status("vpp/inverter/token.invalid/state", "t1", "failed")
+            assert failed["error"]["code"] in ("api_error", "http_error")
+            await probe.wait_for(lambda: len(sim.simulator.calls_to("/vppgroup/findAll")) > checks, timeout=5)
+            assert service.auth.state == "authorized"
+            probe.publish(f"vpp/group/{group_id}/set", {"type": "power_control", "active_power": 100, "duration": 60,
+                                                        "timeout": 10, "request_id": "t2"})  # fmt: skip
+            await probe.wait_status(f"vpp/group/{group_id}/state", "t2", "completed")
         finally:
             await service.stop()
 

@@ -72,7 +72,7 @@ class CloudClient:
         max_connections: int = 16,
         observer: CallObserver | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        on_token: Callable[[bool, str], None] | None = None,
+        on_token: Callable[[bool, str], bool] | None = None,
         may_send: MaySend | None = None,
         wire_bound: float | None = None,
     ) -> None:
@@ -87,8 +87,9 @@ class CloudClient:
         self._gate: Gate = gate or OpenGate()
         self._max_connections = max_connections
         self._observer = observer
-        self._on_token = on_token or (lambda accepted, message: None)
-        """Told (True, "") when an answer shows the token accepted, (False, the API's words) when refused."""
+        self._on_token = on_token or (lambda accepted, message: True)
+        """Told (True, "") when an answer shows the token accepted, (False, the API's words) when it reads like
+        a refusal; returns whether that counts (else the call's error is the vendor's own, not `unauthorized`)."""
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._may_send, self._wire_bound = may_send, wire_bound  # the hot standby's fence (transport.py)
         self._session: aiohttp.ClientSession | None = None
@@ -325,8 +326,7 @@ class CloudClient:
 
     def _rejected(self, message: str, endpoint: Endpoint) -> ApiRejected:
         """`success: false`: Unauthorized (and the verdict told) when it is the token that is refused."""
-        if token_refused(message):
-            self._on_token(False, message)
+        if token_refused(message) and self._on_token(False, message):
             return Unauthorized(message, endpoint=endpoint.name)
         return ApiRejected(message, endpoint=endpoint.name)
 
@@ -361,8 +361,9 @@ class CloudClient:
                 if response.status in (401, 403):
                     outcome = str(response.status)
                     message = f"HTTP {response.status}: the API refused the token"
-                    self._on_token(False, message)
-                    raise Unauthorized(message, endpoint=endpoint.name, status=response.status)
+                    if self._on_token(False, message):
+                        raise Unauthorized(message, endpoint=endpoint.name, status=response.status)
+                    raise HttpStatusError(f"HTTP {response.status}", endpoint=endpoint.name, status=response.status)
                 if response.status >= 400:
                     outcome = str(response.status)
                     raise HttpStatusError(f"HTTP {response.status}", endpoint=endpoint.name, status=response.status)

@@ -13,9 +13,10 @@ from aiohttp import web
 from .routes import envelope
 
 FaultKind = Literal[
-    "http_500", "http_502", "http_503", "http_429", "drop_before", "drop_after", "slow", "malformed", "reject"
+    "http_403", "http_500", "http_502", "http_503", "http_429", "drop_before", "drop_after", "slow", "malformed",
+    "reject",
 ]
-BEFORE = {"http_500", "http_502", "http_503", "http_429", "drop_before", "reject"}
+BEFORE = {"http_403", "http_500", "http_502", "http_503", "http_429", "drop_before", "reject"}
 
 
 class Fault(msgspec.Struct, frozen=True):
