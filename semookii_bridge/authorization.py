@@ -73,6 +73,10 @@ class Authorization:
                     "checking the token with a call of its own")  # fmt: skip
         self._doubt.set()
 
+    def check_now(self) -> None:
+        """Have the token checked at once (SIGHUP: the operator changed it)."""
+        self._doubt.set()
+
     async def doubt_within(self, seconds: float) -> bool:
         """Wait up to `seconds` for a doubt; whether one came (it is then cleared)."""
         with contextlib.suppress(TimeoutError):

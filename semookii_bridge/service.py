@@ -21,7 +21,7 @@ from .authorization import Authorization
 from .breaker import Breaker
 from .bridge import Bridge, topics_for
 from .budget import KINDS
-from .config import BridgeConfig
+from .config import BridgeConfig, ConfigError, load_token
 from .journal import Journal
 from .journal_protocol import CommandJournal
 from .metrics import HaSample, LiveSample
@@ -51,6 +51,7 @@ class Service:
     ) -> None:
         self.config = config
         self._token = token
+        self._api: CloudClient | None = None
         self._retry = retry or RetryPolicy(attempts=config.api.attempts)
         self.auth = Authorization()
         self.obs = Observability(api_stale_after=config.http.api_stale_after, auth=self.auth)
@@ -121,10 +122,35 @@ class Service:
         bridge.api_state = lambda: self.auth.state
         self.auth.listeners.append(lambda _state: link.announce())
         cfg = self.config.api
-        check = authorization.watch(self.auth, lambda: api.group_find_all(1, 1), cfg.token_recheck,
+        check = authorization.watch(self.auth, lambda: self._check_token(api), cfg.token_recheck,
                                     at_start=cfg.check_token)  # fmt: skip
         task = asyncio.get_running_loop().create_task(check)
         self._stack.callback(task.cancel)
+        self._api = api
+
+    async def _check_token(self, api: CloudClient) -> object:
+        """The token check; `api.token_file` is read again first, so a corrected file needs no restart."""
+        self._reload_token(api)
+        return await api.group_find_all(1, 1)
+
+    def _reload_token(self, api: CloudClient) -> None:
+        if not self.config.api.token_file:
+            return
+        try:
+            token = load_token(self.config.api)
+        except ConfigError as exc:
+            log.warning("api_token_file_unreadable cause=%s action=%s", exc, "the token in use is kept")
+            return
+        if token.reveal() != self._token.reveal():
+            self._token = token
+            api.token = token
+            log.info("api_token_reloaded source=api.token_file")
+
+    def reload(self) -> None:
+        """SIGHUP: read `api.token_file` again and check the token at once (one call)."""
+        if self._api is not None:
+            self._reload_token(self._api)
+            self.auth.check_now()
 
     async def _open_journal(self) -> tuple[CommandJournal, Timeline]:
         """The SQLite file, or (with `journal.url`) the shared PostgreSQL journal, where with `[ha]` this

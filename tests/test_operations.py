@@ -102,6 +102,63 @@ async def test_an_answer_that_mentions_a_token_only_makes_the_bridge_check_it(
             await service.stop()
 
 
+async def test_a_corrected_token_file_is_read_again_at_the_next_recheck(
+    broker: Mosquitto, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """api.token_file holds a wrong token; the operator corrects the file: the next re-check (1 s) sends the new
+    token, the bridge is `authorized` again and commands flow, without a restart."""
+    token_file = tmp_path / "token"
+    token_file.write_text(WRONG)
+    group_id = sim.simulator.state.list_groups()[0].id
+    with Probe(broker.port) as probe:
+        cfg = bridge_config_for(broker.port, sim, tmp_path, api={"token_recheck": 1.0, "check_token": True,
+                                                                  "token_file": str(token_file)})  # fmt: skip
+        service = Service(cfg, bridge_config.load_token(cfg.api), retry=RetryPolicy.instant())
+        await service.start()
+        try:
+            await probe.wait_for(lambda: service.auth.state == "unauthorized")
+            token_file.write_text(TOKEN + "\n")
+            await probe.wait_for(lambda: service.auth.state == "authorized", timeout=5)
+            probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "f1"})
+            await probe.wait_status(f"vpp/group/{group_id}/state", "f1", "completed")
+        finally:
+            await service.stop()
+
+
+async def test_sighup_reads_the_token_file_again_and_checks_it_at_once(
+    broker: Mosquitto, sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """`run` with a wrong token in api.token_file and re-checks 5 minutes apart: after the file is corrected,
+    SIGHUP makes the bridge say `authorized` within seconds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .broker import process_sections
+
+    token_file = tmp_path / "token"
+    token_file.write_text(WRONG)
+    config = tmp_path / "bridge.toml"
+    config.write_text(process_sections(broker, sim, "bridge-hup").replace("check_token = false", "check_token = true")
+                      + f'token_file = "{token_file}"\n\n[journal]\npath = "{tmp_path / "j.db"}"\n'
+                      '\n[http]\nenabled = false\n')  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "SEMOOKII_TOKEN"}
+    proc = subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "run", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        with Probe(broker.port) as probe:
+            await probe.wait_for(lambda: any(m.json().get("api") == "unauthorized" for m in probe.on("vpp/bridge/info")
+                                        if m.payload), timeout=20)  # fmt: skip
+            token_file.write_text(TOKEN)
+            proc.send_signal(signal.SIGHUP)
+            await probe.wait_for(lambda: any(m.json().get("api") == "authorized" for m in probe.on("vpp/bridge/info")
+                                        if m.payload), timeout=5)  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 async def test_livez_stays_up_while_the_cloud_is_down_and_readyz_says_why(
     make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto
 ) -> None:

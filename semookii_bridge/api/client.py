@@ -77,7 +77,8 @@ class CloudClient:
         wire_bound: float | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._token = token
+        self.token = token
+        """The token sent (a `Secret`); replaced when the operator corrects `api.token_file`."""
         # `connect` bounds the wait for a free pooled connection as well as the TCP connect, and stays below
         # `total`: a request that timed out before it left then raises ConnectionTimeoutError (never sent,
         # retryable), not a plain timeout that would make a control call `ambiguous`.
@@ -269,12 +270,12 @@ class CloudClient:
 
         async def attempt() -> dict[str, list[str]]:
             # The parameter table names `tokenId`, the example body sends `token`: send both.
-            token = self._token.reveal()
+            token = self.token.reveal()
             body = {"tokenId": token, "token": token, "sns": ",".join(sns)}
             raw = await self._http(endpoint, params=None, json_body=body)
             doc = decode_json(endpoint, raw, dict[str, Any])
             if doc.get("success") is not True:
-                message = self._token.redact(str(doc.get("exception") or "the API reported a failure"))
+                message = self.token.redact(str(doc.get("exception") or "the API reported a failure"))
                 raise self._rejected(message, endpoint)
             self._on_token(True, "")
             return {field: split(doc.get(key)) for key, field in BIND_KEYS.items()}
@@ -290,7 +291,7 @@ class CloudClient:
         prepaid_left = [prepaid]
 
         async def attempt() -> Any:
-            params = {**query, "tokenId": self._token.reveal()}
+            params = {**query, "tokenId": self.token.reveal()}
             gated = not prepaid_left[0]
             prepaid_left[0] = False
             raw = await self._http(endpoint, params=params, json_body=None, gated=gated)
@@ -311,7 +312,7 @@ class CloudClient:
         if ok is None:
             raise BadResponse("the API answer has neither success nor isSuccess", endpoint=endpoint.name)
         if not ok:
-            message = self._token.redact(envelope.exception or "the API reported a failure without a message")
+            message = self.token.redact(envelope.exception or "the API reported a failure without a message")
             seconds = ban_seconds(message)
             if seconds is not None:
                 log.error("api_banned endpoint=%s seconds=%g effect=every_call_paused", endpoint.name, seconds)
@@ -371,7 +372,7 @@ class CloudClient:
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             outcome = "connect_error"
             reason = cannot_connect(self._base_url, self._timeout.connect or 0.0, exc)
-            raise ConnectFailed(self._token.redact(reason), endpoint=endpoint.name) from None
+            raise ConnectFailed(self.token.redact(reason), endpoint=endpoint.name) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             outcome, error = _after_sending(exc, endpoint)
             raise error from None

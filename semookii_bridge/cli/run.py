@@ -95,6 +95,7 @@ async def _serve(cfg: config.BridgeConfig, token: Secret) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     service = Service(cfg, token)
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
     starting = asyncio.ensure_future(service.start())
     stopping = asyncio.ensure_future(stop.wait())
     try:
