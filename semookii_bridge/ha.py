@@ -19,7 +19,8 @@ from typing import Literal, Protocol
 
 log = logging.getLogger(__name__)
 
-Role = Literal["leader", "standby", "offline"]
+Role = Literal["leader", "standby", "offline", "single"]
+"""A hot standby's roles; `single`: a bridge without `[ha]` (its presence tells a second copy it runs)."""
 
 
 def boottime() -> float:

@@ -51,12 +51,16 @@ def _now() -> str:
 class Presence:
     """Each instance's own small MQTT session: its role, retained, and `offline` as its will."""
 
-    def __init__(self, cfg: BridgeConfig, name: str) -> None:
+    def __init__(self, cfg: BridgeConfig, name: str, role: Role = "standby") -> None:
         self.topics, self.name = Topics(cfg.mqtt.prefix), name
         self.topic = self.topics.instance_state(name)
-        self.state = InstanceState("standby", None, _now())
+        self.state = InstanceState(role, None, _now())
         self.others: dict[str, str] = {}
         """name -> role, from every instance's retained state (so a leader can clear those of bridges gone)."""
+        self.seen: dict[str, InstanceState] = {}
+        """name -> state of every other instance."""
+        self.settled = asyncio.Event()
+        """Set once this instance's own state came back: every retained state was delivered before it."""
         offline = msgspec.json.encode(InstanceState("offline", None, _now()))
         # a keepalive of about a lease: a silent cut from the broker shows within 1.5 leases (`membership.py`)
         mqtt = msgspec.structs.replace(cfg.mqtt, keepalive=max(2, round(cfg.ha.lease)))
@@ -64,18 +68,22 @@ class Presence:
                                    on_connect=self._connected, on_message=self._seen)  # fmt: skip
 
     def _connected(self) -> None:
-        self._publish()
         self.session.subscribe([self.topics.instance_state("+")])
+        self._publish()  # after subscribing: its echo comes after every retained state
 
     def _publish(self) -> None:
         self.session.publish(self.topic, msgspec.json.encode(self.state), qos=1, retain=True)
 
     def _seen(self, msg: Incoming) -> None:
         name = msg.topic.split("/")[-2]
+        if name == self.name:
+            self.settled.set()
         try:
-            self.others[name] = msgspec.json.decode(msg.payload, type=InstanceState).role
+            self.seen[name] = msgspec.json.decode(msg.payload, type=InstanceState)
+            self.others[name] = self.seen[name].role
         except msgspec.DecodeError:  # cleared (empty) or not ours to read
             self.others.pop(name, None)
+            self.seen.pop(name, None)
 
     def sweep(self, live: set[str]) -> None:
         """Clear the retained `offline` state of each instance that is no longer registered (a restart without
@@ -103,6 +111,7 @@ class Shared:
     timeline: Timeline
     leadership: Leadership | None
     db: Postgres
+    presence: Presence | None = None
 
     def counter(self, key: str, loop: asyncio.AbstractEventLoop) -> Callable[[], int]:
         """A blocking `next_value(key)` for another thread (paho's, which takes the Sparkplug bdSeq)."""
@@ -147,7 +156,7 @@ async def open_shared(
     stack.push_async_callback(journal.aclose)
     timeline = resume_shared(journal, snapshot.now, read_at=snapshot.read_at)
     journal.use_clock(timeline)
-    return Shared(journal, timeline, leadership, db)
+    return Shared(journal, timeline, leadership, db, presence)
 
 
 def _present(cfg: BridgeConfig, stack: AsyncExitStack) -> Presence:

@@ -30,10 +30,10 @@ _PRESENCE: dict[str, Any] = {
 }
 _INSTANCE: dict[str, Any] = {
     "title": "InstanceState",
-    "description": "Retained, one per bridge of a hot standby; `offline` is its MQTT will.",
+    "description": "Retained, one per bridge (`single` without `[ha]`); `offline` is its MQTT will.",
     "type": "object",
     "properties": {
-        "role": {"enum": ["leader", "standby", "offline"]},
+        "role": {"enum": ["leader", "standby", "offline", "single"]},
         "epoch": {"type": ["integer", "null"], "description": "The lease's epoch while leading."},
         "since": {"type": "string", "format": "date-time"},
     },
@@ -155,7 +155,8 @@ def _channels(prefix: str) -> dict[str, Any]:
         "bridgeInfo": _channel(f"{prefix}/bridge/info", "info", "Retained description of the running bridge."),
         "bridgeBudget": _channel(f"{prefix}/bridge/budget", "budget", "Retained API budget, at most once a second."),
         "instanceState": _channel(f"{prefix}/bridge/instance/{{name}}/state", "instance",
-                                  "Retained role of each bridge of a hot standby.", name="The instance's `ha.name`."),
+                                  "Retained role of each bridge (a second copy without `[ha]` finds the first here).",
+                                  name="The instance's `ha.name` (`<host>-<pid>` when unset)."),
     }  # fmt: skip
 
 
@@ -182,7 +183,8 @@ def _messages() -> dict[str, Any]:
         "presence": _message("BridgePresence", "online / offline."),
         "info": _message("BridgeInfo", "Versions and limits."),
         "budget": _message("Budget", "Calls used and left, by kind."),
-        "instance": _message("InstanceState", "leader / standby / offline, with the lease's epoch."),
+        "instance": _message("InstanceState",
+                             "leader / standby / offline (hot standby, with the lease's epoch) or single (no `[ha]`)."),
     }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ come back next time), let calls in flight finish, publish `offline`, disconnect.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from contextlib import AsyncExitStack
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from . import authorization, http_server, status_page
+from . import authorization, copies, http_server, status_page
 from .api import CloudClient, Endpoint, QuotaExceeded, RetryPolicy
 from .authorization import Authorization
 from .breaker import Breaker
@@ -79,7 +80,8 @@ class Service:
     async def start(self) -> None:
         """Open the journal and the API client, connect, recover the journal, then take messages."""
         cfg = self.config
-        if cfg.http.enabled:  # first: a standby answers the probes, the page and /metrics while it waits
+        presence = None if cfg.ha.enabled else await copies.start(cfg, self._stack)  # a second copy stops here
+        if cfg.http.enabled:  # then: a standby answers the probes, the page and /metrics while it waits
             runner, self.http_port = await http_server.start(
                 self.obs, cfg.http.host, cfg.http.port, lambda: status_page.snapshot(self),
                 token=cfg.http.token(), metrics_public=cfg.http.metrics_public,
@@ -95,6 +97,9 @@ class Service:
         self.failed = asyncio.get_running_loop().create_future()
         for each in (link, safety):
             each.watch.on_takeover = self._give_up
+            seen = presence or (self._shared.presence if self._shared is not None else None)
+            if seen is not None:
+                each.watch.rival = functools.partial(copies.rival, seen)
             self._stack.push_async_callback(each.stop)  # before connecting: a failed start must stop retrying too
         wait = cfg.mqtt.start_timeout
         await asyncio.gather(link.start(wait), safety.start(wait))

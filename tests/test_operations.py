@@ -3,10 +3,12 @@ metrics follow the Prometheus rules, and the operations server asks for its toke
 
 from __future__ import annotations
 
-
 import base64
 import logging
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -125,15 +127,19 @@ async def test_a_corrected_token_file_is_read_again_at_the_next_recheck(
             await service.stop()
 
 
+def _run_without_env_token(config: Path) -> subprocess.Popen[bytes]:
+    """`semookii-bridge run` as a process whose token comes from the file alone."""
+    env = {k: v for k, v in os.environ.items() if k != "SEMOOKII_TOKEN"}
+    return subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "run", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
 async def test_sighup_reads_the_token_file_again_and_checks_it_at_once(
     broker: Mosquitto, sim: RunningSimulator, tmp_path: Path
 ) -> None:
     """`run` with a wrong token in api.token_file and re-checks 5 minutes apart: after the file is corrected,
     SIGHUP makes the bridge say `authorized` within seconds."""
-    import os
     import signal
-    import subprocess
-    import sys
 
     from .broker import process_sections
 
@@ -143,9 +149,7 @@ async def test_sighup_reads_the_token_file_again_and_checks_it_at_once(
     config.write_text(process_sections(broker, sim, "bridge-hup").replace("check_token = false", "check_token = true")
                       + f'token_file = "{token_file}"\n\n[journal]\npath = "{tmp_path / "j.db"}"\n'
                       '\n[http]\nenabled = false\n')  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "SEMOOKII_TOKEN"}
-    proc = subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "run", "--config", str(config)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = _run_without_env_token(config)
     try:
         with Probe(broker.port) as probe:
             await probe.wait_for(lambda: any(m.json().get("api") == "unauthorized" for m in probe.on("vpp/bridge/info")

@@ -55,6 +55,9 @@ class ConnectionWatch:
         """Told when another client keeps taking the session: the service stops (exit 5) rather than fight."""
         self._connected_at: float | None = None
         self._short: deque[float] = deque()
+        self.rival: Callable[[], bool] = lambda: True
+        """Whether another bridge that may take this session is present (`copies.py`); while not, connections
+        that end soon after they opened are the broker restarting, not a takeover."""
 
     def unreachable(self, exc: BaseException) -> None:
         """The TCP (or TLS) connection could not be opened."""
@@ -75,7 +78,12 @@ class ConnectionWatch:
         self._short.append(now)
         while self._short and self._short[0] < now - TAKEOVER_WINDOW:
             self._short.popleft()
-        if len(self._short) >= TAKEOVER_COUNT:
+        if len(self._short) >= TAKEOVER_COUNT and not self.rival():
+            log.warning("mqtt_flapping host=%s port=%d client_id=%s cause=%s", self.host, self.port, self.client_id,
+                        f"the broker closed the connection {len(self._short)} times in {TAKEOVER_WINDOW:g} s soon "
+                        "after it opened: the broker restarting, or a client that is no bridge using this client_id; "
+                        "the bridge keeps reconnecting")  # fmt: skip
+        elif len(self._short) >= TAKEOVER_COUNT:
             text = (f"session taken over by another client with the same client_id {self.client_id!r} "
                     f"({len(self._short)} times in {TAKEOVER_WINDOW:g} s): stop the other client; two bridges on one "
                     "prefix would each send every command, so run one, or a hot standby ([ha] on PostgreSQL)")
