@@ -142,9 +142,13 @@ class ResultPolls:
             self._give_up(command_id, jobs)
             return None
         try:
-            if await self._poll_once(command_id, jobs, prepaid):
+            if await asyncio.wait_for(self._poll_once(command_id, jobs, prepaid), track_until - self.clock()):
                 self.errors.pop(command_id, None)
                 return None
+        except TimeoutError:  # the window closed during the poll (a hanging call and its retries): it ends now
+            if left := self._tracked_call(command_id):
+                self._give_up(command_id, left)
+            return None
         except ApiError as exc:
             self.errors[command_id] = f"{exc.code}: {exc.message}"
             log.warning("poll_failed command_id=%s code=%s", command_id, exc.code)

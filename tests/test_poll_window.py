@@ -144,3 +144,37 @@ def test_no_poll_is_made_while_the_api_is_not_answering(tmp_path: Path) -> None:
 
     calls, statuses, (rescheduled, last) = asyncio.run(scenario())
     assert calls == [] and rescheduled and last is None and statuses == ["unknown"]
+
+
+class HangingApi:
+    """A query that hangs (as a call retried on timeouts would): it never answers within the window."""
+
+    async def query_command(self, command_id: str, *, prepaid: bool = False) -> str | None:
+        await asyncio.sleep(30)
+        return None
+
+    async def get_query_result(self, task_id: str, *, prepaid: bool = False) -> dict[str, str] | None:
+        await asyncio.sleep(30)
+        return None
+
+
+def test_a_hanging_poll_ends_at_the_window_not_after_its_retries(tmp_path: Path) -> None:
+    """A poll whose call hangs past the window: the command ends `unknown` when the window closes, not when
+    the call (with its retries) gives up."""
+
+    async def scenario() -> tuple[list[Status], float, Any]:
+        clock = time.monotonic
+        journal, ends = Journal(tmp_path / "hang.db"), Ends()
+        journal.insert(Entry(request_id="r", target_kind="group", target_id="1", status="accepted",
+                             command=wire.encode(Manual(action="stop")), received_at=clock(), deadline=clock() + 60,
+                             command_id="c1", track_until=clock() + 0.4))  # fmt: skip
+        polls = ResultPolls(api=HangingApi(), journal=journal, report=ends, config=CommandsConfig(track_results_for=0.4),
+                            clock=clock, tokens=None, dongle_of=lambda _sn: None, concurrency=4)  # fmt: skip
+        started = time.monotonic()
+        outcome = await asyncio.wait_for(polls.step("c1", 0.1), timeout=5)
+        took = time.monotonic() - started
+        journal.close()
+        return ends.statuses, took, outcome
+
+    statuses, took, outcome = asyncio.run(scenario())
+    assert outcome is None and statuses == ["unknown"] and took < 1.0
