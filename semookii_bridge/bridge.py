@@ -92,9 +92,13 @@ class Bridge:
         self.api_state: Callable[[], ApiState] = lambda: "unknown"  # the token's standing (authorization.py)
         self.answered: Callable[[str, Response], None] = lambda op, response: None  # for the status page
         self.admission = Admission(config, wall)
-        self._guard = Guard(allow_groups=self.admission.allow_groups, allow_inverters=self.admission.allow_inverters,
-                            read_only=config.management.read_only, inverter_of=self.inventory.inverter_of,
-                            call_scope=self._call_scope)  # fmt: skip
+        self._guard = self._management_guard()
+
+    def _management_guard(self) -> Guard:
+        """The rules of the management topics: the allow-lists, read-only mode, a dry run's no calls at all."""
+        return Guard(allow_groups=self.admission.allow_groups, allow_inverters=self.admission.allow_inverters,
+                     read_only=self.config.management.read_only, dry_run=self.config.commands.dry_run,
+                     inverter_of=self.inventory.inverter_of, call_scope=self._call_scope)  # fmt: skip
 
     def _budget_reporter(self) -> BudgetReporter:
         """The retained budget topic, saying the token's standing too."""
@@ -125,7 +129,7 @@ class Bridge:
         self._spawn(self._prune_loop())
         self._spawn(self.budget.run())
         cmd = self.config.commands
-        if self._merging or cmd.allow_groups or cmd.allow_inverters:
+        if (self._merging or cmd.allow_groups or cmd.allow_inverters) and not cmd.dry_run:
             self._spawn(self.inventory.run(self.api, cmd.inventory_refresh))
 
     async def stop(self, drain_timeout: float = 1.0) -> None:

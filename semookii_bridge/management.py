@@ -276,11 +276,14 @@ class Guard:
     allow_groups: frozenset[str] = frozenset()
     allow_inverters: frozenset[str] = frozenset()
     read_only: bool = False
+    dry_run: bool = False
     inverter_of: Callable[[str], tuple[str, str] | None] = lambda _id: None
     call_scope: Callable[[str | None, str | None], Awaitable[Scope | None]] = _no_call
 
     async def check(self, name: str, op: Op, request: Any) -> None:
         """Raise BridgeError `not_allowed` before any call when the request is outside the rules."""
+        if self.dry_run:
+            raise BridgeError("dry_run", f"{name} is not sent: commands.dry_run is set and a dry run calls nothing")
         if self.read_only and op.mutating:
             raise BridgeError("not_allowed", f"{name} changes the account; management.read_only is set")
         if not (self.allow_groups or self.allow_inverters):

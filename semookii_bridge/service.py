@@ -126,6 +126,8 @@ class Service:
         """Check the token now (one call) and slowly while refused; info and budget say its standing."""
         bridge.api_state = lambda: self.auth.state
         self.auth.listeners.append(lambda _state: link.announce())
+        if self.config.commands.dry_run:
+            return  # a dry run calls nothing, not even the token check
         cfg = self.config.api
         check = authorization.watch(self.auth, lambda: self._check_token(api), cfg.token_recheck,
                                     at_start=cfg.check_token)  # fmt: skip

@@ -243,13 +243,19 @@ async def test_a_setpoint_may_not_outlive_its_controller(
 async def test_dry_run_validates_and_calls_nothing(
     make_bridge: Callable[..., Awaitable[Service]], broker: Mosquitto, sim: RunningSimulator
 ) -> None:
-    """In dry run a valid command is published queued then completed with code dry_run; the API is not called."""
-    await make_bridge(commands={"dry_run": True})
+    """In dry run a valid command is published queued then completed with code dry_run, a management request is
+    answered `dry_run`, and the API is not called at all: not for the token check at start, nor the inventory
+    that allow-lists and merging would read."""
     gid = group_id(sim)
+    await make_bridge(commands={"dry_run": True, "merge": True, "allow_groups": [gid]}, api={"check_token": True})
     with Probe(broker.port) as probe:
         probe.publish(f"vpp/group/{gid}/set", {**VALID, "request_id": "dry"})
         done = await probe.wait_status(f"vpp/group/{gid}/state", "dry", "completed")
         assert [s["status"] for s in probe.states(f"vpp/group/{gid}/state", "dry")] == ["queued", "completed"]
+        probe.publish("vpp/bridge/request/group/list", {"transaction": "dry-list"})
+        answer = await probe.wait_for(lambda: next((m.json() for m in probe.on("vpp/bridge/response/group/list")
+                                                    if m.payload), None))  # fmt: skip
+    assert answer["status"] == "error" and answer["error"]["code"] == "dry_run" and answer["transaction"] == "dry-list"
     assert done["error"]["code"] == "dry_run" and not sim.simulator.calls
 
 
