@@ -122,5 +122,6 @@ class PortBusy(Exception):
     """The HTTP server could not bind its port (taken by another process, or not allowed)."""
 
     def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(f"cannot serve http on {host}:{port}: {reason} (set http.port, or http.enabled = false)")
+        super().__init__(f"cannot serve http on {host}:{port}: {reason} (set http.port, or http.enabled = false; "
+                         "or is this bridge already running?)")
         self.host, self.port, self.reason = host, port, reason

@@ -80,8 +80,7 @@ class Service:
     async def start(self) -> None:
         """Open the journal and the API client, connect, recover the journal, then take messages."""
         cfg = self.config
-        presence = None if cfg.ha.enabled else await copies.start(cfg, self._stack)  # a second copy stops here
-        if cfg.http.enabled:  # then: a standby answers the probes, the page and /metrics while it waits
+        if cfg.http.enabled:  # first: a standby answers the probes, the page and /metrics while it waits
             runner, self.http_port = await http_server.start(
                 self.obs, cfg.http.host, cfg.http.port, lambda: status_page.snapshot(self),
                 token=cfg.http.token(), metrics_public=cfg.http.metrics_public,
@@ -94,6 +93,7 @@ class Service:
         self.obs.bind(self._sample)
         bridge.answered = self.obs.board.observe_answer
         safety = self.safety_link = self._safety_link(bridge, self.journal)
+        presence = None if cfg.ha.enabled else await copies.start(cfg, self._stack)  # a second copy stops here
         self.failed = asyncio.get_running_loop().create_future()
         for each in (link, safety):
             each.watch.on_takeover = self._give_up

@@ -107,7 +107,7 @@ async def test_unknown_topics_are_ignored(bridge: Service, broker: Mosquitto, si
             probe.publish(topic, VALID)
         await still_works(probe, group_id(sim), "after-unknown")
         assert not [m for m in probe.messages if m.topic.endswith("/state") and "after-unknown" not in m.payload.decode()
-                    and m.topic != "vpp/bridge/state"]  # fmt: skip
+                    and not m.topic.startswith("vpp/bridge/")]  # fmt: skip
 
 
 async def test_batch_without_sns_is_rejected(bridge: Service, broker: Mosquitto, sim: RunningSimulator) -> None:

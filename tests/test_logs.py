@@ -196,5 +196,6 @@ def test_run_with_its_http_port_taken_says_so_in_one_line(tmp_path: Path, broker
         holder.close()
     assert out.returncode == 6, out.stderr
     assert out.stderr.strip().splitlines()[-1] == (f"Error: cannot serve http on 127.0.0.1:{port}: Address already in "
-                                                   "use (set http.port, or http.enabled = false)")  # fmt: skip
+                                                   "use (set http.port, or http.enabled = false; or is this bridge "
+                                                   "already running?)")  # fmt: skip
     assert "Traceback" not in out.stderr and "Unclosed" not in out.stderr
