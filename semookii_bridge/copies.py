@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from contextlib import AsyncExitStack
 
 from .config import BridgeConfig
 from .fleet import FleetMismatch
 from .high_availability import Presence
+from .membership import process_ended
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +73,4 @@ def rival(presence: Presence) -> bool:
 def _ended_here(name: str) -> bool:
     """Whether `name` (`<host>-<pid>`) ran on this host in a process that has ended (its will never arrived)."""
     host, _, pid = name.rpartition("-")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return process_ended(host, pid)

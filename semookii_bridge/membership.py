@@ -160,7 +160,11 @@ def ended_here(member: Member) -> bool:
     """Whether `member` ran on this host in a process that has ended (its instance is `<host>/<pid>/<id>`): a
     restart after kill -9 on the same host need not wait for the old registration to go stale."""
     host, _, rest = member.instance.partition("/")
-    pid = rest.partition("/")[0]
+    return process_ended(host, rest.partition("/")[0])
+
+
+def process_ended(host: str, pid: str) -> bool:
+    """Whether process `pid` of `host` is known to have ended: on this host, not this process, and gone."""
     if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
         return False
     try:
