@@ -11,7 +11,7 @@ from pathlib import Path
 from semookii_bridge.bridge import Bridge
 from semookii_bridge.clock import SteadyClock, steady
 from semookii_bridge.commands import Manual
-from semookii_bridge.config import BridgeConfig
+from semookii_bridge.config import BridgeConfig, CommandsConfig
 from semookii_bridge.dispatcher import Dispatcher
 from semookii_bridge.jobs import Job
 from semookii_bridge.journal import Journal
@@ -19,7 +19,7 @@ from semookii_bridge.lifecycle import Lifecycle
 from semookii_bridge.payloads import Incoming
 from semookii_bridge.poll_schedule import PollSchedule
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket
-from semookii_bridge.topics import Target
+from semookii_bridge.topics import Target, Topics
 
 
 class Quiet:
@@ -99,7 +99,9 @@ def test_scheduling_modules_use_the_steady_clock_by_default(tmp_path: Path) -> N
                     limiter=RateLimiter(TokenBucket(0, 1)))  # fmt: skip
     assert bridge.clock is steady and bridge.dispatcher._clock is steady and bridge.lifecycle.clock is steady
     assert bridge.lifecycle.polls.schedule._clock is steady
-    assert Lifecycle.__init__.__kwdefaults__["clock"] is steady  # type: ignore[index]
+    own = Lifecycle(api=None, journal=journal, publisher=Quiet(), topics=Topics("vpp"),  # type: ignore[arg-type]
+                    config=CommandsConfig())  # fmt: skip
+    assert own.clock is steady
     journal.close()
 
 
