@@ -69,8 +69,8 @@ class Authorization:
         if self.state == "unauthorized" or self._clock() - self._doubted_at < CONFIRM_EVERY:
             return
         self._doubted_at = self._clock()
-        log.warning("api_token_doubted cause=%s action=%s", f"an answer read like a token refusal: {message}",
-                    "checking the token with a call of its own")  # fmt: skip
+        cause = f"an answer read like a token refusal: {message}"
+        log.warning("api_token_doubted cause=%s action=%s", cause, "checking the token with a call of its own")
         self._doubt.set()
 
     def check_now(self) -> None:

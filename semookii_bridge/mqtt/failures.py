@@ -79,10 +79,14 @@ class ConnectionWatch:
         while self._short and self._short[0] < now - TAKEOVER_WINDOW:
             self._short.popleft()
         if len(self._short) >= TAKEOVER_COUNT and not self.rival():
-            log.warning("mqtt_flapping host=%s port=%d client_id=%s cause=%s", self.host, self.port, self.client_id,
-                        f"the broker closed the connection {len(self._short)} times in {TAKEOVER_WINDOW:g} s soon "
-                        "after it opened: the broker restarting, or a client that is no bridge using this client_id; "
-                        "the bridge keeps reconnecting")  # fmt: skip
+            cause = (
+                f"the broker closed the connection {len(self._short)} times in {TAKEOVER_WINDOW:g} s soon after it "
+                "opened: the broker restarting, or a client that is no bridge using this client_id; the bridge "
+                "keeps reconnecting"
+            )
+            log.warning(
+                "mqtt_flapping host=%s port=%d client_id=%s cause=%s", self.host, self.port, self.client_id, cause
+            )
         elif len(self._short) >= TAKEOVER_COUNT:
             text = (f"session taken over by another client with the same client_id {self.client_id!r} "
                     f"({len(self._short)} times in {TAKEOVER_WINDOW:g} s): stop the other client; two bridges on one "
