@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
-from selenium.webdriver.common.by import By
 
 from semookii_bridge.api import RetryPolicy
 from semookii_bridge.secret import Secret
@@ -72,8 +71,11 @@ async def in_thread(fn: Any, *args: Any) -> Any:
 
 
 def row_status(chrome: webdriver.Chrome, table: str, key: str) -> str | None:
-    rows = chrome.find_elements(By.CSS_SELECTOR, f'#{table} tbody tr[data-key="{key}"] td:nth-child(3)')
-    return rows[0].text if rows else None
+    """The row's status cell, read in one script: the page may replace the row between two WebDriver calls."""
+    script = "const c = document.querySelector(arguments[0]); return c ? c.innerText.trim() : null;"
+    cell = f'#{table} tbody tr[data-key="{key}"] td:nth-child(3)'
+    found = chrome.execute_script(script, cell)
+    return None if found is None else str(found)
 
 
 async def watch_row(chrome: webdriver.Chrome, key: str, until: str, timeout: float = 20.0) -> list[str]:
@@ -117,6 +119,9 @@ async def test_the_page_shows_a_lifecycle_and_a_refusal_live(
     assert await in_thread(browser.execute_async_script, script) == 401
 
 
+TEXT_OF = "const e = document.getElementById(arguments[0]); return e ? e.innerText.trim() : '';"
+
+
 async def _text_becomes(
     chrome: webdriver.Chrome, element_id: str, wanted: str, *, exact: bool = False, timeout: float = 20.0
 ) -> str:
@@ -124,7 +129,7 @@ async def _text_becomes(
     deadline = time.monotonic() + timeout
     text = ""
     while time.monotonic() < deadline:
-        text = await in_thread(lambda: chrome.find_element(By.ID, element_id).text)
+        text = str(await in_thread(chrome.execute_script, TEXT_OF, element_id))
         if text == wanted or (not exact and wanted in text):
             return str(text)
         await asyncio.sleep(0.2)
