@@ -103,7 +103,9 @@ class Beside:
         if self.db is not None:
             toml = workdir / "standby.toml"
             text = (workdir / "bridge.toml").read_text().replace('name = "a"', 'name = "b"')
-            toml.write_text(text.split("[http]")[0] + "[http]\nenabled = false\n" + CONFIG + '[ha]\nenabled = true\nname = "b"\n')
+            toml.write_text(
+                text.split("[http]")[0] + "[http]\nenabled = false\n" + CONFIG + '[ha]\nenabled = true\nname = "b"\n'
+            )
             self.procs.append(subprocess.Popen(_cli("run", "--config", str(toml)), env={**os.environ, "SEMOOKII_TOKEN": TOKEN},
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
             standby = threading.Event()
@@ -220,17 +222,20 @@ def management(tx: Recorder, n: int, groups: list[str]) -> None:
     send(tx, "vpp/bridge/request/group/list", json.dumps({"transaction": f"mgmt-{n}"}).encode(), 1)
 
 
-def run(scale: float = 1.0) -> str:
+def run(scale: float = 1.0, only: set[str] | None = None) -> str:
     n1, n2, n3, n4 = (int(x * scale) for x in (100_000, 100_000, 50_000, 60_000))
-    results = [
-        storm("qos1", n1, command("qos1", 1), terminal=True),
-        storm("qos0", n2, command("qos0", 0), terminal=True),
-        {**storm("qos0", n2, command("qos0", 0), terminal=True, standby=True), "name": "qos0-ha"},
-        {**storm("qos0", n2, command("qos0", 0), terminal=True, standby=True, burners=os.cpu_count() or 2),
-         "name": "qos0-ha-cpu"},
-        storm("mgmt", n3, management, terminal=False, request_topics=True),
-        storm("expiry", n4, command("expiry", 1, ttl=10, distinct=True), terminal=True),
-    ]
+    storms: dict[str, Callable[[], dict[str, Any]]] = {
+        "qos1": lambda: storm("qos1", n1, command("qos1", 1), terminal=True),
+        "qos0": lambda: storm("qos0", n2, command("qos0", 0), terminal=True),
+        "qos0-ha": lambda: {**storm("qos0", n2, command("qos0", 0), terminal=True, standby=True), "name": "qos0-ha"},
+        "qos0-ha-cpu": lambda: {
+            **storm("qos0", n2, command("qos0", 0), terminal=True, standby=True, burners=os.cpu_count() or 2),
+            "name": "qos0-ha-cpu",
+        },
+        "mgmt": lambda: storm("mgmt", n3, management, terminal=False, request_topics=True),
+        "expiry": lambda: storm("expiry", n4, command("expiry", 1, ttl=10, distinct=True), terminal=True),
+    }
+    results = [run_storm() for name, run_storm in storms.items() if not only or name in only]
     names = {
         "qos1": f"{n1:,} QoS 1 commands on 1,000 groups",
         "qos0": f"{n2:,} QoS 0 commands on 1,000 groups",
@@ -260,5 +265,7 @@ def run(scale: float = 1.0) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full storm sizes")
+    parser.add_argument("--only", action="append", help="run only this storm (qos1, qos0, qos0-ha, qos0-ha-cpu, "
+                        "mgmt, expiry); may be repeated")  # fmt: skip
     args = parser.parse_args()
-    print(run(args.scale))
+    print(run(args.scale, set(args.only or ())))

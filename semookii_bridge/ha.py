@@ -93,14 +93,16 @@ class Leadership:
         return self.role == "leader" and self.clock() < self.valid_until - self.margin
 
     async def _keep(self) -> None:
-        """Renew every third of the lease; give up (on_lost) when renewing fails past the lease's end."""
+        """Renew every third of the lease, counted from when the last renewal was asked (a slow answer does not
+        push the next one later); give up (on_lost) when renewing fails past the lease's end."""
+        asked = self.valid_until - self.lease
         while True:
-            left = self.valid_until - self.margin - self.clock()
-            if left <= 0:
-                return self._lose(f"could not renew the lease within {self.lease:g} s")
-            await asyncio.sleep(min(self.lease / 3, left))
+            wake = min(asked + self.lease / 3, self.valid_until - self.margin)
+            await asyncio.sleep(max(0.0, wake - self.clock()))
             if not self.valid():
-                return self._lose(f"could not renew the lease within {self.lease:g} s")
+                late = self.clock() - wake
+                stalled = f" (this process was stalled {late:.1f} s)" if late >= 0.1 else ""
+                return self._lose(f"could not renew the lease within {self.lease:g} s{stalled}")
             asked = self.clock()
             try:
                 held = await asyncio.wait_for(self._renew(), max(0.05, self.valid_until - self.margin - asked))

@@ -81,7 +81,16 @@ _UPSERT = (
     f"ON CONFLICT (request_id) DO UPDATE SET {','.join(f'{c} = EXCLUDED.{c}' for c in COLUMNS[1:])}"
 )
 _FENCE = ("SELECT 1 FROM ha_lease WHERE id = 1 AND epoch = $1 AND holder = $2 AND expires_at > clock_timestamp() "
-          "FOR SHARE")  # fmt: skip
+          "FOR KEY SHARE")  # fmt: skip
+"""A fenced write holds the lease row's weakest lock: the holder's own renewal (an update of `expires_at`) does
+not wait for it, while a takeover, which locks the row `FOR UPDATE` first, waits until the write is done."""
+_TAKE_ROW = "SELECT 1 FROM ha_lease WHERE id = 1 FOR UPDATE"
+"""A takeover's first step: waits for every fenced write in progress (their `FOR KEY SHARE`) to end."""
+_TAKE = (
+    "UPDATE ha_lease SET epoch = epoch + 1, holder = $1, since = clock_timestamp(), "
+    "expires_at = clock_timestamp() + $2 * interval '1 second' "
+    "WHERE id = 1 AND expires_at <= clock_timestamp() RETURNING epoch"
+)
 _END_EXPIRED = ("SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a JOIN ha_lease l ON l.id = 1 "
                 "WHERE l.expires_at <= clock_timestamp() AND l.holder <> '' AND a.application_name = $1 || l.holder "
                 "AND a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL")  # fmt: skip
@@ -234,10 +243,13 @@ class Postgres:
         transaction (even mid-pipeline, where no idle timeout applies) would otherwise hold the lease row's lock
         until TCP gives up on it. Its uncommitted writes roll back, so it never gets `sending` on record."""
         await self._run(lambda conn: conn.execute(_END_EXPIRED, APPLICATION))
-        sql = ("UPDATE ha_lease SET epoch = epoch + 1, holder = $1, since = clock_timestamp(), "
-               "expires_at = clock_timestamp() + $2 * interval '1 second' "
-               "WHERE id = 1 AND expires_at <= clock_timestamp() RETURNING epoch")  # fmt: skip
-        epoch = await self._run(lambda conn: conn.fetchval(sql, holder, lease))
+
+        async def work(conn: asyncpg.Connection) -> Any:
+            async with conn.transaction():
+                await conn.execute(_TAKE_ROW)
+                return await conn.fetchval(_TAKE, holder, lease)
+
+        epoch = await self._run(work)
         return int(epoch) if epoch is not None else None
 
     async def renew(self, epoch: int, holder: str, lease: float) -> bool:

@@ -4,6 +4,7 @@ refused and never on record; a leader gives up before its lease ends; an outage 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -173,6 +174,31 @@ async def test_a_leader_that_renews_stays_the_leader_and_says_so() -> None:
     assert store.released == [(3, "a")] and roles[-1] == ("offline", 3) and not leader.valid()
 
 
+class SlowRenewals(CountingLease):
+    """Renewals that answer after `delay` seconds (a database or a process under load), when each was asked."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay, self.asked = delay, list[float]()
+
+    async def renew(self, epoch: int, holder: str, lease: float) -> bool:
+        self.asked.append(time.monotonic())
+        await asyncio.sleep(self.delay)
+        return await super().renew(epoch, holder, lease)
+
+
+async def test_a_slow_renewal_does_not_push_the_next_one_later() -> None:
+    """Renewals take a quarter of the lease: they are still asked every third of it, so the slow answers do not
+    eat the room the lease leaves for a stalled process."""
+    store = SlowRenewals(0.3)
+    leader = Leadership(store, "a", 1.2, on_lost=lambda _r: None)
+    await leader.acquire()
+    await asyncio.sleep(2.6)
+    gaps = [b - a for a, b in itertools.pairwise(store.asked)]
+    await leader.release()
+    assert len(gaps) >= 4 and sum(gaps) / len(gaps) < 0.55, gaps
+
+
 async def test_a_candidate_keeps_trying_through_refusals_and_errors() -> None:
     """The lease is held elsewhere (None) or the database fails (an error): it tries again every third of the
     lease and leads once granted."""
@@ -222,3 +248,22 @@ async def test_a_takeover_waits_for_a_fenced_write_in_progress_and_sees_it(pg_ur
     assert "late" in {e.request_id for e in (await db_b.load()).rows}
     await db_a.close()
     await db_b.close()
+
+
+async def test_the_leader_renews_its_lease_while_its_own_fenced_write_is_open(pg_url: str) -> None:
+    """The leader's journal write holds the fence while it waits on the leader's busy loop (a QoS 0 storm): its
+    renewal on the lease connection goes through at once instead of waiting for the write, which lost the lease."""
+    import asyncpg
+
+    from semookii_bridge.postgres import _FENCE
+
+    db = await connected(pg_url)
+    assert await db.acquire("a", 2.0) == 1
+    writer = await asyncpg.connect(pg_url)
+    try:
+        async with writer.transaction():
+            assert await writer.fetchval(_FENCE, 1, "a") == 1
+            assert await asyncio.wait_for(db.renew(1, "a", 2.0), 1.0)
+    finally:
+        await writer.close()
+        await db.close()
