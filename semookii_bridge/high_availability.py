@@ -22,7 +22,7 @@ from . import membership
 from .config import BridgeConfig, url_without_password
 from .fleet import FleetMismatch
 from .ha import Leadership, Role
-from .journal_shared import Fence, Fenced, SharedJournal
+from .journal_shared import Fence, Fenced, SharedJournal, StoreUnavailable
 from .mqtt.client import Will
 from .mqtt.session import MqttSession
 from .payloads import Incoming
@@ -135,8 +135,7 @@ async def open_shared(
     name = cfg.ha.instance_name() if cfg.ha.enabled else ""
     db = Postgres(cfg.journal.url, settings=session_settings(cfg.ha.lease, name))
     stack.push_async_callback(db.close)
-    await db.setup()
-    log.info("journal_shared url=%s", url_without_password(cfg.journal.url))
+    await _set_up(db, cfg.journal.url)
     presence = _present(cfg, stack) if cfg.ha.enabled else None
     candidate: list[Leadership] = []
     links = membership.Links(cfg, presence.session if presence else None, api_held)
@@ -157,6 +156,22 @@ async def open_shared(
     timeline = resume_shared(journal, snapshot.now, read_at=snapshot.read_at)
     journal.use_clock(timeline)
     return Shared(journal, timeline, leadership, db, presence)
+
+
+async def _set_up(db: Postgres, url: str, first_pause: float = 1.0, longest: float = 30.0) -> None:
+    """Create the tables, waiting with one log line per try while PostgreSQL cannot be reached at start (it may
+    be starting beside the bridge), rather than exiting with a traceback for the supervisor to repeat."""
+    pause = first_pause
+    while True:
+        try:
+            await db.setup()
+        except StoreUnavailable as exc:
+            log.warning("journal_unreachable url=%s cause=%s retry_in=%.0f", url_without_password(url), exc, pause)
+            await asyncio.sleep(pause)
+            pause = min(longest, pause * 2)
+            continue
+        log.info("journal_shared url=%s", url_without_password(url))
+        return
 
 
 def _present(cfg: BridgeConfig, stack: AsyncExitStack) -> Presence:

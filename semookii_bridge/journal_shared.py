@@ -14,8 +14,10 @@ module sees a `Store`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = tuple(Entry.__struct_fields__)
 TRACKED = ("accepted", "dispatched")
+SETTLE_SLICE = 200
+"""After-commit callbacks run per loop turn (each publishes a state: about 10-20 ms a slice)."""
 
 
 class StoreUnavailable(Exception):
@@ -116,6 +120,8 @@ class SharedJournal:
         self._written = self._flushed = 0
         self._after: list[tuple[int, Callable[[], None]]] = []
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._due: deque[Callable[[], None]] = deque()
+        self._draining = False
         self._flusher: asyncio.Task[None] | None = None
         self.fenced: Fenced | None = None
         self._failing = False
@@ -188,19 +194,25 @@ class SharedJournal:
         self._dirty_anchor |= batch.anchor is not None
 
     def _settle(self) -> None:
-        """Run what waited for the writes now on record."""
-        after = [cb for gen, cb in self._after if gen <= self._flushed]
+        """Run what waited for the writes now on record, in order (callbacks, then waiters), a slice at a time."""
+        self._due.extend(cb for gen, cb in self._after if gen <= self._flushed)
         self._after = [(gen, cb) for gen, cb in self._after if gen > self._flushed]
-        waiters = [w for gen, w in self._waiters if gen <= self._flushed]
+        self._due.extend(functools.partial(_resolve, w) for gen, w in self._waiters if gen <= self._flushed)
         self._waiters = [(gen, w) for gen, w in self._waiters if gen > self._flushed]
-        for callback in after:
+        if self._due and not self._draining:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Run SETTLE_SLICE due callbacks, then let the loop turn (timers such as the lease's renewal, the
+        safety lane's socket) before the next slice: a storm's batch of thousands would otherwise stall it."""
+        for _ in range(min(SETTLE_SLICE, len(self._due))):
             try:
-                callback()
+                self._due.popleft()()
             except Exception:
                 log.exception("after_commit_failed")
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._draining = bool(self._due)
+        if self._draining:
+            asyncio.get_running_loop().call_soon(self._drain)
 
     def _lost(self, exc: Fenced) -> None:
         """The fence failed: nothing more is written and nothing waiting may go on."""
@@ -217,8 +229,10 @@ class SharedJournal:
         """Writes are flushed by the flush task; nothing to do synchronously."""
 
     def after_commit(self, callback: Callable[[], None]) -> None:
-        if self._flushed >= self._written:
+        if self._flushed >= self._written and not self._due:
             callback()
+        elif self._flushed >= self._written:
+            self._due.append(callback)  # behind what earlier writes still have due: states stay in order
         else:
             self._after.append((self._written, callback))
 
@@ -372,3 +386,7 @@ class SharedJournal:
             stamps.append(self._history.latest)
         return max(stamps, default=None)
 
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -109,6 +109,10 @@ _SWEEP = (
 )
 SWEEP_ROWS = 5000
 """Finished rows deleted per flush at most: a backlog is cleared over several flushes, none of them long."""
+ROWS_PER_STATEMENT = 500
+"""Rows encoded per statement of a flush: asyncpg encodes a statement's rows without yielding, so a storm's
+batch of thousands is sent in slices and the event loop turns between them (the lease's renewal runs there)."""
+"""Finished rows deleted per flush at most: a backlog is cleared over several flushes, none of them long."""
 _TRANSIENT = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 """What drops the connection and is retried: the network, the server going away or restarting (it says so with
 an error, e.g. `AdminShutdownError`), a connection left mid-operation. Logged with the server's text."""
@@ -227,8 +231,8 @@ class Postgres:
                     swept = int(status.split()[-1])
                 if batch.deleted:
                     await conn.execute("DELETE FROM commands WHERE request_id = ANY($1::text[])", batch.deleted)
-                if batch.rows:
-                    await conn.executemany(_UPSERT, batch.rows)
+                for start in range(0, len(batch.rows), ROWS_PER_STATEMENT):
+                    await conn.executemany(_UPSERT, batch.rows[start : start + ROWS_PER_STATEMENT])
                 await _flush_small(conn, batch)
             return swept
 

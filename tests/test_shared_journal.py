@@ -4,6 +4,7 @@ refused and never on record; a leader gives up before its lease ends; an outage 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 
@@ -267,3 +268,63 @@ async def test_the_leader_renews_its_lease_while_its_own_fenced_write_is_open(pg
     finally:
         await writer.close()
         await db.close()
+
+
+async def test_a_database_unreachable_at_start_is_waited_for_with_a_message(caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL is down when the bridge starts: it logs `journal_unreachable` (the URL without its password)
+    at each try, with growing pauses, instead of a traceback; once the server is up, the journal opens."""
+    from contextlib import AsyncExitStack
+
+    import msgspec
+
+    from semookii_bridge.config import BridgeConfig
+    from semookii_bridge.high_availability import open_shared
+
+    server = Server()
+    url = server.url.replace("postgres@", "postgres:s3cret@")
+    cfg = msgspec.convert({"journal": {"url": url}, "http": {"enabled": False}}, BridgeConfig)
+    caplog.set_level("INFO", logger="semookii_bridge.high_availability")
+    try:
+        async with AsyncExitStack() as stack:
+            opening = asyncio.ensure_future(open_shared(cfg, stack))
+            while len([r for r in caplog.records if "journal_unreachable" in r.getMessage()]) < 2:
+                assert not opening.done()
+                await asyncio.sleep(0.1)
+            server.start()
+            shared = await asyncio.wait_for(opening, 40)
+            assert shared.journal is not None
+    finally:
+        server.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    assert "s3cret" not in "\n".join(lines) and any("journal_shared" in line for line in lines)
+    pauses = [line.rpartition("retry_in=")[2] for line in lines if "journal_unreachable" in line]
+    assert pauses[:2] == ["1", "2"], pauses
+
+
+async def test_a_large_batchs_callbacks_run_in_order_with_the_loop_turning_between_slices(pg_url: str) -> None:
+    """1,000 commands written in one batch: their after-commit callbacks run in write order, one added while they
+    run comes after them, and the event loop turns while they run (the lease's renewal is not held up)."""
+    db = await connected(pg_url)
+    journal = SharedJournal(db, await db.load())
+    order: list[int] = []
+    seen_between: list[int] = []
+
+    async def ticker() -> None:
+        while len(order) < 1001:
+            if 0 < len(order) < 1000:
+                seen_between.append(len(order))
+            await asyncio.sleep(0)
+
+    ticking = asyncio.ensure_future(ticker())
+    def fifth() -> None:
+        order.append(5)
+        journal.after_commit(lambda: order.append(1000))  # nothing pending to write: it waits behind the others
+
+    for i in range(1000):
+        journal.insert(entry(f"many-{i}"))
+        journal.after_commit(fifth if i == 5 else functools.partial(order.append, i))
+    await journal.durable()
+    await asyncio.wait_for(ticking, 10)
+    assert order == list(range(1001)) and seen_between, seen_between[:5]
+    await journal.aclose()
+    await db.close()
