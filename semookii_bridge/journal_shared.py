@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = tuple(Entry.__struct_fields__)
 TRACKED = ("accepted", "dispatched")
-SETTLE_SLICE = 200
-"""After-commit callbacks run per loop turn (each publishes a state: about 10-20 ms a slice)."""
+SETTLE_SLICE = 0.05
+"""Seconds of after-commit callbacks (each publishes a state) run per loop turn."""
 
 
 class StoreUnavailable(Exception):
@@ -203,9 +203,10 @@ class SharedJournal:
             self._drain()
 
     def _drain(self) -> None:
-        """Run SETTLE_SLICE due callbacks, then let the loop turn (timers such as the lease's renewal, the
-        safety lane's socket) before the next slice: a storm's batch of thousands would otherwise stall it."""
-        for _ in range(min(SETTLE_SLICE, len(self._due))):
+        """Run due callbacks for up to SETTLE_SLICE seconds, then let the loop turn (timers such as the lease's
+        renewal, the safety lane's socket) before the next slice: a storm's batch would otherwise stall it."""
+        until = time.monotonic() + SETTLE_SLICE
+        while self._due and time.monotonic() < until:
             try:
                 self._due.popleft()()
             except Exception:
