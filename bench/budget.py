@@ -69,7 +69,7 @@ def polls_after_replacement(calls: list[dict[str, Any]], states: States) -> int:
 
 def redispatch(seconds: float, track: str) -> dict[str, Any]:
     """Scenario A with commands.track = `track`."""
-    config = (f"[rate_limit]\nrate = 1.0\nburst = 2\n[commands]\ntrack = \"{track}\"\npoll_initial = 2\n"
+    config = (f"[rate_limit]\ndaily_quota = 0\nrate = 1.0\nburst = 2\n[commands]\ntrack = \"{track}\"\npoll_initial = 2\n"
               "poll_max = 10\ntrack_results_for = 120\n")  # fmt: skip
     with stack(groups=20, sim_args=("--task-delay", "1", "--result-delay", "2"), bridge_config=config) as s:
         groups = s.group_ids()
@@ -111,7 +111,7 @@ def redispatch(seconds: float, track: str) -> dict[str, Any]:
 
 def fleet_setpoint(merge: bool, inverters: int = 100) -> dict[str, Any]:
     """Scenario B: one setpoint for every inverter, published at once."""
-    config = f'[rate_limit]\nrate = 1.0\nburst = 2\n[commands]\ntrack = "accepted"\nmerge = {str(merge).lower()}\n'
+    config = f'[rate_limit]\ndaily_quota = 0\nrate = 1.0\nburst = 2\n[commands]\ntrack = "accepted"\nmerge = {str(merge).lower()}\n'
     with stack(groups=2, per_group=inverters // 2, bridge_config=config) as s:
         with urllib.request.urlopen(f"{s.sim_url}/_sim/fleet", timeout=30) as r:
             fleet = json.loads(r.read())

@@ -43,7 +43,7 @@ CONTROL = "/commandapi/groupControl"
 def bridge_toml(workdir: Path, broker_port: int, sim_url: str, db_url: str, name: str) -> Path:
     path = workdir / f"{name}.toml"
     path.write_text(f"""[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\nclient_id = "bench-ha"\n
-[api]\nbase_url = "{sim_url}"\ntimeout = 5.0\n[rate_limit]\nrate = 10\nburst = 5\n
+[api]\nbase_url = "{sim_url}"\ntimeout = 5.0\n[rate_limit]\ndaily_quota = 0\nrate = 10\nburst = 5\n
 [commands]\npoll_initial = 0.5\npoll_max = 1\ntrack_results_for = 10\nmerge = false\n
 [journal]\npath = "{workdir / name}.db"\nurl = "{db_url}"\n[ha]\nenabled = true\nname = "{name}"\n
 [http]\nenabled = false\n""")

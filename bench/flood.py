@@ -27,7 +27,7 @@ def max_in_window(stamps: list[float], window: float) -> int:
 
 
 def run(seconds: float = 10, rate: float = 500, groups: int = 50) -> str:
-    config = f"[rate_limit]\nrate = {RATE}\nburst = {BURST}\n[commands]\npoll_initial = 2\npoll_max = 5\n"
+    config = f"[rate_limit]\ndaily_quota = 0\nrate = {RATE}\nburst = {BURST}\n[commands]\npoll_initial = 2\npoll_max = 5\n"
     with stack(groups=groups, sim_args=("--task-delay", "0.5", "--result-delay", "1"), bridge_config=config) as s:
         group_ids = s.group_ids()
         tx = Recorder(s.broker_port, [])

@@ -18,7 +18,7 @@ import msgspec
 
 from harness import Recorder, percentile, stack
 
-BRIDGE_CONFIG = "[rate_limit]\nrate = 0\n[commands]\npoll_initial = 120\ntrack_results_for = 600\n"
+BRIDGE_CONFIG = "[rate_limit]\ndaily_quota = 0\nrate = 0\n[commands]\npoll_initial = 120\ntrack_results_for = 600\n"
 
 
 def paced(rate: float, seconds: float, send: Any) -> None:

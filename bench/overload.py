@@ -38,7 +38,7 @@ from tests.postgres import Postgres
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
 STOPS = 20
 """Stops sent during each storm: half on the ordinary topics, half on the safety lane."""
-CONFIG = '[rate_limit]\nrate = 10.0\nburst = 10\n[commands]\ntrack = "accepted"\nmerge = false\ndefault_ttl = 600\n'
+CONFIG = '[rate_limit]\ndaily_quota = 0\nrate = 10.0\nburst = 10\n[commands]\ntrack = "accepted"\nmerge = false\ndefault_ttl = 600\n'
 
 
 class Answers:

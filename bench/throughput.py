@@ -21,7 +21,7 @@ def run(seconds: float = 60, window: int = 1000, track: bool = False, groups: in
     """Closed loop on `accepted` (command path) or on `completed` (with result tracking)."""
     poll = "poll_initial = 0.5\npoll_max = 2\n" if track else "poll_initial = 600\n"
     config = (
-        f"[rate_limit]\nrate = 0\nmax_in_flight = 64\n[commands]\n{poll}track_results_for = 900\ndefault_ttl = 600\n"
+        f"[rate_limit]\ndaily_quota = 0\nrate = 0\nmax_in_flight = 64\n[commands]\n{poll}track_results_for = 900\ndefault_ttl = 600\n"
     )
     sim_args = ("--no-record", "--task-delay", "0", "--result-delay", "0")
     counted = b'"status":"completed"' if track else b'"status":"accepted"'

@@ -6,6 +6,7 @@ The API token is never part of the file: it comes from `SEMOOKII_TOKEN` or `api.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -18,13 +19,16 @@ import msgspec
 
 from .config_sources import ENV_PREFIX as ENV_PREFIX
 from .config_sources import ConfigError as ConfigError
-from .config_sources import explain, fields_of, from_environment, toml_error
+from .config_sources import explain, fields_of, from_environment, read_secret, read_text, toml_error
 from .quota import DailyQuota, default_reserve, zone
 from .secret import Secret
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
-Positive = Annotated[float, msgspec.Meta(gt=0)]
-NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Positive = Annotated[float, msgspec.Meta(gt=0, le=1e9)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=10**9)]
+"""Numbers are bounded (no `inf`, no 2**63) so that every value the bridge derives from them stays a number the
+status page, the metrics and the journal can write."""
 Percent = Annotated[str, msgspec.Meta(pattern=r"^\d{1,2}(\.\d+)?%$", description='e.g. "2%"')]
 Topic = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^#+\x00]+$")]
 
@@ -66,7 +70,7 @@ class MqttConfig(_Section, frozen=True):
     def password_secret(self) -> Secret:
         """The broker password from `password` (env) or `password_file`."""
         if self.password_file:
-            return Secret(Path(self.password_file).read_text(encoding="utf-8"))
+            return read_secret("mqtt.password_file", self.password_file)
         return Secret(self.password)
 
 
@@ -88,12 +92,12 @@ class ApiConfig(_Section, frozen=True):
 class RateLimitConfig(_Section, frozen=True):
     """One token bucket for every API call: control first, then management, then result polling."""
 
-    rate: NonNegative = 1.0
-    burst: Annotated[int, msgspec.Meta(ge=1)] = 5
-    daily_quota: Annotated[int, msgspec.Meta(ge=0)] = 0
+    rate: NonNegative = 0.16
+    burst: Annotated[int, msgspec.Meta(ge=1, le=10**6)] = 5
+    daily_quota: Count = 10_000
     quota_timezone: str = "UTC"
-    quota_reserve: Annotated[int, msgspec.Meta(ge=0)] | Percent = "2%"
-    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    quota_reserve: Count | Percent = "2%"
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=256)] = 5
     pause_on_429: Positive = 5.0
     poll_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
     send_margin: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.25
@@ -184,19 +188,23 @@ class HttpConfig(_Section, frozen=True):
     """Serve /metrics without the token (for a Prometheus that cannot send one); probes are always open."""
 
     def __post_init__(self) -> None:
-        if self.enabled and not _loopback(self.host) and not (self.auth_token or self.auth_token_file):
+        if self.enabled and not loopback(self.host) and not (self.auth_token.strip() or self.auth_token_file):
             raise ValueError(f"http.host {self.host} serves the status page beyond this machine: set http.auth_token "
                              "or http.auth_token_file (or bind http.host to 127.0.0.1)")  # fmt: skip
 
     def token(self) -> Secret:
         """The status page's token, from `auth_token_file` or `auth_token`; empty: no token asked."""
         if self.auth_token_file:
-            return Secret(Path(self.auth_token_file).read_text(encoding="utf-8"))
+            return read_secret("http.auth_token_file", self.auth_token_file)
         return Secret(self.auth_token)
 
 
-def _loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+def loopback(host: str) -> bool:
+    """Whether a bind address or Host name is this machine's loopback (`localhost`, 127.0.0.0/8, ::1)."""
+    try:
+        return host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class LogConfig(_Section, frozen=True):
@@ -278,11 +286,9 @@ def load(
     doc: dict[str, Any] = {}
     text = ""
     if path is not None:
+        text = read_text("the configuration file", path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
             doc = tomllib.loads(text)
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise toml_error(path, str(exc)) from None
     fields = fields_of(BridgeConfig)
@@ -303,10 +309,7 @@ def load_token(api: ApiConfig, environ: Mapping[str, str] | None = None) -> Secr
     """The API token from `api.token_file`, else `SEMOOKII_TOKEN`; raises ConfigError when neither is set."""
     env = os.environ if environ is None else environ
     if api.token_file:
-        try:
-            token = Secret(Path(api.token_file).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read api.token_file {api.token_file}: {exc.strerror}") from None
+        token = Secret(read_text("api.token_file", api.token_file))
     else:
         token = Secret(env.get("SEMOOKII_TOKEN", ""))
     if not token:
@@ -324,6 +327,15 @@ def redacted(cfg: BridgeConfig) -> dict[str, Any]:
     return doc
 
 
+_PASSWORD_PARAM = re.compile(r"((?:^|[?&\s])(?:ssl)?password\s*=\s*)('[^']*'|[^&\s]*)", re.IGNORECASE)
+
+
 def url_without_password(url: str) -> str:
-    """A database URL fit for logs and `config show`: its password replaced by stars."""
-    return re.sub(r"^([a-z]+://[^:/@]+):.*@", r"\1:***@", url)
+    """A database URL or keyword DSN fit for logs and `config show`: every password replaced by stars (in the
+    user part, and `password` / `sslpassword` parameters)."""
+    scheme, sep, rest = url.partition("://")
+    query = rest.find("?") if "?" in rest else len(rest)
+    at = rest.rfind("@", 0, query)
+    if sep and ":" in rest[: max(at, 0)]:
+        url = f"{scheme}://{rest[:at].split(':', 1)[0]}:***{rest[at:]}"
+    return _PASSWORD_PARAM.sub(r"\1***", url)

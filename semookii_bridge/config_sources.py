@@ -9,9 +9,12 @@ import json
 import re
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from .secret import Secret
 
 ENV_PREFIX = "SEMOOKII_BRIDGE_"
 _AT = re.compile(r"at `\$\.(\w+)(?:\.(\w+))?")
@@ -135,3 +138,27 @@ def _line_of(text: str, section: str, key: str | None) -> int | None:
         elif key and current == section and line.split("=", 1)[0].strip() == key:
             return number
     return None
+
+
+def read_text(what: str, path: str | Path) -> str:
+    """A file the configuration names (or the configuration itself) as UTF-8 text; each way it can fail is one
+    ConfigError naming `what` and the cause, never a traceback."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{what} {path} is UTF-16 text: save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        reason = f"byte {exc.start} cannot be read"
+        raise ConfigError(f"{what} {path} is not UTF-8 text ({reason}): save it as UTF-8") from None
+
+
+def read_secret(key: str, path: str) -> Secret:
+    """The secret in the file that configuration key `key` names; a file holding nothing but blanks is refused."""
+    secret = Secret(read_text(key, path))
+    if not secret:
+        raise ConfigError(f"{key} {path} is empty: write the secret into it (a trailing newline is fine)")
+    return secret

@@ -59,7 +59,7 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 def bridge_config_for(
     broker_port: int, sim: RunningSimulator, tmp_path: Path, **sections: dict[str, object]
 ) -> bridge_config.BridgeConfig:
-    """A configuration pointing at the test broker and simulator, with fast polling and no rate limit.
+    """A configuration pointing at the test broker and simulator, with fast polling and no rate limit or daily quota.
 
     Merging is off, so the bridge reads no fleet inventory at start, and so is the token check at start (one
     call; tests/test_operations.py turns it on): most tests count API calls exactly. The merge tests
@@ -69,7 +69,7 @@ def bridge_config_for(
         "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": f"bridge-{zlib.crc32(str(tmp_path).encode()):08x}", "reconnect_min": 0.2,
                  "reconnect_max": 1},
         "api": {"base_url": sim.base_url, "timeout": 2.0, "check_token": False},
-        "rate_limit": {"rate": 0, "burst": 1},
+        "rate_limit": {"rate": 0, "burst": 1, "daily_quota": 0},
         "commands": {"poll_initial": 0.05, "poll_max": 0.2, "track_results_for": 5, "merge": False},
         "journal": {"path": str(tmp_path / "journal.db")},
         "http": {"port": 0},

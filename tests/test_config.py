@@ -14,7 +14,7 @@ def test_defaults_match_the_contract() -> None:
     """Without a file, the defaults of CONTRACT.md section 7 apply."""
     cfg = config.load(environ={})
     assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.protocol, cfg.mqtt.prefix) == ("localhost", 1883, 5, "vpp")
-    assert (cfg.rate_limit.rate, cfg.rate_limit.burst, cfg.commands.default_ttl) == (1.0, 5, 60.0)
+    assert (cfg.rate_limit.rate, cfg.rate_limit.burst, cfg.commands.default_ttl) == (0.16, 5, 60.0)
     assert cfg.api.base_url == "https://www.solaxcloud.com:9443/proxy" and cfg.journal.path == "semookii-bridge.db"
 
 
@@ -36,6 +36,10 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("[mqtt]\nprotocol = 4\n", "$.mqtt.protocol"),
         ("[mqtt]\nprefix = \"vpp/#\"\n", "$.mqtt.prefix"),
         ("[rate_limit]\nrate = -1\n", "$.rate_limit.rate"),
+        ("[rate_limit]\nrate = inf\n", "$.rate_limit.rate"),
+        ("[rate_limit]\ndaily_quota = 9223372036854775807\n", "$.rate_limit.daily_quota"),
+        ("[rate_limit]\nburst = 9223372036854775807\n", "$.rate_limit.burst"),
+        ("[api]\ntimeout = inf\n", "$.api.timeout"),
         ("[commands]\nmax_abs_power = 70000\n", "$.commands.max_abs_power"),
         ("[mqtt]\nhots = \"x\"\n", "hots"),
         ("[nonsense]\n", "nonsense"),

@@ -35,7 +35,7 @@ def test_the_fingerprint_has_every_safety_setting() -> None:
 def test_a_difference_names_each_key_and_both_values() -> None:
     """The refusal names the differing keys with both values, and nothing else."""
     diff = differing({**HA, "mqtt.prefix": "a", "rate_limit.rate": 2.5}, {**HA, "mqtt.prefix": "b"})
-    assert diff == ["mqtt.prefix (here 'a', there 'b')", "rate_limit.rate (here 2.5, there 1.0)"]
+    assert diff == ["mqtt.prefix (here 'a', there 'b')", "rate_limit.rate (here 2.5, there 0.16)"]
 
 
 @pytest.mark.parametrize(

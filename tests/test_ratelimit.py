@@ -386,3 +386,26 @@ async def test_paced_polls_wait_while_control_goes_at_once() -> None:
     limiter._wake.set()
     await asyncio.wait_for(poll, 1)
     await limiter.close()
+
+
+@settings(max_examples=30, deadline=None)
+@given(delays=st.lists(st.floats(0.0, 1.0), min_size=50, max_size=50))
+def test_the_default_limit_is_never_refused_by_a_vendor_allowing_10_a_minute(delays: list[float]) -> None:
+    """A bridge with the default rate_limit, taking every token as soon as it can, with each call arriving up to
+    send_margin later, is never refused by the simulator's gate set to the vendor's 10 calls a minute, burst 5;
+    the default daily quota is the vendor's 10,000 and max_in_flight is at most burst."""
+    from semookii_bridge.config import RateLimitConfig
+
+    cfg = RateLimitConfig()
+    assert cfg.daily_quota == 10_000 and cfg.max_in_flight <= cfg.burst
+    ours, theirs = FakeClock(), FakeClock()
+    bridge = TokenBucket(cfg.rate, cfg.burst, clock=ours, margin=cfg.send_margin)
+    vendor = TokenBucket(10 / 60, 5, clock=theirs)
+    arrivals = []
+    for delay in delays:
+        ours.now += bridge.delay()
+        assert bridge.try_take()
+        arrivals.append(ours.now + delay * cfg.send_margin)
+    for at in sorted(arrivals):
+        theirs.now = at
+        assert vendor.try_take(), f"refused at {at - 1000.0:.2f} s"

@@ -41,6 +41,7 @@ def write_config(path: Path, broker: Mosquitto, sim: RunningSimulator, *, rate: 
 [rate_limit]
 rate = {rate}
 burst = {burst}
+daily_quota = 0
 
 [commands]
 poll_initial = 0.2

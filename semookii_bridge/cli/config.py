@@ -10,6 +10,7 @@ import click
 
 from .. import config
 from ..api import ApiError, CloudClient, RetryPolicy
+from ..config_files import check_files
 from ..secret import Secret
 from .options import config_option, load_config
 
@@ -31,10 +32,14 @@ def config_check(config_path: str | None, connect: bool) -> None:
     try:
         token = config.load_token(cfg.api)
         token_source = "set (api.token_file)" if cfg.api.token_file else "set (SEMOOKII_TOKEN)"
-    except config.ConfigError:
-        token_source = "missing: set SEMOOKII_TOKEN or api.token_file"
+    except config.ConfigError as exc:
+        token_source = f"unusable: {exc}" if cfg.api.token_file else "missing: set SEMOOKII_TOKEN or api.token_file"
     click.echo(json.dumps({**config.redacted(cfg), "token": token_source}, indent=2))
     problems = [] if token else [f"api token {token_source}"]
+    try:
+        check_files(cfg)
+    except config.ConfigError as exc:
+        problems.append(str(exc))
     if connect:
         problems += _connect(cfg, token)
     for problem in problems:

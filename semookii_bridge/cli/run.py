@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from .. import config, logs
+from ..config_files import check_files
 from ..fleet import FleetMismatch
 from ..http_server import PortBusy
 from ..mqtt import MqttFailure
@@ -50,6 +51,7 @@ def run(
     logs.setup(cfg.log.level, cfg.log.format)
     try:
         token = config.load_token(cfg.api)
+        check_files(cfg)
     except config.ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     logs.redact(token)
