@@ -17,13 +17,28 @@ from typing import Any
 from aiohttp import web
 
 from . import wire
+from .config import loopback
 from .observability import Observability
 from .secret import Secret
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; img-src 'self' data:"
-"""The page loads nothing from elsewhere (it works offline, next to a broker in a substation)."""
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'none'"
+)
+"""The page loads nothing from elsewhere (it works offline, next to a broker in a substation), runs no inline
+script and cannot be framed."""
+HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
+"""On every answer: no content sniffing, no framing (older browsers), no URL passed on."""
 OPEN = frozenset({"/livez", "/readyz", "/healthz"})
+WRONG_HOST = wire.encode(
+    {
+        "code": "wrong_host",
+        "message": "this page answers only at a loopback name; serve it elsewhere with http.auth_token set",
+    }
+)
+ASSETS = {"/status.css": "text/css", "/status.js": "text/javascript"}
+"""The page's own files: no data in them, so served without the token."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -41,13 +56,16 @@ def authorized(header: str, token: Secret) -> bool:
     return bool(given) and hmac.compare_digest(given.encode(), token.reveal().encode())
 
 
-def _guard(token: Secret, metrics_public: bool) -> Any:
+def _guard(token: Secret, metrics_public: bool, loopback: bool) -> Any:
     """Middleware: 401 unless the path is open or authorized; on `/` with a basic-auth challenge, so a browser
-    asks (not on the data, which the page's script fetches: no prompt there)."""
+    asks (not on the data, which the page's script fetches: no prompt there). Bound to loopback, only a loopback
+    Host is answered (beyond the probes): a web page elsewhere cannot read it by DNS rebinding."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        public = request.path in OPEN or (metrics_public and request.path == "/metrics")
+        if loopback and request.path not in OPEN and not _loopback_name(request.host):
+            return web.Response(status=421, body=WRONG_HOST, content_type="application/json")
+        public = request.path in OPEN or request.path in ASSETS or (metrics_public and request.path == "/metrics")
         if token and not public and not authorized(request.headers.get("Authorization", ""), token):
             body = wire.encode({"code": "unauthorized", "message": "this page needs http.auth_token"})
             challenge = {"WWW-Authenticate": 'Basic realm="semookii-bridge"'} if request.path == "/" else {}
@@ -55,6 +73,16 @@ def _guard(token: Secret, metrics_public: bool) -> Any:
         return await handler(request)
 
     return guard
+
+
+def _loopback_name(host: str) -> bool:
+    """Whether a Host header names this machine's loopback (any port)."""
+    name = host.rpartition("]")[0] + "]" if host.startswith("[") else host.rpartition(":")[0] or host
+    return loopback(name)
+
+
+async def _secure(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(HEADERS)
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
@@ -68,8 +96,9 @@ def make_app(
     *,
     token: Secret | None = None,
     metrics_public: bool = False,
+    loopback: bool = False,
 ) -> web.Application:
-    """The aiohttp application: probes, metrics, and (given `status`) the page and its data."""
+    """The aiohttp application: probes, metrics, and (given `status`) the page, its files and its data."""
     page = resources.files(__package__).joinpath("status.html").read_bytes()
 
     async def probe(request: web.Request) -> web.Response:
@@ -80,19 +109,36 @@ def make_app(
         return web.Response(body=obs.render(), headers={"Content-Type": PROMETHEUS_TEXT})
 
     async def index(request: web.Request) -> web.Response:
-        return web.Response(body=page, content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-store", "Content-Security-Policy": CSP})
+        return web.Response(
+            body=page,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": CSP},
+        )
 
     async def data(request: web.Request) -> web.Response:
         return _json(status() if status is not None else {})
 
-    app = web.Application(middlewares=[_guard(token or Secret(""), metrics_public)])
+    app = web.Application(middlewares=[_guard(token or Secret(""), metrics_public, loopback)])
+    app.on_response_prepare.append(_secure)
     for path in OPEN:
         app.router.add_get(path, probe)
+    for path, kind in ASSETS.items():
+        app.router.add_get(path, _asset(path, kind))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
     app.router.add_get("/status.json", data)
     return app
+
+
+def _asset(path: str, kind: str) -> Handler:
+    """A handler serving one of the page's files from the package."""
+    body = resources.files(__package__).joinpath(path.lstrip("/")).read_bytes()
+
+    async def asset(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type=kind, charset="utf-8", headers={"Cache-Control": "no-cache"})
+
+    return asset
 
 
 async def start(
@@ -105,7 +151,8 @@ async def start(
     metrics_public: bool = False,
 ) -> tuple[web.AppRunner, int]:
     """Serve until `runner.cleanup()`; returns the runner and the bound port (port 0 picks one)."""
-    app = make_app(obs, status, token=token, metrics_public=metrics_public)
+    local = loopback(host) and not token
+    app = make_app(obs, status, token=token, metrics_public=metrics_public, loopback=local)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -122,6 +169,8 @@ class PortBusy(Exception):
     """The HTTP server could not bind its port (taken by another process, or not allowed)."""
 
     def __init__(self, host: str, port: int, reason: str) -> None:
-        super().__init__(f"cannot serve http on {host}:{port}: {reason} (set http.port, or http.enabled = false; "
-                         "or is this bridge already running?)")
+        super().__init__(
+            f"cannot serve http on {host}:{port}: {reason} (set http.port, or http.enabled = false; "
+            "or is this bridge already running?)"
+        )
         self.host, self.port, self.reason = host, port, reason

@@ -225,6 +225,45 @@ def test_the_status_page_beyond_loopback_requires_a_token() -> None:
     assert cfg.http.token().reveal() == "t0ken" and bridge_config.redacted(cfg)["http"]["auth_token"] == "***"
 
 
+async def test_every_answer_carries_the_security_headers_and_the_page_no_inline_script(bridge: Service) -> None:
+    """nosniff, no framing and no referrer on the page, its files, its data, the metrics and the probes; the page's
+    policy allows only its own script and style files and no framing; those files are served."""
+    url = f"http://127.0.0.1:{bridge.http_port}"
+    async with aiohttp.ClientSession() as session:
+        for path in ("/", "/status.js", "/status.css", "/status.json", "/metrics", "/livez", "/readyz"):
+            async with session.get(url + path) as r:
+                assert r.status in (200, 503), path
+                assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["X-Frame-Options"] == "DENY"
+                assert r.headers["Referrer-Policy"] == "no-referrer", path
+        async with session.get(url + "/") as r:
+            csp, page = r.headers["Content-Security-Policy"], await r.text()
+        async with session.get(url + "/status.js") as r:
+            assert r.content_type == "text/javascript" and "status.json" in await r.text()
+    assert "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp and "script-src 'self'" in csp
+    assert "<script>" not in page and "<style>" not in page and "style=" not in page
+
+
+async def test_the_loopback_page_answers_only_a_loopback_host(bridge: Service) -> None:
+    """Without a token on loopback, a request naming another Host (a DNS-rebinding page) gets 421 and no data;
+    localhost and 127.0.0.1 are answered, and the probes answer any Host."""
+    for host in ("evil.example", "evil.example:80", "localhost.evil.example", "192.168.1.5"):
+        for path in ("/", "/status.json", "/metrics"):
+            status, body = await get(bridge, path, {"Host": host})
+            assert status == 421 and '"wrong_host"' in body, (host, path)
+        assert (await get(bridge, "/livez", {"Host": host}))[0] == 200
+    for host in ("localhost", f"localhost:{bridge.http_port}", f"127.0.0.1:{bridge.http_port}", "[::1]"):
+        assert (await get(bridge, "/status.json", {"Host": host}))[0] == 200, host
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "192.168.1.5", "bridge.example", "::ffff:10.0.0.1"])
+def test_a_bind_beyond_loopback_without_a_token_is_refused(host: str) -> None:
+    """Any address that is not loopback (all interfaces, IPv6 any, a LAN address, a name) needs the token; a blank
+    token is no token."""
+    for env in ({}, {"SEMOOKII_BRIDGE_HTTP_AUTH_TOKEN": "   "}):
+        with pytest.raises(bridge_config.ConfigError, match=r"set http\.auth_token"):
+            bridge_config.load(None, environ={"SEMOOKII_BRIDGE_HTTP_HOST": host, **env})
+
+
 async def test_the_status_data_shows_lifecycle_and_refusals(
     bridge: Service, broker: Mosquitto, sim: RunningSimulator
 ) -> None:
