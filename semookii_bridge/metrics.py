@@ -39,6 +39,10 @@ class LiveSample:
     calls_by_kind: dict[str, int] | None = None
     sparkplug_limited: dict[str, int] | None = None
     journal_writable: bool = True
+    mqtt_refused: int = 0
+    """Publishes the broker refused (MQTT 5 reason codes, among the watched ones)."""
+    mqtt_refusal: str | None = None
+    """The latest refusal while recent: `<topic>: <reason>`."""
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -57,6 +61,8 @@ class LiveCollector(Collector):
             return
         yield _gauge("semookii_mqtt_connected", "1 while connected to the broker", int(s.mqtt_connected))
         yield CounterMetricFamily("semookii_mqtt_reconnects", "Reconnections to the broker", value=s.mqtt_reconnects)
+        refused = "Publishes the broker refused (its ACL)"
+        yield CounterMetricFamily("semookii_mqtt_publishes_refused", refused, value=s.mqtt_refused)
         if s.tokens != float("inf"):  # unlimited: no series rather than a sentinel
             yield _gauge("semookii_ratelimit_tokens", "Tokens in the bucket (absent when unlimited)", s.tokens)
         yield _gauge("semookii_ratelimit_waiting", "API calls waiting for a token", s.limiter_waiting)

@@ -197,7 +197,8 @@ class Observability:
 
     def _checks(self, sample: LiveSample | None) -> dict[str, tuple[bool, dict[str, Any]]]:
         """Each readiness check: (ok, what it reports)."""
-        mqtt_ok = bool(sample and sample.mqtt_connected)
+        refusal = sample.mqtt_refusal if sample else None
+        mqtt_ok = bool(sample and sample.mqtt_connected) and refusal is None
         journal_ok = sample.journal_writable if sample else False
         quota_ok = not (sample and sample.quota_reserve_only)
         lag = self.worst_recent_lag()
@@ -206,7 +207,7 @@ class Observability:
                  "remaining": sample.quota_remaining if sample else None,
                  "reason": None if quota_ok else "only the safety reserve of the daily quota is left"}  # fmt: skip
         return {
-            "mqtt": (mqtt_ok, {"connected": mqtt_ok}),
+            "mqtt": (mqtt_ok, {"connected": bool(sample and sample.mqtt_connected), "publish_refused": refusal}),
             "api": (api_ok, api),
             "journal": (journal_ok, {"writable": journal_ok}),
             "quota": (quota_ok, quota),

@@ -285,7 +285,18 @@ class Service:
             oldest_queued=bridge.dispatcher.oldest_age() or 0.0,
             calls_by_kind=dict(zip(KINDS.values(), bridge.calls.totals, strict=True)),
             sparkplug_limited=dict(self.edge.limited) if self.edge is not None else None,
+            mqtt_refused=sum(link.outbox.refused for link in self._links()),
+            mqtt_refusal=self._refusal(),
         )
+
+    def _links(self) -> list[MqttLink]:
+        return [link for link in (self.link, self.safety_link) if link is not None]
+
+    def _refusal(self) -> str | None:
+        """The broker's latest refusal of a publish on either session, while recent."""
+        latest = [r for r in (link.outbox.refusing() for link in self._links()) if r is not None]
+        refusal = max(latest, key=lambda r: r.at) if latest else None
+        return f"{refusal.topic}: {refusal.reason}" if refusal else None
 
     async def stop(self) -> None:
         for link in (self.safety_link, self.link):

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import paho.mqtt.client as paho
 import pytest
 import yaml
@@ -219,3 +220,33 @@ def connects(port: int, user: str | None, password: str | None) -> bool:
     client.loop_stop()
     client.disconnect()
     return bool(reasons) and not reasons[0].is_failure
+
+
+async def test_a_broker_refusing_the_bridges_publishes_is_an_error_in_log_readyz_and_metrics(
+    secured_broker: int, sim: RunningSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bridge connects as a user the ACL lets read commands but not publish states: the broker refuses its
+    publishes (MQTT 5 PUBACK 0x87), and the bridge says so (log `mqtt_publish_refused` naming the topic,
+    `/readyz` 503 with `publish_refused`, `semookii_mqtt_publishes_refused_total`) instead of running silently."""
+    viewer = {"username": "viewer", "password": PASSWORDS["viewer"]}
+    config = bridge_config_for(secured_broker, sim, tmp_path, mqtt=viewer)
+    service = Service(config, Secret(TOKEN), retry=RetryPolicy.instant())
+    await service.start()
+    base = f"http://127.0.0.1:{service.http_port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                async with session.get(base + "/readyz") as r:
+                    ready = await r.json()
+                if ready["mqtt"]["publish_refused"]:
+                    break
+                await asyncio.sleep(0.1)
+            async with session.get(base + "/metrics") as r:
+                metrics = await r.text()
+    finally:
+        await service.stop()
+    assert r.status == 200 and "mqtt" in ready["failing"] and ready["mqtt"]["connected"] is True
+    assert ready["mqtt"]["publish_refused"].startswith("vpp/") and "Not authorized" in ready["mqtt"]["publish_refused"]
+    refused = [line for line in metrics.splitlines() if line.startswith("semookii_mqtt_publishes_refused_total ")]
+    assert refused and float(refused[0].split()[1]) >= 1
+    assert "mqtt_publish_refused topic=vpp/" in caplog.text

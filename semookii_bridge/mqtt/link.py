@@ -86,7 +86,7 @@ class MqttLink:
         self._writing = self._stopping = self._ever_connected = self._flush_scheduled = False
         self.watch = ConnectionWatch(config.host, config.port, config.client_id)
         self._client = self._make_client()
-        self._outbox = Outbox(self._client, v5=self._v5, flush=self._flush)
+        self.outbox = Outbox(self._client, v5=self._v5, flush=self._flush)
 
     @property
     def connected(self) -> bool:
@@ -328,7 +328,7 @@ class MqttLink:
         if not self.safety:
             self.publish(self.topics.bridge_state, _presence("online"), retain=True)
         self.announce()
-        self._outbox.drain()
+        self.outbox.drain()
         self._connected.set()
         log.info("mqtt_connected host=%s port=%d protocol=%d", self.config.host, self.config.port, self.config.protocol)
 
@@ -355,7 +355,7 @@ class MqttLink:
     @property
     def unacknowledged(self) -> int:
         """Publishes the broker has not acknowledged yet."""
-        return self._outbox.unacknowledged
+        return self.outbox.unacknowledged
 
     async def _consume(self) -> None:
         """Hand over what has arrived (up to ACK_BATCH messages), wait until it is durable, then ack it all.
@@ -363,7 +363,7 @@ class MqttLink:
         While more than INTAKE_PAUSE publishes await their acknowledgement, no command is taken: its states
         could not be published in order, and unacknowledged QoS 1 commands stay safely with the broker."""
         while True:
-            await self._outbox.room.wait()
+            await self.outbox.room.wait()
             batch = [await self._inbox.get()]
             limit = 1 if self._urgent is not None and self._urgent() else ACK_BATCH
             while len(batch) < limit and not self._inbox.empty():
@@ -395,5 +395,5 @@ class MqttLink:
         message_expiry: int | None = None,
     ) -> None:
         """Publish with QoS 1 through the outbox (in order, never dropped); `on_sent` runs on the broker's ack."""
-        self._outbox.publish(topic, payload, retain=retain, correlation_data=correlation_data, on_sent=on_sent,
+        self.outbox.publish(topic, payload, retain=retain, correlation_data=correlation_data, on_sent=on_sent,
                              response_topic=response_topic, message_expiry=message_expiry)  # fmt: skip

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
@@ -22,6 +23,20 @@ log = logging.getLogger(__name__)
 
 INTAKE_PAUSE = 40_000
 """Unacknowledged publishes above which the intake stops taking commands (the broker keeps them unacked)."""
+SAMPLE_EVERY = 1.0
+"""Seconds between publishes whose acknowledgement is read for a refusal (MQTT 5 PUBACK reason codes): paho
+builds a reason object per watched ack, so only a sample is watched; a broker whose ACL refuses the bridge's
+publishes refuses every one."""
+REFUSAL_SHOWN = 60.0
+"""Seconds a refusal stays in `/readyz` and between two log lines about refusals."""
+
+
+class Refusal(NamedTuple):
+    """The broker refused a publish: on which topic, its reason, and when (monotonic)."""
+
+    topic: str
+    reason: str
+    at: float
 
 
 class Outbox:
@@ -35,6 +50,11 @@ class Outbox:
         self._overflow: deque[_Outgoing] = deque()
         self.room = asyncio.Event()
         self.room.set()
+        self._sampled: set[int] = set()
+        self._next_sample = 0.0
+        self.refused = 0
+        """Publishes the broker refused (counted among the watched ones)."""
+        self.last_refusal: Refusal | None = None
 
     @property
     def unacknowledged(self) -> int:
@@ -83,6 +103,10 @@ class Outbox:
         if message.on_sent is not None:
             self._on_sent[info.mid] = message.on_sent
             self._watch_acks()
+        if self._v5 and time.monotonic() >= self._next_sample:
+            self._sampled.add(info.mid)
+            self._next_sample = time.monotonic() + SAMPLE_EVERY
+            self._watch_acks()
         if self._client.want_write():
             self._flush()  # paho could not take it to the socket now (its callback lock was held)
         return True
@@ -94,19 +118,42 @@ class Outbox:
 
     def _paho_published(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         # On the loop thread, inside paho's callback lock: defer, so that publishing again is safe.
-        asyncio.get_running_loop().call_soon(self.acknowledged, mid)
+        refusal = None
+        if getattr(reason, "is_failure", False):
+            sent = client._out_messages.get(mid)  # paho drops it only after this callback
+            refusal = (sent.topic if sent is not None else "?", str(reason))
+        asyncio.get_running_loop().call_soon(self.acknowledged, mid, refusal)
 
-    def acknowledged(self, mid: int) -> None:
-        """The broker acknowledged publish `mid`: let held-back publishes go, then run its `on_sent`."""
+    def acknowledged(self, mid: int, refusal: tuple[str, str] | None = None) -> None:
+        """The broker acknowledged publish `mid` (or refused it: topic, reason): let held-back publishes go,
+        then run its `on_sent` (the broker has answered either way)."""
+        self._sampled.discard(mid)
+        if refusal is not None:
+            self._refused(*refusal)
         callback = self._on_sent.pop(mid, None)
         self.drain()
-        if not self._on_sent and self.room.is_set():
+        if not self._on_sent and not self._sampled and self.room.is_set():
             self._client.on_publish = None
         if callback is not None:
             try:
                 callback()
             except Exception:
                 log.exception("on_sent_failed mid=%d", mid)
+
+    def _refused(self, topic: str, reason: str) -> None:
+        """Count a refused publish; log it once per REFUSAL_SHOWN: subscribers never get what the broker drops."""
+        now = time.monotonic()
+        quiet = self.last_refusal is None or now - self.last_refusal.at > REFUSAL_SHOWN
+        self.refused += 1
+        self.last_refusal = Refusal(topic, reason, now)
+        if quiet:
+            action = "the broker drops what the bridge publishes there: allow the bridge's user to publish it"
+            log.error("mqtt_publish_refused topic=%s reason=%s action=%s", topic, reason, action)
+
+    def refusing(self) -> Refusal | None:
+        """The latest refusal, while it is recent (REFUSAL_SHOWN)."""
+        last = self.last_refusal
+        return last if last is not None and time.monotonic() - last.at <= REFUSAL_SHOWN else None
 
     def drain(self) -> None:
         """Hand held-back publishes to paho, oldest first, while it takes them; reopen the intake below half."""
