@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import hmac
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import wire
 from .config import loopback
@@ -141,6 +143,23 @@ def _asset(path: str, kind: str) -> Handler:
     return asset
 
 
+class _BadRequests(logging.Filter):
+    """aiohttp logs a malformed request (a scanner, TLS on the plain port) with a traceback, some at ERROR; it is
+    the client's fault and answered 400: one DEBUG line naming the cause instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            cause = " ".join(str(exc.message).split())[:200]
+            record.msg, record.args = "http_bad_request status=%s cause=%s", (exc.code, cause)
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+BAD_REQUESTS = _BadRequests()
+
+
 async def start(
     obs: Observability,
     host: str,
@@ -151,6 +170,7 @@ async def start(
     metrics_public: bool = False,
 ) -> tuple[web.AppRunner, int]:
     """Serve until `runner.cleanup()`; returns the runner and the bound port (port 0 picks one)."""
+    logging.getLogger("aiohttp.server").addFilter(BAD_REQUESTS)
     local = loopback(host) and not token
     app = make_app(obs, status, token=token, metrics_public=metrics_public, loopback=local)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)

@@ -3,6 +3,7 @@ metrics follow the Prometheus rules, and the operations server asks for its toke
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -253,6 +254,26 @@ async def test_the_loopback_page_answers_only_a_loopback_host(bridge: Service) -
         assert (await get(bridge, "/livez", {"Host": host}))[0] == 200
     for host in ("localhost", f"localhost:{bridge.http_port}", f"127.0.0.1:{bridge.http_port}", "[::1]"):
         assert (await get(bridge, "/status.json", {"Host": host}))[0] == 200, host
+
+
+async def test_malformed_http_requests_get_400_and_one_debug_line_each(
+    bridge: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bad method, a bad Content-Length and TLS on the plain port are answered 400 and logged as one DEBUG
+    line naming the cause, with no traceback; the server keeps answering."""
+    caplog.set_level("DEBUG", logger="aiohttp.server")
+    junk = [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40)]
+    for request in junk:
+        reader, writer = await asyncio.open_connection("127.0.0.1", bridge.http_port)
+        writer.write(request)
+        answer = await reader.read(100)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.0 400"), answer
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(records) == 3 and all(r.levelname == "DEBUG" and not r.exc_info for r in records), records
+    assert all(r.getMessage().startswith("http_bad_request status=400 cause=") for r in records)
+    assert (await get(bridge, "/livez"))[0] == 200
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "192.168.1.5", "bridge.example", "::ffff:10.0.0.1"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import pytest
@@ -125,3 +126,61 @@ async def test_a_state_message_never_quotes_the_token_in_any_case(
         probe.publish(f"vpp/group/{group}/set", {"type": "manual", "action": "stop", "request_id": "echo"})
         state = await probe.wait_status(f"vpp/group/{group}/state", "echo", "failed")
     assert "***" in state["error"]["message"] and not leaks(state["error"]["message"])
+
+
+def encodings() -> dict[str, str]:
+    """The token as a vendor's message might echo it in spellings no list of forms anticipates."""
+    import base64
+    from urllib.parse import quote
+
+    return {
+        "hex": TOKEN.encode().hex(),
+        "double URL encoding": quote(quote(TOKEN, safe=""), safe=""),
+        "HTML entities": "".join(f"&#{ord(c)};" for c in TOKEN),
+        "base64 of tokenId=": base64.b64encode(f"tokenId={TOKEN}".encode()).decode(),
+        "spaced out": " ".join(TOKEN),
+        "dotted, upper case": ".".join(TOKEN.upper()),
+    }
+
+
+def holds_the_token(text: str) -> bool:
+    """Whether any decoding of `text` (hex, URL, entities, base64 at any offset, gaps removed) holds the token."""
+    import base64
+    import binascii
+    import html
+    import re
+    from urllib.parse import unquote
+
+    flat = re.sub(r"[^0-9a-z]", "", text.lower())
+    variants = [text, html.unescape(text), unquote(unquote(text))]
+    for run in re.findall(r"[0-9A-Za-z+/=]{8,}", text):
+        for cut in range(4):
+            with contextlib.suppress(binascii.Error, ValueError):
+                variants.append(base64.b64decode(run[cut:] + "=" * (-len(run[cut:]) % 4)).decode("latin-1"))
+        with contextlib.suppress(ValueError):
+            variants.append(bytes.fromhex(run).decode("latin-1"))
+    return re.sub(r"[^0-9a-z]", "", TOKEN.lower()) in flat or any(TOKEN.lower() in v.lower() for v in variants)
+
+
+@pytest.mark.parametrize("spelling", sorted(encodings()))
+async def test_a_vendor_message_echoing_the_token_in_any_encoding_keeps_it_out(
+    spelling: str, client: CloudClient, sim: RunningSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The vendor's refusal quotes the token in an encoding: the error's message (what states, the status page
+    and the journal carry) and the log hold no decoding of it; the rest of the vendor's words stay."""
+    caplog.set_level(logging.DEBUG)
+    message = f"Inverter H4751234567890 refused: token {encodings()[spelling]} is not allowed"
+    sim.simulator.inject(Fault("reject", times=1, message=message))
+    with pytest.raises(ApiError) as info:
+        await client.group_control("1", ControlParams(super_type=1, system_swich=1))
+    assert not holds_the_token(info.value.message), info.value.message
+    assert info.value.message.startswith("Inverter H4751234567890 refused: token ")
+    assert info.value.message.endswith(" is not allowed")
+    assert not any(holds_the_token(r.getMessage()) for r in caplog.records)
+
+
+def test_ordinary_vendor_words_are_kept_whole() -> None:
+    """Group ids, serials, a ban's seconds and words that read like a token refusal pass unchanged."""
+    kept = ["group 1028902640000737745 not found", "Inverter H4751234567890 offline, SW12345678",
+            "Operation too frequent, token banned for 3600 seconds", "Inverter token.invalid does not exist"]
+    assert [Secret(TOKEN).vet(text) for text in kept] == kept

@@ -275,7 +275,7 @@ class CloudClient:
             raw = await self._http(endpoint, params=None, json_body=body)
             doc = decode_json(endpoint, raw, dict[str, Any])
             if doc.get("success") is not True:
-                message = self.token.redact(str(doc.get("exception") or "the API reported a failure"))
+                message = self.token.vet(str(doc.get("exception") or "the API reported a failure"))
                 raise self._rejected(message, endpoint)
             self._on_token(True, "")
             return {field: split(doc.get(key)) for key, field in BIND_KEYS.items()}
@@ -312,7 +312,7 @@ class CloudClient:
         if ok is None:
             raise BadResponse("the API answer has neither success nor isSuccess", endpoint=endpoint.name)
         if not ok:
-            message = self.token.redact(envelope.exception or "the API reported a failure without a message")
+            message = self.token.vet(envelope.exception or "the API reported a failure without a message")
             seconds = ban_seconds(message)
             if seconds is not None:
                 log.error("api_banned endpoint=%s seconds=%g effect=every_call_paused", endpoint.name, seconds)
@@ -372,7 +372,7 @@ class CloudClient:
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             outcome = "connect_error"
             reason = cannot_connect(self._base_url, self._timeout.connect or 0.0, exc)
-            raise ConnectFailed(self.token.redact(reason), endpoint=endpoint.name) from None
+            raise ConnectFailed(self.token.vet(reason), endpoint=endpoint.name) from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             outcome, error = _after_sending(exc, endpoint)
             raise error from None
