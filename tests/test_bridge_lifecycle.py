@@ -157,3 +157,39 @@ async def test_send_command_prints_the_lifecycle(bridge: Service, broker: Mosqui
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     statuses = [json.loads(line)["status"] for line in out.decode().splitlines()]
     assert proc.returncode == 0 and statuses == LIFECYCLE
+
+
+async def test_send_on_the_safety_lane_goes_there_and_refuses_a_setpoint(
+    bridge: Service, broker: Mosquitto, sim: RunningSimulator
+) -> None:
+    """`send --safety` publishes a stop on the safety lane (it completes, read by the lane's own session) and
+    refuses a setpoint before publishing anything (exit 2)."""
+    import asyncio
+    import sys
+
+    group_id, _ = group_and_members(sim)
+    base = [
+        sys.executable,
+        "-m",
+        "semookii_bridge.cli",
+        "send",
+        "--safety",
+        "--mqtt-host",
+        "127.0.0.1",
+        "--mqtt-port",
+        str(broker.port),
+        "group",
+        group_id,
+    ]
+    with Probe(broker.port, subscribe="vpp/safety/#") as probe:
+        stop = await asyncio.create_subprocess_exec(
+            *base, '{"type":"manual","action":"stop"}', stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(stop.communicate(), 30)
+        setpoint = await asyncio.create_subprocess_exec(
+            *base, '{"type":"power_control","active_power":-3000,"duration":60,"timeout":10}', stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(setpoint.communicate(), 30)
+        lane = [m.topic for m in probe.on(f"vpp/safety/group/{group_id}/set")]
+    assert stop.returncode == 0 and json.loads(out.decode().splitlines()[-1])["status"] == "completed"
+    assert setpoint.returncode == 2 and "--safety takes only" in err.decode() and len(lane) == 1

@@ -123,3 +123,46 @@ async def test_listings_leave_out_what_is_outside_the_allow_lists(client: CloudC
     assert everything["total"] == len(groups) > 1
     rows = await listed("inverter/list", {"group_id": keep, "all": True}, allowed)
     assert len(sns) > 1 and [r["inverter_sn"] for r in rows["items"]] == sns[:1] and rows["total"] == 1
+
+
+SHAPES = [
+    ("group/list", {}),
+    ("group/list", {"page": 1, "size": 1}),
+    ("group/list", {"page": 2, "size": 1}),
+    ("group/list", {"all": True}),
+    ("group/search", {"name": "{name}"}),
+    ("inverter/list", {"group_id": "{group}"}),
+    ("inverter/list", {"group_id": "{group}", "page": 1, "size": 1}),
+    ("inverter/list", {"group_id": "{group}", "page": 2, "size": 1}),
+    ("inverter/list", {"group_id": "{group}", "all": True}),
+    ("inverter/search", {"group_id": "{group}", "sn": "{sn}"}),
+]
+"""Every answer that lists groups or inverters, paged (first page, a later one) and whole."""
+
+
+@pytest.mark.parametrize(("op", "template"), SHAPES)
+async def test_no_listing_shape_shows_what_is_outside_the_allow_lists(
+    op: str, template: dict[str, Any], client: CloudClient, sim: RunningSimulator
+) -> None:
+    """With allow-lists naming the second group and its second inverter, no item of any listing shape is outside
+    them, and `total` counts what is shown."""
+    import msgspec
+
+    groups = sim.simulator.state.list_groups()
+    keep = groups[1]
+    inverters = sim.simulator.state.list_inverters(str(keep.id))
+    sn = inverters[1].inverter_sn
+    values = {"group": str(keep.id), "name": keep.name, "sn": inverters[0].inverter_sn}
+    body = {k: v.format(**values) if isinstance(v, str) else v for k, v in template.items()}
+    allowed = Guard(allow_groups=frozenset({str(keep.id)}), allow_inverters=frozenset({sn}))
+    response = await handle_request(client, op, msgspec.json.encode(body), max_payload=65536, guard=allowed)
+    assert response.status == "ok", response
+    data = msgspec.to_builtins(response.data)
+    items = data["items"] if isinstance(data, dict) else data
+    for item in items:
+        if op.startswith("group"):
+            assert str(item["id"]) == str(keep.id), item
+        else:
+            assert item["inverter_sn"] == sn, item
+    if isinstance(data, dict) and "total" in data:
+        assert data["total"] == len(items)

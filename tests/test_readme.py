@@ -30,9 +30,16 @@ def block() -> list[str]:
     return [re.sub(r"\s+# .*$", "", line).strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
+def sample_answer() -> str:
+    """The README's sample of the group list's answer (the comment line after mosquitto_rr), without its `...`."""
+    text = (ROOT / "README.md").read_text().split("## Try it by hand", 1)[1]
+    line = text.split("mosquitto_rr", 1)[1].splitlines()[1]
+    return line.removeprefix("# ").removesuffix("...")
+
+
 def test_the_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
-    """Every line of the block runs; mosquitto_rr prints the group the next lines command, and the
-    subscription shows that command's states up to `completed`."""
+    """Every line of the block runs; mosquitto_rr prints the group the next lines command, beginning as the
+    README's sample does, and the subscription shows that command's states up to `completed`."""
     if mosquitto_binary() is None or shutil.which("mosquitto_rr") is None:
         pytest.fail("mosquitto and mosquitto-clients are needed: `make test` installs them")
     ports = {port: free_port() for line in block() for port in PORT.findall(line)}
@@ -65,6 +72,7 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
             outputs.append(done.stdout)
         group = re.search(r"vpp/group/(\d+)/set", " ".join(block())).group(1)  # type: ignore[union-attr]
         assert '"status":"ok"' in outputs[0] and f'"id":"{group}"' in outputs[0]
+        assert outputs[0].startswith(sample_answer()), (sample_answer(), outputs[0])
         states = tmp_path / f"bg{len(background) - 1}.log"
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and '"status":"completed"' not in states.read_text():

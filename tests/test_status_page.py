@@ -134,3 +134,46 @@ async def _text_becomes(
             return str(text)
         await asyncio.sleep(0.2)
     raise AssertionError(f"#{element_id} never showed {wanted!r}: {text!r}")
+
+
+MARKUP = [
+    "<img src=x onerror=window.__owned=1>",
+    "<script>window.__owned=2</script>",
+    "<svg onload=window.__owned=3></svg>",
+    '"><iframe srcdoc="<script>parent.__owned=4</script>"></iframe>',
+    "<b id=injected>bold</b>",
+]
+"""Markup an outsider may put into what the page shows (any publisher, or the vendor's words)."""
+
+
+async def test_markup_in_every_field_an_outsider_controls_stays_text(
+    guarded: Service, broker: Mosquitto, sim: RunningSimulator, browser: webdriver.Chrome
+) -> None:
+    """Markup as a request id, an inverter serial in the topic, a command type, a field name and the vendor's
+    refusal text: each reaches the page as text (the cells hold no element), no script runs, no element is
+    created."""
+    from semookii_bridge.simulator import Fault
+
+    group_id = sim.simulator.state.list_groups()[0].id
+    headers = {"headers": {"Authorization": f"Bearer {PAGE_TOKEN}"}}
+    await in_thread(browser.execute_cdp_cmd, "Network.enable", {})
+    await in_thread(browser.execute_cdp_cmd, "Network.setExtraHTTPHeaders", headers)
+    await in_thread(browser.get, f"http://127.0.0.1:{guarded.http_port}/")
+    assert await _text_becomes(browser, "ready", "ready", exact=True) == "ready"
+    sim.simulator.inject(Fault("reject", path="/commandapi/groupControl", times=5, message=MARKUP[3]))
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": MARKUP[0]})
+        probe.publish(f"vpp/inverter/{MARKUP[0]}/set", {"type": "manual", "action": "stop", "request_id": MARKUP[1]})
+        probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "markup-vendor"})
+        probe.publish(f"vpp/group/{group_id}/set", {"type": MARKUP[2], "request_id": "markup-type"})
+        probe.publish(
+            f"vpp/group/{group_id}/set",
+            {"type": "manual", "action": "stop", MARKUP[4]: 1, "request_id": "markup-field"},
+        )
+        for wanted in ("markup-type", "markup-field", MARKUP[1], "parent.__owned=4", "inverter/<img"):
+            await _text_becomes(browser, "problems", wanted)
+    text = await in_thread(browser.execute_script, "return document.body.innerText;")
+    assert MARKUP[0] in text and MARKUP[4] in text
+    found = "document.querySelectorAll('img, iframe, script:not([src]), #injected').length"
+    script = f"return [document.querySelectorAll('td *').length, {found}, window.__owned === undefined];"
+    assert await in_thread(browser.execute_script, script) == [0, 0, True]

@@ -12,6 +12,7 @@ import click
 import msgspec
 
 from .. import config
+from ..commands import is_safety
 from ..mqtt import StateFollower
 from ..topics import Target, TargetKind, Topics
 from .options import broker_options, command_arg, config_option, load_config
@@ -24,6 +25,8 @@ from .options import broker_options, command_arg, config_option, load_config
 @broker_options
 @click.option("--username", help="Broker user (password: $SEMOOKII_BRIDGE_MQTT_PASSWORD).")
 @click.option("--wait", default=60.0, show_default=True, type=click.FloatRange(0.1), help="Seconds to follow.")
+@click.option("--safety", is_flag=True, help="On the safety lane (a stop, exit_remote_control or a switch-off "
+              "that must not wait behind queued setpoints).")  # fmt: skip
 def send(
     kind: str,
     args: tuple[str, ...],
@@ -33,21 +36,25 @@ def send(
     prefix: str | None,
     username: str | None,
     wait: float,
+    safety: bool,
 ) -> None:
     """Publish a command and print its lifecycle until it ends (exit 0 only when `completed`).
 
     \b
     semookii-bridge send group 1028902640000001234 '{"type":"manual","action":"stop"}'
+    semookii-bridge send --safety group 1028902640000001234 '{"type":"manual","action":"stop"}'
     semookii-bridge send inverter H475XXXXXX '{"type":"system_switch","on":true}'
     semookii-bridge send batch '{"type":"system_switch","on":true,"sns":["H475A","H475B"]}'
     """
     target, payload = _target_and_payload(cast(TargetKind, kind), args)
     command = command_arg(payload)
+    if safety and not is_safety(command):
+        raise click.UsageError("--safety takes only a manual stop, exit_remote_control or system_switch off")
     flags: dict[str, object] = {"host": mqtt_host, "port": mqtt_port, "prefix": prefix, "username": username}
     cfg = load_config(config_path, {"mqtt": flags})
     request_id = command.request_id or uuid.uuid4().hex
     doc = {**msgspec.to_builtins(command), "request_id": request_id}
-    topic = Topics(cfg.mqtt.prefix).command(target)
+    topic = Topics(cfg.mqtt.prefix).command(target, safety=safety)
     final = asyncio.run(_send_and_follow(cfg.mqtt, topic, json.dumps(doc).encode(), request_id, wait))
     sys.exit(0 if final == "completed" else 1)
 
