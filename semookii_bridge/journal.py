@@ -331,6 +331,12 @@ class Journal:
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
+    def latest_deadline(self) -> float | None:
+        """The latest deadline of a command not yet sent (after a reboot with an unset clock, the timeline starts
+        past it)."""
+        row = self._db.execute("SELECT MAX(deadline) FROM commands WHERE status = 'queued'").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM commands").fetchone()[0])
 

@@ -80,8 +80,14 @@ class Timeline:
         return Anchor(boot_id=self.boot, offset=self.offset, high=self())
 
 
+class RebootStore(AnchorStore, Protocol):
+    """The single host's journal, which also knows the latest deadline of a command not yet sent."""
+
+    def latest_deadline(self) -> float | None: ...
+
+
 def resume(
-    store: AnchorStore,
+    store: RebootStore,
     *,
     wall: Callable[[], float] = time.time,
     elapsed: Callable[[], float] = since_boot,
@@ -99,16 +105,23 @@ def resume(
 
 
 def _after_reboot(
-    store: AnchorStore, anchor: Anchor | None, wall_now: float, elapsed: Callable[[], float], boot: str | None
+    store: RebootStore, anchor: Anchor | None, wall_now: float, elapsed: Callable[[], float], boot: str | None
 ) -> Timeline:
     """A timeline that cannot measure the downtime: at least the time since boot has passed since the latest
-    instant written; the wall clock is believed when it says more (deadlines then expire sooner)."""
+    instant written; the wall clock is believed when it says more (deadlines then expire sooner). A wall clock
+    behind the latest instant written is not set yet (a board without a real-time clock, before time sync): the
+    downtime is unknown, so the timeline starts past every queued command's deadline (none goes out late)."""
     highs = [x for x in (anchor.high if anchor else None, store.latest_instant()) if x is not None]
     up = elapsed()
     if not highs:
         return Timeline(wall_now - up, boot=boot, elapsed=elapsed)
     lower = max(highs) + up
     start = max(wall_now, lower)
+    if wall_now < max(highs):
+        start = max(start, store.latest_deadline() or start)
+        effect = "commands queued before the reboot expire; on a board without a real-time clock enable time sync"
+        behind = max(highs) - wall_now
+        log.warning("clock_unset after=reboot wall_behind_journal_seconds=%.0f effect=%s", behind, effect)
     if start > lower:
         log.warning("clock_doubt after=reboot doubt_seconds=%.0f since_boot_seconds=%.0f", start - lower, up)
     return Timeline(start - up, boot=boot, doubt=start - lower, elapsed=elapsed)

@@ -7,6 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from semookii_bridge.bridge import Bridge
@@ -71,6 +72,24 @@ def test_after_a_reboot_the_timeline_never_goes_back_and_says_how_unsure_it_is(t
     ahead = Clocks(wall=after() + 500, up=20)
     again = resume(journal, wall=ahead.wall, elapsed=ahead.elapsed, boot="boot-c")
     assert again() == pytest.approx(ahead.wall(), abs=0.01) and again.doubt == pytest.approx(500 - 20)
+
+
+def test_after_a_reboot_with_the_wall_clock_behind_the_journal_no_queued_command_goes_out_late(
+    tmp_path: Path,
+) -> None:
+    """A setpoint queued with a 30 s deadline, then a reboot whose wall clock is behind the journal (not set
+    yet): the downtime is unknown, so the timeline starts at the deadline (the command expires at recovery
+    instead of going out late) and says how far it may be ahead; without a queued command, nothing moves."""
+    clocks, journal = Clocks(), Journal(tmp_path / "j.db")
+    first = resume(journal, wall=clocks.wall, elapsed=clocks.elapsed, boot="boot-a")
+    late = entry("late", "queued")
+    journal.use_clock(first)
+    journal.insert(msgspec.structs.replace(late, received_at=first(), deadline=first() + 30))
+    journal.commit()
+    journal.save_clock_anchor(first.anchor())
+    unset = Clocks(wall=1_000_000.0, up=5)
+    after = resume(journal, wall=unset.wall, elapsed=unset.elapsed, boot="boot-b")
+    assert after() >= first() + 30 and after.doubt == pytest.approx(25, abs=0.01)
 
 
 def test_the_bucket_goes_on_from_its_journaled_state_not_from_full(tmp_path: Path) -> None:
