@@ -48,6 +48,8 @@ class Answers:
         self.terminal = terminal
         self.counts: Counter[str] = Counter()
         self.accepted: dict[str, float] = {}
+        self.stops: dict[str, dict[str, Any]] = {}
+        """The last state of each operator's stop (`ctl-<k>`), to say what became of one that was never sent."""
         self.lock = threading.Lock()
 
     def __call__(self, topic: str, payload: bytes, ts: float) -> None:
@@ -59,6 +61,8 @@ class Answers:
                 self.counts[str(doc["transaction"])] += 1
                 return
             status, rid = doc.get("status"), doc.get("request_id", "")
+            if rid.startswith("ctl-"):
+                self.stops[rid] = doc
             if status == "accepted":
                 self.accepted[rid] = ts
             if not self.terminal or status in TERMINAL:
@@ -180,6 +184,12 @@ def _storm(name: str, count: int, publish: Callable[[Recorder, int, list[str]], 
     wrong = sum(1 for key in expected if counts.get(key, 0) != 1)
     waits = {lane: [called[g] - t for g, (ln, t) in sent_at.items() if ln == lane and g in called]
              for lane in ("ordinary", "safety")}  # fmt: skip
+    for k, (group, (lane, t)) in enumerate(sent_at.items()):
+        if group in called and called[group] - t > 2:
+            print(f"{name}: stop ctl-{k} ({lane}) took {called[group] - t:.2f} s", file=sys.stderr)
+        if group not in called:
+            print(f"{name}: stop ctl-{k} ({lane}) never reached the API; last state: {answers.stops.get(f'ctl-{k}')}",
+                  file=sys.stderr)  # fmt: skip
     return {
         "name": name,
         "count": count,

@@ -66,7 +66,7 @@ class Authorization:
 
     def _doubted(self, message: str) -> None:
         """An ordinary answer reads like a refusal: have the token checked now (not again within CONFIRM_EVERY)."""
-        if self.state == "unauthorized" or self._clock() - self._doubted_at < CONFIRM_EVERY:
+        if self._clock() - self._doubted_at < CONFIRM_EVERY:  # `told` asks only while not refused
             return
         self._doubted_at = self._clock()
         cause = f"an answer read like a token refusal: {message}"

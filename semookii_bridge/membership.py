@@ -36,6 +36,10 @@ class Session(Protocol):
     connected: bool
 
 
+QUICK = 0.5
+"""Seconds between heartbeats while a link is down (two registrations a second, only while it lasts)."""
+
+
 def window(cfg: BridgeConfig) -> float:
     """Seconds without a heartbeat after which a bridge of the journal counts as gone."""
     return 3 * cfg.ha.lease if cfg.ha.enabled else 10.0
@@ -51,6 +55,10 @@ class Links:
         self.host, self.port = url.host or "", url.port or 443
         self.presence, self.api_held = presence, api_held
         self.timeout = min(2.0, cfg.ha.lease)
+
+    def looks_down(self) -> bool:
+        """What is known without a probe: the presence session lost, or control calls held after a timeout."""
+        return (self.presence is not None and not self.presence.connected) or self.api_held()
 
     async def check(self) -> tuple[bool, bool]:
         broker = self.presence is None or self.presence.connected
@@ -120,7 +128,7 @@ class Heartbeat:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.span / 4)
+            await self._pause()
             broker_ok, api_ok = await self.links.check()
             self.me = replace(self.me, broker_ok=broker_ok, api_ok=api_ok)
             try:
@@ -134,6 +142,16 @@ class Heartbeat:
             lead = self.leading()
             if self.sweep is not None and lead is not None and lead.role == "leader":
                 self.sweep({m.name for m in live})
+
+    async def _pause(self) -> None:
+        """A quarter window; while a link is down (or as soon as it looks down) QUICK, so a hand-over follows
+        `ha.link_grace` closely instead of up to a quarter window later."""
+        period = self.span / 4 if self.me.broker_ok and self.me.api_ok else QUICK
+        steps = max(1, round(period / QUICK))
+        for _ in range(steps):
+            await asyncio.sleep(period / steps)
+            if self.links.looks_down():
+                return
 
     def _rivals(self, live: list[Member]) -> None:
         """Stop (exit 2) if a rival that was there first turned up: one whose heartbeat moved since the last."""

@@ -46,3 +46,20 @@ def test_the_check_decides_and_a_safety_command_is_attempted_anyway() -> None:
     assert not auth.refused()
     ATTEMPT.reset(attempt)
     assert auth.told(False, "tokenId is invalid or expired"), "once refused, the vendor's refusal counts"
+
+
+def test_a_refused_call_names_its_endpoint_and_the_vendors_words_and_listeners_hear_each_change() -> None:
+    """While refused, a call's error names its endpoint and the check's words; listeners hear each change of
+    standing once (refused, then accepted again), not a repeat of the same standing."""
+    auth, heard = Authorization(Clock()), list[str]()
+    auth.listeners.append(heard.append)
+    auth.told(True, "")
+    probing = PROBING.set(True)
+    auth.told(False, "tokenId is invalid or expired")
+    auth.told(False, "tokenId is invalid or expired")
+    PROBING.reset(probing)
+    error = auth.refusal("groupControl")
+    assert error.endpoint == "groupControl" and "tokenId is invalid or expired" in error.message
+    assert error.code == "unauthorized"
+    auth.told(True, "")
+    assert heard == ["authorized", "unauthorized", "authorized"] and auth.state == "authorized" and not auth.refused()

@@ -198,3 +198,49 @@ async def test_the_leader_clears_the_presence_of_bridges_that_are_gone(
         bridges.kill()
     assert retained == ["vpp/bridge/instance/a/state"]
     assert "ha_presence_cleared names=b" in (tmp_path / "a.log").read_text()
+
+
+class QuietDb:
+    """The registrations' store, answering at once; it records when each heartbeat registered."""
+
+    def __init__(self) -> None:
+        self.registered: list[float] = []
+
+    async def register(self, me: Member) -> float:
+        self.registered.append(asyncio.get_running_loop().time())
+        return 1.0
+
+    async def members(self, span: float) -> list[Member]:
+        return []
+
+
+class FlippingLinks:
+    """Links that are up until `down` is set (a control call timed out: the API is held)."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def looks_down(self) -> bool:
+        return self.down
+
+    async def check(self) -> tuple[bool, bool]:
+        return True, not self.down
+
+
+async def test_a_link_going_down_is_checked_within_half_a_second_not_a_quarter_window() -> None:
+    """With a 9 s window (lease 3 s) heartbeats come every 2.25 s; when the API is held they come every 0.5 s,
+    the first within 0.6 s of the change, so a hand-over follows `ha.link_grace` closely."""
+    from semookii_bridge.membership import Heartbeat
+
+    db, links = QuietDb(), FlippingLinks()
+    beat = Heartbeat(db, member("a"), 9.0, links, LinkWatch(grace=2.0, tenure=10.0), lambda: None,  # type: ignore[arg-type]
+                     lambda reason, code: None)  # fmt: skip
+    task = asyncio.ensure_future(beat.run())
+    await asyncio.sleep(2.4)
+    assert len(db.registered) == 1
+    links.down = True
+    flipped = asyncio.get_running_loop().time()
+    await asyncio.sleep(1.7)
+    task.cancel()
+    after = [t - flipped for t in db.registered if t > flipped]
+    assert after and after[0] < 0.6 and len(after) >= 3, after

@@ -330,7 +330,8 @@ class MqttLink:
         self.announce()
         self.outbox.drain()
         self._connected.set()
-        log.info("mqtt_connected host=%s port=%d protocol=%d", self.config.host, self.config.port, self.config.protocol)
+        c = self.config
+        log.info("mqtt_connected host=%s port=%d protocol=%d client_id=%s", c.host, c.port, c.protocol, c.client_id)
 
     def announce(self) -> None:
         """Publish `<prefix>/bridge/info` (retained): at each connect, and when what it says changed."""
@@ -339,7 +340,8 @@ class MqttLink:
 
     def _disconnected_in_loop(self, reason: str, expected: bool) -> None:
         self._connected.clear()
-        log.log(logging.INFO if expected else logging.WARNING, "mqtt_disconnected reason=%s", reason)
+        level = logging.INFO if expected else logging.WARNING
+        log.log(level, "mqtt_disconnected client_id=%s reason=%s", self.config.client_id, reason)
         self.watch.lost(expected)
         self._lost.set()
 
@@ -351,11 +353,6 @@ class MqttLink:
         else:
             self._client.subscribe([(f, 1) for f in filters])
         self._flush()
-
-    @property
-    def unacknowledged(self) -> int:
-        """Publishes the broker has not acknowledged yet."""
-        return self.outbox.unacknowledged
 
     async def _consume(self) -> None:
         """Hand over what has arrived (up to ACK_BATCH messages), wait until it is durable, then ack it all.
