@@ -150,6 +150,28 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
 
 
+def test_the_broker_password_drop_in_verifies_and_points_at_its_credential(tmp_path: Path) -> None:
+    """The unit with the broker-password drop-in merged in passes `systemd-analyze verify`; the password file the
+    bridge is told to read is the credential the drop-in loads."""
+    import re
+    import shutil
+    import sys
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    drop_in = (ROOT / "deploy" / "systemd" / "broker-password.conf").read_text()
+    (credential,) = re.findall(r"^LoadCredential=(\w+):/etc/semookii-bridge/mqtt-password$", drop_in, re.M)
+    assert f"Environment=SEMOOKII_BRIDGE_MQTT_PASSWORD_FILE=%d/{credential}" in drop_in.splitlines()
+    unit = (ROOT / "deploy" / "systemd" / "semookii-bridge.service").read_text()
+    service = "\n".join(line for line in drop_in.splitlines() if line.startswith(("LoadCredential", "Environment")))
+    merged = unit.replace("/opt/semookii-bridge/bin/semookii-bridge", str(Path(sys.executable).parent / "semookii-bridge"))
+    path = tmp_path / "semookii-bridge.service"
+    path.write_text(merged.replace("DynamicUser=yes\n", f"DynamicUser=yes\n{service}\n"))
+    result = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
 def test_container_files_reference_what_exists() -> None:
     """Every repository path the Dockerfile copies and the compose file mounts exists."""
     import re
