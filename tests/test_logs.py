@@ -181,6 +181,26 @@ def test_config_check_connect_names_refused_broker_credentials(
     assert re.search(r"FAIL api: http_error: cannot connect to 127\.0\.0\.1:\d+: Connection refused", out.stderr)
 
 
+@pytest.mark.parametrize("user", ["bridge", "sparkplug"])
+def test_config_check_connect_names_what_the_acl_refuses_the_bridge(
+    user: str, broker_with_passwords: tuple[int, dict[str, str]]
+) -> None:
+    """`config check --connect` as a user the ACL lets connect but not publish answers: a FAIL line naming the
+    topic; as the bridge's user, mqtt ok. (mosquitto grants a subscription its ACL will not deliver to, so the
+    subscription check only speaks for brokers that refuse at SUBACK.)"""
+    port, passwords = broker_with_passwords
+    out = run_cli("config", "check", "--connect", env={
+        "SEMOOKII_BRIDGE_MQTT_PORT": str(port), "SEMOOKII_BRIDGE_MQTT_HOST": "127.0.0.1",
+        "SEMOOKII_BRIDGE_MQTT_USERNAME": user, "SEMOOKII_BRIDGE_MQTT_PASSWORD": passwords[user],
+        "SEMOOKII_BRIDGE_API_BASE_URL": f"http://127.0.0.1:{free_port()}", "SEMOOKII_BRIDGE_API_TIMEOUT": "2"})
+    refusals = [line for line in out.stderr.splitlines() if line.startswith("FAIL mqtt:")]
+    if user == "bridge":
+        assert "mqtt: ok" in out.stderr and refusals == [], out.stderr
+        return
+    assert any("publish to vpp/bridge/response/config-check (Not authorized)" in line for line in refusals), out.stderr
+    assert out.returncode == 1
+
+
 def test_run_with_its_http_port_taken_says_so_in_one_line(tmp_path: Path, broker: Mosquitto) -> None:
     """Another process holds http.port: one line naming host, port and reason, exit code 6, no traceback."""
     import socket

@@ -54,9 +54,8 @@ def _connect(cfg: config.BridgeConfig, token: Secret | None) -> list[str]:
 
     problems = []
     broker = try_broker(cfg.mqtt)
-    click.echo(f"mqtt: {'ok' if broker is None else broker}", err=True)
-    if broker is not None:
-        problems.append(f"mqtt: {broker}")
+    click.echo(f"mqtt: {'ok' if not broker else '; '.join(broker)}", err=True)
+    problems += [f"mqtt: {problem}" for problem in broker]
     if token:
         api = asyncio.run(_try_api(cfg.api, token))
         click.echo(f"api: {'ok' if api is None else api}", err=True)
