@@ -4,6 +4,7 @@ middlebox that accepts and holds requests can deliver at most `max_in_flight` la
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -37,6 +38,28 @@ def test_a_control_timeout_opens_and_any_answer_closes() -> None:
     assert breaker.open and breaker.trips == 1
     breaker.observe(GROUP_FIND_ALL, "500")
     assert not breaker.open
+
+
+async def test_a_call_given_up_by_its_caller_is_no_answer(sim: object) -> None:
+    """A poll cancelled by its window while the API holds it reports `cancelled`, which leaves an open breaker
+    open: only an answer proves the API answers (bench/failover.py's API cut saw polls close it at once)."""
+    from semookii_bridge.api import CloudClient, RetryPolicy
+    from semookii_bridge.secret import Secret
+    from semookii_bridge.simulator import Fault, RunningSimulator
+
+    assert isinstance(sim, RunningSimulator)
+    breaker, seen = Breaker(), list[str]()
+    breaker.observe(GROUP_CONTROL, "timeout")
+
+    def observe(endpoint: object, outcome: str, elapsed: float) -> None:
+        seen.append(outcome)
+        breaker.observe(endpoint, outcome)  # type: ignore[arg-type]
+
+    sim.simulator.inject(Fault("slow", path="/commandapi/queryCommand", delay=5.0))
+    async with CloudClient(sim.base_url, Secret(TOKEN), retry=RetryPolicy.instant(), observer=observe) as client:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.query_command("501"), 0.3)
+    assert seen == ["cancelled"] and breaker.open
 
 
 async def test_a_holding_middlebox_gets_no_pile_of_control_calls(

@@ -2,8 +2,7 @@
 
 Every call goes through `_call`: gate (the caller's rate limiter), one HTTP attempt, classification of
 the failure, retries per `retry.py`. Parameters travel in the query string (POST), except `/api/regsn`
-which takes a JSON body. The token is sent and nowhere else: not in logs, errors or reprs.
-"""
+which takes a JSON body. The token is sent and nowhere else: not in logs, errors or reprs."""
 
 from __future__ import annotations
 
@@ -376,7 +375,8 @@ class CloudClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             outcome, error = _after_sending(exc, endpoint)
             raise error from None
-        except ApiError:
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the caller gave up (a poll's window): no answer came, none is proven
             raise
         finally:
             elapsed = time.perf_counter() - started
