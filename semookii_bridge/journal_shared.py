@@ -14,7 +14,6 @@ module sees a `Store`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
@@ -194,11 +193,14 @@ class SharedJournal:
         self._dirty_anchor |= batch.anchor is not None
 
     def _settle(self) -> None:
-        """Run what waited for the writes now on record, in order (callbacks, then waiters), a slice at a time."""
+        """Wake what waited for the writes now on record at once (a stop's `durable()` must not wait behind a
+        storm's state publishes), and run the after-commit callbacks in order, a slice at a time."""
+        woken = [w for gen, w in self._waiters if gen <= self._flushed]
+        self._waiters = [(gen, w) for gen, w in self._waiters if gen > self._flushed]
+        for waiter in woken:
+            _resolve(waiter)
         self._due.extend(cb for gen, cb in self._after if gen <= self._flushed)
         self._after = [(gen, cb) for gen, cb in self._after if gen > self._flushed]
-        self._due.extend(functools.partial(_resolve, w) for gen, w in self._waiters if gen <= self._flushed)
-        self._waiters = [(gen, w) for gen, w in self._waiters if gen > self._flushed]
         if self._due and not self._draining:
             self._drain()
 

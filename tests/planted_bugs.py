@@ -175,6 +175,11 @@ BUGS = (
     Bug("cancelled-call-counts-as-answer", "api/client.py",
         (('            outcome = "cancelled"  # the caller gave up (a poll\'s window): no answer came, none is proven\n', ""),),
         "tests/test_breaker.py::test_a_call_given_up_by_its_caller_is_no_answer"),
+    Bug("durable-waits-behind-callbacks", "journal_shared.py",
+        (("            _resolve(waiter)\n        self._due.extend(cb for gen, cb in self._after if gen <= self._flushed)\n",
+          "            pass\n        self._due.extend(cb for gen, cb in self._after if gen <= self._flushed)\n"
+          "        self._due.extend((lambda w=w: _resolve(w)) for w in woken)\n"),),
+        "tests/test_shared_journal.py::test_durable_wakes_at_its_flush_not_behind_the_batchs_callbacks"),
     Bug("settle-all-at-once", "journal_shared.py",
         (("while self._due and time.monotonic() < until:", "while self._due:"),),
         "tests/test_shared_journal.py::test_a_large_batchs_callbacks_run_in_order_with_the_loop_turning_between_slices"),

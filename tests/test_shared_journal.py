@@ -330,3 +330,28 @@ async def test_a_large_batchs_callbacks_run_in_order_with_the_loop_turning_betwe
     assert order == list(range(1001)) and seen_between, seen_between[:5]
     await journal.aclose()
     await db.close()
+
+
+async def test_durable_wakes_at_its_flush_not_behind_the_batchs_callbacks(pg_url: str) -> None:
+    """A stop waits in durable() for its write while a storm's 1,000 state publishes (0.2 ms each) are due: it
+    wakes at its flush, before those publishes have all run; they all run afterwards, in order."""
+    db = await connected(pg_url)
+    journal = SharedJournal(db, await db.load())
+    order: list[int] = []
+
+    def publish(i: int) -> None:
+        order.append(i)
+        time.sleep(0.0002)
+
+    for i in range(1000):
+        journal.insert(entry(f"storm-{i}"))
+        journal.after_commit(functools.partial(publish, i))
+    await journal.durable()
+    woke_after = len(order)
+    for _ in range(500):
+        if len(order) == 1000:
+            break
+        await asyncio.sleep(0.01)
+    assert woke_after < 1000 and order == list(range(1000)), woke_after
+    await journal.aclose()
+    await db.close()

@@ -70,6 +70,15 @@ async def in_thread(fn: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
+async def open_page(chrome: webdriver.Chrome, service: Service) -> None:
+    """Load the page with its token (sent on every request, as a proxy would) and wait until it says ready."""
+    headers = {"headers": {"Authorization": f"Bearer {PAGE_TOKEN}"}}
+    await in_thread(chrome.execute_cdp_cmd, "Network.enable", {})
+    await in_thread(chrome.execute_cdp_cmd, "Network.setExtraHTTPHeaders", headers)
+    await in_thread(chrome.get, f"http://127.0.0.1:{service.http_port}/")
+    assert await _text_becomes(chrome, "ready", "ready", exact=True) == "ready"
+
+
 def row_status(chrome: webdriver.Chrome, table: str, key: str) -> str | None:
     """The row's status cell, read in one script: the page may replace the row between two WebDriver calls."""
     script = "const c = document.querySelector(arguments[0]); return c ? c.innerText.trim() : null;"
@@ -98,11 +107,7 @@ async def test_the_page_shows_a_lifecycle_and_a_refusal_live(
     """Loaded with the token, the page says ready, follows one command from in-flight to completed, lists a
     refusal with its code, and logs no console error; its data without the token is 401."""
     group_id = sim.simulator.state.list_groups()[0].id
-    headers = {"headers": {"Authorization": f"Bearer {PAGE_TOKEN}"}}
-    await in_thread(browser.execute_cdp_cmd, "Network.enable", {})
-    await in_thread(browser.execute_cdp_cmd, "Network.setExtraHTTPHeaders", headers)
-    await in_thread(browser.get, f"http://127.0.0.1:{guarded.http_port}/")
-    assert await _text_becomes(browser, "ready", "ready", exact=True) == "ready"
+    await open_page(browser, guarded)
     with Probe(broker.port) as probe:
         probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": "live-1"})
         seen = await watch_row(browser, f"group/{group_id}", "completed")
@@ -155,11 +160,7 @@ async def test_markup_in_every_field_an_outsider_controls_stays_text(
     from semookii_bridge.simulator import Fault
 
     group_id = sim.simulator.state.list_groups()[0].id
-    headers = {"headers": {"Authorization": f"Bearer {PAGE_TOKEN}"}}
-    await in_thread(browser.execute_cdp_cmd, "Network.enable", {})
-    await in_thread(browser.execute_cdp_cmd, "Network.setExtraHTTPHeaders", headers)
-    await in_thread(browser.get, f"http://127.0.0.1:{guarded.http_port}/")
-    assert await _text_becomes(browser, "ready", "ready", exact=True) == "ready"
+    await open_page(browser, guarded)
     sim.simulator.inject(Fault("reject", path="/commandapi/groupControl", times=5, message=MARKUP[3]))
     with Probe(broker.port) as probe:
         probe.publish(f"vpp/group/{group_id}/set", {"type": "manual", "action": "stop", "request_id": MARKUP[0]})
