@@ -184,3 +184,27 @@ def test_ordinary_vendor_words_are_kept_whole() -> None:
     kept = ["group 1028902640000737745 not found", "Inverter H4751234567890 offline, SW12345678",
             "Operation too frequent, token banned for 3600 seconds", "Inverter token.invalid does not exist"]
     assert [Secret(TOKEN).vet(text) for text in kept] == kept
+
+
+@pytest.mark.parametrize(
+    ("text", "vetted"),
+    [
+        ("id 102890264000073774512345 gone", "id 102890264000073774512345 gone"),  # 24 digits: a number
+        ("the responsibilitiesandobligations", "the responsibilitiesandobligations"),  # 31 letters: a word
+        ("n " + "1" * 31, "n " + "1" * 31),
+        ("n " + "1" * 32, "n ***"),  # 32 of any kind may encode anything
+        ("trace 3f2a5b6c9d0e1f2a3b4c5d6e", "trace ***"),  # 20+ mixing letters and digits
+    ],
+)
+def test_vetting_stars_encoded_runs_and_keeps_numbers_and_words(text: str, vetted: str) -> None:
+    """Runs of 20 or more are starred when they mix letters and digits, or when they reach 32 of any kind."""
+    assert Secret(TOKEN).vet(text) == vetted
+
+
+def test_a_secret_shows_stars_in_repr_and_cannot_be_pickled() -> None:
+    """repr is exactly `Secret('***')`; pickling refuses, naming why."""
+    import pickle
+
+    assert repr(Secret(TOKEN)) == "Secret('***')" == str(Secret(TOKEN))
+    with pytest.raises(TypeError, match="a Secret cannot be pickled"):
+        pickle.dumps(Secret(TOKEN))
