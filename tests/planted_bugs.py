@@ -180,6 +180,9 @@ BUGS = (
           "            pass\n        self._due.extend(cb for gen, cb in self._after if gen <= self._flushed)\n"
           "        self._due.extend((lambda w=w: _resolve(w)) for w in woken)\n"),),
         "tests/test_shared_journal.py::test_durable_wakes_at_its_flush_not_behind_the_batchs_callbacks"),
+    Bug("refused-write-not-retried", "api/retry.py",
+        (("ConnectFailed | RateLimited | NotLeading)", "ConnectFailed | RateLimited)"),),
+        "tests/test_fenced_transport.py::test_a_write_refused_while_a_late_renewal_catches_up_goes_out_once_the_lease_is_valid_again"),
     Bug("settle-all-at-once", "journal_shared.py",
         (("while self._due and time.monotonic() < until:", "while self._due:"),),
         "tests/test_shared_journal.py::test_a_large_batchs_callbacks_run_in_order_with_the_loop_turning_between_slices"),

@@ -49,8 +49,8 @@ async def test_a_lease_that_runs_out_before_the_write_stops_the_request_on_a_poo
     sim: RunningSimulator,
 ) -> None:
     """The lease holds when the call starts and runs out before its bytes are written (a pause between the two):
-    the guard in front of the socket refuses the write, on a warm keep-alive connection; the call is not retried
-    and the simulator saw only the first call."""
+    the guard in front of the socket refuses the write, on a warm keep-alive connection; its retries find the
+    lease still gone, so nothing more is written and the simulator saw only the first call."""
     group = sim.simulator.state.add_group("g")
     lease = Lease(iter([True, True, True]))  # the first call: its check and its write(s); the second: its check
     async with client(sim, lease) as api:
@@ -60,6 +60,18 @@ async def test_a_lease_that_runs_out_before_the_write_stops_the_request_on_a_poo
         with pytest.raises(NotLeading):
             await api.group_control(group, PARAMS)
     assert first >= 2, "the first call's write did not ask the lease"
+    assert len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+async def test_a_write_refused_while_a_late_renewal_catches_up_goes_out_once_the_lease_is_valid_again(
+    sim: RunningSimulator,
+) -> None:
+    """A stalled loop lets the lease look gone at the write while its renewal's answer is still unread; the
+    renewal then lands: the refused attempt (no byte written) is retried and the call reaches the API once."""
+    group = sim.simulator.state.add_group("g")
+    lease = Lease(iter([True, False, True, True, True, True]))  # check, refused write, then valid again
+    async with client(sim, lease) as api:
+        await api.group_control(group, PARAMS)
     assert len(sim.simulator.calls_to(CONTROL)) == 1
 
 

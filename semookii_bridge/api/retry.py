@@ -21,6 +21,7 @@ from .errors import (
     BadResponse,
     ConnectFailed,
     HttpStatusError,
+    NotLeading,
     RateLimited,
     TransportError,
 )
@@ -56,8 +57,9 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 
 def is_transient(error: BaseException, *, idempotent: bool) -> bool:
     """Whether another attempt is safe and may succeed."""
-    if isinstance(error, ConnectFailed | RateLimited):
-        return True
+    if isinstance(error, ConnectFailed | RateLimited | NotLeading):
+        return True  # never reached the server (NotLeading: refused before a byte was written; a renewal late
+        # by a stalled loop catches up, a lost lease stops the process)
     if isinstance(error, HttpStatusError):
         return error.status is not None and (error.status == 503 or (idempotent and error.status >= 500))
     if isinstance(error, TransportError | BadResponse):
