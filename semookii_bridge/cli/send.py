@@ -25,8 +25,7 @@ from .options import broker_options, command_arg, config_option, load_config
 @broker_options
 @click.option("--username", help="Broker user (password: $SEMOOKII_BRIDGE_MQTT_PASSWORD).")
 @click.option("--wait", default=60.0, show_default=True, type=click.FloatRange(0.1), help="Seconds to follow.")
-@click.option("--safety", is_flag=True, help="On the safety lane (a stop, exit_remote_control or a switch-off "
-              "that must not wait behind queued setpoints).")  # fmt: skip
+@click.option("--safety", is_flag=True, help="On the safety lane: a stop that must not wait behind setpoints.")
 def send(
     kind: str,
     args: tuple[str, ...],
