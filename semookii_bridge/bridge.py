@@ -115,6 +115,7 @@ class Bridge:
         merge = MergePolicy(self.inventory.known, cmd.batch_max_sns) if self._merging else None
         in_flight = self.config.rate_limit.max_in_flight
         send = self.lane.sending(self.lifecycle.send_all)
+        self.lifecycle.recorded = self.lane.release
         self.lifecycle.polls.held = lambda: self.breaker.open  # no polls pile up while the API is silent either
         return Dispatcher(self.limiter, send, self._dropped, max_in_flight=in_flight, clock=self.clock, merge=merge,
                           breaker=self.breaker)  # fmt: skip

@@ -86,6 +86,9 @@ class Lifecycle:
             concurrency=poll_concurrency,
         )  # fmt: skip
         self._newest: dict[str, str] = {}
+        self.recorded: Callable[[Sequence[Job]], None] | None = None
+        """Called once the jobs' `sending` write is on record, just before their call (the safety lane's claim
+        on the loop ends there, not before: that write must not wait behind a storm's rows)."""
 
     # ---- publishing ---------------------------------------------------------------------------------
 
@@ -194,6 +197,8 @@ class Lifecycle:
         for job in jobs:
             self.journal.update(job.request_id, "sending")
         await self.journal.durable()
+        if self.recorded is not None:
+            self.recorded(jobs)
         if self.age_observer is not None:
             now = self.clock()
             for job in jobs:

@@ -269,6 +269,10 @@ BUGS = (
     Bug("history-keys-unsorted", "journal_history.py",
         (("    if all(map(operator.le, keys, islice(keys, 1, None))):", "    if True:"),),
         "tests/test_journal_history.py::test_keys_that_arrive_out_of_order_are_sorted_with_their_instants"),
+    Bug("lane-let-go-before-sending-is-on-record", "lane.py",
+        (("            try:\n                await send(jobs)\n            finally:\n                self.release(jobs)\n",
+          "            self.release(jobs)\n            await send(jobs)\n"),),
+        "tests/test_lane.py::test_the_claim_holds_until_the_sending_write_is_on_record_and_ends_before_the_call"),
 )  # fmt: skip
 
 
