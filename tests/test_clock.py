@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from semookii_bridge.bridge import Bridge
 from semookii_bridge.clock import SteadyClock, steady
@@ -19,6 +22,7 @@ from semookii_bridge.lifecycle import Lifecycle
 from semookii_bridge.payloads import Incoming
 from semookii_bridge.poll_schedule import PollSchedule
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket
+from semookii_bridge.timeline import SKEW_WARNING, Anchor, resume_shared
 from semookii_bridge.topics import Target, Topics
 
 
@@ -144,3 +148,61 @@ def test_a_shared_timeline_counts_the_time_since_the_database_clock_was_read() -
     boot = [52.0]
     timeline = resume_shared(_Anchors(), 1000.0, elapsed=lambda: boot[0], wall=lambda: 1002.0, read_at=50.0)
     assert timeline() == 1002.0 and timeline.skew == 0.0
+
+
+class _Written(_Anchors):
+    """A shared journal that holds an anchor and a latest instant."""
+
+    def __init__(self, high: float | None, latest: float | None) -> None:
+        self.high, self.latest = high, latest
+
+    def clock_anchor(self) -> Anchor | None:  # type: ignore[override]
+        return None if self.high is None else Anchor(boot_id=None, offset=0.0, high=self.high)
+
+    def latest_instant(self) -> float | None:  # type: ignore[override]
+        return self.latest
+
+
+def test_a_shared_timeline_never_starts_before_the_anchors_high_mark() -> None:
+    """The database's clock says 1000 but the journal's anchor reached 1500: the timeline goes on from 1500
+    (a takeover after the database's clock stepped back must not make journaled deadlines lie in the future)."""
+    timeline = resume_shared(_Written(1500.0, 1200.0), 1000.0, elapsed=lambda: 10.0, wall=lambda: 1000.0)
+    assert timeline() == 1500.0
+
+
+def test_a_shared_timeline_never_starts_before_the_latest_instant_written() -> None:
+    """With no anchor, the latest instant in the journal is the lower bound."""
+    timeline = resume_shared(_Written(None, 1200.0), 1000.0, elapsed=lambda: 10.0, wall=lambda: 1000.0)
+    assert timeline() == 1200.0
+
+
+def test_a_shared_timeline_without_a_read_time_starts_at_the_database_clock() -> None:
+    """No `read_at`: exactly the database's clock, nothing added."""
+    timeline = resume_shared(_Anchors(), 1000.0, elapsed=lambda: 10.0, wall=lambda: 1000.0)
+    assert timeline() == 1000.0
+
+
+def test_a_read_time_after_now_adds_nothing() -> None:
+    """A `read_at` later than the boot clock now (it cannot be, but clocks are read apart) adds no time."""
+    timeline = resume_shared(_Anchors(), 1000.0, elapsed=lambda: 10.0, wall=lambda: 1000.0, read_at=12.0)
+    assert timeline() == 1000.0
+
+
+def test_a_shared_timeline_saves_its_anchor_at_once() -> None:
+    """The anchor is journaled as the timeline starts, reading where it stands."""
+    store = _Anchors()
+    timeline = resume_shared(store, 1000.0, elapsed=lambda: 10.0, wall=lambda: 1000.0)
+    assert store.saved == timeline.anchor() and isinstance(store.saved, Anchor) and store.saved.high == 1000.0
+
+
+def test_a_host_clock_off_by_more_than_the_limit_is_logged_with_what_to_do(caplog: pytest.LogCaptureFixture) -> None:
+    """Off by exactly SKEW_WARNING: quiet; by more: a warning naming the fix."""
+    caplog.set_level(logging.WARNING, logger="semookii_bridge.timeline")
+    resume_shared(_Anchors(), 1000.0, elapsed=lambda: 10.0, wall=lambda: 1000.0 + SKEW_WARNING)
+    assert not caplog.records
+    timeline = resume_shared(_Anchors(), 1000.0, elapsed=lambda: 10.0, wall=lambda: 1000.0 - SKEW_WARNING - 1)
+    assert timeline.skew == -SKEW_WARNING - 1
+    (record,) = caplog.records
+    assert "fix this host's time sync; deadlines, expires_at and the quota day follow the database's clock" in (
+        record.getMessage()
+    )

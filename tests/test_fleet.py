@@ -39,19 +39,35 @@ def test_a_difference_names_each_key_and_both_values() -> None:
 
 
 @pytest.mark.parametrize(
-    ("me", "other", "words"),
+    ("me", "other", "message"),
     [
-        (member("x", ha=False), member("y"), "enable [ha] here"),
-        (member("x"), member("y", ha=False), "without [ha], which writes without a fence"),
-        (member("x", "same"), member("y", "same"), "ha.name 'same'"),
-        (member("x", ha=False), member("y", ha=False), "need [ha]"),
-        (member("x", **{"management.read_only": True}), member("y"), "management.read_only (here True"),
+        (member("x", ha=False), member("y"),
+         "journal.url is used by the hot standby of bridge 'y': enable [ha] here with the same settings to join it, "
+         "or give this bridge its own database (two bridges without [ha] on one journal would both send every "
+         "command)"),
+        (member("x"), member("y", ha=False),
+         "journal.url is used by bridge 'y' without [ha], which writes without a fence: enable [ha] on every bridge "
+         "of this journal, or give this bridge its own database"),
+        (member("x", "same"), member("y", "same"),
+         "another live bridge uses ha.name 'same': give each bridge its own ha.name (empty: <host>-<pid>)"),
+        (member("x", ha=False), member("y", ha=False),
+         "journal.url is used by bridge 'y' without [ha]: two bridges on one journal need [ha] (a hot standby), or "
+         "each its own database"),
+        (member("x", **{"management.read_only": True, "mqtt.prefix": "a"}), member("y"),
+         "settings differ from the live bridge 'y': management.read_only (here True, there False); mqtt.prefix "
+         "(here 'a', there 'vpp'). Give every bridge of a hot standby the same configuration "
+         "(docs/high-availability.md)"),
     ],
 )
-def test_each_kind_of_mismatch_is_refused_with_what_to_do(me: Member, other: Member, words: str) -> None:
-    """[ha] on one side only, a duplicate ha.name, two bridges without [ha], differing settings."""
-    reason = conflict(me, other)
-    assert reason is not None and words in reason
+def test_each_kind_of_mismatch_is_refused_with_what_to_do(me: Member, other: Member, message: str) -> None:
+    """[ha] on one side only, a duplicate ha.name, two bridges without [ha], differing settings: each refusal
+    word for word (it is what the operator reads when `run` exits 2)."""
+    assert conflict(me, other) == message
+
+
+def test_a_setting_only_one_side_has_is_a_difference() -> None:
+    """A key one bridge does not know (an older version) differs from any value the other has."""
+    assert differing({"a": 1}, {}) == ["a (here 1, there None)"]
 
 
 def test_matching_bridges_may_run_together() -> None:
@@ -88,6 +104,33 @@ async def test_a_live_rival_is_refused_as_soon_as_its_heartbeat_moves() -> None:
     later = member("old", seen=2.0, **{"mqtt.prefix": "p"})
     reason = await admit(member("new", joined=float("inf")), answers([rival], [later]), 5.0)
     assert reason is not None and "mqtt.prefix" in reason
+
+
+async def test_a_rival_is_watched_until_its_heartbeat_moves_within_the_window() -> None:
+    """The rival's heartbeat moves only at the third look (polls every window/8): refused, well inside the window."""
+    rival, later = member("old", **{"mqtt.prefix": "p"}), member("old", seen=2.0, **{"mqtt.prefix": "p"})
+    live = answers([rival], [rival], [rival], [later])
+    reason = await asyncio.wait_for(admit(member("new", joined=float("inf")), live, 1.0), 0.9)
+    assert reason is not None and "mqtt.prefix" in reason
+
+
+async def test_a_rival_whose_heartbeat_never_moves_is_given_up_at_the_windows_end() -> None:
+    """A conflicting row that stays but never moves is a crashed predecessor: admitted once the window has passed,
+    not before."""
+    stale = member("old", **{"mqtt.prefix": "p"})
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert await asyncio.wait_for(admit(member("new", joined=float("inf")), answers([stale]), 0.4), 2.0) is None
+    assert loop.time() - start >= 0.4
+
+
+async def test_a_bridge_known_to_be_gone_is_not_waited_for() -> None:
+    """`dead` says the conflicting bridge's process has ended: admitted at once, without watching it."""
+    gone = member("old", **{"mqtt.prefix": "p"})
+    reason = await asyncio.wait_for(
+        admit(member("new", joined=float("inf")), answers([gone]), 60.0, dead=lambda m: m.instance == "old"), 1.0
+    )
+    assert reason is None
 
 
 async def refused(bridges: Bridges, name: str, env: dict[str, str]) -> str:
@@ -177,6 +220,16 @@ def test_a_leader_hands_over_only_after_grace_and_tenure_and_to_a_healthy_standb
     assert watch.verdict(22.5, 0.0, down, [down, sick]) is None  # nobody better to hand over to
     assert watch.verdict(22.5, 15.0, down, [down, healthy]) is None  # led for 7.5 s < tenure
     assert watch.verdict(23.0, 0.0, member("me"), [healthy]) is None and watch.down_since is None
+
+
+def test_a_hand_over_comes_at_exactly_grace_and_tenure_and_names_the_api_link() -> None:
+    """Down for exactly `grace` after leading exactly `tenure`: hand over, naming the link that is down."""
+    watch = LinkWatch(grace=2.0, tenure=10.0)
+    down, healthy = member("me", api_ok=False), member("b")
+    assert watch.verdict(20.0, 12.0, down, [down, healthy]) is None
+    assert watch.verdict(22.0, 12.0, down, [down, healthy]) == (
+        "its API link has been down for 2.0 s and bridge 'b' has both links up"
+    )
 
 
 async def test_the_leader_clears_the_presence_of_bridges_that_are_gone(

@@ -58,3 +58,23 @@ async def test_requests_while_a_run_waits_for_its_interval_join_it() -> None:
     await asyncio.sleep(0.3)
     assert action.started == 2
     await paced.close()
+
+
+async def test_closing_what_never_ran_is_quiet() -> None:
+    """A node shut down before any rebirth was asked for closes without error."""
+    await Paced("rebirth", SlowAction(), 0.05, Counter()).close()
+
+
+async def test_closing_cancels_a_run_waiting_for_its_interval_and_returns_once_it_ended() -> None:
+    """A run waiting out the interval is cancelled by close, which returns quietly only once that run has ended;
+    the action never runs again."""
+    action = SlowAction()
+    paced = Paced("rebirth", action, 10.0, Counter())
+    paced.request()
+    await asyncio.sleep(0.01)
+    action.release.set()
+    await asyncio.sleep(0.01)
+    paced.request()  # waits 10 s for the interval
+    task = paced._task
+    await paced.close()
+    assert task is not None and task.done() and action.started == 1
