@@ -33,7 +33,7 @@ from faults import FAULTS, PEER, Relays, make, undo
 from harness import ROOT, TOKEN, Recorder, _cli, percentile, stack
 
 sys.path.insert(0, str(ROOT))
-from semookii_bridge.postgres import Postgres as Journal
+from semookii_bridge.journal.postgres import Postgres as Journal
 from tests.postgres import Postgres
 
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown", "partial"}

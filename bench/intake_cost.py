@@ -24,7 +24,7 @@ import msgspec
 
 from semookii_bridge import config as bridge_config
 from semookii_bridge.bridge import Bridge
-from semookii_bridge.journal import Journal
+from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.payloads import Incoming
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket
 

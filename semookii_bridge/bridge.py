@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -31,15 +30,15 @@ from .errors import BridgeError, ErrorInfo
 from .inventory import Inventory
 from .inventory_learning import FLEET_OPS, Learner
 from .jobs import Job, entry_from_job, job_from_entry
-from .journal import DuplicateRequest, Entry
-from .journal_protocol import CommandJournal
+from .journal.protocol import CommandJournal, DuplicateRequest, Entry, JournalError
 from .lane import SafetyLane
 from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
 from .management import Guard, ManagementApi, Scope, busy, handle_request, scope_of
 from .merging import MergePolicy
-from .payloads import INTERFACE_VERSION, ApiState, BridgeInfo, Incoming, RateLimitInfo, Response, Status
+from .payloads import INTERFACE_VERSION, ApiState, BridgeInfo, Incoming, RateLimitInfo, Response
 from .polling import outcome
 from .ratelimit import QuotaExhausted, RateLimiter
+from .statuses import TRACKED, Status
 from .topics import ControlRoute, RequestRoute, Target, Topics
 
 log = logging.getLogger(__name__)
@@ -236,7 +235,7 @@ class Bridge:
         except DuplicateRequest:
             self._repeat(job.request_id, target, msg)
             return
-        except sqlite3.Error as exc:
+        except JournalError as exc:
             # Not journaled means not accepted: say so rather than acknowledge a command nobody keeps.
             log.exception("journal_insert_failed request_id=%s", job.request_id)
             message = f"the bridge could not record this command ({exc}); it was not sent"
@@ -328,7 +327,7 @@ class Bridge:
             if job is None:
                 self.journal.update(entry.request_id, "failed")
                 continue
-            if entry.status in ("accepted", "dispatched"):
+            if entry.status in TRACKED:
                 calls.setdefault(str(job.command_id), []).append(job)
             elif entry.status == "queued":
                 if not self._readmitted(job):
@@ -382,6 +381,6 @@ class Bridge:
 
 
 def topics_for(config: BridgeConfig) -> Topics:
-    """The bridge's topics (as shared subscriptions when `mqtt.shared_group` is set)."""
-    return Topics(config.mqtt.prefix, config.mqtt.shared_group)
+    """The bridge's topics."""
+    return Topics(config.mqtt.prefix)
 

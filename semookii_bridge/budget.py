@@ -33,6 +33,10 @@ class CallLog:
         self.totals = [0, 0, 0]
         """Calls granted since start: control, management, polling."""
 
+    def by_kind(self) -> dict[str, int]:
+        """Calls granted since start per kind (`control`, `management`, `polling`)."""
+        return dict(zip(KINDS.values(), self.totals, strict=True))
+
     def record(self, priority: int) -> None:
         """One call granted (the limiter's `on_grant`)."""
         second = int(self._clock())

@@ -19,7 +19,7 @@ import msgspec
 
 from .config_sources import ENV_PREFIX as ENV_PREFIX
 from .config_sources import ConfigError as ConfigError
-from .config_sources import explain, fields_of, from_environment, read_secret, read_text, toml_error
+from .config_sources import env_name, explain, fields_of, from_environment, read_secret, read_text, toml_error
 from .quota import DailyQuota, default_reserve, zone
 from .secret import Secret
 
@@ -59,7 +59,6 @@ class MqttConfig(_Section, frozen=True):
     start_timeout: Positive = 30.0
     """Seconds `run` waits for the first connection before it exits naming the cause (refused credentials: at once)."""
     max_payload: Annotated[int, msgspec.Meta(ge=256, le=16 * 1024 * 1024)] = 65536
-    shared_group: str = ""
     max_inflight: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 100
     receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 1000
     inbox_limit: Annotated[int, msgspec.Meta(ge=100)] = 10000
@@ -74,10 +73,14 @@ class MqttConfig(_Section, frozen=True):
         return Secret(self.password)
 
 
+API_BASE_URL = "https://www.solaxcloud.com:9443/proxy"
+"""The vendor's Cloud API (the API document's host and path prefix)."""
+
+
 class ApiConfig(_Section, frozen=True):
     """Where the Cloud API is and how long to wait for it."""
 
-    base_url: str = "https://www.solaxcloud.com:9443/proxy"
+    base_url: str = API_BASE_URL
     token_file: str = ""
     check_token: bool = True
     """One cheap call (a group list of one row) at start, so a refused token is an error at once."""
@@ -224,7 +227,7 @@ class SparkplugConfig(_Section, frozen=True):
     """The Sparkplug B 3.0 edge node beside the JSON topics (docs/sparkplug.md); off unless `enabled`.
 
     Devices come from the group and inverter lists (read through the bridge's management topics, so the
-    calls count in the budget) unless `devices` names them. `edge_node_id` gets `-<index>` in cluster mode.
+    calls count in the budget) unless `devices` names them.
     """
 
     enabled: bool = False
@@ -276,6 +279,26 @@ def _merge(base: dict[str, Any], overrides: Mapping[str, Mapping[str, Any]]) -> 
     return merged
 
 
+REMOVED = {
+    "cluster": "[cluster] was removed in favour of a hot standby: one leader carries more than a token allows; run "
+    "two or three bridges with [ha] on a shared PostgreSQL journal (docs/high-availability.md)",
+    "mqtt.shared_group": "mqtt.shared_group was removed: bridges in one shared subscription group each took part of "
+    "the commands, so a newer setpoint could overtake an older one; run one bridge, or two or three with [ha] on a "
+    "shared PostgreSQL journal (docs/high-availability.md)",
+}
+"""Settings that no longer exist, with why and what to do instead (a plain `unknown field` would not say)."""
+
+
+def _refuse_removed(doc: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """Raise ConfigError when the file or the environment sets a removed setting."""
+    for key, message in REMOVED.items():
+        section, _, name = key.partition(".")
+        table = doc.get(section)
+        in_file = name in table if name and isinstance(table, dict) else not name and section in doc
+        if in_file or (name and env_name(section, name) in environ):
+            raise ConfigError(message)
+
+
 def load(
     path: str | Path | None = None,
     *,
@@ -291,14 +314,12 @@ def load(
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise toml_error(path, str(exc)) from None
+    environ = os.environ if environ is None else environ
+    _refuse_removed(doc, environ)
     fields = fields_of(BridgeConfig)
-    from_env, origin = from_environment(os.environ if environ is None else environ, fields)
+    from_env, origin = from_environment(environ, fields)
     doc = _merge(_merge(doc, from_env), overrides or {})
     origin.update({f"{s}.{k}": "command line" for s, values in (overrides or {}).items() for k in values})
-    if "cluster" in doc:
-        raise ConfigError("[cluster] was removed in favour of a hot standby: one leader carries more than a token "
-                          "allows; run two or three bridges with [ha] on a shared PostgreSQL journal "
-                          "(docs/high-availability.md)")  # fmt: skip
     try:
         return msgspec.convert(doc, BridgeConfig, strict=False)
     except msgspec.ValidationError as exc:

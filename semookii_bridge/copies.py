@@ -15,8 +15,8 @@ from contextlib import AsyncExitStack
 
 from .config import BridgeConfig
 from .fleet import FleetMismatch
-from .high_availability import Presence
 from .membership import process_ended
+from .standby import Presence
 
 log = logging.getLogger(__name__)
 

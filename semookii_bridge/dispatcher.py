@@ -21,8 +21,8 @@ from .errors import ErrorInfo
 from .holdback import Holdback
 from .jobs import Job
 from .merging import MergePolicy
-from .payloads import Status
 from .ratelimit import Priority, QuotaExhausted, RateLimiter
+from .statuses import Status
 
 log = logging.getLogger(__name__)
 

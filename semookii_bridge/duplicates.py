@@ -9,12 +9,12 @@ from collections.abc import Callable
 from .commands import echo
 from .errors import ErrorInfo
 from .jobs import job_from_entry
-from .journal import Entry
-from .journal_protocol import CommandJournal
-from .journal_shared import StoreUnavailable
+from .journal.protocol import CommandJournal, Entry
+from .journal.shared import StoreUnavailable
 from .lifecycle import Lifecycle
-from .payloads import Incoming, Status
+from .payloads import Incoming
 from .polling import outcome
+from .statuses import Status
 from .topics import Target
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ Each bridge on a shared journal registers itself (its instance, `ha.name`, wheth
 values of its safety-relevant settings) and keeps the registration fresh. A bridge that finds a live one
 that differs refuses to start, naming the difference and what to do; of two that started together, the
 one that registered later gives way, so the bridge that was running keeps running. Plain logic: the
-database side is `postgres.py`.
+database side is `journal/postgres.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from .config import BridgeConfig
 SETTINGS = (
     "mqtt.prefix",
     "mqtt.client_id",
-    "mqtt.shared_group",
     "rate_limit.rate",
     "rate_limit.burst",
     "rate_limit.daily_quota",

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from . import wire
 from .commands import Command, decode_command
 from .errors import BridgeError
-from .journal import Entry
-from .payloads import Status
+from .journal.protocol import Entry
+from .statuses import Status
 from .topics import Target
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,10 @@ from .commands import echo, is_safety, to_params
 from .config import CommandsConfig
 from .errors import ErrorInfo
 from .jobs import Job, job_from_entry
-from .journal_protocol import CommandJournal
-from .payloads import StateMessage, Status
-from .polling import TRACKED, QueryApi, ResultPolls, Tokens
+from .journal.protocol import CommandJournal
+from .payloads import StateMessage
+from .polling import QueryApi, ResultPolls, Tokens
+from .statuses import TRACKED, Status
 from .topics import Target, Topics
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from .commands import SerialNumber
 from .errors import BridgeError, ErrorInfo
 from .inventory import FleetApi
 from .jobs import job_from_entry
-from .journal import Entry
+from .journal.protocol import Entry
 from .payloads import Response
 from .polling import QueryApi
 from .wire import Id

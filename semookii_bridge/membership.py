@@ -21,9 +21,9 @@ from yarl import URL
 
 from .config import BridgeConfig
 from .fleet import MISMATCH_EXIT, FleetMismatch, LinkWatch, Member, admit, conflicts, differing, fingerprint
-from .ha import Leadership, boottime
-from .journal_shared import StoreUnavailable
-from .postgres import Postgres
+from .journal.lease import Leadership, boottime
+from .journal.postgres import Postgres
+from .journal.shared import StoreUnavailable
 
 log = logging.getLogger(__name__)
 

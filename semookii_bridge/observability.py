@@ -25,8 +25,9 @@ from prometheus_client.process_collector import ProcessCollector
 from .api.endpoints import Endpoint
 from .authorization import Authorization
 from .metrics import ApiStateCollector, BuildInfo, HaCollector, HaSample, LiveCollector, LiveSample
-from .payloads import TERMINAL, StateMessage
+from .payloads import StateMessage
 from .status_board import StatusBoard
+from .statuses import TERMINAL
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series: they double the counters and nothing reads them
 

@@ -10,26 +10,14 @@ from typing import Any, Literal
 import msgspec
 
 from .errors import ErrorInfo
+from .statuses import Status
 from .topics import Target
 
-Status = Literal[
-    "queued",
-    "accepted",
-    "dispatched",
-    "completed",
-    "partial",
-    "rejected",
-    "superseded",
-    "expired",
-    "failed",
-    "unknown",
-]
 INTERFACE_VERSION = "1.4.0"
 """The MQTT interface's version (payloads, topics, statuses), in `<prefix>/bridge/info` and the AsyncAPI
 document. Raised when a payload changes: 1.1.0 added `partial`, `no_answer` and `duplicate`; 1.3.0 the token's
 standing (`api`) in the budget and bridge/info, and the error code `unauthorized`; 1.4.0 the instance presence
 of every bridge (role `single` without `[ha]`) and the error code `not_leading`."""
-TERMINAL: frozenset[str] = frozenset({"completed", "partial", "rejected", "superseded", "expired", "failed", "unknown"})
 
 
 def utc_now_text(now: float | None = None) -> str:

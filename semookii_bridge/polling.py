@@ -17,19 +17,16 @@ from .backoff import Backoff
 from .config import CommandsConfig
 from .errors import ErrorInfo
 from .jobs import Job, job_from_entry
-from .journal import Entry
-from .journal_protocol import CommandJournal
-from .payloads import Status
+from .journal.protocol import CommandJournal, Entry
 from .poll_schedule import PollSchedule
 from .ratelimit import Priority, QuotaExhausted
+from .statuses import TRACKED, Status
 
 log = logging.getLogger(__name__)
 
 NO_ANSWER = frozenset({"null", ""})
 """A device's result that means it has not answered (the API sends the string "null"; JSON null becomes it)."""
 
-TRACKED = ("accepted", "dispatched")
-"""Journal statuses of a command whose results are being polled."""
 
 
 def silent(results: dict[str, str]) -> list[str]:

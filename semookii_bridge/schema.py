@@ -15,7 +15,8 @@ import yaml
 from .budget import Budget
 from .commands import Command
 from .management import OPS
-from .payloads import INTERFACE_VERSION, TERMINAL, BridgeInfo, Response, StateMessage
+from .payloads import INTERFACE_VERSION, BridgeInfo, Response, StateMessage
+from .statuses import TERMINAL
 from .wire import Id
 
 REF = "#/components/schemas/{name}"

@@ -21,21 +21,20 @@ from .api import CloudClient, Endpoint, QuotaExceeded, RetryPolicy
 from .authorization import Authorization
 from .breaker import Breaker
 from .bridge import Bridge, topics_for
-from .budget import KINDS
 from .config import BridgeConfig, ConfigError, load_token
-from .journal import Journal
-from .journal_protocol import CommandJournal
+from .journal.protocol import CommandJournal
+from .journal.sqlite import Journal
+from .journal.timeline import Timeline, resume
 from .metrics import HaSample, LiveSample
 from .mqtt import MqttFailure, MqttLink
 from .observability import Observability
 from .ratelimit import QuotaExhausted, RateLimiter, TokenBucket
 from .secret import Secret
-from .timeline import Timeline, resume
 
 if TYPE_CHECKING:
-    from .ha import Leadership
-    from .high_availability import Shared
+    from .journal.lease import Leadership
     from .sparkplug.edge import EdgeNode
+    from .standby import Shared
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +163,7 @@ class Service:
         waits as a standby until it leads; and the journal's timeline."""
         cfg = self.config.journal
         if cfg.url:
-            from .high_availability import open_shared
+            from .standby import open_shared
 
             shared = await open_shared(self.config, self._stack, on_leadership=self._show_leadership,
                                        api_held=lambda: self.breaker.open)  # fmt: skip
@@ -283,7 +282,7 @@ class Service:
             journal_writable=self.journal.writable if self.journal is not None else False,
             banned_for=self.limiter.banned_for(),
             oldest_queued=bridge.dispatcher.oldest_age() or 0.0,
-            calls_by_kind=dict(zip(KINDS.values(), bridge.calls.totals, strict=True)),
+            calls_by_kind=bridge.calls.by_kind(),
             sparkplug_limited=dict(self.edge.limited) if self.edge is not None else None,
             mqtt_refused=sum(link.outbox.refused for link in self._links()),
             mqtt_refusal=self._refusal(),
@@ -316,7 +315,7 @@ async def _checkpoint_loop(journal: CommandJournal, timeline: Timeline, every: f
 async def _tick_board(obs: Observability, bridge: Bridge, every: float = 10.0) -> None:
     """Give the status page's burn chart the call counters each minute."""
     while True:
-        obs.board.tick(dict(zip(KINDS.values(), bridge.calls.totals, strict=True)))
+        obs.board.tick(bridge.calls.by_kind())
         await asyncio.sleep(every)
 
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from . import __version__
-from .budget import KINDS
-from .payloads import INTERFACE_VERSION, TERMINAL, utc_now_text
+from .payloads import INTERFACE_VERSION, utc_now_text
+from .statuses import TERMINAL
 
 if TYPE_CHECKING:
     from .service import Service
@@ -24,7 +24,7 @@ def snapshot(service: Service) -> dict[str, Any]:
     ready, health = obs.readiness()
     ha = obs.ha()
     board = obs.board.snapshot()
-    totals = dict(zip(KINDS.values(), bridge.calls.totals, strict=True)) if bridge else {}
+    totals = bridge.calls.by_kind() if bridge else {}
     return {
         "bridge": {
             "version": __version__,

@@ -51,9 +51,8 @@ Route = ControlRoute | RequestRoute
 class Topics:
     """Builds and parses the contract's topics for one prefix."""
 
-    def __init__(self, prefix: str = "vpp", shared_group: str = "") -> None:
+    def __init__(self, prefix: str = "vpp") -> None:
         self.prefix = prefix.strip("/")
-        self.shared_group = shared_group
         self._parts = len(self.prefix.split("/"))
         self.bridge_state = f"{self.prefix}/bridge/state"
         self.bridge_info = f"{self.prefix}/bridge/info"
@@ -64,22 +63,18 @@ class Topics:
         return f"{self.prefix}/bridge/instance/{name}/state"
 
     def subscriptions(self) -> list[str]:
-        """Filters the bridge subscribes to (as shared subscriptions when a share group is set)."""
-        filters = [
+        """Filters the bridge subscribes to."""
+        return [
             f"{self.prefix}/group/+/set",
             f"{self.prefix}/inverter/+/set",
             f"{self.prefix}/batch/set",
             f"{self.prefix}/bridge/request/#",
         ]
-        if self.shared_group:
-            filters = [f"$share/{self.shared_group}/{f}" for f in filters]
-        return filters
 
     def safety_subscriptions(self) -> list[str]:
         """The safety lane's filters, read on an MQTT session of their own."""
-        filters = [f"{self.prefix}/safety/group/+/set", f"{self.prefix}/safety/inverter/+/set",
-                   f"{self.prefix}/safety/batch/set"]  # fmt: skip
-        return [f"$share/{self.shared_group}/{f}" for f in filters] if self.shared_group else filters
+        return [f"{self.prefix}/safety/group/+/set", f"{self.prefix}/safety/inverter/+/set",
+                f"{self.prefix}/safety/batch/set"]
 
     def parse(self, topic: str) -> Route | None:
         """The route of an incoming topic, or None when it is not one of ours."""

@@ -17,12 +17,12 @@ from semookii_bridge.commands import Manual
 from semookii_bridge.config import BridgeConfig, CommandsConfig
 from semookii_bridge.dispatcher import Dispatcher
 from semookii_bridge.jobs import Job
-from semookii_bridge.journal import Journal
+from semookii_bridge.journal.sqlite import Journal
+from semookii_bridge.journal.timeline import SKEW_WARNING, Anchor, resume_shared
 from semookii_bridge.lifecycle import Lifecycle
 from semookii_bridge.payloads import Incoming
 from semookii_bridge.poll_schedule import PollSchedule
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket
-from semookii_bridge.timeline import SKEW_WARNING, Anchor, resume_shared
 from semookii_bridge.topics import Target, Topics
 
 
@@ -143,7 +143,7 @@ class _Anchors:
 def test_a_shared_timeline_counts_the_time_since_the_database_clock_was_read() -> None:
     """The database said 1000.0 when the boot clock read 50; the timeline is built at boot clock 52 (a slow
     load): it reads 1002, not 1000, so a slow load does not leave the journal's instants behind real time."""
-    from semookii_bridge.timeline import resume_shared
+    from semookii_bridge.journal.timeline import resume_shared
 
     boot = [52.0]
     timeline = resume_shared(_Anchors(), 1000.0, elapsed=lambda: boot[0], wall=lambda: 1002.0, read_at=50.0)
@@ -197,7 +197,7 @@ def test_a_shared_timeline_saves_its_anchor_at_once() -> None:
 
 def test_a_host_clock_off_by_more_than_the_limit_is_logged_with_what_to_do(caplog: pytest.LogCaptureFixture) -> None:
     """Off by exactly SKEW_WARNING: quiet; by more: a warning naming the fix."""
-    caplog.set_level(logging.WARNING, logger="semookii_bridge.timeline")
+    caplog.set_level(logging.WARNING, logger="semookii_bridge.journal.timeline")
     resume_shared(_Anchors(), 1000.0, elapsed=lambda: 10.0, wall=lambda: 1000.0 + SKEW_WARNING)
     assert not caplog.records
     timeline = resume_shared(_Anchors(), 1000.0, elapsed=lambda: 10.0, wall=lambda: 1000.0 - SKEW_WARNING - 1)

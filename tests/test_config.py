@@ -150,6 +150,25 @@ def test_the_removed_cluster_section_says_what_replaced_it(tmp_path: Path) -> No
         config.load(path, environ={})
 
 
+@pytest.mark.parametrize(("text", "environ"), [("[mqtt]\nshared_group = \"vpp\"\n", {}),
+                                                ("", {"SEMOOKII_BRIDGE_MQTT_SHARED_GROUP": "vpp"})])
+def test_the_removed_shared_group_says_why_and_what_to_run_instead(text: str, environ: dict[str, str],
+                                                                    tmp_path: Path) -> None:
+    """`mqtt.shared_group`, in the file or the environment, is refused: it broke latest-wins; the hot standby is
+    how more than one bridge runs."""
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"^mqtt.shared_group was removed: .* \(docs/high-availability.md\)$"):
+        config.load(path, environ=environ)
+
+
+def test_a_section_named_like_a_removed_key_is_not_mistaken_for_it(tmp_path: Path) -> None:
+    """An `[mqtt]` table without `shared_group`, or a non-table `mqtt`, is not the removed setting."""
+    path = tmp_path / "c.toml"
+    path.write_text("[mqtt]\nprefix = \"site\"\n")
+    assert config.load(path, environ={}).mqtt.prefix == "site"
+
+
 def test_the_database_password_is_never_shown(tmp_path: Path) -> None:
     """`config show` / `config check` print the journal URL with its password starred."""
     cfg = config.load(None, environ={"SEMOOKII_BRIDGE_JOURNAL_URL": "postgresql://bridge:s3cret@db/vpp"})

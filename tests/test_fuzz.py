@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from semookii_bridge import wire
 from semookii_bridge.bridge import Bridge
 from semookii_bridge.config import BridgeConfig, CommandsConfig
-from semookii_bridge.journal import Journal
+from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.management import OPS
 from semookii_bridge.payloads import Incoming
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket

@@ -11,7 +11,9 @@ import pytest
 
 from semookii_bridge import wire
 from semookii_bridge.commands import Manual
-from semookii_bridge.journal import DuplicateRequest, Entry, Journal
+from semookii_bridge.journal.protocol import COLUMNS, DuplicateRequest, Entry
+from semookii_bridge.journal.schema import TABLES, create_tables
+from semookii_bridge.journal.sqlite import Journal
 
 
 class Clock:
@@ -103,7 +105,7 @@ async def test_a_failed_commit_stops_the_process(tmp_path: Path, monkeypatch: py
         codes.append(code)
         raise SystemExit(code)
 
-    monkeypatch.setattr("semookii_bridge.journal.os._exit", exit_)
+    monkeypatch.setattr("semookii_bridge.journal.sqlite.os._exit", exit_)
     journal.insert(entry("a"))
     journal._db.execute("ROLLBACK")
     with pytest.raises(SystemExit):
@@ -209,3 +211,12 @@ async def test_close_commits_what_after_commit_callbacks_wrote(tmp_path: Path) -
     journal.close()
     await asyncio.sleep(0)
     assert on_disk(tmp_path / "j.db", "SELECT announced FROM commands") == [(1,)]
+
+
+def test_the_commands_table_has_the_entrys_columns_in_order_in_both_dialects() -> None:
+    """One definition: the commands table's columns are `Entry`'s fields, and both dialects write every table
+    with the same columns, only the types spelled differently."""
+    assert tuple(name for name, _kind, _constraint in TABLES["commands"]) == COLUMNS
+    sqlite, postgres = create_tables("sqlite"), create_tables("postgres")
+    assert sqlite.count("CREATE TABLE") == postgres.count("CREATE TABLE") == len(TABLES)
+    assert sqlite.replace("BLOB", "BYTEA").replace("REAL", "DOUBLE PRECISION") == postgres

@@ -11,12 +11,12 @@ import pytest
 
 from semookii_bridge import wire
 from semookii_bridge.commands import Manual
-from semookii_bridge.journal import DuplicateRequest, Entry, Journal
-from semookii_bridge.journal_protocol import CommandJournal
-from semookii_bridge.journal_shared import SharedJournal
-from semookii_bridge.postgres import Postgres
+from semookii_bridge.journal.postgres import Postgres
+from semookii_bridge.journal.protocol import CommandJournal, DuplicateRequest, Entry
+from semookii_bridge.journal.shared import SharedJournal
+from semookii_bridge.journal.sqlite import Journal
+from semookii_bridge.journal.timeline import Anchor
 from semookii_bridge.ratelimit import BucketState
-from semookii_bridge.timeline import Anchor
 
 Opener = Callable[[], Awaitable[CommandJournal]]
 

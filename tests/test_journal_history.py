@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from semookii_bridge.journal_history import History, Keys, from_network, key_of
+from semookii_bridge.journal.history import History, Keys, from_network, key_of
 
 
 def keys(*pairs: tuple[str, float]) -> Keys:
@@ -42,7 +42,7 @@ def test_keys_that_arrive_out_of_order_are_sorted_with_their_instants() -> None:
     """sorted_keys keeps sorted input as it is and sorts unsorted input pairwise, so lookups still find it."""
     from array import array
 
-    from semookii_bridge.journal_history import sorted_keys
+    from semookii_bridge.journal.history import sorted_keys
 
     k = sorted_keys(array("q", [5, 1, 3]), array("d", [50.0, 10.0, 30.0]))
     assert list(k.keys) == [1, 3, 5] and list(k.received) == [10.0, 30.0, 50.0]

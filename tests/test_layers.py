@@ -1,4 +1,5 @@
-"""The layering holds: transports stay at the edges (docs/architecture.md)."""
+"""The layering holds: transports and database drivers stay at the edges, the journal's protocol names no
+database, and no module imports another that imports it back (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "semookii_bridge"
 EDGES = {"paho": ("mqtt/",), "aiohttp": ("api/", "simulator/", "http_server.py"), "google": ("sparkplug/",),
-         "asyncpg": ("postgres.py",)}  # fmt: skip
+         "asyncpg": ("journal/postgres.py",), "sqlite3": ("journal/sqlite.py",)}  # fmt: skip
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -23,7 +24,7 @@ def imported_roots(path: Path) -> set[str]:
 
 def test_transports_are_imported_only_at_the_edges() -> None:
     """paho only in mqtt/, aiohttp only in api/, simulator/ and http_server.py, protobuf only in sparkplug/,
-    asyncpg only in postgres.py."""
+    asyncpg only in journal/postgres.py, sqlite3 only in journal/sqlite.py (the core catches `JournalError`)."""
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE).as_posix()
         for library, allowed in EDGES.items():
@@ -32,14 +33,15 @@ def test_transports_are_imported_only_at_the_edges() -> None:
 
 
 def test_the_core_loads_without_the_http_client() -> None:
-    """Importing the core (bridge, lifecycle, management, dispatcher, ...) loads neither aiohttp, paho nor
-    Sparkplug's protobuf."""
+    """Importing the core (bridge, lifecycle, management, dispatcher, ...) loads neither aiohttp, paho,
+    Sparkplug's protobuf nor a database driver."""
     import subprocess
     import sys
 
     code = ("import sys, semookii_bridge.bridge, semookii_bridge.lifecycle, semookii_bridge.management, "
             "semookii_bridge.dispatcher, semookii_bridge.inventory, semookii_bridge.merging; "
-            "print(sorted(m for m in ('aiohttp', 'paho', 'semookii_bridge.sparkplug', 'google.protobuf', 'asyncpg') "
+            "print(sorted(m for m in ('aiohttp', 'paho', 'semookii_bridge.sparkplug', 'google.protobuf', 'asyncpg', "
+            "'sqlite3') "
             "if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
@@ -55,3 +57,51 @@ def test_the_command_core_does_not_know_sparkplug() -> None:
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or "", *(alias.name for alias in node.names)]
                 assert not any("sparkplug" in name for name in names), relative
+
+
+def test_the_journal_protocol_names_no_database() -> None:
+    """journal/protocol.py, what the core sees of the journal, imports neither a driver nor a backend."""
+    tree = ast.parse((PACKAGE / "journal" / "protocol.py").read_text())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not imported_roots(PACKAGE / "journal" / "protocol.py") & {"sqlite3", "asyncpg"}
+    assert not (names | modules) & {"sqlite", "shared", "postgres"}
+
+
+def module_imports(path: Path, known: set[str]) -> set[str]:
+    """The package's modules (`known`) `path` imports when it runs, at any depth, not those only for type
+    checking; `from package import submodule` counts the submodule, not the package."""
+    name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree, found = ast.parse(path.read_text()), set()
+    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in
+                   ast.unparse(node.test) for stmt in node.body for inner in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            submodules = {f"{module}.{alias.name}" for alias in node.names} & known
+            found |= submodules if len(submodules) == len(node.names) else {*submodules, module}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return found
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    """The package's imports form no circle (type-checking imports aside)."""
+    paths = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in PACKAGE.rglob("*.py")}
+    graph = {name: module_imports(path, set(paths)) & set(paths) - {name} for name, path in paths.items()}
+    done: set[str] = set()
+
+    def visit(name: str, trail: list[str]) -> None:
+        assert name not in trail, " -> ".join([*trail[trail.index(name):], name])
+        if name not in done:
+            for other in sorted(graph[name]):
+                visit(other, [*trail, name])
+            done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])

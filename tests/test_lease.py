@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from semookii_bridge.ha import Leadership
+from semookii_bridge.journal.lease import Leadership
 
 LEASE = 0.6
 

@@ -20,7 +20,8 @@ from semookii_bridge.commands import Manual, PowerControl, to_params
 from semookii_bridge.config import CommandsConfig
 from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.jobs import Job
-from semookii_bridge.journal import Entry, Journal
+from semookii_bridge.journal.protocol import Entry
+from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.lifecycle import Lifecycle
 from semookii_bridge.topics import Target, Topics
 

@@ -17,7 +17,8 @@ from semookii_bridge.commands import Manual
 from semookii_bridge.config import CommandsConfig
 from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.jobs import Job
-from semookii_bridge.journal import Entry, Journal
+from semookii_bridge.journal.protocol import Entry
+from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.payloads import Status
 from semookii_bridge.polling import ResultPolls
 from semookii_bridge.ratelimit import Priority, RateLimiter, TokenBucket

@@ -10,7 +10,7 @@ import pytest
 
 from semookii_bridge import config
 from semookii_bridge.commands import ExitRemoteControl, Manual, PowerControl, SystemSwitch, is_safety
-from semookii_bridge.journal import Journal
+from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.quota import DailyQuota, QuotaExhausted, default_reserve, zone
 
 

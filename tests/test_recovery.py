@@ -15,7 +15,8 @@ from semookii_bridge.bridge import Bridge
 from semookii_bridge.commands import Manual
 from semookii_bridge.config import BridgeConfig
 from semookii_bridge.errors import ErrorInfo
-from semookii_bridge.journal import Entry, Journal
+from semookii_bridge.journal.protocol import Entry
+from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.payloads import Incoming
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket
 
@@ -87,7 +88,7 @@ def test_repeated_request_id_is_refused_by_the_journal(tmp_path: Path) -> None:
     """The journal's primary key is the duplicate check: a second insert raises DuplicateRequest."""
     import pytest
 
-    from semookii_bridge.journal import DuplicateRequest
+    from semookii_bridge.journal.protocol import DuplicateRequest
 
     journal = Journal(tmp_path / "j.db")
     journal.insert(entry("once", "queued"))

@@ -12,12 +12,12 @@ import pytest
 
 from semookii_bridge import wire
 from semookii_bridge.commands import Manual
-from semookii_bridge.ha import Leadership
-from semookii_bridge.journal import Entry
-from semookii_bridge.journal_shared import Fence, Fenced, SharedJournal
-from semookii_bridge.postgres import Postgres
+from semookii_bridge.journal.lease import Leadership
+from semookii_bridge.journal.postgres import Postgres
+from semookii_bridge.journal.protocol import Entry
+from semookii_bridge.journal.shared import Fence, Fenced, SharedJournal
+from semookii_bridge.journal.timeline import Anchor
 from semookii_bridge.ratelimit import BucketState
-from semookii_bridge.timeline import Anchor
 
 from .postgres import Postgres as Server
 
@@ -228,7 +228,7 @@ async def test_a_takeover_waits_for_a_fenced_write_in_progress_and_sees_it(pg_ur
     for it (the fence's share lock on the lease row), so the write is in the journal the new leader loads."""
     import asyncpg  # type: ignore[import-untyped]
 
-    from semookii_bridge.postgres import _FENCE
+    from semookii_bridge.journal.postgres import _FENCE
 
     db_a, db_b = await connected(pg_url), await connected(pg_url)
     assert await db_a.acquire("a", 0.5) == 1
@@ -256,7 +256,7 @@ async def test_the_leader_renews_its_lease_while_its_own_fenced_write_is_open(pg
     renewal on the lease connection goes through at once instead of waiting for the write, which lost the lease."""
     import asyncpg
 
-    from semookii_bridge.postgres import _FENCE
+    from semookii_bridge.journal.postgres import _FENCE
 
     db = await connected(pg_url)
     assert await db.acquire("a", 2.0) == 1
@@ -278,12 +278,12 @@ async def test_a_database_unreachable_at_start_is_waited_for_with_a_message(capl
     import msgspec
 
     from semookii_bridge.config import BridgeConfig
-    from semookii_bridge.high_availability import open_shared
+    from semookii_bridge.standby import open_shared
 
     server = Server()
     url = server.url.replace("postgres@", "postgres:s3cret@")
     cfg = msgspec.convert({"journal": {"url": url}, "http": {"enabled": False}}, BridgeConfig)
-    caplog.set_level("INFO", logger="semookii_bridge.high_availability")
+    caplog.set_level("INFO", logger="semookii_bridge.standby")
     try:
         async with AsyncExitStack() as stack:
             opening = asyncio.ensure_future(open_shared(cfg, stack))

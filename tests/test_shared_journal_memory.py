@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import pytest
 
-from semookii_bridge.journal import DuplicateRequest, Entry
-from semookii_bridge.journal_history import History, Keys, key_of
-from semookii_bridge.journal_shared import Batch, Fence, Fenced, SharedJournal, Snapshot, StoreUnavailable
+from semookii_bridge.journal.history import History, Keys, key_of
+from semookii_bridge.journal.protocol import DuplicateRequest, Entry
+from semookii_bridge.journal.shared import Batch, Fence, Fenced, SharedJournal, Snapshot, StoreUnavailable
+from semookii_bridge.journal.timeline import Anchor
 from semookii_bridge.ratelimit import BucketState
-from semookii_bridge.timeline import Anchor
 
 BUCKET = BucketState(tokens=3.0, stamp=100.0, paused_until=0.0, banned_until=0.0)
 ANCHOR = Anchor(boot_id=None, offset=0.0, high=100.0)

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from semookii_bridge.postgres import SCHEMA
+from semookii_bridge.journal.postgres import SCHEMA
 from semookii_bridge.simulator import RunningSimulator
 
 from .broker import Mosquitto, Probe

@@ -34,9 +34,13 @@ def test_multi_level_prefix_and_builders() -> None:
     assert topics.response("group/add") == "site/a/vpp/bridge/response/group/add"
 
 
-def test_shared_subscriptions() -> None:
-    """With a share group, every filter becomes a `$share/<group>/...` subscription."""
-    assert all(f.startswith("$share/g1/vpp/") for f in Topics("vpp", "g1").subscriptions())
+def test_the_bridge_subscribes_to_its_command_and_request_topics_only() -> None:
+    """The ordinary session's filters and the safety lane's, under the prefix, never shared subscriptions (the
+    removed `mqtt.shared_group` is refused at load: tests/test_config.py)."""
+    topics = Topics("vpp")
+    assert topics.subscriptions() == ["vpp/group/+/set", "vpp/inverter/+/set", "vpp/batch/set", "vpp/bridge/request/#"]
+    assert topics.safety_subscriptions() == ["vpp/safety/group/+/set", "vpp/safety/inverter/+/set",
+                                             "vpp/safety/batch/set"]
 
 
 def test_target_problems() -> None:

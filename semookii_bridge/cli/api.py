@@ -20,9 +20,8 @@ from ..api import endpoints as ep
 from ..api.endpoints import Endpoint
 from ..api.params import ControlParams
 from ..commands import to_params
+from ..config import API_BASE_URL
 from .options import command_arg, ids, token
-
-DEFAULT_BASE_URL = "https://www.solaxcloud.com:9443/proxy"
 
 Args = Mapping[str, Any]
 Call = Callable[[CloudClient, Args], Awaitable[Any]]
@@ -171,7 +170,7 @@ def _subcommand(spec: ApiCommand) -> click.Command:
 @click.option(
     "--base-url",
     envvar="SEMOOKII_BRIDGE_API_BASE_URL",
-    default=DEFAULT_BASE_URL,
+    default=API_BASE_URL,
     show_default=True,
     help="API root (env SEMOOKII_BRIDGE_API_BASE_URL).",
 )

@@ -11,7 +11,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .. import wire
-from ..payloads import TERMINAL
+from ..statuses import TERMINAL
 from ..topics import Topics
 
 log = logging.getLogger(__name__)

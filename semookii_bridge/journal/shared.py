@@ -2,9 +2,9 @@
 
 Only the leader writes, so the leader's memory is the journal's current state: a takeover loads the open
 commands and the unannounced ones whole, and every other (finished) row of the dedup window only as keys
-(`journal_history.py`), so its time and memory do not grow with the finished rows. Reads are answered from
+(`history.py`), so its time and memory do not grow with the finished rows. Reads are answered from
 memory; a finished row is read whole from the database only when asked for (`recall`). Every write of an
-event-loop turn is flushed in one transaction (group commit, as in `journal.py`). What must be durable before
+event-loop turn is flushed in one transaction (group commit, as in `sqlite.py`). What must be durable before
 an irreversible step waits for that flush (`durable()`); what announces a write runs after it
 (`after_commit`). Each flush first checks the fence (the leader's epoch and lease): a leader that lost its
 lease never gets `sending` on record, so it never makes the call. Transport stays in `postgres.py`; this
@@ -23,16 +23,15 @@ from typing import Any, Protocol
 
 import msgspec
 
-from .backoff import Backoff
-from .journal import OPEN_STATUSES, DuplicateRequest, Entry
-from .journal_history import History
-from .ratelimit import BucketState
+from ..backoff import Backoff
+from ..ratelimit import BucketState
+from ..statuses import OPEN_STATUSES, TRACKED
+from .history import History
+from .protocol import COLUMNS, DuplicateRequest, Entry
 from .timeline import Anchor
 
 log = logging.getLogger(__name__)
 
-COLUMNS = tuple(Entry.__struct_fields__)
-TRACKED = ("accepted", "dispatched")
 SETTLE_SLICE = 0.05
 """Seconds of after-commit callbacks (each publishes a state) run per loop turn."""
 

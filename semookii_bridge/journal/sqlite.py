@@ -16,95 +16,28 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
-
-from .payloads import Status
-from .ratelimit import BucketState
+from ..ratelimit import BucketState
+from ..statuses import OPEN_STATUSES, TRACKED
+from .protocol import COLUMNS, DuplicateRequest, Entry, JournalError
+from .schema import create_tables
 from .timeline import Anchor
-from .topics import TargetKind
 
 log = logging.getLogger(__name__)
 
-OPEN_STATUSES = ("queued", "sending", "accepted", "dispatched")
-JournalStatus = Status | Literal["sending"]
-"""A journaled command's status: a published one, or `sending` (on disk before the control call)."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS commands (
-    request_id     TEXT PRIMARY KEY,
-    target_kind    TEXT NOT NULL,
-    target_id      TEXT,
-    command        BLOB NOT NULL,
-    status         TEXT NOT NULL,
-    received_at    REAL NOT NULL,
-    deadline       REAL NOT NULL,
-    delivery_hash  TEXT,
-    command_id     TEXT,
-    task_id        TEXT,
-    track_until    REAL,
-    response_topic TEXT,
-    correlation    BLOB,
-    updated_at     REAL NOT NULL,
-    results        BLOB,
-    error          BLOB,
-    announced      INTEGER NOT NULL DEFAULT 0
-);
+_SCHEMA = create_tables("sqlite") + """
 CREATE INDEX IF NOT EXISTS commands_delivery ON commands(delivery_hash);
 CREATE INDEX IF NOT EXISTS commands_received ON commands(received_at);
 CREATE INDEX IF NOT EXISTS commands_call ON commands(command_id);
-CREATE TABLE IF NOT EXISTS api_calls (
-    day  TEXT PRIMARY KEY,
-    used INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS clock (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    boot_id TEXT,
-    offset  REAL NOT NULL,
-    high    REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS limiter (
-    id           INTEGER PRIMARY KEY CHECK (id = 1),
-    tokens       REAL NOT NULL,
-    stamp        REAL NOT NULL,
-    paused_until REAL NOT NULL,
-    banned_until REAL NOT NULL
-);
 """
 # No index on status or updated_at: both change on every step (index churn cost ~30 us per command),
 # and open or unannounced rows are only looked for at start-up, where a scan is fine. command_id is set
 # once, at `accepted`, and each result poll looks up the commands that share one control call by it.
 
 
-class Entry(msgspec.Struct, kw_only=True):
-    """One journaled command."""
-
-    request_id: str
-    target_kind: TargetKind
-    target_id: str | None
-    command: bytes
-    status: JournalStatus
-    received_at: float
-    deadline: float
-    delivery_hash: str | None = None
-    command_id: str | None = None
-    task_id: str | None = None
-    track_until: float | None = None
-    response_topic: str | None = None
-    correlation: bytes | None = None
-    updated_at: float = 0.0
-    results: bytes | None = None
-    error: bytes | None = None
-    announced: int = 0
-
-
-_COLUMNS = tuple(Entry.__struct_fields__)
-_INSERT = f"INSERT INTO commands ({','.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"  # noqa: S608
-
-
-class DuplicateRequest(Exception):
-    """The request_id is already in the journal."""
+_INSERT = f"INSERT INTO commands ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})"  # noqa: S608
 
 
 class Journal:
@@ -201,15 +134,17 @@ class Journal:
     def insert(self, entry: Entry) -> None:
         """Record a newly accepted command; raises DuplicateRequest when its request_id is known."""
         entry.updated_at = self._clock()
-        values = [getattr(entry, c) for c in _COLUMNS]
+        values = [getattr(entry, c) for c in COLUMNS]
         try:
             self._write(_INSERT, values)
         except sqlite3.IntegrityError:
             raise DuplicateRequest(entry.request_id) from None
+        except sqlite3.Error as exc:
+            raise JournalError(str(exc)) from exc
 
     def update(self, request_id: str, status: str, **fields: Any) -> None:
         """Move a command to `status`, setting any other columns given."""
-        unknown = set(fields) - set(_COLUMNS)
+        unknown = set(fields) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown journal columns: {sorted(unknown)}")
         sets = ", ".join(f"{k} = ?" for k in ("status", "updated_at", *fields))
@@ -218,7 +153,7 @@ class Journal:
 
     def get(self, request_id: str) -> Entry | None:
         row = self._db.execute(
-            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE request_id = ?",  # noqa: S608
+            f"SELECT {','.join(COLUMNS)} FROM commands WHERE request_id = ?",  # noqa: S608
             (request_id,),
         ).fetchone()
         return self._entry(row) if row else None
@@ -226,9 +161,9 @@ class Journal:
     def tracked_for_call(self, command_id: str) -> list[Entry]:
         """The commands of one control call (several when merged) that still wait for its results."""
         rows = self._db.execute(
-            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE command_id = ?"  # noqa: S608
-            " AND status IN ('accepted', 'dispatched') ORDER BY received_at",
-            (command_id,),
+            f"SELECT {','.join(COLUMNS)} FROM commands WHERE command_id = ?"  # noqa: S608
+            f" AND status IN ({','.join('?' * len(TRACKED))}) ORDER BY received_at",
+            (command_id, *TRACKED),
         ).fetchall()
         return [self._entry(r) for r in rows]
 
@@ -237,7 +172,7 @@ class Journal:
         (a management query of the call is checked against what they name)."""
         column, value = ("command_id", command_id) if command_id is not None else ("task_id", task_id)
         rows = self._db.execute(
-            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE {column} = ?",  # noqa: S608
+            f"SELECT {','.join(COLUMNS)} FROM commands WHERE {column} = ?",  # noqa: S608
             (value,),
         ).fetchall()
         return [self._entry(r) for r in rows]
@@ -260,7 +195,7 @@ class Journal:
         """Finished commands whose terminal state may not have reached the broker (the bridge died first)."""
         marks = ",".join("?" * len(OPEN_STATUSES))
         rows = self._db.execute(
-            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE announced = 0 AND status NOT IN ({marks})"  # noqa: S608
+            f"SELECT {','.join(COLUMNS)} FROM commands WHERE announced = 0 AND status NOT IN ({marks})"  # noqa: S608
             " ORDER BY updated_at",
             OPEN_STATUSES,
         ).fetchall()
@@ -270,7 +205,7 @@ class Journal:
         """Commands not yet in a terminal state, oldest first."""
         marks = ",".join("?" * len(OPEN_STATUSES))
         rows = self._db.execute(
-            f"SELECT {','.join(_COLUMNS)} FROM commands WHERE status IN ({marks}) ORDER BY received_at",  # noqa: S608
+            f"SELECT {','.join(COLUMNS)} FROM commands WHERE status IN ({marks}) ORDER BY received_at",  # noqa: S608
             OPEN_STATUSES,
         ).fetchall()
         return [self._entry(r) for r in rows]
@@ -314,7 +249,7 @@ class Journal:
         )
 
     def clock_anchor(self) -> Anchor | None:
-        """Where the journal's timeline stood (see timeline.py)."""
+        """Where the journal's timeline stood (see `timeline.py`)."""
         row = self._db.execute("SELECT boot_id, offset, high FROM clock").fetchone()
         return Anchor(*row) if row else None
 
@@ -342,4 +277,4 @@ class Journal:
 
     @staticmethod
     def _entry(row: tuple[Any, ...]) -> Entry:
-        return Entry(**dict(zip(_COLUMNS, row, strict=True)))
+        return Entry(**dict(zip(COLUMNS, row, strict=True)))

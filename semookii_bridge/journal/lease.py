@@ -4,7 +4,7 @@ A candidate takes the lease once it has expired by the database's clock (bumping
 third of its length, and believes it only until `lease` seconds after it *asked* for the last renewal, by its
 own monotonic clock: so it gives up before the database would let anyone else take over, even when paused
 (SIGSTOP) or cut off. Losing the lease is fatal to the process (fail-stop): a supervisor starts it again as
-a candidate. The journal's writes check the epoch as well (`journal_shared.py`), so a leader that missed all
+a candidate. The journal's writes check the epoch as well (`shared.py`), so a leader that missed all
 of this still cannot put `sending` on record, hence cannot call the API.
 """
 

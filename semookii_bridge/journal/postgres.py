@@ -16,35 +16,18 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
-from .fleet import Member
-from .journal import OPEN_STATUSES, Entry
-from .journal_history import History, from_network, key_sql, sorted_keys
-from .journal_shared import COLUMNS, Batch, Fence, Fenced, Snapshot, StoreUnavailable
-from .ratelimit import BucketState
+from ..fleet import Member
+from ..ratelimit import BucketState
+from ..statuses import OPEN_STATUSES
+from .history import History, from_network, key_sql, sorted_keys
+from .protocol import COLUMNS, Entry
+from .schema import create_tables
+from .shared import Batch, Fence, Fenced, Snapshot, StoreUnavailable
 from .timeline import Anchor, since_boot
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS commands (
-    request_id     TEXT PRIMARY KEY,
-    target_kind    TEXT NOT NULL,
-    target_id      TEXT,
-    command        BYTEA NOT NULL,
-    status         TEXT NOT NULL,
-    received_at    DOUBLE PRECISION NOT NULL,
-    deadline       DOUBLE PRECISION NOT NULL,
-    delivery_hash  TEXT,
-    command_id     TEXT,
-    task_id        TEXT,
-    track_until    DOUBLE PRECISION,
-    response_topic TEXT,
-    correlation    BYTEA,
-    updated_at     DOUBLE PRECISION NOT NULL,
-    results        BYTEA,
-    error          BYTEA,
-    announced      INTEGER NOT NULL DEFAULT 0
-);
+SCHEMA = create_tables("postgres") + """
 CREATE INDEX IF NOT EXISTS commands_received_at ON commands (received_at);
 ALTER TABLE commands ADD COLUMN IF NOT EXISTS request_key BIGINT GENERATED ALWAYS AS (KEY(request_id)) STORED;
 ALTER TABLE commands ADD COLUMN IF NOT EXISTS delivery_key BIGINT GENERATED ALWAYS AS (KEY(delivery_hash)) STORED;
@@ -52,15 +35,6 @@ CREATE INDEX IF NOT EXISTS commands_finished_requests ON commands (request_key) 
     WHERE announced = 1;
 CREATE INDEX IF NOT EXISTS commands_finished_deliveries ON commands (delivery_key) INCLUDE (received_at, updated_at)
     WHERE announced = 1 AND delivery_key IS NOT NULL;
-CREATE TABLE IF NOT EXISTS api_calls (day TEXT PRIMARY KEY, used INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS clock (
-    id INTEGER PRIMARY KEY CHECK (id = 1), boot_id TEXT, "offset" DOUBLE PRECISION NOT NULL,
-    high DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS limiter (
-    id INTEGER PRIMARY KEY CHECK (id = 1), tokens DOUBLE PRECISION NOT NULL, stamp DOUBLE PRECISION NOT NULL,
-    paused_until DOUBLE PRECISION NOT NULL, banned_until DOUBLE PRECISION NOT NULL
-);
 CREATE TABLE IF NOT EXISTS ha_lease (
     id INTEGER PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL, holder TEXT NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL, since TIMESTAMPTZ NOT NULL
@@ -73,7 +47,7 @@ CREATE TABLE IF NOT EXISTS members (
     api_ok BOOLEAN NOT NULL DEFAULT true
 );
 """.replace("KEY(request_id)", key_sql("request_id")).replace("KEY(delivery_hash)", key_sql("delivery_hash"))
-"""The finished rows' 64-bit keys (`journal_history.py`) are kept by the database and indexed, so a takeover
+"""The finished rows' 64-bit keys (`history.py`) are kept by the database and indexed, so a takeover
 reads them in order without hashing or sorting anything."""
 
 _UPSERT = (

@@ -1,14 +1,52 @@
-"""What the command core asks of a journal: one protocol, two implementations (`journal.Journal` on SQLite
-for one host, `journal_shared.SharedJournal` on PostgreSQL for a hot standby), one test suite for both."""
+"""What the command core asks of a journal: the row (`Entry`), the protocol (`CommandJournal`) and its errors.
+Two implementations: `sqlite.Journal` for one host, `shared.SharedJournal` on PostgreSQL for a hot standby; one
+test suite for both (tests/test_journal_contract.py). Nothing here names a database."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .journal import Entry
-from .ratelimit import BucketState
+import msgspec
+
+from ..ratelimit import BucketState
+from ..statuses import JournalStatus
+from ..topics import TargetKind
 from .timeline import Anchor
+
+
+class Entry(msgspec.Struct, kw_only=True):
+    """One journaled command."""
+
+    request_id: str
+    target_kind: TargetKind
+    target_id: str | None
+    command: bytes
+    status: JournalStatus
+    received_at: float
+    deadline: float
+    delivery_hash: str | None = None
+    command_id: str | None = None
+    task_id: str | None = None
+    track_until: float | None = None
+    response_topic: str | None = None
+    correlation: bytes | None = None
+    updated_at: float = 0.0
+    results: bytes | None = None
+    error: bytes | None = None
+    announced: int = 0
+
+
+COLUMNS = tuple(Entry.__struct_fields__)
+"""The commands table's columns, in `Entry`'s order: both backends read and write rows as these."""
+
+
+class DuplicateRequest(Exception):
+    """The request_id is already in the journal."""
+
+
+class JournalError(Exception):
+    """The journal could not record a write (the database refused it); the command was not accepted."""
 
 
 class CommandJournal(Protocol):

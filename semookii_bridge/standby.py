@@ -21,13 +21,13 @@ import msgspec
 from . import membership
 from .config import BridgeConfig, url_without_password
 from .fleet import FleetMismatch
-from .ha import Leadership, Role
-from .journal_shared import Fence, Fenced, SharedJournal, StoreUnavailable
+from .journal.lease import Leadership, Role
+from .journal.postgres import Postgres, session_settings
+from .journal.shared import Fence, Fenced, SharedJournal, StoreUnavailable
+from .journal.timeline import Timeline, resume_shared
 from .mqtt.client import Will
 from .mqtt.session import MqttSession
 from .payloads import Incoming
-from .postgres import Postgres, session_settings
-from .timeline import Timeline, resume_shared
 from .topics import Topics
 
 log = logging.getLogger(__name__)
