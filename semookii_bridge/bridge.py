@@ -20,7 +20,7 @@ import msgspec
 from . import __version__, wire
 from .admission import Admission, delivery_hash, guess_request_id
 from .breaker import Breaker
-from .budget import BudgetReporter, CallLog
+from .budget import Budget, BudgetReporter, CallLog
 from .clock import steady
 from .commands import Command, is_safety
 from .config import BridgeConfig
@@ -29,16 +29,16 @@ from .duplicates import publish_repeat, recall_repeat
 from .errors import BridgeError, ErrorInfo
 from .inventory import Inventory
 from .inventory_learning import FLEET_OPS, Learner
-from .jobs import Job, entry_from_job, job_from_entry
-from .journal.protocol import CommandJournal, DuplicateRequest, Entry, JournalError
+from .jobs import Job, entry_from_job
+from .journal.protocol import CommandJournal, DuplicateRequest, JournalError
 from .lane import SafetyLane
 from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
 from .management import Guard, ManagementApi, Scope, busy, handle_request, scope_of
 from .merging import MergePolicy
 from .payloads import INTERFACE_VERSION, ApiState, BridgeInfo, Incoming, RateLimitInfo, Response
-from .polling import outcome
 from .ratelimit import QuotaExhausted, RateLimiter
-from .statuses import TRACKED, Status
+from .recovery import Recovery
+from .statuses import Status
 from .topics import ControlRoute, RequestRoute, Target, Topics
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,18 @@ class BridgeApi(ControlApi, ManagementApi, Protocol):
 
     @property
     def base_url(self) -> str: ...
+
+
+class BridgeSample(msgspec.Struct, frozen=True, kw_only=True):
+    """What the bridge's queue and budget look like now: read by the status page and the metrics, so neither
+    reaches into the bridge's parts."""
+
+    queued: int
+    in_flight: int
+    tracking: int
+    oldest_queued: float
+    calls_by_kind: dict[str, int]
+    budget: Budget
 
 
 class Bridge:
@@ -149,6 +161,12 @@ class Bridge:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def sample(self) -> BridgeSample:
+        """The queue, the calls made and the budget, now."""
+        return BridgeSample(queued=self.dispatcher.queued, in_flight=self.dispatcher.in_flight,
+                            tracking=self.lifecycle.tracking, oldest_queued=self.dispatcher.oldest_age() or 0.0,
+                            calls_by_kind=self.calls.by_kind(), budget=self.budget.snapshot())
 
     def info(self) -> BridgeInfo:
         """What `<prefix>/bridge/info` says (never the token)."""
@@ -316,60 +334,11 @@ class Bridge:
     # ---- recovery ---------------------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Resume journaled commands: queue `queued`, report `sending` ambiguous, track the accepted,
-        and announce again the terminal states the broker never acknowledged."""
-        for entry in self.journal.unannounced():
-            self._announce_again(entry)
-        recovered = self.journal.open_entries()
-        calls: dict[str, list[Job]] = {}
-        for entry in recovered:
-            job = job_from_entry(entry)
-            if job is None:
-                self.journal.update(entry.request_id, "failed")
-                continue
-            if entry.status in TRACKED:
-                calls.setdefault(str(job.command_id), []).append(job)
-            elif entry.status == "queued":
-                if not self._readmitted(job):
-                    continue
-                if job.deadline <= self.clock():
-                    self._dropped(
-                        job, "expired", ErrorInfo(code="expired", message="expired while the bridge was down")
-                    )
-                else:
-                    self.dispatcher.submit(job)
-            elif entry.status == "sending":
-                self._in_flight_before(job)
-        for jobs in calls.values():
-            self.lifecycle.track(jobs)
-        if recovered:
-            log.info("recovered commands=%d", len(recovered))
-
-    def _readmitted(self, job: Job) -> bool:
-        """A recovered command still passes this bridge's allow-lists and ceilings (its configuration may be
-        stricter than the one that accepted it); else it ends `failed` with `not_allowed`, unsent."""
-        try:
-            self.admission.check_targets(job.target, job.command)
-            self.admission.check_ceilings(job.command)
-        except BridgeError as exc:
-            self.lifecycle.finish(job, "failed", error=ErrorInfo(code=exc.code, message=f"{exc.message} (re-checked "
-                                                                 "after a restart or takeover)"))  # fmt: skip
-            return False
-        return True
-
-    def _in_flight_before(self, job: Job) -> None:
-        """A call that may have left before a crash or takeover: ambiguous, never repeated; under the hot standby
-        its target waits until the old leader's request can no longer arrive (`holdback.py`)."""
-        if self.config.ha.enabled:
-            self.dispatcher.holdback.hold(job, self.clock() + self.config.ha.wire_bound)
-        message = "the bridge stopped while sending this command; it may have reached the API and is not repeated"
-        self.lifecycle.finish(job, "failed", error=ErrorInfo(code="ambiguous", message=message))
-
-    def _announce_again(self, entry: Entry) -> None:
-        job = job_from_entry(entry)
-        if job is None or entry.status == "sending":
-            return  # (unannounced() returns terminal states only)
-        self.lifecycle.finish(job, entry.status, **outcome(entry))
+        """Resume journaled commands (`recovery.py`): queue `queued`, report `sending` ambiguous, track the
+        accepted, and announce again the terminal states the broker never acknowledged."""
+        Recovery(journal=self.journal, lifecycle=self.lifecycle, dispatcher=self.dispatcher, admission=self.admission,
+                 clock=self.clock, drop=self._dropped,
+                 wire_bound=self.config.ha.wire_bound if self.config.ha.enabled else None).run()
 
     async def _prune_loop(self) -> None:
         window = self.config.commands.dedup_window

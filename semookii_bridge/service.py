@@ -12,7 +12,7 @@ import functools
 import logging
 import time
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -81,7 +81,7 @@ class Service:
         cfg = self.config
         if cfg.http.enabled:  # first: a standby answers the probes, the page and /metrics while it waits
             runner, self.http_port = await http_server.start(
-                self.obs, cfg.http.host, cfg.http.port, lambda: status_page.snapshot(self),
+                self.obs, cfg.http.host, cfg.http.port, self._status,
                 token=cfg.http.token(), metrics_public=cfg.http.metrics_public,
             )  # fmt: skip
             self._stack.push_async_callback(runner.cleanup)
@@ -261,19 +261,23 @@ class Service:
                         on_message=bridge.handle, before_ack=journal.durable, on_overload=bridge.refuse_overloaded,
                         safety=True)  # fmt: skip
 
+    def _status(self) -> dict[str, Any]:
+        """The status page's data."""
+        return status_page.snapshot(self.obs, self.config, self.bridge.sample() if self.bridge else None)
+
     def _sample(self) -> LiveSample | None:
         bridge, link = self.bridge, self.link
         if bridge is None or link is None:
             return None
-        quota = self.limiter.bucket.quota
+        quota, now = self.limiter.bucket.quota, bridge.sample()
         return LiveSample(
             mqtt_connected=link.connected,
             mqtt_reconnects=link.reconnects,
             tokens=self.limiter.bucket.tokens(),
             limiter_waiting=self.limiter.queue_depth(),
-            queued=bridge.dispatcher.queued,
-            in_flight=bridge.dispatcher.in_flight,
-            tracking=bridge.lifecycle.tracking,
+            queued=now.queued,
+            in_flight=now.in_flight,
+            tracking=now.tracking,
             quota_used=quota.used,
             quota_remaining=quota.remaining,
             quota_reserve_only=quota.reserve_only(),
@@ -281,8 +285,8 @@ class Service:
             quota_reserve=quota.reserve,
             journal_writable=self.journal.writable if self.journal is not None else False,
             banned_for=self.limiter.banned_for(),
-            oldest_queued=bridge.dispatcher.oldest_age() or 0.0,
-            calls_by_kind=bridge.calls.by_kind(),
+            oldest_queued=now.oldest_queued,
+            calls_by_kind=now.calls_by_kind,
             sparkplug_limited=dict(self.edge.limited) if self.edge is not None else None,
             mqtt_refused=sum(link.outbox.refused for link in self._links()),
             mqtt_refusal=self._refusal(),

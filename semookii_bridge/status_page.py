@@ -9,47 +9,42 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from . import __version__
+from .config import BridgeConfig
 from .payloads import INTERFACE_VERSION, utc_now_text
 from .statuses import TERMINAL
 
 if TYPE_CHECKING:
-    from .service import Service
+    from .bridge import BridgeSample
+    from .observability import Observability
 
 STARTED = time.time()
 
 
-def snapshot(service: Service) -> dict[str, Any]:
-    """Role, versions, health, budget, burn, in-flight commands, each target's latest, recent problems."""
-    obs, bridge = service.obs, service.bridge
+def snapshot(obs: Observability, config: BridgeConfig, bridge: BridgeSample | None) -> dict[str, Any]:
+    """Role, versions, health, budget, burn, in-flight commands, each target's latest, recent problems;
+    `bridge`: its sample, None while it is not built yet (a standby, or starting)."""
     ready, health = obs.readiness()
     ha = obs.ha()
     board = obs.board.snapshot()
-    totals = bridge.calls.by_kind() if bridge else {}
     return {
         "bridge": {
             "version": __version__,
             "interface": INTERFACE_VERSION,
             "role": ha.role if ha else ("leader" if bridge else "starting"),
-            "instance": service.config.ha.instance_name() if ha else None,
-            "prefix": service.config.mqtt.prefix,
-            "dry_run": service.config.commands.dry_run,
+            "instance": config.ha.instance_name() if ha else None,
+            "prefix": config.mqtt.prefix,
+            "dry_run": config.commands.dry_run,
             "started": utc_now_text(STARTED),
         },
         "ready": ready,
         "health": health,
-        "budget": msgspec.to_builtins(bridge.budget.snapshot()) if bridge else None,
-        "burn": obs.board.burn(totals),
-        "counts": _counts(service),
+        "budget": msgspec.to_builtins(bridge.budget) if bridge else None,
+        "burn": obs.board.burn(bridge.calls_by_kind if bridge else {}),
+        "counts": {"queued": bridge.queued, "in_flight": bridge.in_flight, "tracking": bridge.tracking}
+        if bridge
+        else {"queued": 0, "in_flight": 0, "tracking": 0},
         "in_flight": [row for row in board["targets"] if row["status"] not in TERMINAL],
         "targets": board["targets"][:200],
         "problems": board["problems"],
         "ts": utc_now_text(),
     }
-
-
-def _counts(service: Service) -> dict[str, int]:
-    bridge = service.bridge
-    if bridge is None:
-        return {"queued": 0, "in_flight": 0, "tracking": 0}
-    return {"queued": bridge.dispatcher.queued, "in_flight": bridge.dispatcher.in_flight,
-            "tracking": bridge.lifecycle.tracking}  # fmt: skip

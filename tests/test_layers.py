@@ -69,16 +69,13 @@ def test_the_journal_protocol_names_no_database() -> None:
 
 
 def module_imports(path: Path, known: set[str]) -> set[str]:
-    """The package's modules (`known`) `path` imports when it runs, at any depth, not those only for type
-    checking; `from package import submodule` counts the submodule, not the package."""
+    """The package's modules (`known`) `path` imports, at any depth, those for type checking too (a module that
+    needs another's types to reach into it is as tied to it); `from package import submodule` counts the
+    submodule, not the package."""
     name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    tree, found = ast.parse(path.read_text()), set()
-    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in
-                   ast.unparse(node.test) for stmt in node.body for inner in ast.walk(stmt)}
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
             module = ".".join([*base, *([node.module] if node.module else [])])
@@ -90,7 +87,7 @@ def module_imports(path: Path, known: set[str]) -> set[str]:
 
 
 def test_no_module_imports_one_that_imports_it_back() -> None:
-    """The package's imports form no circle (type-checking imports aside)."""
+    """The package's imports form no circle."""
     paths = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
              for p in PACKAGE.rglob("*.py")}
     graph = {name: module_imports(path, set(paths)) & set(paths) - {name} for name, path in paths.items()}
