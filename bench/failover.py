@@ -34,7 +34,7 @@ from harness import ROOT, TOKEN, Recorder, _cli, percentile, stack
 
 sys.path.insert(0, str(ROOT))
 from semookii_bridge.journal.postgres import Postgres as Journal
-from tests.postgres import Postgres
+from tests.support.postgres import Postgres
 
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown", "partial"}
 CONTROL = "/commandapi/groupControl"

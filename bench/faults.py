@@ -1,4 +1,4 @@
-"""The hot standby's fault cases for bench/failover.py: a relay per bridge (tests/relay.py) on an event loop of
+"""The hot standby's fault cases for bench/failover.py: a relay per bridge (tests/support/relay.py) on an event loop of
 its own thread, and how each fault is made and undone.
 
 - `stall-cut` / `stall-stop`: once the leader's fence transaction holds the lease row's lock, its path to
@@ -21,7 +21,7 @@ from typing import Any
 from harness import ROOT
 
 sys.path.insert(0, str(ROOT))
-from tests.relay import Relay
+from tests.support.relay import Relay
 
 FAULTS = ("kill", "stall-cut", "stall-stop", "broker-cut", "api-cut")
 PEER = {"stall-cut": "db", "stall-stop": "db", "broker-cut": "broker", "api-cut": "api"}

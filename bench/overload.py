@@ -33,7 +33,7 @@ import paho.mqtt.client as paho
 from harness import ROOT, TOKEN, ProcStats, Recorder, _cli, free_port, percentile, stack
 
 sys.path.insert(0, str(ROOT))
-from tests.postgres import Postgres
+from tests.support.postgres import Postgres
 
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
 STOPS = 20

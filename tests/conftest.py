@@ -1,17 +1,22 @@
-"""Shared fixtures: a simulator on a loopback port and a client with instant retries."""
+"""Shared fixtures: a simulator on a loopback port and a client with instant retries, a mosquitto, the bridge
+in-process, and a PostgreSQL server for the session. The helpers behind them are in tests/support/."""
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from semookii_bridge.api import CloudClient, RetryPolicy
 from semookii_bridge.secret import Secret
+from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator, SimConfig, serve
 
-TOKEN = "test-token-2020110909210abcdef"
+from .support.bridges import TOKEN, bridge_config_for
+from .support.broker import Mosquitto, mosquitto_binary
+from .support.postgres import Postgres
 
 
 @pytest.fixture
@@ -33,16 +38,6 @@ async def client(sim: RunningSimulator) -> AsyncIterator[CloudClient]:
 
 # ---- MQTT integration -------------------------------------------------------------------------------
 
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import msgspec  # noqa: E402
-
-from semookii_bridge import config as bridge_config  # noqa: E402
-from semookii_bridge.service import Service  # noqa: E402
-
-from .broker import Mosquitto, mosquitto_binary  # noqa: E402
-
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
@@ -54,29 +49,6 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     server.start()
     yield server
     server.stop()
-
-
-def bridge_config_for(
-    broker_port: int, sim: RunningSimulator, tmp_path: Path, **sections: dict[str, object]
-) -> bridge_config.BridgeConfig:
-    """A configuration pointing at the test broker and simulator, with fast polling and no rate limit or daily quota.
-
-    Merging is off, so the bridge reads no fleet inventory at start, and so is the token check at start (one
-    call; tests/test_operations.py turns it on): most tests count API calls exactly. The merge tests
-    (test_merging.py) turn merging on.
-    """
-    base: dict[str, dict[str, object]] = {
-        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": f"bridge-{zlib.crc32(str(tmp_path).encode()):08x}", "reconnect_min": 0.2,
-                 "reconnect_max": 1},
-        "api": {"base_url": sim.base_url, "timeout": 2.0, "check_token": False},
-        "rate_limit": {"rate": 0, "burst": 1, "daily_quota": 0},
-        "commands": {"poll_initial": 0.05, "poll_max": 0.2, "track_results_for": 5, "merge": False},
-        "journal": {"path": str(tmp_path / "journal.db")},
-        "http": {"port": 0},
-    }  # fmt: skip
-    for section, values in sections.items():
-        base.setdefault(section, {}).update(values)
-    return msgspec.convert(base, bridge_config.BridgeConfig)
 
 
 @pytest.fixture
@@ -110,9 +82,6 @@ async def make_bridge(
 
 # ---- PostgreSQL (the shared journal) ------------------------------------------------------------------
 
-import itertools  # noqa: E402
-
-from .postgres import Postgres  # noqa: E402
 
 _databases = itertools.count(1)
 

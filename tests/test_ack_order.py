@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .support.broker import Mosquitto, Probe
 
 
 async def test_every_ack_follows_the_commit_of_its_command(

@@ -12,7 +12,7 @@ from semookii_bridge.secret import Secret
 from semookii_bridge.service import LimiterGate
 from semookii_bridge.simulator import RunningSimulator
 
-from .conftest import TOKEN
+from .support.bridges import TOKEN
 
 POWER = ControlParams(super_type=0, mode=1, set_type=1, active_power=1000, reactive_power=0, proid_time=600, timeout=10)
 

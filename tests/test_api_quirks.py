@@ -14,7 +14,7 @@ from semookii_bridge.commands import Schedule, decode_command, to_params
 from semookii_bridge.secret import Secret
 from semookii_bridge.simulator import RunningSimulator, SimConfig, serve
 
-from .conftest import TOKEN
+from .support.bridges import TOKEN
 
 
 async def test_parameters_travel_in_query_string_of_a_post(client: CloudClient, sim: RunningSimulator) -> None:

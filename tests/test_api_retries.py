@@ -23,8 +23,8 @@ from semookii_bridge.api.retry import call_with_retries, is_transient, settle
 from semookii_bridge.secret import Secret
 from semookii_bridge.simulator import Fault, RunningSimulator, SimConfig, serve
 
-from .broker import free_port
-from .conftest import TOKEN
+from .support.bridges import TOKEN
+from .support.broker import free_port
 
 SWITCH = ControlParams(super_type=1, system_swich=1)
 CONTROL = "/commandapi/groupControl"

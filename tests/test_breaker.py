@@ -13,9 +13,9 @@ from pathlib import Path
 from semookii_bridge.api.endpoints import GROUP_CONTROL, GROUP_FIND_ALL
 from semookii_bridge.breaker import Breaker
 
-from .broker import Mosquitto, Probe, process_sections
-from .conftest import TOKEN
-from .relay import Relay
+from .support.bridges import TOKEN
+from .support.broker import Mosquitto, Probe, process_sections
+from .support.relay import Relay
 from .test_durability import TERMINAL, terminal_states
 
 CONTROL = "/commandapi/groupControl"

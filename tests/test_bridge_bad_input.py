@@ -10,7 +10,7 @@ import pytest
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .support.broker import Mosquitto, Probe
 
 VALID = {"type": "manual", "action": "stop"}
 

@@ -11,7 +11,7 @@ from semookii_bridge.payloads import INTERFACE_VERSION
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .support.broker import Mosquitto, Probe
 
 LIFECYCLE = ["queued", "accepted", "dispatched", "completed"]
 

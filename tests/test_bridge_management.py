@@ -11,7 +11,7 @@ from semookii_bridge.management import OPS
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .support.broker import Mosquitto, Probe
 
 
 async def request(probe: Probe, op: str, payload: Any) -> dict[str, Any]:

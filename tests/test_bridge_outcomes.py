@@ -12,7 +12,7 @@ from semookii_bridge.jobs import Job
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .support.broker import Mosquitto, Probe
 
 CONTROL = "/commandapi/groupControl"
 STOP = {"type": "manual", "action": "stop"}

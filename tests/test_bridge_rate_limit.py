@@ -13,7 +13,7 @@ from typing import Any
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator, SimConfig
 
-from .broker import Mosquitto, Probe
+from .support.broker import Mosquitto, Probe
 from .test_ratelimit import max_in_window
 
 

@@ -13,7 +13,7 @@ from semookii_bridge.ratelimit import RateLimiter, TokenBucket
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .support.broker import Mosquitto, Probe
 
 
 class Clock:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe
-from .test_durability import TERMINAL, start_bridge, write_config
+from .support.bridges import start_bridge
+from .support.broker import Mosquitto, Probe
+from .test_durability import TERMINAL, write_config
 
 GROUPS = 50
 ROUNDS = 20

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from semookii_bridge.cli import main
 
-from .broker import free_port, wait_port
+from .support.broker import free_port, wait_port
 
 TOKEN = "cli-token-123456789"
 

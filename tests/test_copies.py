@@ -15,8 +15,8 @@ from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe, process_sections
-from .conftest import TOKEN, bridge_config_for
+from .support.bridges import TOKEN, bridge_config_for
+from .support.broker import Mosquitto, Probe, process_sections
 
 
 def run(config: Path) -> subprocess.Popen[str]:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -18,8 +15,8 @@ from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 
-from .broker import Mosquitto, Probe, free_port, process_sections
-from .conftest import TOKEN
+from .support.bridges import TOKEN, start_bridge
+from .support.broker import Mosquitto, Probe, free_port, process_sections
 
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
 
@@ -109,14 +106,6 @@ port = 0
     )
 
 
-def start_bridge(config: Path) -> subprocess.Popen[bytes]:
-    """`semookii-bridge run` as a real process; its log goes to bridge.log beside the config."""
-    env = {**os.environ, "SEMOOKII_TOKEN": TOKEN}
-    log = (config.parent / "bridge.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", "WARNING", "run",
-                             "--config", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
-
-
 def journal_statuses(path: Path) -> dict[str, str]:
     """request_id -> status, read from the journal file by another connection (WAL lets it read beside a writer)."""
     if not path.exists():
@@ -196,7 +185,7 @@ def _fields(config: object) -> dict[str, object]:
 async def test_the_publish_window_follows_the_brokers_receive_maximum(tmp_path: Path, sim: RunningSimulator) -> None:
     """MQTT 5: the bridge keeps at most the broker's Receive Maximum (mosquitto's max_inflight_messages)
     publishes unacknowledged, below mqtt.max_inflight; states still all arrive. MQTT 3.1.1 uses the setting."""
-    from .conftest import bridge_config_for
+    from .support.bridges import bridge_config_for
 
     port = free_port()
     broker = Mosquitto(tmp_path, port=port, config_text=f"user root\nlistener {port} 127.0.0.1\nallow_anonymous true\n"

@@ -14,7 +14,7 @@ from semookii_bridge.api.transport import bounded_socket_factory
 from semookii_bridge.secret import Secret
 from semookii_bridge.simulator import RunningSimulator
 
-from .conftest import TOKEN
+from .support.bridges import TOKEN
 
 CONTROL = "/commandapi/groupControl"
 PARAMS = ControlParams(super_type=0, mode=1, set_type=1, active_power=100, reactive_power=0, proid_time=60, timeout=10)

@@ -15,7 +15,7 @@ from semookii_bridge.config import BridgeConfig, MqttConfig
 from semookii_bridge.fleet import SETTINGS, LinkWatch, Member, admit, conflict, conflicts, differing, fingerprint
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .support.broker import Mosquitto, Probe
 from .test_ha import Bridges, role
 
 HA = fingerprint(BridgeConfig())

@@ -17,9 +17,9 @@ import pytest
 
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe, process_sections
-from .conftest import TOKEN
-from .postgres import Postgres
+from .support.bridges import TOKEN
+from .support.broker import Mosquitto, Probe, process_sections
+from .support.postgres import Postgres
 from .test_durability import TERMINAL, terminal_states
 from .test_restart import vendor
 

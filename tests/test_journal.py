@@ -11,9 +11,11 @@ import pytest
 
 from semookii_bridge import wire
 from semookii_bridge.commands import Manual
-from semookii_bridge.journal.protocol import COLUMNS, DuplicateRequest, Entry
+from semookii_bridge.journal.protocol import COLUMNS, DuplicateRequest
 from semookii_bridge.journal.schema import TABLES, create_tables
 from semookii_bridge.journal.sqlite import Journal
+
+from .support.journal import entry
 
 
 class Clock:
@@ -22,11 +24,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def entry(rid: str, status: str = "queued", received_at: float = 100.0, **fields: Any) -> Entry:
-    return Entry(request_id=rid, target_kind="group", target_id="42", command=wire.encode(Manual(action="stop")),
-                 status=status, received_at=received_at, deadline=received_at + 60, **fields)  # fmt: skip
 
 
 def on_disk(path: Path, sql: str) -> list[tuple[Any, ...]]:

@@ -9,21 +9,16 @@ from typing import Any
 
 import pytest
 
-from semookii_bridge import wire
-from semookii_bridge.commands import Manual
 from semookii_bridge.journal.postgres import Postgres
-from semookii_bridge.journal.protocol import CommandJournal, DuplicateRequest, Entry
+from semookii_bridge.journal.protocol import CommandJournal, DuplicateRequest
 from semookii_bridge.journal.shared import SharedJournal
 from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.journal.timeline import Anchor
 from semookii_bridge.ratelimit import BucketState
 
+from .support.journal import entry
+
 Opener = Callable[[], Awaitable[CommandJournal]]
-
-
-def entry(rid: str, status: str = "queued", received_at: float = 100.0, **fields: Any) -> Entry:
-    return Entry(request_id=rid, target_kind="group", target_id="42", command=wire.encode(Manual(action="stop")),
-                 status=status, received_at=received_at, deadline=received_at + 60, **fields)  # fmt: skip
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

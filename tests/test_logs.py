@@ -26,8 +26,8 @@ from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import PASSWORDS, Mosquitto, free_port
-from .conftest import TOKEN, bridge_config_for
+from .support.bridges import TOKEN, bridge_config_for
+from .support.broker import PASSWORDS, Mosquitto, free_port
 
 PACKAGE = Path(__file__).resolve().parents[1] / "semookii_bridge"
 LOGFMT = re.compile(r'^(?:[A-Za-z_][\w.]*=(?:[^\s"=\\]+|"(?:[^"\\]|\\.)*")(?: |$))+$')

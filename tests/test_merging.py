@@ -12,8 +12,8 @@ import pytest
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator, SimConfig
 
-from .broker import Mosquitto, Probe
-from .conftest import TOKEN
+from .support.bridges import TOKEN
+from .support.broker import Mosquitto, Probe
 
 SETPOINT = {"type": "power_control", "active_power": -3000, "duration": 600, "timeout": 10}
 CONTROL_PATHS = ("/commandapi/singleControl", "/commandapi/batchTempControl")

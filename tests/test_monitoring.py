@@ -18,8 +18,8 @@ from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe
-from .conftest import TOKEN, bridge_config_for
+from .support.bridges import TOKEN, bridge_config_for
+from .support.broker import Mosquitto, Probe
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy/prometheus/semookii-alerts.yml"

@@ -16,11 +16,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from semookii_bridge.payloads import TERMINAL, Status
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
+from semookii_bridge.statuses import TERMINAL, Status
 
-from .broker import Mosquitto, Probe, free_port
+from .support.broker import Mosquitto, Probe, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW_DIR = ROOT / "deploy" / "node-red"

@@ -11,7 +11,7 @@ import aiohttp
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe, free_port
+from .support.broker import Mosquitto, Probe, free_port
 
 
 async def get(service: Service, path: str) -> tuple[int, str]:

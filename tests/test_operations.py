@@ -23,8 +23,8 @@ from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 from semookii_bridge.simulator.faults import Fault
 
-from .broker import Mosquitto, Probe, free_port
-from .conftest import TOKEN, bridge_config_for
+from .support.bridges import TOKEN, bridge_config_for
+from .support.broker import Mosquitto, Probe, free_port
 
 WRONG = "not-the-token-0000000000000000"
 

@@ -9,13 +9,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from semookii_bridge.api import RetryPolicy
-from semookii_bridge.payloads import TERMINAL
 from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
+from semookii_bridge.statuses import TERMINAL
 
-from .broker import Mosquitto, Probe, free_port
-from .conftest import TOKEN, bridge_config_for
+from .support.bridges import TOKEN, bridge_config_for
+from .support.broker import Mosquitto, Probe, free_port
 
 
 async def test_qos0_commands_beyond_the_inbox_bound_are_refused_overloaded(

@@ -19,9 +19,9 @@ from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.jobs import Job
 from semookii_bridge.journal.protocol import Entry
 from semookii_bridge.journal.sqlite import Journal
-from semookii_bridge.payloads import Status
 from semookii_bridge.polling import ResultPolls
 from semookii_bridge.ratelimit import Priority, RateLimiter, TokenBucket
+from semookii_bridge.statuses import Status
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .broker import free_port, mosquitto_binary, wait_port
+from .support.broker import free_port, mosquitto_binary, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PORT = re.compile(r"(?<=--port )\d+|(?<=--mqtt-port )\d+|(?<=-p )\d+|(?<=127\.0\.0\.1:)\d+")

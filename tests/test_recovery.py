@@ -12,13 +12,14 @@ import msgspec
 
 from semookii_bridge import wire
 from semookii_bridge.bridge import Bridge
-from semookii_bridge.commands import Manual
 from semookii_bridge.config import BridgeConfig
 from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.journal.protocol import Entry
 from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.payloads import Incoming
 from semookii_bridge.ratelimit import RateLimiter, TokenBucket
+
+from .support.journal import entry as journal_entry
 
 
 class Recorder:
@@ -37,9 +38,8 @@ class NoApi:
 
 
 def entry(rid: str, status: str, **fields: Any) -> Entry:
-    now = time.time()
-    return Entry(request_id=rid, target_kind="group", target_id="42", command=wire.encode(Manual(action="stop")),
-                 status=status, received_at=now, deadline=now + 60, **fields)  # fmt: skip
+    """A stop for group 42 received now (the bridge's clock is the wall clock here)."""
+    return journal_entry(rid, status, time.time(), **fields)
 
 
 def bridge_on(journal: Journal, publisher: Recorder) -> Bridge:

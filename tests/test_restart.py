@@ -15,10 +15,10 @@ import pytest
 
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe, process_sections
-from .conftest import TOKEN
-from .postgres import Postgres
-from .relay import Relay
+from .support.bridges import TOKEN
+from .support.broker import Mosquitto, Probe, process_sections
+from .support.postgres import Postgres
+from .support.relay import Relay
 from .test_durability import journal_statuses, terminal_states
 
 CONTROL = "/commandapi/groupControl"

@@ -8,7 +8,7 @@ import asyncio
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .support.broker import Mosquitto, Probe
 
 
 async def retained(broker: Mosquitto, topic: str) -> list[dict[str, object]]:

@@ -14,8 +14,8 @@ from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe, free_port
-from .conftest import TOKEN, bridge_config_for
+from .support.bridges import TOKEN, bridge_config_for
+from .support.broker import Mosquitto, Probe, free_port
 from .test_bridge_rate_limit import cpu_burners
 from .test_overload import shipped_queue_limits
 

@@ -10,21 +10,14 @@ import time
 
 import pytest
 
-from semookii_bridge import wire
-from semookii_bridge.commands import Manual
 from semookii_bridge.journal.lease import Leadership
 from semookii_bridge.journal.postgres import Postgres
-from semookii_bridge.journal.protocol import Entry
 from semookii_bridge.journal.shared import Fence, Fenced, SharedJournal
 from semookii_bridge.journal.timeline import Anchor
 from semookii_bridge.ratelimit import BucketState
 
-from .postgres import Postgres as Server
-
-
-def entry(rid: str) -> Entry:
-    return Entry(request_id=rid, target_kind="group", target_id="1", command=wire.encode(Manual(action="stop")),
-                 status="queued", received_at=1.0, deadline=61.0)  # fmt: skip
+from .support.journal import entry
+from .support.postgres import Postgres as Server
 
 
 async def connected(url: str) -> Postgres:

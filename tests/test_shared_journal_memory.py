@@ -16,6 +16,8 @@ from semookii_bridge.journal.shared import Batch, Fence, Fenced, SharedJournal, 
 from semookii_bridge.journal.timeline import Anchor
 from semookii_bridge.ratelimit import BucketState
 
+from .support.journal import entry
+
 BUCKET = BucketState(tokens=3.0, stamp=100.0, paused_until=0.0, banned_until=0.0)
 ANCHOR = Anchor(boot_id=None, offset=0.0, high=100.0)
 
@@ -48,11 +50,6 @@ class Store:
 
     async def recall_call(self, column: str, value: str) -> list[Entry]:
         return [e for e in self.stored if getattr(e, column) == value]
-
-
-def entry(rid: str, status: str = "queued", received_at: float = 10.0, **fields: object) -> Entry:
-    return Entry(request_id=rid, target_kind="group", target_id="1", command=b"{}", status=status,  # type: ignore[arg-type]
-                 received_at=received_at, deadline=received_at + 60, **fields)  # type: ignore[arg-type]
 
 
 def journal(store: Store, *rows: Entry, history: History | None = None, fence: Fence | None = None,

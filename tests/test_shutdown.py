@@ -10,7 +10,7 @@ from pathlib import Path
 
 from semookii_bridge.simulator import Fault, RunningSimulator
 
-from .broker import Mosquitto, Probe
+from .support.broker import Mosquitto, Probe
 from .test_restart import online, start, write_config
 
 STOP_WITHIN = 2.0

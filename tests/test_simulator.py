@@ -10,7 +10,7 @@ import pytest
 from semookii_bridge.simulator import RunningSimulator, SimConfig, serve
 from semookii_bridge.simulator.validation import InvalidParams, parse_control
 
-from .conftest import TOKEN
+from .support.bridges import TOKEN
 
 
 async def post(sim: RunningSimulator, path: str, **params: str) -> tuple[int, dict[str, object]]:

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ import pytest
 
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto
-from .conftest import TOKEN
+from .support.bridges import start_bridge as _start
+from .support.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_JS = ROOT / "tests" / "sparkplug" / "host.js"
@@ -130,11 +129,9 @@ enabled = true
 {extra}""")
 
 
-def start_bridge(config: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SEMOOKII_TOKEN": TOKEN}
-    log = (config.parent / "bridge.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", "INFO", "run", "--config",
-                             str(config)], env=env, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+def start_bridge_at_info(config: Path) -> subprocess.Popen[bytes]:
+    """`run` with its log at INFO (the tests read the edge node's lines)."""
+    return _start(config, "INFO")
 
 
 def metrics(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -158,7 +155,7 @@ async def test_a_host_writes_a_setpoint_and_follows_it_to_completed(
     scada = await host()
     config = tmp_path / "bridge.toml"
     write_config(config, broker, sim)
-    bridge = start_bridge(config)
+    bridge = start_bridge_at_info(config)
     try:
         nbirth = await scada.wait_for(is_topic("NBIRTH"))
         node = metrics(nbirth)
@@ -197,7 +194,7 @@ async def test_births_wait_for_the_primary_host_and_follow_its_state(
     scada = await host("scada")
     config = tmp_path / "bridge.toml"
     write_config(config, broker, sim, primary_host_id="scada", devices=["inverter-H475A"])
-    bridge = start_bridge(config)
+    bridge = start_bridge_at_info(config)
     try:
         await asyncio.sleep(2.0)
         assert not any(is_topic("NBIRTH")(d) for d in scada.seen), "born before the primary host was online"
@@ -223,7 +220,7 @@ async def test_writes_the_bridge_refuses_come_back_as_rejected_ddata(
     scada = await host()
     config = tmp_path / "bridge.toml"
     write_config(config, broker, sim, devices=["inverter-H475A"])
-    bridge = start_bridge(config)
+    bridge = start_bridge_at_info(config)
     topic = f"spBv1.0/vpp/DCMD/{EDGE}/inverter-H475A"
     try:
         await scada.wait_for(is_topic("DBIRTH", "inverter-H475A"))
@@ -252,7 +249,7 @@ async def test_after_a_broker_restart_the_node_is_born_again_with_the_next_bd_se
     device = f"group-{sim.simulator.state.list_groups()[0].id}"
     config = tmp_path / "bridge.toml"
     write_config(config, broker, sim, devices=[device])
-    bridge = start_bridge(config)
+    bridge = start_bridge_at_info(config)
     try:
         first = metrics(await scada.wait_for(is_topic("NBIRTH")))["bdSeq"]["value"]
         await asyncio.get_running_loop().run_in_executor(None, broker.restart, 1.0)

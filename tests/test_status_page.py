@@ -21,8 +21,8 @@ from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator, SimConfig
 
-from .broker import Mosquitto, Probe
-from .conftest import TOKEN, bridge_config_for
+from .support.bridges import TOKEN, bridge_config_for
+from .support.broker import Mosquitto, Probe
 
 PAGE_TOKEN = "page-token-for-the-browser"
 SCREENSHOT = os.environ.get("STATUS_PAGE_SCREENSHOT")

@@ -18,9 +18,9 @@ import pytest
 from semookii_bridge.journal.postgres import SCHEMA
 from semookii_bridge.simulator import RunningSimulator
 
-from .broker import Mosquitto, Probe
-from .postgres import Postgres
-from .relay import Relay
+from .support.broker import Mosquitto, Probe
+from .support.postgres import Postgres
+from .support.relay import Relay
 from .test_durability import terminal_states
 from .test_ha import CONTROL, LEASE, Bridges, ended_once, role, sent_twice
 from .test_restart import libfaketime

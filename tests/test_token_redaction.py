@@ -12,8 +12,8 @@ from semookii_bridge.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 
-from .broker import Mosquitto, Probe
-from .conftest import TOKEN
+from .support.bridges import TOKEN
+from .support.broker import Mosquitto, Probe
 
 
 def test_secret_shows_stars() -> None:

@@ -1,0 +1,15 @@
+"""Journal rows for the tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from semookii_bridge import wire
+from semookii_bridge.commands import Manual
+from semookii_bridge.journal.protocol import Entry
+
+
+def entry(rid: str, status: str = "queued", received_at: float = 100.0, **fields: Any) -> Entry:
+    """A command for group 42 (a stop), received at `received_at`, due 60 s later."""
+    return Entry(request_id=rid, target_kind="group", target_id="42", command=wire.encode(Manual(action="stop")),
+                 status=status, received_at=received_at, deadline=received_at + 60, **fields)
