@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -148,27 +149,29 @@ async def test_mqtt_311_is_selectable(
 async def test_journal_failure_is_reported_not_swallowed(
     bridge: Service, broker: Mosquitto, sim: RunningSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """If the journal cannot record a command (disk full), it is `rejected` with internal_error, not lost in
-    silence, and the bridge goes on with the next one."""
+    """If the journal cannot record a command (SQLite says the disk is full), it is `rejected` with
+    internal_error, not lost in silence, and the bridge goes on with the next one: the journal turns the driver's
+    error into JournalError, which the core catches."""
     import sqlite3
 
     assert bridge.journal is not None
-    real_insert = bridge.journal.insert
-    calls = {"n": 0}
+    real_write = bridge.journal._write  # type: ignore[attr-defined]
+    failed: list[str] = []
 
-    def failing_once(entry: object) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:
+    def full_disk_once(sql: str, values: Any) -> Any:
+        if sql.startswith("INSERT INTO commands") and not failed:
+            failed.append(sql)
             raise sqlite3.OperationalError("database or disk is full")
-        real_insert(entry)  # type: ignore[arg-type]
+        return real_write(sql, values)
 
-    monkeypatch.setattr(bridge.journal, "insert", failing_once)
+    monkeypatch.setattr(bridge.journal, "_write", full_disk_once)
     with Probe(broker.port) as probe:
         probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "disk-full"})
         rejected = await probe.wait_status(f"vpp/group/{gid(sim)}/state", "disk-full", "rejected")
         probe.publish(f"vpp/group/{gid(sim)}/set", {**STOP, "request_id": "after-disk"})
         await probe.wait_status(f"vpp/group/{gid(sim)}/state", "after-disk", "completed")
     assert rejected["error"]["code"] == "internal_error" and len(sim.simulator.calls_to(CONTROL)) == 1
+    assert "database or disk is full" in rejected["error"]["message"] and failed
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,7 @@ async def test_sighup_reads_the_token_file_again_and_checks_it_at_once(
     SIGHUP makes the bridge say `authorized` within seconds."""
     import signal
 
-    from .broker import process_sections
+    from .support.broker import process_sections
 
     token_file = tmp_path / "token"
     token_file.write_text(WRONG)
