@@ -4,7 +4,8 @@ test suite for both (tests/test_journal_contract.py). Nothing here names a datab
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import msgspec
@@ -13,6 +14,8 @@ from ..ratelimit import BucketState
 from ..statuses import JournalStatus
 from ..topics import TargetKind
 from .timeline import Anchor
+
+log = logging.getLogger(__name__)
 
 
 class Entry(msgspec.Struct, kw_only=True):
@@ -39,6 +42,21 @@ class Entry(msgspec.Struct, kw_only=True):
 
 COLUMNS = tuple(Entry.__struct_fields__)
 """The commands table's columns, in `Entry`'s order: both backends read and write rows as these."""
+
+
+def check_columns(fields: Iterable[str]) -> None:
+    """Refuse an update that names a column the commands table does not have (it would be lost, not written)."""
+    unknown = set(fields) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown journal columns: {sorted(unknown)}")
+
+
+def run_after_commit(callback: Callable[[], None]) -> None:
+    """Run one after-commit callback: its failure is logged, never raised into the commit that ran it."""
+    try:
+        callback()
+    except Exception:
+        log.exception("after_commit_failed")
 
 
 class DuplicateRequest(Exception):

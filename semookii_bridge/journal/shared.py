@@ -27,7 +27,7 @@ from ..backoff import Backoff
 from ..ratelimit import BucketState
 from ..statuses import OPEN_STATUSES, TRACKED
 from .history import History
-from .protocol import COLUMNS, DuplicateRequest, Entry
+from .protocol import COLUMNS, DuplicateRequest, Entry, check_columns, run_after_commit
 from .timeline import Anchor
 
 log = logging.getLogger(__name__)
@@ -208,10 +208,7 @@ class SharedJournal:
         renewal, the safety lane's socket) before the next slice: a storm's batch would otherwise stall it."""
         until = time.monotonic() + SETTLE_SLICE
         while self._due and time.monotonic() < until:
-            try:
-                self._due.popleft()()
-            except Exception:
-                log.exception("after_commit_failed")
+            run_after_commit(self._due.popleft())
         self._draining = bool(self._due)
         if self._draining:
             asyncio.get_running_loop().call_soon(self._drain)
@@ -272,9 +269,7 @@ class SharedJournal:
         self._touch(entry.request_id)
 
     def update(self, request_id: str, status: str, **fields: Any) -> None:
-        unknown = set(fields) - set(COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown journal columns: {sorted(unknown)}")
+        check_columns(fields)
         entry = self._rows.get(request_id)
         if entry is None:
             return

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..ratelimit import BucketState
 from ..statuses import OPEN_STATUSES, TRACKED
-from .protocol import COLUMNS, DuplicateRequest, Entry, JournalError
+from .protocol import COLUMNS, DuplicateRequest, Entry, JournalError, check_columns, run_after_commit
 from .schema import create_tables
 from .timeline import Anchor
 
@@ -109,10 +109,7 @@ class Journal:
         after, self._after = self._after, []
         waiters, self._waiters = self._waiters, []
         for callback in after:
-            try:
-                callback()
-            except Exception:
-                log.exception("after_commit_failed")
+            run_after_commit(callback)
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -144,9 +141,7 @@ class Journal:
 
     def update(self, request_id: str, status: str, **fields: Any) -> None:
         """Move a command to `status`, setting any other columns given."""
-        unknown = set(fields) - set(COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown journal columns: {sorted(unknown)}")
+        check_columns(fields)
         sets = ", ".join(f"{k} = ?" for k in ("status", "updated_at", *fields))
         values = [status, self._clock(), *fields.values(), request_id]
         self._write(f"UPDATE commands SET {sets} WHERE request_id = ?", values)  # noqa: S608
