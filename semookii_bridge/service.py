@@ -163,9 +163,9 @@ class Service:
         waits as a standby until it leads; and the journal's timeline."""
         cfg = self.config.journal
         if cfg.url:
-            from .standby import open_shared
+            from .standby import open_postgres_journal
 
-            shared = await open_shared(self.config, self._stack, on_leadership=self._show_leadership,
+            shared = await open_postgres_journal(self.config, self._stack, on_leadership=self._show_leadership,
                                        api_held=lambda: self.breaker.open)  # fmt: skip
             self.leadership, self._shared = shared.leadership, shared
             return shared.journal, shared.timeline

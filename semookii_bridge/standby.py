@@ -125,7 +125,7 @@ def fail_stop(reason: str, code: int = LOST_LEADERSHIP) -> None:
     os._exit(code)
 
 
-async def open_shared(
+async def open_postgres_journal(
     cfg: BridgeConfig, stack: AsyncExitStack, *, on_leadership: Callable[[Leadership], None] = lambda _l: None,
     api_held: Callable[[], bool] = lambda: False,
 ) -> Shared:
@@ -197,4 +197,4 @@ async def _lead(cfg: BridgeConfig, stack: AsyncExitStack, presence: Presence,
     return leadership
 
 
-__all__ = ["LOST_LEADERSHIP", "Fenced", "FleetMismatch", "Presence", "Shared", "fail_stop", "open_shared"]
+__all__ = ["LOST_LEADERSHIP", "Fenced", "FleetMismatch", "Presence", "Shared", "fail_stop", "open_postgres_journal"]

@@ -271,7 +271,7 @@ async def test_a_database_unreachable_at_start_is_waited_for_with_a_message(capl
     import msgspec
 
     from semookii_bridge.config import BridgeConfig
-    from semookii_bridge.standby import open_shared
+    from semookii_bridge.standby import open_postgres_journal
 
     server = Server()
     url = server.url.replace("postgres@", "postgres:s3cret@")
@@ -279,7 +279,7 @@ async def test_a_database_unreachable_at_start_is_waited_for_with_a_message(capl
     caplog.set_level("INFO", logger="semookii_bridge.standby")
     try:
         async with AsyncExitStack() as stack:
-            opening = asyncio.ensure_future(open_shared(cfg, stack))
+            opening = asyncio.ensure_future(open_postgres_journal(cfg, stack))
             while len([r for r in caplog.records if "journal_unreachable" in r.getMessage()]) < 2:
                 assert not opening.done()
                 await asyncio.sleep(0.1)
