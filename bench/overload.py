@@ -9,9 +9,9 @@ client of their own (an operator's, not the storm's publisher, whose messages th
 for each the time from its publish to its call at the simulator is measured. Reported per storm: the bridge's worst
 event-loop lag (from /healthz, target under 1 s), peak RSS (target under 250 MB), messages without exactly
 one answer (target 0; for QoS 1 commands: exactly one terminal state), and the stops' time to the API per
-lane, p50 / p99 / max (target: p99 under 2 s on the safety lane). The QoS 0 storm runs twice more: with a hot
-standby (PostgreSQL journal, a second bridge), and with the standby while one busy process per core loads
-the CPU beside them.
+lane, p50 / p99 / max (target: p99 under 2 s on the safety lane). The QoS 0 storm runs three more times: with a hot
+standby (PostgreSQL journal, a second bridge), and with one busy process per core loading the CPU beside the
+bridge, without and with the standby.
 """
 
 from __future__ import annotations
@@ -237,6 +237,9 @@ def run(scale: float = 1.0, only: set[str] | None = None) -> str:
     storms: dict[str, Callable[[], dict[str, Any]]] = {
         "qos1": lambda: storm("qos1", n1, command("qos1", 1), terminal=True),
         "qos0": lambda: storm("qos0", n2, command("qos0", 0), terminal=True),
+        "qos0-cpu": lambda: {
+            **storm("qos0", n2, command("qos0", 0), terminal=True, burners=os.cpu_count() or 2), "name": "qos0-cpu"
+        },
         "qos0-ha": lambda: {**storm("qos0", n2, command("qos0", 0), terminal=True, standby=True), "name": "qos0-ha"},
         "qos0-ha-cpu": lambda: {
             **storm("qos0", n2, command("qos0", 0), terminal=True, standby=True, burners=os.cpu_count() or 2),
@@ -249,6 +252,7 @@ def run(scale: float = 1.0, only: set[str] | None = None) -> str:
     names = {
         "qos1": f"{n1:,} QoS 1 commands on 1,000 groups",
         "qos0": f"{n2:,} QoS 0 commands on 1,000 groups",
+        "qos0-cpu": f"{n2:,} QoS 0 commands, with {os.cpu_count()} busy processes",
         "qos0-ha": f"{n2:,} QoS 0 commands, with a hot standby",
         "qos0-ha-cpu": f"{n2:,} QoS 0 commands, with a hot standby and {os.cpu_count()} busy processes",
         "mgmt": f"{n3:,} `group/list` requests",
@@ -275,7 +279,7 @@ def run(scale: float = 1.0, only: set[str] | None = None) -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full storm sizes")
-    parser.add_argument("--only", action="append", help="run only this storm (qos1, qos0, qos0-ha, qos0-ha-cpu, "
+    parser.add_argument("--only", action="append", help="run only this storm (qos1, qos0, qos0-cpu, qos0-ha, qos0-ha-cpu, "
                         "mgmt, expiry); may be repeated")  # fmt: skip
     args = parser.parse_args()
     print(run(args.scale, set(args.only or ())))
