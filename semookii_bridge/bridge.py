@@ -60,7 +60,8 @@ class BridgeSample(msgspec.Struct, frozen=True, kw_only=True):
     tracking: int
     oldest_queued: float
     calls_by_kind: dict[str, int]
-    budget: Budget
+    budget: Budget | None = None
+    """The budget report (only when asked for: the status page shows it, the metrics need not compute it)."""
 
 
 class Bridge:
@@ -162,11 +163,12 @@ class Bridge:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def sample(self) -> BridgeSample:
-        """The queue, the calls made and the budget, now."""
+    def sample(self, *, with_budget: bool = False) -> BridgeSample:
+        """The queue and the calls made, now; `with_budget`: the budget report too."""
         return BridgeSample(queued=self.dispatcher.queued, in_flight=self.dispatcher.in_flight,
                             tracking=self.lifecycle.tracking, oldest_queued=self.dispatcher.oldest_age() or 0.0,
-                            calls_by_kind=self.calls.by_kind(), budget=self.budget.snapshot())
+                            calls_by_kind=self.calls.by_kind(),
+                            budget=self.budget.snapshot() if with_budget else None)
 
     def info(self) -> BridgeInfo:
         """What `<prefix>/bridge/info` says (never the token)."""

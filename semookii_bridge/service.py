@@ -263,7 +263,8 @@ class Service:
 
     def _status(self) -> dict[str, Any]:
         """The status page's data."""
-        return status_page.snapshot(self.obs, self.config, self.bridge.sample() if self.bridge else None)
+        sample = self.bridge.sample(with_budget=True) if self.bridge else None
+        return status_page.snapshot(self.obs, self.config, sample)
 
     def _sample(self) -> LiveSample | None:
         bridge, link = self.bridge, self.link

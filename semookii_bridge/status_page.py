@@ -38,7 +38,7 @@ def snapshot(obs: Observability, config: BridgeConfig, bridge: BridgeSample | No
         },
         "ready": ready,
         "health": health,
-        "budget": msgspec.to_builtins(bridge.budget) if bridge else None,
+        "budget": msgspec.to_builtins(bridge.budget) if bridge and bridge.budget else None,
         "burn": obs.board.burn(bridge.calls_by_kind if bridge else {}),
         "counts": {"queued": bridge.queued, "in_flight": bridge.in_flight, "tracking": bridge.tracking}
         if bridge

@@ -37,6 +37,7 @@ CREATE INDEX IF NOT EXISTS commands_call ON commands(command_id);
 # once, at `accepted`, and each result poll looks up the commands that share one control call by it.
 
 
+_TRACKED_MARKS = ','.join('?' * len(TRACKED))
 _INSERT = f"INSERT INTO commands ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})"  # noqa: S608
 
 
@@ -157,7 +158,7 @@ class Journal:
         """The commands of one control call (several when merged) that still wait for its results."""
         rows = self._db.execute(
             f"SELECT {','.join(COLUMNS)} FROM commands WHERE command_id = ?"  # noqa: S608
-            f" AND status IN ({','.join('?' * len(TRACKED))}) ORDER BY received_at",
+            f" AND status IN ({_TRACKED_MARKS}) ORDER BY received_at",
             (command_id, *TRACKED),
         ).fetchall()
         return [self._entry(r) for r in rows]
