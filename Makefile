@@ -64,7 +64,7 @@ mutate: system-deps venv
 	$(PY) tests/mutation_report.py --target 85
 
 demo: system-deps venv
-	$(PY) -m semookii_bridge.demo
+	$(PY) -m semookii_bridge.cli.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants mutants.log

@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-from semookii_bridge.commands import decode_command, to_params
+from semookii_bridge.control.commands import decode_command, to_params
 
 PAYLOADS = {
     "power_control": b'{"type":"power_control","active_power":-3000,"duration":600,"timeout":10,"request_id":"r-42"}',

@@ -17,29 +17,30 @@ from typing import Any, Protocol
 
 import msgspec
 
-from . import __version__, wire
-from .admission import Admission, delivery_hash, guess_request_id
-from .breaker import Breaker
-from .budget import Budget, BudgetReporter, CallLog
-from .clock import steady
-from .commands import Command, is_safety
+from . import __version__
+from .budget.breaker import Breaker
+from .budget.ratelimit import QuotaExhausted, RateLimiter
+from .budget.report import Budget, BudgetReporter, CallLog
+from .common.clock import steady
 from .config import BridgeConfig
-from .dispatcher import Dispatcher
-from .duplicates import publish_repeat, recall_repeat
+from .control.admission import Admission, delivery_hash, guess_request_id
+from .control.commands import Command, is_safety
+from .control.dispatcher import Dispatcher
+from .control.duplicates import publish_repeat, recall_repeat
+from .control.inventory import Inventory
+from .control.inventory_learning import FLEET_OPS, Learner
+from .control.jobs import Job, entry_from_job
+from .control.lane import SafetyLane
+from .control.lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
+from .control.merging import MergePolicy
+from .control.recovery import Recovery
+from .control.statuses import Status
 from .errors import BridgeError, ErrorInfo
-from .inventory import Inventory
-from .inventory_learning import FLEET_OPS, Learner
-from .jobs import Job, entry_from_job
+from .interface import wire
+from .interface.payloads import INTERFACE_VERSION, ApiState, BridgeInfo, Incoming, RateLimitInfo, Response
+from .interface.topics import ControlRoute, RequestRoute, Target, Topics
 from .journal.protocol import CommandJournal, DuplicateRequest, JournalError
-from .lane import SafetyLane
-from .lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
 from .management import Guard, ManagementApi, Scope, busy, handle_request, scope_of
-from .merging import MergePolicy
-from .payloads import INTERFACE_VERSION, ApiState, BridgeInfo, Incoming, RateLimitInfo, Response
-from .ratelimit import QuotaExhausted, RateLimiter
-from .recovery import Recovery
-from .statuses import Status
-from .topics import ControlRoute, RequestRoute, Target, Topics
 
 log = logging.getLogger(__name__)
 

@@ -14,17 +14,17 @@ from typing import Annotated, Any, Protocol
 
 import msgspec
 
-from . import wire
 from .api.errors import ApiError
 from .api.types import BindResult, Group, GroupPage, Inverter, InverterPage
-from .commands import SerialNumber
+from .control.commands import SerialNumber
+from .control.inventory import FleetApi
+from .control.jobs import job_from_entry
+from .control.polling import QueryApi
 from .errors import BridgeError, ErrorInfo
-from .inventory import FleetApi
-from .jobs import job_from_entry
+from .interface import wire
+from .interface.payloads import Response
+from .interface.wire import Id
 from .journal.protocol import Entry
-from .payloads import Response
-from .polling import QueryApi
-from .wire import Id
 
 log = logging.getLogger(__name__)
 

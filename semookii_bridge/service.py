@@ -16,25 +16,27 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import authorization, copies, http_server, status_page
 from .api import CloudClient, Endpoint, QuotaExceeded, RetryPolicy
-from .authorization import Authorization
-from .breaker import Breaker
 from .bridge import Bridge, topics_for
+from .budget import authorization
+from .budget.authorization import Authorization
+from .budget.breaker import Breaker
+from .budget.ratelimit import QuotaExhausted, RateLimiter, TokenBucket
 from .config import BridgeConfig, ConfigError, load_token
+from .config.secret import Secret
+from .ha import copies
 from .journal.protocol import CommandJournal
 from .journal.sqlite import Journal
 from .journal.timeline import Timeline, resume
-from .metrics import HaSample, LiveSample
 from .mqtt import MqttFailure, MqttLink
-from .observability import Observability
-from .ratelimit import QuotaExhausted, RateLimiter, TokenBucket
-from .secret import Secret
+from .ops import http_server, status_page
+from .ops.metrics import HaSample, LiveSample
+from .ops.observability import Observability
 
 if TYPE_CHECKING:
+    from .ha.standby import Shared
     from .journal.lease import Leadership
     from .sparkplug.edge import EdgeNode
-    from .standby import Shared
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +165,7 @@ class Service:
         waits as a standby until it leads; and the journal's timeline."""
         cfg = self.config.journal
         if cfg.url:
-            from .standby import open_postgres_journal
+            from .ha.standby import open_postgres_journal
 
             shared = await open_postgres_journal(self.config, self._stack, on_leadership=self._show_leadership,
                                        api_held=lambda: self.breaker.open)  # fmt: skip

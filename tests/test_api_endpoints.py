@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from semookii_bridge.api import ApiRejected, CloudClient, ControlParams, RetryPolicy
-from semookii_bridge.ratelimit import RateLimiter, TokenBucket
-from semookii_bridge.secret import Secret
+from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
+from semookii_bridge.config.secret import Secret
 from semookii_bridge.service import LimiterGate
 from semookii_bridge.simulator import RunningSimulator
 

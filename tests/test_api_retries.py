@@ -20,7 +20,7 @@ from semookii_bridge.api import (
     TransportError,
 )
 from semookii_bridge.api.retry import call_with_retries, is_transient, settle
-from semookii_bridge.secret import Secret
+from semookii_bridge.config.secret import Secret
 from semookii_bridge.simulator import Fault, RunningSimulator, SimConfig, serve
 
 from .support.bridges import TOKEN

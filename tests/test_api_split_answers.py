@@ -14,7 +14,7 @@ import pytest
 
 from semookii_bridge.api import BadResponse, CloudClient, ControlParams, RetryPolicy
 from semookii_bridge.api import answers as client_module
-from semookii_bridge.secret import Secret
+from semookii_bridge.config.secret import Secret
 
 PARAMS = ControlParams(super_type=2, mode=3, manual_mode=0)
 

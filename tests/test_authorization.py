@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from semookii_bridge.authorization import ATTEMPT, CONFIRM_EVERY, PROBING, Authorization
+from semookii_bridge.budget.authorization import ATTEMPT, CONFIRM_EVERY, PROBING, Authorization
 
 
 class Clock:

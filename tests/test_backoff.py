@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from semookii_bridge.api.retry import RetryPolicy
-from semookii_bridge.backoff import Backoff
+from semookii_bridge.common.backoff import Backoff
 
 
 def test_waits_double_from_initial_up_to_maximum() -> None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from semookii_bridge.api.endpoints import GROUP_CONTROL, GROUP_FIND_ALL
-from semookii_bridge.breaker import Breaker
+from semookii_bridge.budget.breaker import Breaker
 
 from .support.bridges import TOKEN
 from .support.broker import Mosquitto, Probe, process_sections
@@ -44,7 +44,7 @@ async def test_a_call_given_up_by_its_caller_is_no_answer(sim: object) -> None:
     """A poll cancelled by its window while the API holds it reports `cancelled`, which leaves an open breaker
     open: only an answer proves the API answers (bench/failover.py's API cut saw polls close it at once)."""
     from semookii_bridge.api import CloudClient, RetryPolicy
-    from semookii_bridge.secret import Secret
+    from semookii_bridge.config.secret import Secret
     from semookii_bridge.simulator import Fault, RunningSimulator
 
     assert isinstance(sim, RunningSimulator)

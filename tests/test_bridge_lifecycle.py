@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from semookii_bridge.commands import COMMAND_TYPES
-from semookii_bridge.payloads import INTERFACE_VERSION
+from semookii_bridge.control.commands import COMMAND_TYPES
+from semookii_bridge.interface.payloads import INTERFACE_VERSION
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from semookii_bridge.jobs import Job
+from semookii_bridge.control.jobs import Job
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 

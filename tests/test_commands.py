@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from semookii_bridge.commands import (
+from semookii_bridge.control.commands import (
     COMMAND_TYPES,
     MAX_BATCH,
     Command,
@@ -320,6 +320,6 @@ def test_every_command_type_has_a_parameter_builder() -> None:
     """Each type of the Command union has its own builder in to_params' table (a new type without one fails)."""
     import typing
 
-    from semookii_bridge import commands
+    from semookii_bridge.control import commands
 
     assert set(typing.get_args(commands.Command)) == set(commands._TO_PARAMS)

@@ -225,7 +225,7 @@ def test_a_list_from_the_environment_takes_either_documented_form(value: str) ->
 def test_the_configuration_reference_is_what_the_code_generates() -> None:
     """docs/configuration.md equals `semookii-bridge schema config`: every key, its type, default, variable and
     meaning, from the config types and the example file's comments."""
-    from semookii_bridge.config_doc import markdown
+    from semookii_bridge.config.doc import markdown
 
     example = (ROOT / "semookii-bridge.example.toml").read_text()
     assert (ROOT / "docs/configuration.md").read_text() == markdown(example)

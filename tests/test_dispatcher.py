@@ -7,13 +7,13 @@ import itertools
 import time
 from collections.abc import Sequence
 
-from semookii_bridge.commands import Manual, PowerControl
-from semookii_bridge.dispatcher import Dispatcher
+from semookii_bridge.control.commands import Manual, PowerControl
+from semookii_bridge.control.dispatcher import Dispatcher
 from semookii_bridge.errors import ErrorInfo
-from semookii_bridge.jobs import Job
-from semookii_bridge.merging import MergePolicy
-from semookii_bridge.ratelimit import RateLimiter, TokenBucket
-from semookii_bridge.topics import Target
+from semookii_bridge.control.jobs import Job
+from semookii_bridge.control.merging import MergePolicy
+from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
+from semookii_bridge.interface.topics import Target
 
 
 def job(rid: str, target: str = "1", ttl: float = 60.0) -> Job:
@@ -294,7 +294,7 @@ async def test_oldest_age_is_the_longest_wait() -> None:
 
 async def test_a_safety_command_may_use_the_quota_reserve() -> None:
     """In the quota's reserve a manual stop is still sent; a force-charge fails quota_exhausted, saying why."""
-    from semookii_bridge.quota import DailyQuota
+    from semookii_bridge.budget.quota import DailyQuota
 
     bucket = TokenBucket(0, 1, quota=DailyQuota(3, reserve=2))
     bucket.try_take()
@@ -449,7 +449,7 @@ async def test_a_superseded_setpoint_leaves_the_merge_index() -> None:
 
 async def test_mass_expiry_is_reported_in_slices_that_yield_to_the_loop() -> None:
     """2,000 commands expiring together are reported EXPIRY_SLICE per loop turn, not in one long turn."""
-    from semookii_bridge.dispatcher import EXPIRY_SLICE
+    from semookii_bridge.control.dispatcher import EXPIRY_SLICE
 
     bucket = TokenBucket(0.001, 1)
     bucket.try_take()

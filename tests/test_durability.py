@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from semookii_bridge.api import RetryPolicy
-from semookii_bridge.secret import Secret
+from semookii_bridge.config.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 

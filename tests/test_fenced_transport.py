@@ -11,7 +11,7 @@ import pytest
 
 from semookii_bridge.api import CloudClient, ControlParams, NotLeading, RetryPolicy
 from semookii_bridge.api.transport import bounded_socket_factory
-from semookii_bridge.secret import Secret
+from semookii_bridge.config.secret import Secret
 from semookii_bridge.simulator import RunningSimulator
 
 from .support.bridges import TOKEN

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from semookii_bridge.config import BridgeConfig, MqttConfig
-from semookii_bridge.fleet import SETTINGS, LinkWatch, Member, admit, conflict, conflicts, differing, fingerprint
+from semookii_bridge.ha.fleet import SETTINGS, LinkWatch, Member, admit, conflict, conflicts, differing, fingerprint
 from semookii_bridge.simulator import RunningSimulator
 
 from .support.broker import Mosquitto, Probe
@@ -283,7 +283,7 @@ class FlippingLinks:
 async def test_a_link_going_down_is_checked_within_half_a_second_not_a_quarter_window() -> None:
     """With a 9 s window (lease 3 s) heartbeats come every 2.25 s; when the API is held they come every 0.5 s,
     the first within 0.6 s of the change, so a hand-over follows `ha.link_grace` closely."""
-    from semookii_bridge.membership import Heartbeat
+    from semookii_bridge.ha.membership import Heartbeat
 
     db, links = QuietDb(), FlippingLinks()
     beat = Heartbeat(db, member("a"), 9.0, links, LinkWatch(grace=2.0, tenure=10.0), lambda: None,  # type: ignore[arg-type]

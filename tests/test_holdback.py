@@ -3,10 +3,10 @@ them, until the wire bound has passed."""
 
 from __future__ import annotations
 
-from semookii_bridge.commands import Manual
-from semookii_bridge.holdback import Holdback
-from semookii_bridge.jobs import Job
-from semookii_bridge.topics import Target
+from semookii_bridge.control.commands import Manual
+from semookii_bridge.ha.holdback import Holdback
+from semookii_bridge.control.jobs import Job
+from semookii_bridge.interface.topics import Target
 
 
 def job(kind: str, ident: str, sns: tuple[str, ...] | None = None) -> Job:

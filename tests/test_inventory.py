@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from semookii_bridge import inventory as inventory_module
+from semookii_bridge.control import inventory as inventory_module
 from semookii_bridge.api import ConnectFailed, Group, Inverter
-from semookii_bridge.inventory import Inventory
+from semookii_bridge.control.inventory import Inventory
 
 
 class Fleet:

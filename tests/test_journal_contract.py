@@ -14,7 +14,7 @@ from semookii_bridge.journal.protocol import CommandJournal, DuplicateRequest
 from semookii_bridge.journal.shared import SharedJournal
 from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.journal.timeline import Anchor
-from semookii_bridge.ratelimit import BucketState
+from semookii_bridge.budget.ratelimit import BucketState
 
 from .support.journal import entry
 

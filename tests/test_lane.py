@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from semookii_bridge.api import ControlParams
-from semookii_bridge.lane import SafetyLane
+from semookii_bridge.control.lane import SafetyLane
 
 from .test_lifecycle import World
 

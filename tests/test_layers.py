@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "semookii_bridge"
-EDGES = {"paho": ("mqtt/",), "aiohttp": ("api/", "simulator/", "http_server.py"), "google": ("sparkplug/",),
+EDGES = {"paho": ("mqtt/",), "aiohttp": ("api/", "simulator/", "ops/http_server.py"), "google": ("sparkplug/",),
          "asyncpg": ("journal/postgres.py",), "sqlite3": ("journal/sqlite.py",)}  # fmt: skip
 
 
@@ -23,7 +23,7 @@ def imported_roots(path: Path) -> set[str]:
 
 
 def test_transports_are_imported_only_at_the_edges() -> None:
-    """paho only in mqtt/, aiohttp only in api/, simulator/ and http_server.py, protobuf only in sparkplug/,
+    """paho only in mqtt/, aiohttp only in api/, simulator/ and ops/http_server.py, protobuf only in sparkplug/,
     asyncpg only in journal/postgres.py, sqlite3 only in journal/sqlite.py (the core catches `JournalError`)."""
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE).as_posix()
@@ -38,8 +38,8 @@ def test_the_core_loads_without_the_http_client() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, semookii_bridge.bridge, semookii_bridge.lifecycle, semookii_bridge.management, "
-            "semookii_bridge.dispatcher, semookii_bridge.inventory, semookii_bridge.merging; "
+    code = ("import sys, semookii_bridge.bridge, semookii_bridge.control.lifecycle, semookii_bridge.management, "
+            "semookii_bridge.control.dispatcher, semookii_bridge.control.inventory, semookii_bridge.control.merging; "
             "print(sorted(m for m in ('aiohttp', 'paho', 'semookii_bridge.sparkplug', 'google.protobuf', 'asyncpg', "
             "'sqlite3') "
             "if m in sys.modules))")  # fmt: skip

@@ -13,17 +13,17 @@ from typing import Any
 import msgspec
 import pytest
 
-from semookii_bridge import wire
+from semookii_bridge.interface import wire
 from semookii_bridge.api import ApiRejected, ControlParams
 from semookii_bridge.api.errors import HttpStatusError
-from semookii_bridge.commands import Manual, PowerControl, to_params
+from semookii_bridge.control.commands import Manual, PowerControl, to_params
 from semookii_bridge.config import CommandsConfig
 from semookii_bridge.errors import ErrorInfo
-from semookii_bridge.jobs import Job
+from semookii_bridge.control.jobs import Job
 from semookii_bridge.journal.protocol import Entry
 from semookii_bridge.journal.sqlite import Journal
-from semookii_bridge.lifecycle import Lifecycle
-from semookii_bridge.topics import Target, Topics
+from semookii_bridge.control.lifecycle import Lifecycle
+from semookii_bridge.interface.topics import Target, Topics
 
 COMMAND_ID = "1234567890123456789"
 GROUP = Target("group", "42")
@@ -514,7 +514,7 @@ async def test_a_command_replaced_while_its_poll_waited_gives_the_token_back(tmp
 
 async def test_a_spent_quota_skips_the_poll_and_keeps_tracking(tmp_path: Path) -> None:
     """With the daily quota spent, the poll is skipped (no call), noted, and tried again later."""
-    from semookii_bridge.ratelimit import QuotaExhausted
+    from semookii_bridge.budget.ratelimit import QuotaExhausted
 
     tokens = Tokens(error=QuotaExhausted("daily quota of 5 API calls used up"))
     w = World(tmp_path, tokens=tokens)

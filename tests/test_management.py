@@ -10,7 +10,7 @@ import pytest
 
 from semookii_bridge.api import ApiError, ApiRejected, CloudClient
 from semookii_bridge.management import handle_request
-from semookii_bridge.payloads import Response
+from semookii_bridge.interface.payloads import Response
 
 MAX = 65536
 

@@ -18,7 +18,7 @@ import pytest
 
 from semookii_bridge import config as bridge_config
 from semookii_bridge.api import RetryPolicy
-from semookii_bridge.secret import Secret
+from semookii_bridge.config.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 from semookii_bridge.simulator.faults import Fault

@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from semookii_bridge.api import RetryPolicy
-from semookii_bridge.secret import Secret
+from semookii_bridge.config.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
-from semookii_bridge.statuses import TERMINAL
+from semookii_bridge.control.statuses import TERMINAL
 
 from .support.bridges import TOKEN, bridge_config_for
 from .support.broker import Mosquitto, Probe, free_port

@@ -12,7 +12,7 @@ import jsonschema
 import yaml
 
 from semookii_bridge.api import RetryPolicy
-from semookii_bridge.secret import Secret
+from semookii_bridge.config.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 

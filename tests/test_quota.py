@@ -9,9 +9,9 @@ import msgspec
 import pytest
 
 from semookii_bridge import config
-from semookii_bridge.commands import ExitRemoteControl, Manual, PowerControl, SystemSwitch, is_safety
+from semookii_bridge.control.commands import ExitRemoteControl, Manual, PowerControl, SystemSwitch, is_safety
 from semookii_bridge.journal.sqlite import Journal
-from semookii_bridge.quota import DailyQuota, QuotaExhausted, default_reserve, zone
+from semookii_bridge.budget.quota import DailyQuota, QuotaExhausted, default_reserve, zone
 
 
 class Wall:
@@ -135,7 +135,7 @@ async def test_a_granted_call_is_on_disk_before_it_may_leave(tmp_path: Path) -> 
     import sqlite3
 
     from semookii_bridge.api.endpoints import Priority
-    from semookii_bridge.ratelimit import RateLimiter, TokenBucket
+    from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
 
     journal = Journal(tmp_path / "j.db")
     quota = DailyQuota(100)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from semookii_bridge.api.endpoints import Priority
-from semookii_bridge.ratelimit import QuotaExhausted, RateLimiter, TokenBucket
+from semookii_bridge.budget.ratelimit import QuotaExhausted, RateLimiter, TokenBucket
 
 
 class FakeClock:
@@ -319,7 +319,7 @@ async def test_an_urgent_poll_goes_before_newer_polls() -> None:
 
 async def test_only_safety_callers_may_use_the_reserve() -> None:
     """In the reserve, a waiting call flagged reserve_ok gets its token; the others get QuotaExhausted."""
-    from semookii_bridge.quota import DailyQuota
+    from semookii_bridge.budget.quota import DailyQuota
 
     clock = FakeClock()
     limiter = RateLimiter(TokenBucket(1, 1, clock=clock, quota=DailyQuota(3, reserve=2)))
@@ -371,7 +371,7 @@ async def test_each_grant_is_reported_with_its_priority() -> None:
 async def test_paced_polls_wait_while_control_goes_at_once() -> None:
     """Ahead of the quota's pace, a poll waits for the pace while a control call is granted at once; when the
     pace allows (time passes), the poll is granted."""
-    from semookii_bridge.quota import DailyQuota
+    from semookii_bridge.budget.quota import DailyQuota
 
     wall = [datetime(2026, 11, 27, 0, 0, 10, tzinfo=UTC).timestamp()]
     quota = DailyQuota(8640, wall=lambda: wall[0], pace=True)

@@ -10,14 +10,14 @@ from typing import Any
 
 import msgspec
 
-from semookii_bridge import wire
+from semookii_bridge.interface import wire
 from semookii_bridge.bridge import Bridge
 from semookii_bridge.config import BridgeConfig
 from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.journal.protocol import Entry
 from semookii_bridge.journal.sqlite import Journal
-from semookii_bridge.payloads import Incoming
-from semookii_bridge.ratelimit import RateLimiter, TokenBucket
+from semookii_bridge.interface.payloads import Incoming
+from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
 
 from .support.journal import entry as journal_entry
 

@@ -14,8 +14,8 @@ from semookii_bridge.bridge import Bridge
 from semookii_bridge.config import BridgeConfig, CommandsConfig
 from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.journal.timeline import resume
-from semookii_bridge.quota import DailyQuota, QuotaExhausted
-from semookii_bridge.ratelimit import RateLimiter, TokenBucket
+from semookii_bridge.budget.quota import DailyQuota, QuotaExhausted
+from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
 
 from .test_recovery import NoApi, Recorder, entry
 

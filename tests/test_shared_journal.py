@@ -14,7 +14,7 @@ from semookii_bridge.journal.lease import Leadership
 from semookii_bridge.journal.postgres import Postgres
 from semookii_bridge.journal.shared import Fence, Fenced, SharedJournal
 from semookii_bridge.journal.timeline import Anchor
-from semookii_bridge.ratelimit import BucketState
+from semookii_bridge.budget.ratelimit import BucketState
 
 from .support.journal import entry
 from .support.postgres import Postgres as Server
@@ -271,12 +271,12 @@ async def test_a_database_unreachable_at_start_is_waited_for_with_a_message(capl
     import msgspec
 
     from semookii_bridge.config import BridgeConfig
-    from semookii_bridge.standby import open_postgres_journal
+    from semookii_bridge.ha.standby import open_postgres_journal
 
     server = Server()
     url = server.url.replace("postgres@", "postgres:s3cret@")
     cfg = msgspec.convert({"journal": {"url": url}, "http": {"enabled": False}}, BridgeConfig)
-    caplog.set_level("INFO", logger="semookii_bridge.standby")
+    caplog.set_level("INFO", logger="semookii_bridge.ha.standby")
     try:
         async with AsyncExitStack() as stack:
             opening = asyncio.ensure_future(open_postgres_journal(cfg, stack))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from semookii_bridge.payloads import utc_now_text
+from semookii_bridge.interface.payloads import utc_now_text
 
 
 def test_timestamps_are_rfc3339_utc_with_milliseconds() -> None:

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from semookii_bridge.api import ApiError, CloudClient, ControlParams, RetryPolicy
-from semookii_bridge.secret import Secret
+from semookii_bridge.config.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 
@@ -105,7 +105,7 @@ async def test_a_ban_answer_quoting_the_token_upper_cased_leaks_nowhere(
 
 def test_every_log_line_is_scrubbed_once_the_token_is_known(capsys: pytest.CaptureFixture[str]) -> None:
     """`logs.redact`: a line from anywhere (a library, a traceback) quoting the token is starred on output."""
-    from semookii_bridge import logs
+    from semookii_bridge.ops import logs
 
     logs.setup("INFO")
     logs.redact(Secret(TOKEN))

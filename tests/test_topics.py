@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from semookii_bridge.topics import ControlRoute, RequestRoute, Target, Topics
+from semookii_bridge.interface.topics import ControlRoute, RequestRoute, Target, Topics
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_response_topics_outside_the_prefix_only() -> None:
 
 def test_command_topics_and_state_filters_are_built_in_one_place() -> None:
     """Operators' command topics and the state subscriptions come from Topics, for any prefix."""
-    from semookii_bridge.topics import Target, Topics
+    from semookii_bridge.interface.topics import Target, Topics
 
     topics = Topics("site/a")
     assert topics.command(Target("group", "42")) == "site/a/group/42/set"

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 
-from .. import wire
-from ..secret import Secret
-from ..wire import Id
+from ..config.secret import Secret
+from ..interface import wire
+from ..interface.wire import Id
 from . import endpoints as ep
 from .answers import all_pages, ban_seconds, decode_json, id_list, read_body, retry_after, split, token_refused
 from .endpoints import Endpoint

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ..ratelimit import Priority as Priority
+from ..budget.ratelimit import Priority as Priority
 
 
 class Endpoint(msgspec.Struct, frozen=True):

@@ -14,7 +14,7 @@ from typing import TypeVar
 import msgspec
 import tenacity
 
-from ..backoff import Backoff
+from ..common.backoff import Backoff
 from .errors import (
     Ambiguous,
     ApiError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ..wire import Id
+from ..interface.wire import Id
 
 
 class Envelope(msgspec.Struct):

@@ -9,7 +9,8 @@ import os
 
 import click
 
-from .. import __version__, logs
+from .. import __version__
+from ..ops import logs
 from .api import api
 from .config import config_group
 from .options import FORMATS, LEVELS

@@ -14,13 +14,13 @@ from typing import Any
 
 import click
 
-from .. import wire
 from ..api import ApiError, CloudClient, RetryPolicy
 from ..api import endpoints as ep
 from ..api.endpoints import Endpoint
 from ..api.params import ControlParams
-from ..commands import to_params
 from ..config import API_BASE_URL
+from ..control.commands import to_params
+from ..interface import wire
 from .options import command_arg, ids, token
 
 Args = Mapping[str, Any]

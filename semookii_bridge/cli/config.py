@@ -10,8 +10,8 @@ import click
 
 from .. import config
 from ..api import ApiError, CloudClient, RetryPolicy
-from ..config_files import check_files
-from ..secret import Secret
+from ..config.files import check_files
+from ..config.secret import Secret
 from .options import config_option, load_config
 
 

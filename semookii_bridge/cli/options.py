@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 import click
 
 from .. import config
-from ..commands import Command, decode_command
+from ..config.secret import Secret
+from ..control.commands import Command, decode_command
 from ..errors import BridgeError
-from ..secret import Secret
 
 F = TypeVar("F", bound=Callable[..., Any])
 

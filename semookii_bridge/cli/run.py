@@ -9,12 +9,13 @@ from typing import Any
 
 import click
 
-from .. import config, logs
-from ..config_files import check_files
-from ..fleet import FleetMismatch
-from ..http_server import PortBusy
+from .. import config
+from ..config.files import check_files
+from ..config.secret import Secret
+from ..ha.fleet import FleetMismatch
 from ..mqtt import MqttFailure
-from ..secret import Secret
+from ..ops import logs
+from ..ops.http_server import PortBusy
 from ..service import Service
 from .options import broker_options, config_option, load_config, log_flags, log_options
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .. import wire
+from ..interface import wire
 
 
 @click.group()
@@ -16,7 +16,7 @@ def schema() -> None:
 @click.option("--prefix", default="vpp", show_default=True, help="Topic prefix (mqtt.prefix).")
 def schema_asyncapi(prefix: str) -> None:
     """The AsyncAPI 3.0 document (YAML) of topics, operations and payloads; docs/asyncapi.yaml is its output."""
-    from .. import schema as interface  # PyYAML loads only for this command
+    from ..interface import schema as interface  # PyYAML loads only for this command
 
     click.echo(interface.asyncapi_yaml(prefix), nl=False)
 
@@ -28,7 +28,7 @@ def schema_config(example: str) -> None:
     """The configuration reference (Markdown); docs/configuration.md is its output."""
     from pathlib import Path
 
-    from ..config_doc import markdown
+    from ..config.doc import markdown
 
     click.echo(markdown(Path(example).read_text(encoding="utf-8")), nl=False)
 
@@ -36,6 +36,6 @@ def schema_config(example: str) -> None:
 @schema.command("json")
 def schema_json() -> None:
     """The JSON Schema of every payload (commands, states, management requests and answers, budget)."""
-    from .. import schema as interface
+    from ..interface import schema as interface
 
     click.echo(wire.encode({"$defs": interface.json_schemas()}).decode())

@@ -12,9 +12,9 @@ import click
 import msgspec
 
 from .. import config
-from ..commands import is_safety
+from ..control.commands import is_safety
+from ..interface.topics import Target, TargetKind, Topics
 from ..mqtt import StateFollower
-from ..topics import Target, TargetKind, Topics
 from .options import broker_options, command_arg, config_option, load_config
 
 

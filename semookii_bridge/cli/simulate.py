@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .. import wire
+from ..interface import wire
 from ..simulator import SimConfig, serve
 
 

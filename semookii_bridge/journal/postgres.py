@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import msgspec
 
-from ..fleet import Member
-from ..ratelimit import BucketState
-from ..statuses import OPEN_STATUSES
+from ..budget.ratelimit import BucketState
+from ..control.statuses import OPEN_STATUSES
+from ..ha.fleet import Member
 from .history import History, from_network, key_sql, sorted_keys
 from .protocol import COLUMNS, Entry
 from .schema import create_tables

@@ -10,9 +10,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..ratelimit import BucketState
-from ..statuses import JournalStatus
-from ..topics import TargetKind
+from ..budget.ratelimit import BucketState
+from ..control.statuses import JournalStatus
+from ..interface.topics import TargetKind
 from .timeline import Anchor
 
 log = logging.getLogger(__name__)

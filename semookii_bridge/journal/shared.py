@@ -23,9 +23,9 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ..backoff import Backoff
-from ..ratelimit import BucketState
-from ..statuses import OPEN_STATUSES, TRACKED
+from ..budget.ratelimit import BucketState
+from ..common.backoff import Backoff
+from ..control.statuses import OPEN_STATUSES, TRACKED
 from .history import History
 from .protocol import COLUMNS, DuplicateRequest, Entry, check_columns, run_after_commit
 from .timeline import Anchor

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..ratelimit import BucketState
-from ..statuses import OPEN_STATUSES, TRACKED
+from ..budget.ratelimit import BucketState
+from ..control.statuses import OPEN_STATUSES, TRACKED
 from .protocol import COLUMNS, DuplicateRequest, Entry, JournalError, check_columns, run_after_commit
 from .schema import create_tables
 from .timeline import Anchor

@@ -13,7 +13,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ..config import MqttConfig
-from ..topics import Topics
+from ..interface.topics import Topics
 from .client import credentials
 from .failures import refused, unreachable
 

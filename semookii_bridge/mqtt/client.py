@@ -17,7 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ..config import MqttConfig
-from ..payloads import Incoming
+from ..interface.payloads import Incoming
 
 OUT_LIMIT = 50_000
 """Publishes paho may hold unacknowledged: packet ids are 16 bits, and past 65,535 paho refuses a publish

@@ -10,9 +10,9 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .. import wire
-from ..statuses import TERMINAL
-from ..topics import Topics
+from ..control.statuses import TERMINAL
+from ..interface import wire
+from ..interface.topics import Topics
 
 log = logging.getLogger(__name__)
 

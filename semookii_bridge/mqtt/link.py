@@ -21,12 +21,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .. import wire
-from ..aio import completer
-from ..backoff import Backoff
+from ..common.aio import completer
+from ..common.backoff import Backoff
 from ..config import MqttConfig
-from ..payloads import Incoming
-from ..topics import Topics
+from ..interface import wire
+from ..interface.payloads import Incoming
+from ..interface.topics import Topics
 from .client import READ_PACKETS, BufferedClient, Will, build_client, incoming_of, no_delay
 from .failures import ConnectionWatch
 from .outbox import Outbox

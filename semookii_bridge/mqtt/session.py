@@ -13,7 +13,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ..config import MqttConfig
-from ..payloads import Incoming
+from ..interface.payloads import Incoming
 from .client import Will, credentials
 
 log = logging.getLogger(__name__)

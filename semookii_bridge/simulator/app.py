@@ -20,8 +20,8 @@ from typing import Any, Literal
 import msgspec
 from aiohttp import web
 
-from ..quota import zone
-from ..ratelimit import TokenBucket
+from ..budget.quota import zone
+from ..budget.ratelimit import TokenBucket
 from .faults import BEFORE, Fault, ban_text, fault_after, fault_before
 from .routes import ROUTES, envelope
 from .state import CloudState, Rejected, SimTimings

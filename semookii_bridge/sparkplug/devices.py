@@ -9,10 +9,10 @@ from datetime import datetime
 
 import msgspec
 
-from ..commands import decode_command, is_safety
+from ..control.commands import decode_command, is_safety
 from ..errors import BridgeError
-from ..payloads import StateMessage
-from ..topics import Target
+from ..interface.payloads import StateMessage
+from ..interface.topics import Target
 from .codec import DataType, Metric, MetricValue, fits
 
 ACTIVE_POWER = "Setpoint/ActivePower"

@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from ..payloads import Incoming, Response
-from ..topics import Target, Topics
+from ..interface.payloads import Incoming, Response
+from ..interface.topics import Target, Topics
 
 log = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from typing import Any
 import msgspec
 
 from .. import __version__
-from ..backoff import Backoff
-from ..budget import Budget
+from ..budget.report import Budget
+from ..common.backoff import Backoff
 from ..config import BridgeConfig, MqttConfig
+from ..interface.payloads import Incoming, StateMessage
+from ..interface.topics import Target, Topics
 from ..mqtt.client import Will
 from ..mqtt.session import MqttSession
-from ..payloads import Incoming, StateMessage
-from ..topics import Target, Topics
 from .codec import DataType, Metric, PayloadError, decode, encode
 from .devices import Device, Refusal, device_id, target_of
 from .discovery import DiscoveryError, Requests, discover

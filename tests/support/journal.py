@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from semookii_bridge import wire
-from semookii_bridge.commands import Manual
+from semookii_bridge.interface import wire
+from semookii_bridge.control.commands import Manual
 from semookii_bridge.journal.protocol import Entry
 
 
