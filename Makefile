@@ -45,6 +45,7 @@ venv: $(STAMP)
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check semookii_bridge
 	$(VENV)/bin/mypy
 
 test: test-deps venv lint

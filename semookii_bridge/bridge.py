@@ -28,7 +28,7 @@ from .control.commands import Command, is_safety
 from .control.dispatcher import Dispatcher
 from .control.duplicates import publish_repeat, recall_repeat
 from .control.inventory import Inventory
-from .control.inventory_learning import FLEET_OPS, Learner
+from .control.inventory_learning import Learner
 from .control.jobs import Job, entry_from_job
 from .control.lane import SafetyLane
 from .control.lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
@@ -36,11 +36,13 @@ from .control.merging import MergePolicy
 from .control.recovery import Recovery
 from .control.statuses import Status
 from .errors import BridgeError, ErrorInfo
-from .interface import wire
-from .interface.payloads import INTERFACE_VERSION, ApiState, BridgeInfo, Incoming, RateLimitInfo, Response
+from .interface.payloads import INTERFACE_VERSION, ApiState, BridgeInfo, Incoming, RateLimitInfo
 from .interface.topics import ControlRoute, RequestRoute, Target, Topics
 from .journal.protocol import CommandJournal, DuplicateRequest, JournalError
-from .management import Guard, ManagementApi, Scope, busy, handle_request, scope_of
+from .management.answer import Answerer
+from .management.guard import Guard
+from .management.ops import Scope, scope_of
+from .management.requests import ManagementApi
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ class BridgeSample(msgspec.Struct, frozen=True, kw_only=True):
     calls_by_kind: dict[str, int]
     budget: Budget | None = None
     """The budget report (only when asked for: the status page shows it, the metrics need not compute it)."""
+
+
+INFO_COMMANDS = ("dry_run", "merge", "batch_max_sns", "default_ttl", "track_results_for", "max_abs_power")
+"""The `[commands]` settings `<prefix>/bridge/info` repeats, by the same names."""
 
 
 class Bridge:
@@ -88,37 +94,70 @@ class Bridge:
         """`clock_doubt`: how far `clock` may run ahead of real time (after a reboot): dedup windows grow by it."""
         self.topics = topics_for(config)
         self.inventory = Inventory(clock)
-        self.lifecycle = Lifecycle(
-            api=api, journal=journal, publisher=publisher, topics=self.topics, config=config.commands, clock=clock,
-            observer=observer, tokens=limiter, dongle_of=self.inventory.dongle, age_observer=age_observer,
-        )  # fmt: skip
+        self.lifecycle = self._lifecycle(observer, age_observer)
         self._merging = config.commands.merge and not config.commands.dry_run
         self.lane, self.breaker = SafetyLane(), breaker or Breaker()
         self.dispatcher = self._dispatcher()
-        self.learner = Learner(self.inventory, api, self.dispatcher.submit, clock=clock,
-                               forget_after=config.commands.inventory_refresh)  # fmt: skip
+        self.learner = Learner(
+            self.inventory, api, self.dispatcher.submit, clock=clock, forget_after=config.commands.inventory_refresh
+        )
         self.calls = CallLog()
         limiter.on_grant = self.calls.record
         self.budget = self._budget_reporter()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._requests_pending = 0
         self.api_state: Callable[[], ApiState] = lambda: "unknown"  # the token's standing (authorization.py)
-        self.answered: Callable[[str, Response], None] = lambda op, response: None  # for the status page
         self.admission = Admission(config, wall)
-        self._guard = self._management_guard()
+        self.answers = self._answerer()
 
-    def _management_guard(self) -> Guard:
-        """The rules of the management topics: the allow-lists, read-only mode, a dry run's no calls at all."""
-        return Guard(allow_groups=self.admission.allow_groups, allow_inverters=self.admission.allow_inverters,
-                     read_only=self.config.management.read_only, dry_run=self.config.commands.dry_run,
-                     inverter_of=self.inventory.inverter_of, call_scope=self._call_scope)  # fmt: skip
+    def _lifecycle(self, observer: StatusObserver | None, age_observer: Callable[[float], None] | None) -> Lifecycle:
+        """Sending once, then tracking results; the device behind an inverter from the inventory."""
+        return Lifecycle(
+            api=self.api,
+            journal=self.journal,
+            publisher=self.publisher,
+            topics=self.topics,
+            config=self.config.commands,
+            clock=self.clock,
+            observer=observer,
+            tokens=self.limiter,
+            dongle_of=self.inventory.dongle,
+            age_observer=age_observer,
+        )
+
+    def _answerer(self) -> Answerer:
+        """The management topics under the command topics' rules (allow-lists, read-only mode, a dry run's no
+        calls); a fleet change made through them is learnt by the inventory when merging."""
+        guard = Guard(
+            allow_groups=self.admission.allow_groups,
+            allow_inverters=self.admission.allow_inverters,
+            read_only=self.config.management.read_only,
+            dry_run=self.config.commands.dry_run,
+            inverter_of=self.inventory.inverter_of,
+            call_scope=self._call_scope,
+        )
+        answers = Answerer(
+            self.api,
+            guard,
+            self.publisher,
+            self.topics.response,
+            max_pending=self.config.management.max_pending,
+            max_payload=self.config.mqtt.max_payload,
+            spawn=self._spawn,
+        )
+        if self._merging:
+            answers.after_ok = self.learner.after_management
+        return answers
 
     def _budget_reporter(self) -> BudgetReporter:
         """The retained budget topic, saying the token's standing too."""
         budget = BudgetReporter(
-            limiter=self.limiter, calls=self.calls, queue=self.dispatcher, tracking=lambda: self.lifecycle.tracking,
-            publish=self.publisher.publish, topic=self.topics.bridge_budget,
-        )  # fmt: skip
+            limiter=self.limiter,
+            calls=self.calls,
+            queue=self.dispatcher,
+            tracking=lambda: self.lifecycle.tracking,
+            publish=self.publisher.publish,
+            topic=self.topics.bridge_budget,
+        )
         budget.api_state = lambda: self.api_state()
         return budget
 
@@ -130,8 +169,15 @@ class Bridge:
         send = self.lane.sending(self.lifecycle.send_all)
         self.lifecycle.recorded = self.lane.release
         self.lifecycle.polls.held = lambda: self.breaker.open  # no polls pile up while the API is silent either
-        return Dispatcher(self.limiter, send, self._dropped, max_in_flight=in_flight, clock=self.clock, merge=merge,
-                          breaker=self.breaker)  # fmt: skip
+        return Dispatcher(
+            self.limiter,
+            send,
+            self._dropped,
+            max_in_flight=in_flight,
+            clock=self.clock,
+            merge=merge,
+            breaker=self.breaker,
+        )
 
     # ---- start / stop ---------------------------------------------------------------------------------
 
@@ -166,22 +212,34 @@ class Bridge:
 
     def sample(self, *, with_budget: bool = False) -> BridgeSample:
         """The queue and the calls made, now; `with_budget`: the budget report too."""
-        return BridgeSample(queued=self.dispatcher.queued, in_flight=self.dispatcher.in_flight,
-                            tracking=self.lifecycle.tracking, oldest_queued=self.dispatcher.oldest_age() or 0.0,
-                            calls_by_kind=self.calls.by_kind(),
-                            budget=self.budget.snapshot() if with_budget else None)
+        return BridgeSample(
+            queued=self.dispatcher.queued,
+            in_flight=self.dispatcher.in_flight,
+            tracking=self.lifecycle.tracking,
+            oldest_queued=self.dispatcher.oldest_age() or 0.0,
+            calls_by_kind=self.calls.by_kind(),
+            budget=self.budget.snapshot() if with_budget else None,
+        )
 
     def info(self) -> BridgeInfo:
         """What `<prefix>/bridge/info` says (never the token)."""
         rl, cmd = self.config.rate_limit, self.config.commands
-        limits = RateLimitInfo(rate=rl.rate, burst=rl.burst, daily_quota=rl.daily_quota,
-                               quota_timezone=rl.quota_timezone, quota_reserve=self.limiter.bucket.quota.reserve)
+        limits = RateLimitInfo(
+            rate=rl.rate,
+            burst=rl.burst,
+            daily_quota=rl.daily_quota,
+            quota_timezone=rl.quota_timezone,
+            quota_reserve=self.limiter.bucket.quota.reserve,
+        )
         return BridgeInfo(
-            version=__version__, interface=INTERFACE_VERSION, prefix=self.topics.prefix, rate_limit=limits,
-            dry_run=cmd.dry_run, merge=cmd.merge, batch_max_sns=cmd.batch_max_sns, default_ttl=cmd.default_ttl,
-            track_results_for=cmd.track_results_for, max_abs_power=cmd.max_abs_power,
-            api_base_url=self.api.base_url, api=self.api_state(),
-        )  # fmt: skip
+            version=__version__,
+            interface=INTERFACE_VERSION,
+            prefix=self.topics.prefix,
+            rate_limit=limits,
+            **{key: getattr(cmd, key) for key in INFO_COMMANDS},
+            api_base_url=self.api.base_url,
+            api=self.api_state(),
+        )
 
     # ---- intake ----------------------------------------------------------------------------------------
 
@@ -195,42 +253,16 @@ class Bridge:
             log.warning("response_topic_refused topic=%s response_topic=%s", msg.topic, msg.response_topic)
             msg = msgspec.structs.replace(msg, response_topic=None)
         if isinstance(route, RequestRoute):
-            self._request(route.op, msg)
+            self.answers.request(route.op, msg)
             return
         self._intake(route, msg)
-
-    def _request(self, op: str, msg: Incoming) -> None:
-        """Answer a management request in its own task, or `busy` at once when too many are waiting."""
-        if self._requests_pending >= self.config.management.max_pending:
-            self._respond(op, msg, busy(msg.payload, self._requests_pending, max_payload=self.config.mqtt.max_payload))
-            return
-        self._requests_pending += 1
-        self._spawn(self._answer(op, msg))
-
-    async def _answer(self, op: str, msg: Incoming) -> None:
-        try:
-            response = await handle_request(
-                self.api, op, msg.payload, max_payload=self.config.mqtt.max_payload, guard=self._guard
-            )
-        finally:
-            self._requests_pending -= 1
-        self._respond(op, msg, response)
-
-    def _respond(self, op: str, msg: Incoming, response: Response) -> None:
-        topic = msg.response_topic or self.topics.response(op)
-        self.publisher.publish(topic, wire.encode(response), correlation_data=msg.correlation_data)
-        log.info("management op=%s status=%s", op, response.status)
-        self.answered(op, response)
-        if response.status == "ok" and op in FLEET_OPS and self._merging:
-            self._spawn(self.learner.after_management(op, msg.payload))
 
     def refuse_overloaded(self, msg: Incoming) -> None:
         """A QoS 0 message that arrived while the inbox was full (QoS 0 has no flow control): refused loudly,
         `rejected`/`overloaded` for a command and `busy` for a request, never dropped without a word."""
         route = self.topics.parse(msg.topic)
         if isinstance(route, RequestRoute):
-            self._respond(route.op, msg, busy(msg.payload, self._requests_pending,
-                                               max_payload=self.config.mqtt.max_payload))  # fmt: skip
+            self.answers.refuse(route.op, msg)
         elif route is not None and not msg.retain:
             message = "the bridge's inbox is full; the command was not accepted, send it again later"
             self._reject(route.target, msg, ErrorInfo(code="overloaded", message=message))
@@ -339,9 +371,15 @@ class Bridge:
     def recover(self) -> None:
         """Resume journaled commands (`recovery.py`): queue `queued`, report `sending` ambiguous, track the
         accepted, and announce again the terminal states the broker never acknowledged."""
-        Recovery(journal=self.journal, lifecycle=self.lifecycle, dispatcher=self.dispatcher, admission=self.admission,
-                 clock=self.clock, drop=self._dropped,
-                 wire_bound=self.config.ha.wire_bound if self.config.ha.enabled else None).run()
+        Recovery(
+            journal=self.journal,
+            lifecycle=self.lifecycle,
+            dispatcher=self.dispatcher,
+            admission=self.admission,
+            clock=self.clock,
+            drop=self._dropped,
+            wire_bound=self.config.ha.wire_bound if self.config.ha.enabled else None,
+        ).run()
 
     async def _prune_loop(self) -> None:
         window = self.config.commands.dedup_window
@@ -355,4 +393,3 @@ class Bridge:
 def topics_for(config: BridgeConfig) -> Topics:
     """The bridge's topics."""
     return Topics(config.mqtt.prefix)
-

@@ -34,7 +34,7 @@ from .ops.metrics import HaSample, LiveSample
 from .ops.observability import Observability
 
 if TYPE_CHECKING:
-    from .ha.standby import Shared
+    from .ha.standby import Presence, Shared
     from .journal.lease import Leadership
     from .sparkplug.edge import EdgeNode
 
@@ -82,26 +82,17 @@ class Service:
         """Open the journal and the API client, connect, recover the journal, then take messages."""
         cfg = self.config
         if cfg.http.enabled:  # first: a standby answers the probes, the page and /metrics while it waits
-            runner, self.http_port = await http_server.start(
-                self.obs, cfg.http.host, cfg.http.port, self._status,
-                token=cfg.http.token(), metrics_public=cfg.http.metrics_public,
-            )  # fmt: skip
-            self._stack.push_async_callback(runner.cleanup)
+            await self._start_http()
         self.journal, timeline = await self._open_journal()
         self._resume_budget(self.journal, timeline)
         api = await self._stack.enter_async_context(self._api_client())
         bridge, link = self._build(api, self.journal, timeline)
         self.obs.bind(self._sample)
-        bridge.answered = self.obs.board.observe_answer
+        bridge.answers.answered = self.obs.board.observe_answer
         safety = self.safety_link = self._safety_link(bridge, self.journal)
         presence = None if cfg.ha.enabled else await copies.start(cfg, self._stack)  # a second copy stops here
         self.failed = asyncio.get_running_loop().create_future()
-        for each in (link, safety):
-            each.watch.on_takeover = self._give_up
-            seen = presence or (self._shared.presence if self._shared is not None else None)
-            if seen is not None:
-                each.watch.rival = functools.partial(copies.rival, seen)
-            self._stack.push_async_callback(each.stop)  # before connecting: a failed start must stop retrying too
+        self._watch_links((link, safety), presence or (self._shared.presence if self._shared is not None else None))
         wait = cfg.mqtt.start_timeout
         await asyncio.gather(link.start(wait), safety.start(wait))
         await bridge.start()
@@ -116,8 +107,29 @@ class Service:
         if cfg.sparkplug.enabled:
             await self._start_sparkplug()
         page = f"http://{cfg.http.host}:{self.http_port}/" if self.http_port else "off"
-        log.info("bridge_started prefix=%s api=%s dry_run=%s status_page=%s", cfg.mqtt.prefix, api.base_url,
-                 cfg.commands.dry_run, page)  # fmt: skip
+        log.info(
+            "bridge_started prefix=%s api=%s dry_run=%s status_page=%s",
+            cfg.mqtt.prefix,
+            api.base_url,
+            cfg.commands.dry_run,
+            page,
+        )
+
+    async def _start_http(self) -> None:
+        """The status page, the probes and /metrics, stopped last."""
+        http = self.config.http
+        runner, self.http_port = await http_server.start(
+            self.obs, http.host, http.port, self._status, token=http.token(), metrics_public=http.metrics_public
+        )
+        self._stack.push_async_callback(runner.cleanup)
+
+    def _watch_links(self, links: tuple[MqttLink, MqttLink], seen: Presence | None) -> None:
+        """A session taken over again and again stops `run`; with a presence topic, a rival copy is named."""
+        for each in links:
+            each.watch.on_takeover = self._give_up
+            if seen is not None:
+                each.watch.rival = functools.partial(copies.rival, seen)
+            self._stack.push_async_callback(each.stop)  # before connecting: a failed start must stop retrying too
 
     def _give_up(self, failure: MqttFailure) -> None:
         if self.failed is not None and not self.failed.done():
@@ -130,8 +142,9 @@ class Service:
         if self.config.commands.dry_run:
             return  # a dry run calls nothing, not even the token check
         cfg = self.config.api
-        check = authorization.watch(self.auth, lambda: self._check_token(api), cfg.token_recheck,
-                                    at_start=cfg.check_token)  # fmt: skip
+        check = authorization.watch(
+            self.auth, lambda: self._check_token(api), cfg.token_recheck, at_start=cfg.check_token
+        )
         task = asyncio.get_running_loop().create_task(check)
         self._stack.callback(task.cancel)
         self._api = api
@@ -167,8 +180,9 @@ class Service:
         if cfg.url:
             from .ha.standby import open_postgres_journal
 
-            shared = await open_postgres_journal(self.config, self._stack, on_leadership=self._show_leadership,
-                                       api_held=lambda: self.breaker.open)  # fmt: skip
+            shared = await open_postgres_journal(
+                self.config, self._stack, on_leadership=self._show_leadership, api_held=lambda: self.breaker.open
+            )
             self.leadership, self._shared = shared.leadership, shared
             return shared.journal, shared.timeline
         journal = Journal(cfg.path, synchronous=cfg.synchronous)
@@ -219,11 +233,19 @@ class Service:
         """The Cloud API client behind the shared rate limiter, reporting each attempt to the metrics; under the
         hot standby no request leaves once the lease is gone, nor stays on the wire past `ha.wire_bound`."""
         api, leading = self.config.api, self.leadership
-        return CloudClient(api.base_url, self._token, timeout=api.timeout, connect_timeout=api.connect_timeout,
-                           retry=self._retry, gate=LimiterGate(self.limiter, self.auth),
-                           max_connections=api.max_connections, observer=self._observe_call,
-                           on_token=self.auth.told, may_send=leading.valid if leading is not None else None,
-                           wire_bound=self.config.ha.wire_bound if leading is not None else None)  # fmt: skip
+        return CloudClient(
+            api.base_url,
+            self._token,
+            timeout=api.timeout,
+            connect_timeout=api.connect_timeout,
+            retry=self._retry,
+            gate=LimiterGate(self.limiter, self.auth),
+            max_connections=api.max_connections,
+            observer=self._observe_call,
+            on_token=self.auth.told,
+            may_send=leading.valid if leading is not None else None,
+            wire_bound=self.config.ha.wire_bound if leading is not None else None,
+        )
 
     def _observe_call(self, endpoint: Endpoint, outcome: str, seconds: float) -> None:
         """Each API attempt: to the metrics, and to the breaker that holds control calls after a timeout."""
@@ -244,10 +266,19 @@ class Service:
             will_delay=int(2 * cfg.ha.lease + 2) if cfg.ha.enabled else 0,
             urgent=lambda: _require(bridge).lane.pending() or self._stop_arriving(),
         )
-        bridge = Bridge(cfg, api=api, publisher=link, journal=journal, limiter=self.limiter, clock=timeline,
-                        wall=timeline if self._shared is not None else time.time,
-                        clock_doubt=timeline.doubt, observer=self.obs.observe_state,
-                        age_observer=self.obs.observe_setpoint_age, breaker=self.breaker)  # fmt: skip
+        bridge = Bridge(
+            cfg,
+            api=api,
+            publisher=link,
+            journal=journal,
+            limiter=self.limiter,
+            clock=timeline,
+            wall=timeline if self._shared is not None else time.time,
+            clock_doubt=timeline.doubt,
+            observer=self.obs.observe_state,
+            age_observer=self.obs.observe_setpoint_age,
+            breaker=self.breaker,
+        )
         self.bridge, self.link = bridge, link
         return bridge, link
 
@@ -259,9 +290,14 @@ class Service:
         """The safety lane: its own persistent session (`<client_id>-safety`) on the safety topics only, so the
         broker's queue for the ordinary topics never holds a stop back; its commands go to the same bridge."""
         cfg = self.config.mqtt
-        return MqttLink(msgspec.structs.replace(cfg, client_id=f"{cfg.client_id}-safety"), bridge.topics,
-                        on_message=bridge.handle, before_ack=journal.durable, on_overload=bridge.refuse_overloaded,
-                        safety=True)  # fmt: skip
+        return MqttLink(
+            msgspec.structs.replace(cfg, client_id=f"{cfg.client_id}-safety"),
+            bridge.topics,
+            on_message=bridge.handle,
+            before_ack=journal.durable,
+            on_overload=bridge.refuse_overloaded,
+            safety=True,
+        )
 
     def _status(self) -> dict[str, Any]:
         """The status page's data."""

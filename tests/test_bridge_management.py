@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from semookii_bridge.management import OPS
+from semookii_bridge.management.ops import OPS
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 

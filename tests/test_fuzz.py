@@ -10,13 +10,13 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from semookii_bridge.interface import wire
 from semookii_bridge.bridge import Bridge
-from semookii_bridge.config import BridgeConfig, CommandsConfig
-from semookii_bridge.journal.sqlite import Journal
-from semookii_bridge.management import OPS
-from semookii_bridge.interface.payloads import Incoming
 from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
+from semookii_bridge.config import BridgeConfig, CommandsConfig
+from semookii_bridge.interface import wire
+from semookii_bridge.interface.payloads import Incoming
+from semookii_bridge.journal.sqlite import Journal
+from semookii_bridge.management.ops import OPS
 
 
 class Recorder:

@@ -38,6 +38,18 @@ def test_no_function_is_over_40_lines() -> None:
     assert long == {}
 
 
+def test_the_limits_are_kept_by_splitting_not_packing() -> None:
+    """No line of the package opts out of the formatter (`make lint` runs `ruff format --check`), so a module
+    or a function stays under its limit by being split, not by packing statements onto long lines."""
+    packed = [
+        f"{path.relative_to(PACKAGE)}:{number}"
+        for path in modules()
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "fmt: skip" in line or "fmt: off" in line
+    ]
+    assert packed == []
+
+
 def test_the_rule_sees_an_offender(tmp_path: Path) -> None:
     """The measure counts a function's lines from `def` to its last line (so the check can fail)."""
     source = "def f():\n" + "    x = 1\n" * 45

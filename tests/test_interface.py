@@ -13,10 +13,10 @@ import msgspec
 import pytest
 import yaml
 
-from semookii_bridge.interface import schema
 from semookii_bridge.control.commands import COMMAND_TYPES
-from semookii_bridge.management import OPS
+from semookii_bridge.interface import schema
 from semookii_bridge.interface.payloads import INTERFACE_VERSION, StateMessage
+from semookii_bridge.management.ops import OPS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "docs" / "asyncapi.yaml"

@@ -9,8 +9,8 @@ from typing import Any, cast
 import pytest
 
 from semookii_bridge.api import ApiError, ApiRejected, CloudClient
-from semookii_bridge.management import handle_request
 from semookii_bridge.interface.payloads import Response
+from semookii_bridge.management.answer import handle_request
 
 MAX = 65536
 
@@ -305,7 +305,9 @@ async def test_the_guard_names_what_an_inverter_row_id_would_touch() -> None:
     """With allow-lists, an inverter row id is checked through the inventory: an allowed inverter passes, one
     outside the lists or unknown to the inventory is `not_allowed`; without allow-lists nothing is looked up."""
     from semookii_bridge.errors import BridgeError
-    from semookii_bridge.management import OPS, Guard, IdOrIds
+    from semookii_bridge.management.guard import Guard
+    from semookii_bridge.management.ops import OPS
+    from semookii_bridge.management.requests import IdOrIds
 
     rows = {"11": ("100", "SN-OK"), "12": ("100", "SN-NO")}
     guard = Guard(allow_inverters=frozenset({"SN-OK"}), inverter_of=rows.get)

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from semookii_bridge.api import CloudClient
-from semookii_bridge.management import OPS, Guard, Scope, handle_request
+from semookii_bridge.management.answer import handle_request
+from semookii_bridge.management.guard import Guard
+from semookii_bridge.management.ops import OPS, Scope
 from semookii_bridge.simulator import RunningSimulator
 
 ALLOWED_GROUP, OTHER_GROUP = "100", "200"

@@ -18,8 +18,11 @@ T = TypeVar("T")
 MAX_BODY = 8 * 1024 * 1024
 _BAN = re.compile(r"prohibit\w*(?:\s+calls?)?\s+within\s+the\s+next\s+(?:(\d+)\s*)?(second|minute|hour)", re.I)
 _UNIT = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
-_TOKEN_REFUSED = re.compile(r"token\w*\W+(?:\w+\W+){0,3}?(?:invalid|expired|illegal|incorrect|wrong|not\s+exist|"
-                            r"unauthori[sz]ed|not\s+valid)|(?:invalid|illegal|expired|wrong)\s+token", re.I)
+_TOKEN_REFUSED = re.compile(
+    r"token\w*\W+(?:\w+\W+){0,3}?(?:invalid|expired|illegal|incorrect|wrong|not\s+exist|"
+    r"unauthori[sz]ed|not\s+valid)|(?:invalid|illegal|expired|wrong)\s+token",
+    re.I,
+)
 
 
 def ban_seconds(message: str) -> float | None:
@@ -89,4 +92,3 @@ async def all_pages(fetch: Any, page_size: int) -> list[Any]:
         if not page.items or len(page.items) < page_size or len(items) >= page.total:
             return items
         current += 1
-

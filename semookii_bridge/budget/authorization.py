@@ -58,8 +58,11 @@ class Authorization:
         if accepted:
             log.info("api_token_accepted")
         else:
-            log.error("api_unauthorized cause=%s action=%s", f"the API refused the token: {message}",
-                      "set a valid SEMOOKII_TOKEN or api.token_file; it is re-checked every api.token_recheck s")
+            log.error(
+                "api_unauthorized cause=%s action=%s",
+                f"the API refused the token: {message}",
+                "set a valid SEMOOKII_TOKEN or api.token_file; it is re-checked every api.token_recheck s",
+            )
         for listener in list(self.listeners):
             listener(new)
         return True

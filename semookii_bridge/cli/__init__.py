@@ -27,8 +27,10 @@ from .simulate import simulate
 def main(log_level: str | None, log_format: str | None) -> None:
     """MQTT bridge for virtual power plants on the Semookii Cloud Control API."""
     env = os.environ
-    logs.setup(log_level or env.get("SEMOOKII_BRIDGE_LOG_LEVEL") or "INFO",
-               log_format or env.get("SEMOOKII_BRIDGE_LOG_FORMAT") or "logfmt")  # fmt: skip
+    logs.setup(
+        log_level or env.get("SEMOOKII_BRIDGE_LOG_LEVEL") or "INFO",
+        log_format or env.get("SEMOOKII_BRIDGE_LOG_FORMAT") or "logfmt",
+    )
 
 
 for _command in (run, send, simulate, config_group, api, schema):

@@ -22,8 +22,12 @@ def config_group() -> None:
 
 @config_group.command("check")
 @config_option()
-@click.option("--connect", is_flag=True, help="Also connect to the broker and call the API (one cheap call, "
-              "counted by the vendor) with the configured credentials.")  # fmt: skip
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also connect to the broker and call the API (one cheap call, "
+    "counted by the vendor) with the configured credentials.",
+)
 def config_check(config_path: str | None, connect: bool) -> None:
     """Validate the configuration and print the effective values (secrets redacted). Exit 1 when the token is
     missing or, with --connect, the broker or the API refuses."""
@@ -67,8 +71,9 @@ def _connect(cfg: config.BridgeConfig, token: Secret | None) -> list[str]:
 async def _try_api(api: config.ApiConfig, token: Secret) -> str | None:
     """None when the API accepts the token (one group-list call of one row); else the cause with its code."""
     try:
-        async with CloudClient(api.base_url, token, timeout=api.timeout, connect_timeout=api.connect_timeout,
-                               retry=RetryPolicy(attempts=1)) as client:  # fmt: skip
+        async with CloudClient(
+            api.base_url, token, timeout=api.timeout, connect_timeout=api.connect_timeout, retry=RetryPolicy(attempts=1)
+        ) as client:
             await client.group_find_all(1, 1)
     except ApiError as exc:
         return f"{exc.code}: {exc.message}"

@@ -140,8 +140,10 @@ async def demo(once: bool) -> int:
 
 async def _show(group_id: str, urls: tuple[int, str, str], password: str, once: bool, stop: asyncio.Event) -> int:
     port, sim_url, bridge_url = urls
-    print(f"mosquitto  127.0.0.1:{port}  (config: mosquitto/, ACL enforced; user operator, password {password},"
-          " made for this run)")
+    print(
+        f"mosquitto  127.0.0.1:{port}  (config: mosquitto/, ACL enforced; user operator, password {password},"
+        " made for this run)"
+    )
     print(f"simulator  {sim_url}  (Semookii Cloud Control API, no account needed; token {SIM_TOKEN})")
     print(f"bridge     {bridge_url}/  (status page; {bridge_url}/metrics, {bridge_url}/readyz); 2 calls/s\n")
     command = {"type": "power_control", "active_power": -3000, "duration": 600, "timeout": 10, "request_id": "demo-1"}

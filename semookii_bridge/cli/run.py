@@ -27,8 +27,13 @@ from .options import broker_options, config_option, load_config, log_flags, log_
 @click.option("--api-base-url", help="Overrides api.base_url.")
 @click.option("--journal", "journal_path", help="Overrides journal.path.")
 @click.option("--dry-run/--no-dry-run", default=None, help="Overrides commands.dry_run.")
-@click.option("--event-loop", type=click.Choice(["auto", "uvloop", "asyncio"]), default="auto", show_default=True,
-              help="auto: uvloop where installed (about 10 % less CPU per command), else asyncio.")  # fmt: skip
+@click.option(
+    "--event-loop",
+    type=click.Choice(["auto", "uvloop", "asyncio"]),
+    default="auto",
+    show_default=True,
+    help="auto: uvloop where installed (about 10 % less CPU per command), else asyncio.",
+)
 def run(
     config_path: str | None,
     mqtt_host: str | None,
@@ -42,13 +47,16 @@ def run(
     log_format: str | None,
 ) -> None:
     """Run the bridge: MQTT commands in, Cloud API calls out, lifecycle states back."""
-    cfg = load_config(config_path, {
-        "log": log_flags(log_level, log_format),
-        "mqtt": {"host": mqtt_host, "port": mqtt_port, "prefix": prefix},
-        "api": {"base_url": api_base_url},
-        "journal": {"path": journal_path},
-        "commands": {"dry_run": dry_run},
-    })  # fmt: skip
+    cfg = load_config(
+        config_path,
+        {
+            "log": log_flags(log_level, log_format),
+            "mqtt": {"host": mqtt_host, "port": mqtt_port, "prefix": prefix},
+            "api": {"base_url": api_base_url},
+            "journal": {"path": journal_path},
+            "commands": {"dry_run": dry_run},
+        },
+    )
     logs.setup(cfg.log.level, cfg.log.format)
     try:
         token = config.load_token(cfg.api)

@@ -22,8 +22,13 @@ def schema_asyncapi(prefix: str) -> None:
 
 
 @schema.command("config")
-@click.option("--example", type=click.Path(exists=True, dir_okay=False), default="semookii-bridge.example.toml",
-              show_default=True, help="The annotated example file whose comments give each key's meaning.")  # fmt: skip
+@click.option(
+    "--example",
+    type=click.Path(exists=True, dir_okay=False),
+    default="semookii-bridge.example.toml",
+    show_default=True,
+    help="The annotated example file whose comments give each key's meaning.",
+)
 def schema_config(example: str) -> None:
     """The configuration reference (Markdown); docs/configuration.md is its output."""
     from pathlib import Path

@@ -71,9 +71,12 @@ async def _send_and_follow(
 ) -> str:
     """Publish, print each state of `request_id` as a JSON line, and return the last status seen."""
     follower = StateFollower(
-        mqtt_cfg.host, mqtt_cfg.port, prefix=mqtt_cfg.prefix, username=mqtt_cfg.username,
+        mqtt_cfg.host,
+        mqtt_cfg.port,
+        prefix=mqtt_cfg.prefix,
+        username=mqtt_cfg.username,
         password=mqtt_cfg.password_secret().reveal(),
-    )  # fmt: skip
+    )
     status = "timeout"
     try:
         async with follower:

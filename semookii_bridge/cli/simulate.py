@@ -12,33 +12,29 @@ from ..interface import wire
 from ..simulator import SimConfig, serve
 
 
-@click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.command(context_settings={"show_default": True})
+@click.option("--host", default="127.0.0.1", help="Address to listen on.")
+@click.option("--port", default=8080, type=click.IntRange(0, 65535))
+@click.option("--rate", default=0.0, type=click.FloatRange(0), help="Calls/s per token; 0 = no limit.")
+@click.option("--burst", default=10, type=click.IntRange(1))
+@click.option("--latency", default=0.0, type=click.FloatRange(0), help="Seconds added to each answer.")
+@click.option("--task-delay", default=0.2, type=click.FloatRange(0), help="Seconds until a task id.")
+@click.option("--result-delay", default=0.5, type=click.FloatRange(0), help="Seconds until results.")
+@click.option("--groups", default=2, type=click.IntRange(0))
+@click.option("--inverters-per-group", default=3, type=click.IntRange(0))
+@click.option("--seed", default=1, type=int)
+@click.option("--record/--no-record", "record_calls", default=True, help="Keep a log of calls (/_sim/calls).")
 @click.option(
-    "--rate", default=0.0, show_default=True, type=click.FloatRange(0), help="Calls/s per token; 0 = no limit."
+    "--ban-after", default=0, type=click.IntRange(0), help="Ban after N over-limit calls in a row (0: never)."
 )
-@click.option("--burst", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--ban-for", default=3600.0, type=click.FloatRange(0), help="Seconds a ban lasts.")
+@click.option("--tz", default="UTC", help="The site's time zone for the dates the API writes.")
 @click.option(
-    "--latency", default=0.0, show_default=True, type=click.FloatRange(0), help="Seconds added to each answer."
+    "--silent-devices",
+    default=0,
+    type=click.IntRange(0),
+    help="Devices that never answer a command (the first of each group); results stay null.",
 )
-@click.option("--task-delay", default=0.2, show_default=True, type=click.FloatRange(0), help="Seconds until a task id.")
-@click.option("--result-delay", default=0.5, show_default=True, type=click.FloatRange(0), help="Seconds until results.")
-@click.option("--groups", default=2, show_default=True, type=click.IntRange(0))
-@click.option("--inverters-per-group", default=3, show_default=True, type=click.IntRange(0))
-@click.option("--seed", default=1, show_default=True, type=int)
-@click.option("--record/--no-record", "record_calls", default=True, show_default=True,
-              help="Keep a log of calls (/_sim/calls).")  # fmt: skip
-@click.option(
-    "--ban-after", default=0, show_default=True, type=click.IntRange(0),
-    help="Ban the token after this many over-limit calls in a row (0: never).",
-)  # fmt: skip
-@click.option("--ban-for", default=3600.0, show_default=True, type=click.FloatRange(0), help="Seconds a ban lasts.")
-@click.option("--tz", default="UTC", show_default=True, help="The site's time zone for the dates the API writes.")
-@click.option(
-    "--silent-devices", default=0, show_default=True, type=click.IntRange(0),
-    help="Devices (the first of each group) that never answer a command: their result stays \"null\".",
-)  # fmt: skip
 def simulate(host: str, port: int, **options: Any) -> None:
     """Run a simulator of the Cloud Control API (token: $SEMOOKII_TOKEN, else `sim-token`).
 

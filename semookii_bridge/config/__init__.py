@@ -192,8 +192,10 @@ class HttpConfig(_Section, frozen=True):
 
     def __post_init__(self) -> None:
         if self.enabled and not loopback(self.host) and not (self.auth_token.strip() or self.auth_token_file):
-            raise ValueError(f"http.host {self.host} serves the status page beyond this machine: set http.auth_token "
-                             "or http.auth_token_file (or bind http.host to 127.0.0.1)")  # fmt: skip
+            raise ValueError(
+                f"http.host {self.host} serves the status page beyond this machine: set http.auth_token "
+                "or http.auth_token_file (or bind http.host to 127.0.0.1)"
+            )
 
     def token(self) -> Secret:
         """The status page's token, from `auth_token_file` or `auth_token`; empty: no token asked."""
@@ -213,8 +215,9 @@ def loopback(host: str) -> bool:
 class LogConfig(_Section, frozen=True):
     """Log lines on stderr: `logfmt` (default) or `json`, one key per field; never the token."""
 
-    level: Annotated[str, msgspec.Meta(pattern=r"(?i)^(debug|info|warning|error)$",
-                                       description="debug, info, warning or error")] = "info"  # fmt: skip
+    level: Annotated[
+        str, msgspec.Meta(pattern=r"(?i)^(debug|info|warning|error)$", description="debug, info, warning or error")
+    ] = "info"
     format: Literal["logfmt", "json", "kv"] = "logfmt"
     """`kv` is the former name of `logfmt`."""
 

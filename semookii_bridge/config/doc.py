@@ -62,8 +62,11 @@ def _constrained(base: str, metas: list[msgspec.Meta]) -> str:
     for meta in metas:
         if meta.description:
             return f"{base}: {meta.description}"
-        bounds = [f">= {_num(meta.ge)}" if meta.ge is not None else "", f"> {_num(meta.gt)}" if meta.gt is not None
-                  else "", f"<= {_num(meta.le)}" if meta.le is not None else ""]  # fmt: skip
+        bounds = [
+            f">= {_num(meta.ge)}" if meta.ge is not None else "",
+            f"> {_num(meta.gt)}" if meta.gt is not None else "",
+            f"<= {_num(meta.le)}" if meta.le is not None else "",
+        ]
         parts += [b for b in bounds if b]
         if meta.min_length:
             parts.append(f"{meta.min_length} to {meta.max_length} characters")
@@ -86,12 +89,20 @@ def markdown(example: str) -> str:
     lines = [HEADER]
     for section in msgspec.structs.fields(BridgeConfig):
         struct = section.type
-        lines += [f"## [{section.name}]", "", (struct.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "), "",
-                  "| key | type | default | environment variable | meaning |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"## [{section.name}]",
+            "",
+            (struct.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "),
+            "",
+            "| key | type | default | environment variable | meaning |",
+            "|---|---|---|---|---|",
+        ]
         values = getattr(defaults, section.name)
         for field in msgspec.structs.fields(struct):
             doc = meaning.get(f"{section.name}.{field.name}", "").replace("|", "\\|")
-            lines.append(f"| `{field.name}` | {type_text(field.type)} | {_default(getattr(values, field.name))} | "
-                         f"`{env_name(section.name, field.name)}` | {doc} |")  # fmt: skip
+            lines.append(
+                f"| `{field.name}` | {type_text(field.type)} | {_default(getattr(values, field.name))} | "
+                f"`{env_name(section.name, field.name)}` | {doc} |"
+            )
         lines.append("")
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip() + "\n"

@@ -75,18 +75,20 @@ def env_list(name: str, text: str) -> list[str]:
         try:
             value = json.loads(stripped)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{name}: not a valid JSON array ({exc.msg}); write [\"1\", \"2\"] or 1,2") from None
+            raise ConfigError(f'{name}: not a valid JSON array ({exc.msg}); write ["1", "2"] or 1,2') from None
         if not isinstance(value, list) or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{name}: a JSON array of strings is expected, e.g. [\"1\", \"2\"]")
+            raise ConfigError(f'{name}: a JSON array of strings is expected, e.g. ["1", "2"]')
         return [str(v) for v in value]
     if any(c in stripped for c in "[]\"'"):
-        raise ConfigError(f"{name}: a list is a JSON array ([\"1\", \"2\"]) or comma-separated values without "
-                          f"brackets or quotes (1,2); got {text!r}")  # fmt: skip
+        raise ConfigError(
+            f'{name}: a list is a JSON array (["1", "2"]) or comma-separated values without '
+            f"brackets or quotes (1,2); got {text!r}"
+        )
     return [part.strip() for part in stripped.split(",") if part.strip()]
 
 
 def did_you_mean(name: str, candidates: list[str]) -> str:
-    """ ` (did you mean X?)`, or nothing when no candidate is close."""
+    """` (did you mean X?)`, or nothing when no candidate is close."""
     close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 

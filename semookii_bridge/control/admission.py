@@ -41,8 +41,11 @@ class Admission:
         if target.kind != "batch" and command.sns:
             raise BridgeError("validation_error", "`sns` is only valid on the batch topic - at `$.sns`")
         if safety and not is_safety(command):
-            raise BridgeError("not_allowed", "the safety topics take only manual stop, exit_remote_control and "
-                              "system_switch off; send this command on the ordinary /set topic")  # fmt: skip
+            raise BridgeError(
+                "not_allowed",
+                "the safety topics take only manual stop, exit_remote_control and "
+                "system_switch off; send this command on the ordinary /set topic",
+            )
         self.check_targets(target, command)
         self.check_ceilings(command)
         return command

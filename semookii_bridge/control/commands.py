@@ -13,9 +13,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ..api.params import API_NAME_ALIASES, ControlParams, ParamsProblem, check_required, spelling_conflict
+from ..api.params import ControlParams
 from ..errors import BridgeError
 from ..interface import wire
+from .api_names import ENVELOPE_FIELDS, typed_from_api_names
 
 Power = Annotated[int, msgspec.Meta(ge=-65535, le=65535, description="W or var; positive charges")]
 Seconds = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
@@ -133,8 +134,6 @@ Command = (
     | Schedule
 )
 COMMAND_TYPES: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in Command.__args__)
-_ENVELOPE_FIELDS = ("request_id", "ttl", "expires_at", "sns", "track")
-_MANUAL = ("stop", "force_charge", "force_discharge")
 _MANUAL_MODE: dict[str, Literal[0, 1, 2]] = {"stop": 0, "force_charge": 1, "force_discharge": 2}
 
 
@@ -156,7 +155,7 @@ def decode_command(payload: bytes) -> Command:
     if "type" in doc:
         return _convert(doc)
     if "superType" in doc:
-        return _from_api_names(doc)
+        return _convert(typed_from_api_names(doc))
     raise BridgeError("validation_error", "missing `type` (one of: " + ", ".join(COMMAND_TYPES) + ")")
 
 
@@ -174,118 +173,6 @@ def _convert(doc: dict[str, Any]) -> Command:
 def _field_message(exc: msgspec.ValidationError) -> str:
     """msgspec says `... - at `$.period1.charge[0]``; keep it, it names the field path."""
     return str(exc)
-
-
-# ---- the API-name form ----------------------------------------------------------------------------
-
-
-def _from_api_names(doc: dict[str, Any]) -> Command:
-    """A command in the vendor's parameter names, held to the document's rules: nothing required is filled
-    in, two spellings of one field must agree, and period 2 needs its switch."""
-    envelope = {k: doc.pop(k) for k in _ENVELOPE_FIELDS if k in doc}
-    conflict = spelling_conflict(doc)
-    if conflict is not None:
-        name = API_NAME_ALIASES[conflict]
-        raise BridgeError("validation_error", f"`{conflict}` and `{name}` disagree - at `$.{conflict}`")
-    for alias, name in API_NAME_ALIASES.items():
-        if alias in doc:
-            doc.setdefault(name, doc.pop(alias))
-    try:
-        params = msgspec.convert(doc, ControlParams)
-    except msgspec.ValidationError as exc:
-        raise BridgeError("validation_error", _field_message(exc)) from None
-    try:
-        check_required(doc)
-    except ParamsProblem as exc:
-        raise BridgeError("validation_error", _rule_message(exc)) from None
-    typed = _typed_from_params(params)
-    return _convert({**typed, **envelope})
-
-
-def _rule_message(problem: ParamsProblem) -> str:
-    """The bridge's words for a broken document rule, naming the field."""
-    field = problem.field
-    if problem.kind == "missing":
-        return f"Object missing required field `{field}`"
-    if problem.kind == "switch":
-        return f"`{field}` is only valid with `p2TimeSetEnable` = 1 - at `$.{field}`"
-    return f"{problem} - at `$.{field}`"
-
-
-_API_NAME = {f.name: f.encode_name for f in msgspec.structs.fields(ControlParams)}
-
-
-def _need(params: ControlParams, *names: str) -> list[Any]:
-    values = [getattr(params, n) for n in names]
-    missing = [_API_NAME[n] for n, v in zip(names, values, strict=True) if v is None]
-    if missing:
-        raise BridgeError("validation_error", f"Object missing required field `{missing[0]}`")
-    return values
-
-
-def _hhmm(hour: int, minute: int) -> str:
-    return f"{hour:02d}:{minute:02d}"
-
-
-def _period(p: ControlParams, n: int) -> dict[str, list[str]]:
-    d_end = "discharger_end_time1" if n == 1 else "discharge_end_time2"
-    names = [f"charge_start_time{n}", f"charge_end_time{n}", f"discharge_start_time{n}", d_end]
-    values = _need(p, *[f"{name}_{unit}" for name in names for unit in ("hour", "minute")])
-    times = [_hhmm(values[i], values[i + 1]) for i in range(0, 8, 2)]
-    return {"charge": times[0:2], "discharge": times[2:4]}
-
-
-def _typed_from_params(p: ControlParams) -> dict[str, Any]:
-    """The typed command (as builtins) that an API-form payload describes."""
-    st, mode = p.super_type, p.mode
-    if st == 1:
-        (switch,) = _need(p, "system_swich")
-        return {"type": "system_switch", "on": bool(switch)}
-    if mode is None:
-        raise BridgeError("validation_error", "Object missing required field `mode`")
-    typed = _remote_from_params(p, mode) if st == 0 else _mode_from_params(p, mode) if st == 2 else None
-    if typed is None:
-        raise BridgeError("validation_error", f"mode {mode} is not valid for superType {st} - at `$.mode`")
-    return typed
-
-
-def _remote_from_params(p: ControlParams, mode: int) -> dict[str, Any] | None:
-    """superType 0 (remote control): exit (0), power (1), energy (2) or SOC (3) control; None otherwise."""
-    if mode == 0:
-        return {"type": "exit_remote_control", "timeout": p.timeout or 0}
-    if mode == 1:
-        active, reactive, duration, timeout = _need(p, "active_power", "reactive_power", "proid_time", "timeout")
-        if p.set_type not in (None, 1):
-            raise BridgeError("validation_error", "setType must be 1 in power control - at `$.setType`")
-        return {"type": "power_control", "active_power": active, "reactive_power": reactive, "duration": duration,
-                "timeout": timeout}  # fmt: skip
-    if mode in (2, 3):
-        target_name = "target_energy" if mode == 2 else "target_soc"
-        target, power, timeout = _need(p, target_name, "charger_power", "timeout")
-        kind = "energy_control" if mode == 2 else "soc_control"
-        return {"type": kind, target_name: target, "charge_power": power, "timeout": timeout, "update": p.set_type == 2}
-    return None
-
-
-def _mode_from_params(p: ControlParams, mode: int) -> dict[str, Any] | None:
-    """superType 2 (working mode): self-use, feed-in priority, backup, manual or schedule; None otherwise."""
-    if mode in (0, 1, 2):
-        min_soc, upper = _need(p, "min_soc", "charge_from_grid_upper_soc")
-        out: dict[str, Any] = {"type": ("self_use", "feed_in_priority", "backup")[mode], "min_soc": min_soc,
-                               "charge_upper_soc": upper}  # fmt: skip
-        if mode == 0:
-            (grid,) = _need(p, "charge_from_grid_en")
-            out["charge_from_grid"] = bool(grid)
-        return out
-    if mode == 3:
-        (manual,) = _need(p, "manual_mode")
-        return {"type": "manual", "action": _MANUAL[manual]}
-    if mode == 10:
-        out = {"type": "schedule", "period1": _period(p, 1)}
-        if p.p2_time_set_enable == 1:
-            out["period2"] = _period(p, 2)
-        return out
-    return None
 
 
 # ---- typed command -> API parameters -----------------------------------------------------------------
@@ -310,30 +197,41 @@ def to_params(command: Command) -> ControlParams:
     return _TO_PARAMS[type(command)](command)
 
 
+def _remote(mode: Literal[1, 2, 3], set_type: Literal[1, 2], timeout: int, **fields: Any) -> ControlParams:
+    """superType 0 (remote control) in `mode`; `set_type` 2 updates a target already running."""
+    return ControlParams(super_type=0, mode=mode, set_type=set_type, timeout=timeout, **fields)
+
+
 def _power_params(c: PowerControl) -> ControlParams:
-    return ControlParams(super_type=0, mode=1, set_type=1, active_power=c.active_power,
-                         reactive_power=c.reactive_power, proid_time=c.duration, timeout=c.timeout)  # fmt: skip
+    return _remote(1, 1, c.timeout, active_power=c.active_power, reactive_power=c.reactive_power, proid_time=c.duration)
 
 
 def _energy_params(c: EnergyControl) -> ControlParams:
-    return ControlParams(super_type=0, mode=2, set_type=2 if c.update else 1, target_energy=c.target_energy,
-                         charger_power=c.charge_power, timeout=c.timeout)  # fmt: skip
+    return _remote(2, 2 if c.update else 1, c.timeout, target_energy=c.target_energy, charger_power=c.charge_power)
 
 
 def _soc_params(c: SocControl) -> ControlParams:
-    return ControlParams(super_type=0, mode=3, set_type=2 if c.update else 1, target_soc=c.target_soc,
-                         charger_power=c.charge_power, timeout=c.timeout)  # fmt: skip
+    return _remote(3, 2 if c.update else 1, c.timeout, target_soc=c.target_soc, charger_power=c.charge_power)
 
 
 def _self_use_params(c: SelfUse) -> ControlParams:
-    return ControlParams(super_type=2, mode=0, min_soc=c.min_soc, charge_from_grid_upper_soc=c.charge_upper_soc,
-                         charge_from_grid_en=1 if c.charge_from_grid else 0)  # fmt: skip
+    return ControlParams(
+        super_type=2,
+        mode=0,
+        min_soc=c.min_soc,
+        charge_from_grid_upper_soc=c.charge_upper_soc,
+        charge_from_grid_en=1 if c.charge_from_grid else 0,
+    )
 
 
 def _reserve_params(c: FeedInPriority | Backup) -> ControlParams:
     """Feed-in priority (mode 1) and backup (mode 2): a minimum SOC and the grid-charging ceiling."""
-    return ControlParams(super_type=2, mode=1 if isinstance(c, FeedInPriority) else 2, min_soc=c.min_soc,
-                         charge_from_grid_upper_soc=c.charge_upper_soc)  # fmt: skip
+    return ControlParams(
+        super_type=2,
+        mode=1 if isinstance(c, FeedInPriority) else 2,
+        min_soc=c.min_soc,
+        charge_from_grid_upper_soc=c.charge_upper_soc,
+    )
 
 
 def _schedule_params(c: Schedule) -> ControlParams:
@@ -384,7 +282,7 @@ def echo(command: Command) -> dict[str, Any]:
     """The command as echoed in state messages: its type and parameters (defaults included), no envelope but
     a batch's `sns` (on `<prefix>/batch/state` they are what tells one batch from another)."""
     doc: dict[str, Any] = msgspec.to_builtins(command)
-    for name in _ENVELOPE_FIELDS:
+    for name in ENVELOPE_FIELDS:
         if name != "sns" or not doc.get("sns"):
             doc.pop(name, None)
     return doc

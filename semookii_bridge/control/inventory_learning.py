@@ -102,7 +102,10 @@ class Learner:
 
     async def after_management(self, op: str, payload: bytes) -> None:
         """A management call that added, moved or removed inverters succeeded: list the groups it touched
-        again at once (removed groups are just forgotten), so merging sees the fleet as it now is."""
+        again at once (removed groups are just forgotten), so merging sees the fleet as it now is; other ops
+        change nothing here."""
+        if op not in FLEET_OPS:
+            return
         decoded = msgspec.json.decode(payload or b"{}")  # it validated, so it is an object
         request: dict[str, Any] = decoded if isinstance(decoded, dict) else {}
         ids = [str(i) for i in ([request.get("id")] if request.get("id") is not None else request.get("ids") or [])]
@@ -110,7 +113,7 @@ class Learner:
             self.inventory.drop_groups(ids)
             return
         groups = [str(request["group_id"])] if op == "inverter/add" and request.get("group_id") else []
-        groups += [row[0] for i in ids if op in FLEET_OPS and (row := self.inventory.inverter_of(i)) is not None]
+        groups += [row[0] for i in ids if (row := self.inventory.inverter_of(i)) is not None]
         if groups:
             try:
                 await self.inventory.refresh_groups(self.api, groups)

@@ -74,18 +74,18 @@ class Lifecycle:
         dongle_of: Callable[[str], str | None] = lambda _sn: None,
         age_observer: Callable[[float], None] | None = None,
     ) -> None:
-        self.api = api
-        self.journal = journal
-        self.publisher = publisher
-        self.topics = topics
-        self.config = config
-        self.clock = clock
-        self.observer = observer
-        self.age_observer = age_observer
+        self.api, self.journal, self.publisher, self.topics = api, journal, publisher, topics
+        self.config, self.clock, self.observer, self.age_observer = config, clock, observer, age_observer
         self.polls = ResultPolls(
-            api=api, journal=journal, report=self, config=config, clock=clock, tokens=tokens, dongle_of=dongle_of,
+            api=api,
+            journal=journal,
+            report=self,
+            config=config,
+            clock=clock,
+            tokens=tokens,
+            dongle_of=dongle_of,
             concurrency=poll_concurrency,
-        )  # fmt: skip
+        )
         self._newest: dict[str, str] = {}
         self.recorded: Callable[[Sequence[Job]], None] | None = None
         """Called once the jobs' `sending` write is on record, just before their call (the safety lane's claim

@@ -28,7 +28,6 @@ NO_ANSWER = frozenset({"null", ""})
 """A device's result that means it has not answered (the API sends the string "null"; JSON null becomes it)."""
 
 
-
 def silent(results: dict[str, str]) -> list[str]:
     """The devices (dongle serials) in a results map that have not answered."""
     return [device for device, answer in results.items() if answer.strip() in NO_ANSWER]
@@ -81,13 +80,8 @@ class ResultPolls:
         dongle_of: Callable[[str], str | None],
         concurrency: int,
     ) -> None:
-        self.api = api
-        self.journal = journal
-        self.report = report
-        self.config = config
-        self.clock = clock
-        self.tokens = tokens
-        self.dongle_of = dongle_of
+        self.api, self.journal, self.report, self.config = api, journal, report, config
+        self.clock, self.tokens, self.dongle_of = clock, tokens, dongle_of
         self.backoff = Backoff(config.poll_initial, config.poll_max)
         self.schedule = PollSchedule(self.step, concurrency=concurrency, clock=clock)
         self.errors: dict[str, str] = {}
@@ -286,19 +280,11 @@ class ResultPolls:
             return results
         return {d: results[d] for d in dongles if d is not None and d in results}
 
-    def _end_tracked(
-        self,
-        job: Job,
-        status: Status,
-        *,
-        error: ErrorInfo | None = None,
-        results: dict[str, str] | None = None,
-        no_answer: list[str] | None = None,
-    ) -> None:
+    def _end_tracked(self, job: Job, status: Status, **outcome: Any) -> None:
         """Finish a command that was being polled, unless it ended meanwhile (replaced while a poll was on the
         wire): a command gets one terminal state, whichever step reaches it first."""
         if self._still_tracked(job.request_id):
-            self.report.finish(job, status, error=error, results=results, no_answer=no_answer)
+            self.report.finish(job, status, **outcome)
 
     def _still_tracked(self, request_id: str) -> bool:
         """Whether the command still waits for results (it may have been replaced while a poll was on the wire)."""

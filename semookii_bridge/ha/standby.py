@@ -64,8 +64,13 @@ class Presence:
         offline = msgspec.json.encode(InstanceState("offline", None, _now()))
         # a keepalive of about a lease: a silent cut from the broker shows within 1.5 leases (`membership.py`)
         mqtt = msgspec.structs.replace(cfg.mqtt, keepalive=max(2, round(cfg.ha.lease)))
-        self.session = MqttSession(mqtt, f"{cfg.mqtt.client_id}-{name}", will=lambda: Will(self.topic, offline),
-                                   on_connect=self._connected, on_message=self._seen)  # fmt: skip
+        self.session = MqttSession(
+            mqtt,
+            f"{cfg.mqtt.client_id}-{name}",
+            will=lambda: Will(self.topic, offline),
+            on_connect=self._connected,
+            on_message=self._seen,
+        )
 
     def _connected(self) -> None:
         self.session.subscribe([self.topics.instance_state("+")])
@@ -126,7 +131,10 @@ def fail_stop(reason: str, code: int = LOST_LEADERSHIP) -> None:
 
 
 async def open_postgres_journal(
-    cfg: BridgeConfig, stack: AsyncExitStack, *, on_leadership: Callable[[Leadership], None] = lambda _l: None,
+    cfg: BridgeConfig,
+    stack: AsyncExitStack,
+    *,
+    on_leadership: Callable[[Leadership], None] = lambda _l: None,
     api_held: Callable[[], bool] = lambda: False,
 ) -> Shared:
     """Connect to PostgreSQL, join the fleet of this journal (`membership.py`), wait to lead (with `[ha]`;
@@ -139,23 +147,32 @@ async def open_postgres_journal(
     presence = _present(cfg, stack) if cfg.ha.enabled else None
     candidate: list[Leadership] = []
     links = membership.Links(cfg, presence.session if presence else None, api_held)
-    await membership.join(cfg, db, stack, links, lambda: candidate[0] if candidate else None, fail_stop,
-                          sweep=presence.sweep if presence else None)  # fmt: skip
-    leadership, fence = None, None
-    if presence is not None:
-        def seen(lead: Leadership) -> None:
-            candidate.append(lead)
-            on_leadership(lead)
-
-        leadership = await _lead(cfg, stack, presence, seen)
-        assert leadership.epoch is not None
-        fence = Fence(leadership.epoch, leadership.name)
+    await membership.join(
+        cfg,
+        db,
+        stack,
+        links,
+        lambda: candidate[0] if candidate else None,
+        fail_stop,
+        sweep=presence.sweep if presence else None,
+    )
+    leadership, fence = await _lead(cfg, stack, presence, _seen(candidate, on_leadership)) if presence else (None, None)
     snapshot = await db.load()
     journal = SharedJournal(db, snapshot, fence=fence, on_fenced=lambda exc: fail_stop(str(exc)))
     stack.push_async_callback(journal.aclose)
     timeline = resume_shared(journal, snapshot.now, read_at=snapshot.read_at)
     journal.use_clock(timeline)
     return Shared(journal, timeline, leadership, db, presence)
+
+
+def _seen(candidate: list[Leadership], on_leadership: Callable[[Leadership], None]) -> Callable[[Leadership], None]:
+    """Keep the candidate (the fleet's heartbeat names it) and tell `on_leadership`."""
+
+    def seen(lead: Leadership) -> None:
+        candidate.append(lead)
+        on_leadership(lead)
+
+    return seen
 
 
 async def _set_up(db: Postgres, url: str, first_pause: float = 1.0, longest: float = 30.0) -> None:
@@ -182,19 +199,23 @@ def _present(cfg: BridgeConfig, stack: AsyncExitStack) -> Presence:
     return presence
 
 
-async def _lead(cfg: BridgeConfig, stack: AsyncExitStack, presence: Presence,
-                on_leadership: Callable[[Leadership], None]) -> Leadership:  # fmt: skip
-    """Wait as a standby until this instance holds the lease; released again by `stack`."""
+async def _lead(
+    cfg: BridgeConfig, stack: AsyncExitStack, presence: Presence, on_leadership: Callable[[Leadership], None]
+) -> tuple[Leadership, Fence]:
+    """Wait as a standby until this instance holds the lease (released again by `stack`); the lease and the fence
+    every journal write of this leader carries."""
     name = cfg.ha.instance_name()
-    lease_db = Postgres(cfg.journal.url, timeout=max(1.0, cfg.ha.lease / 2),
-                        settings=session_settings(cfg.ha.lease, name))  # fmt: skip
+    lease_db = Postgres(
+        cfg.journal.url, timeout=max(1.0, cfg.ha.lease / 2), settings=session_settings(cfg.ha.lease, name)
+    )
     stack.push_async_callback(lease_db.close)
     leadership = Leadership(lease_db, name, cfg.ha.lease, on_lost=fail_stop, on_role=presence.role)
     on_leadership(leadership)
     log.info("ha_standby name=%s lease=%g", name, cfg.ha.lease)
     await leadership.acquire()
     stack.push_async_callback(leadership.release)
-    return leadership
+    assert leadership.epoch is not None  # acquire() returns only once this instance holds an epoch
+    return leadership, Fence(leadership.epoch, leadership.name)
 
 
 __all__ = ["LOST_LEADERSHIP", "Fenced", "FleetMismatch", "Presence", "Shared", "fail_stop", "open_postgres_journal"]

@@ -15,7 +15,7 @@ import yaml
 from ..budget.report import Budget
 from ..control.commands import Command
 from ..control.statuses import TERMINAL
-from ..management import OPS
+from ..management.ops import OPS
 from .payloads import INTERFACE_VERSION, BridgeInfo, Response, StateMessage
 from .wire import Id
 
@@ -40,12 +40,16 @@ _INSTANCE: dict[str, Any] = {
     },
     "required": ["role", "epoch", "since"],
 }
+
+
 def _schema_hook(type_: type) -> dict[str, Any]:
     """Schemas for the project's own scalar types."""
     if type_ is Id:
-        return {"anyOf": [{"type": "string", "pattern": "^[0-9]{1,64}$"}, {"type": "integer", "minimum": 0}],
-                "description": "An id: ASCII digits, as a string (19-digit ids exceed JSON's safe integers), "
-                "or as an integer on input."}  # fmt: skip
+        return {
+            "anyOf": [{"type": "string", "pattern": "^[0-9]{1,64}$"}, {"type": "integer", "minimum": 0}],
+            "description": "An id: ASCII digits, as a string (19-digit ids exceed JSON's safe integers), "
+            "or as an integer on input.",
+        }
     raise NotImplementedError(type_)
 
 
@@ -59,8 +63,12 @@ def json_schemas() -> dict[str, Any]:
     (command, *_), components = msgspec.json.schema_components(
         [Command, StateMessage, Response, Budget, BridgeInfo, *requests], ref_template=REF, schema_hook=_schema_hook
     )
-    schemas: dict[str, Any] = {**components, "Command": command, "BridgePresence": _PRESENCE,
-                               "InstanceState": _INSTANCE}  # fmt: skip
+    schemas: dict[str, Any] = {
+        **components,
+        "Command": command,
+        "BridgePresence": _PRESENCE,
+        "InstanceState": _INSTANCE,
+    }
     schemas["StateMessage"]["properties"]["command"] = {
         "anyOf": [{"$ref": REF.format(name="Command")}, {"type": "null"}],
         "description": "The command as understood: its type and parameters, without request_id, ttl, expires_at "
@@ -90,14 +98,19 @@ def _channel(address: str, message: str, description: str, **parameters: str | d
         "messages": {message: {"$ref": f"#/components/messages/{message}"}},
     }
     if parameters:
-        channel["parameters"] = {name: text if isinstance(text, dict) else {"description": text}
-                                 for name, text in parameters.items()}  # fmt: skip
+        channel["parameters"] = {
+            name: text if isinstance(text, dict) else {"description": text} for name, text in parameters.items()
+        }
     return channel
 
 
 def _message(schema: str, summary: str) -> dict[str, Any]:
-    return {"name": schema, "summary": summary, "contentType": "application/json",
-            "payload": {"$ref": REF.format(name=schema)}}  # fmt: skip
+    return {
+        "name": schema,
+        "summary": summary,
+        "contentType": "application/json",
+        "payload": {"$ref": REF.format(name=schema)},
+    }
 
 
 def asyncapi(prefix: str = "vpp") -> dict[str, Any]:
@@ -128,9 +141,11 @@ def asyncapi(prefix: str = "vpp") -> dict[str, Any]:
     }
 
 
-SAFETY = ("The safety lane: only manual stop, exit_remote_control and system_switch off (others are `rejected` "
-          "with `not_allowed`), read on an MQTT session of its own and sent at the next token; states on the "
-          "target's ordinary state topic.")
+SAFETY = (
+    "The safety lane: only manual stop, exit_remote_control and system_switch off (others are `rejected` "
+    "with `not_allowed`), read on an MQTT session of its own and sent at the next token; states on the "
+    "target's ordinary state topic."
+)
 
 
 def _channels(prefix: str) -> dict[str, Any]:
@@ -147,18 +162,28 @@ def _channels(prefix: str) -> dict[str, Any]:
         "groupState": _channel(f"{prefix}/group/{{groupId}}/state", "state", state, **group),
         "inverterState": _channel(f"{prefix}/inverter/{{sn}}/state", "state", state, **sn),
         "batchState": _channel(f"{prefix}/batch/state", "state", "Lifecycle states of batch commands."),
-        "request": _channel(f"{prefix}/bridge/request/{{resource}}/{{action}}", "request",
-                            "Management requests: one op per resource and action (" + ", ".join(OPS) + ").",
-                            **_op_levels()),
-        "response": _channel(f"{prefix}/bridge/response/{{resource}}/{{action}}", "response",
-                             "Management answers, on the request's resource and action.", **_op_levels()),
+        "request": _channel(
+            f"{prefix}/bridge/request/{{resource}}/{{action}}",
+            "request",
+            "Management requests: one op per resource and action (" + ", ".join(OPS) + ").",
+            **_op_levels(),
+        ),
+        "response": _channel(
+            f"{prefix}/bridge/response/{{resource}}/{{action}}",
+            "response",
+            "Management answers, on the request's resource and action.",
+            **_op_levels(),
+        ),
         "bridgeState": _channel(f"{prefix}/bridge/state", "presence", "Retained presence; the MQTT will."),
         "bridgeInfo": _channel(f"{prefix}/bridge/info", "info", "Retained description of the running bridge."),
         "bridgeBudget": _channel(f"{prefix}/bridge/budget", "budget", "Retained API budget, at most once a second."),
-        "instanceState": _channel(f"{prefix}/bridge/instance/{{name}}/state", "instance",
-                                  "Retained role of each bridge (a second copy without `[ha]` finds the first here).",
-                                  name="The instance's `ha.name` (`<host>-<pid>` when unset)."),
-    }  # fmt: skip
+        "instanceState": _channel(
+            f"{prefix}/bridge/instance/{{name}}/state",
+            "instance",
+            "Retained role of each bridge (a second copy without `[ha]` finds the first here).",
+            name="The instance's `ha.name` (`<host>-<pid>` when unset).",
+        ),
+    }
 
 
 def _op_levels() -> dict[str, dict[str, Any]]:
@@ -167,9 +192,11 @@ def _op_levels() -> dict[str, dict[str, Any]]:
     actions = sorted({op.split("/")[1] for op in OPS})
     return {
         "resource": {"enum": resources, "description": "What the op acts on (the op's first level)."},
-        "action": {"enum": actions, "description": "What it does (the second level); the pairs are the ops: "
-                   + ", ".join(OPS) + "."},
-    }  # fmt: skip
+        "action": {
+            "enum": actions,
+            "description": "What it does (the second level); the pairs are the ops: " + ", ".join(OPS) + ".",
+        },
+    }
 
 
 def _messages() -> dict[str, Any]:
@@ -177,16 +204,20 @@ def _messages() -> dict[str, Any]:
     return {
         "command": _message("Command", "A control command (QoS 1, not retained)."),
         "state": _message("StateMessage", "One lifecycle step; terminal: " + ", ".join(sorted(TERMINAL)) + "."),
-        "request": {"name": "Request", "summary": "A management request; its fields depend on the op.",
-                    "contentType": "application/json",
-                    "payload": {"oneOf": [{"$ref": REF.format(name=_request_name(o))} for o in OPS]}},
+        "request": {
+            "name": "Request",
+            "summary": "A management request; its fields depend on the op.",
+            "contentType": "application/json",
+            "payload": {"oneOf": [{"$ref": REF.format(name=_request_name(o))} for o in OPS]},
+        },
         "response": _message("Response", "`{status, data, error, transaction}`."),
         "presence": _message("BridgePresence", "online / offline."),
         "info": _message("BridgeInfo", "Versions and limits."),
         "budget": _message("Budget", "Calls used and left, by kind."),
-        "instance": _message("InstanceState",
-                             "leader / standby / offline (hot standby, with the lease's epoch) or single (no `[ha]`)."),
-    }  # fmt: skip
+        "instance": _message(
+            "InstanceState", "leader / standby / offline (hot standby, with the lease's epoch) or single (no `[ha]`)."
+        ),
+    }
 
 
 def asyncapi_yaml(prefix: str = "vpp") -> str:

@@ -73,8 +73,11 @@ class Topics:
 
     def safety_subscriptions(self) -> list[str]:
         """The safety lane's filters, read on an MQTT session of their own."""
-        return [f"{self.prefix}/safety/group/+/set", f"{self.prefix}/safety/inverter/+/set",
-                f"{self.prefix}/safety/batch/set"]
+        return [
+            f"{self.prefix}/safety/group/+/set",
+            f"{self.prefix}/safety/inverter/+/set",
+            f"{self.prefix}/safety/batch/set",
+        ]
 
     def parse(self, topic: str) -> Route | None:
         """The route of an incoming topic, or None when it is not one of ours."""
@@ -132,4 +135,3 @@ class Topics:
     def response(self, op: str) -> str:
         """Where the answer to a management request is published (unless MQTT 5 names another)."""
         return f"{self.prefix}/bridge/response/{op}"
-

@@ -27,7 +27,9 @@ from .timeline import Anchor, since_boot
 
 log = logging.getLogger(__name__)
 
-SCHEMA = create_tables("postgres") + """
+SCHEMA = (
+    create_tables("postgres")
+    + """
 CREATE INDEX IF NOT EXISTS commands_received_at ON commands (received_at);
 ALTER TABLE commands ADD COLUMN IF NOT EXISTS request_key BIGINT GENERATED ALWAYS AS (KEY(request_id)) STORED;
 ALTER TABLE commands ADD COLUMN IF NOT EXISTS delivery_key BIGINT GENERATED ALWAYS AS (KEY(delivery_hash)) STORED;
@@ -47,6 +49,7 @@ CREATE TABLE IF NOT EXISTS members (
     api_ok BOOLEAN NOT NULL DEFAULT true
 );
 """.replace("KEY(request_id)", key_sql("request_id")).replace("KEY(delivery_hash)", key_sql("delivery_hash"))
+)
 """The finished rows' 64-bit keys (`history.py`) are kept by the database and indexed, so a takeover
 reads them in order without hashing or sorting anything."""
 
@@ -54,8 +57,10 @@ _UPSERT = (
     f"INSERT INTO commands ({','.join(COLUMNS)}) VALUES ({','.join(f'${i + 1}' for i in range(len(COLUMNS)))}) "  # noqa: S608
     f"ON CONFLICT (request_id) DO UPDATE SET {','.join(f'{c} = EXCLUDED.{c}' for c in COLUMNS[1:])}"
 )
-_FENCE = ("SELECT 1 FROM ha_lease WHERE id = 1 AND epoch = $1 AND holder = $2 AND expires_at > clock_timestamp() "
-          "FOR KEY SHARE")  # fmt: skip
+_FENCE = (
+    "SELECT 1 FROM ha_lease WHERE id = 1 AND epoch = $1 AND holder = $2 AND expires_at > clock_timestamp() "
+    "FOR KEY SHARE"
+)
 """A fenced write holds the lease row's weakest lock: the holder's own renewal (an update of `expires_at`) does
 not wait for it, while a takeover, which locks the row `FOR UPDATE` first, waits until the write is done."""
 _TAKE_ROW = "SELECT 1 FROM ha_lease WHERE id = 1 FOR UPDATE"
@@ -65,9 +70,11 @@ _TAKE = (
     "expires_at = clock_timestamp() + $2 * interval '1 second' "
     "WHERE id = 1 AND expires_at <= clock_timestamp() RETURNING epoch"
 )
-_END_EXPIRED = ("SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a JOIN ha_lease l ON l.id = 1 "
-                "WHERE l.expires_at <= clock_timestamp() AND l.holder <> '' AND a.application_name = $1 || l.holder "
-                "AND a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL")  # fmt: skip
+_END_EXPIRED = (
+    "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a JOIN ha_lease l ON l.id = 1 "
+    "WHERE l.expires_at <= clock_timestamp() AND l.holder <> '' AND a.application_name = $1 || l.holder "
+    "AND a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL"
+)
 _ROWS = f"SELECT {','.join(COLUMNS)} FROM commands WHERE status = ANY($1::text[]) OR announced = 0"  # noqa: S608
 """The rows a takeover loads whole: open commands and finished ones whose state is not yet announced."""
 _KEYS = (
@@ -101,9 +108,14 @@ def session_settings(lease: float, name: str = "") -> dict[str, str]:
     leader whose lease expired; a transaction left idle ends after half a lease; a silent peer is noticed within
     about a lease (keepalives, TCP_USER_TIMEOUT)."""
     half = max(100, int(lease * 500))
-    return {"application_name": APPLICATION + name, "idle_in_transaction_session_timeout": str(half),
-            "tcp_user_timeout": str(2 * half), "tcp_keepalives_idle": str(max(1, int(lease / 3))),
-            "tcp_keepalives_interval": "1", "tcp_keepalives_count": "2"}  # fmt: skip
+    return {
+        "application_name": APPLICATION + name,
+        "idle_in_transaction_session_timeout": str(half),
+        "tcp_user_timeout": str(2 * half),
+        "tcp_keepalives_idle": str(max(1, int(lease / 3))),
+        "tcp_keepalives_interval": "1",
+        "tcp_keepalives_count": "2",
+    }
 
 
 class Postgres:
@@ -118,8 +130,9 @@ class Postgres:
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             try:
-                self._conn = await asyncpg.connect(self.url, timeout=self.timeout, command_timeout=self.timeout,
-                                                 server_settings=self.settings)  # fmt: skip
+                self._conn = await asyncpg.connect(
+                    self.url, timeout=self.timeout, command_timeout=self.timeout, server_settings=self.settings
+                )
             except (*_TRANSIENT, TimeoutError) as exc:
                 raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from None
         return self._conn
@@ -232,8 +245,10 @@ class Postgres:
 
     async def renew(self, epoch: int, holder: str, lease: float) -> bool:
         """Extend a lease still held; False when it was lost (expired, or taken over)."""
-        sql = ("UPDATE ha_lease SET expires_at = clock_timestamp() + $3 * interval '1 second' WHERE id = 1 "
-               "AND epoch = $1 AND holder = $2 AND expires_at > clock_timestamp() RETURNING 1")  # fmt: skip
+        sql = (
+            "UPDATE ha_lease SET expires_at = clock_timestamp() + $3 * interval '1 second' WHERE id = 1 "
+            "AND epoch = $1 AND holder = $2 AND expires_at > clock_timestamp() RETURNING 1"
+        )
         return await self._run(lambda conn: conn.fetchval(sql, epoch, holder, lease)) is not None
 
     async def release(self, epoch: int, holder: str) -> None:
@@ -249,25 +264,29 @@ class Postgres:
 
     async def next_value(self, key: str) -> int:
         """A counter that grows by one per call (the Sparkplug bdSeq), kept with the journal."""
-        sql = ("INSERT INTO kv VALUES ($1, 0) ON CONFLICT (key) DO UPDATE SET value = kv.value + 1 "
-               "RETURNING value")  # fmt: skip
+        sql = "INSERT INTO kv VALUES ($1, 0) ON CONFLICT (key) DO UPDATE SET value = kv.value + 1 RETURNING value"
         return int(await self._run(lambda conn: conn.fetchval(sql, key)))
 
     # ---- the fleet ----------------------------------------------------------------------------------
 
     async def register(self, member: Member) -> float:
         """Add or refresh this bridge's registration (the heartbeat); when it joined, by the database's clock."""
-        sql = ("INSERT INTO members VALUES ($1, $2, $3, $4, extract(epoch FROM clock_timestamp()), "
-               "extract(epoch FROM clock_timestamp()), $5, $6) ON CONFLICT (instance) DO UPDATE SET "
-               "seen = EXCLUDED.seen, broker_ok = $5, api_ok = $6 RETURNING joined")  # fmt: skip
+        sql = (
+            "INSERT INTO members VALUES ($1, $2, $3, $4, extract(epoch FROM clock_timestamp()), "
+            "extract(epoch FROM clock_timestamp()), $5, $6) ON CONFLICT (instance) DO UPDATE SET "
+            "seen = EXCLUDED.seen, broker_ok = $5, api_ok = $6 RETURNING joined"
+        )
         m, settings = member, msgspec.json.encode(member.settings).decode()
-        return float(await self._run(lambda conn: conn.fetchval(sql, m.instance, m.name, m.ha, settings, m.broker_ok,
-                                                                m.api_ok)))  # fmt: skip
+        return float(
+            await self._run(lambda conn: conn.fetchval(sql, m.instance, m.name, m.ha, settings, m.broker_ok, m.api_ok))
+        )
 
     async def members(self, window: float) -> list[Member]:
         """The bridges whose heartbeat is younger than `window` seconds (older rows are deleted after a day)."""
-        sql = ("SELECT instance, name, ha, settings, joined, seen, broker_ok, api_ok FROM members "
-               "WHERE seen > extract(epoch FROM clock_timestamp()) - $1")  # fmt: skip
+        sql = (
+            "SELECT instance, name, ha, settings, joined, seen, broker_ok, api_ok FROM members "
+            "WHERE seen > extract(epoch FROM clock_timestamp()) - $1"
+        )
 
         async def work(conn: asyncpg.Connection) -> list[Any]:
             await conn.execute("DELETE FROM members WHERE seen < extract(epoch FROM clock_timestamp()) - 86400")
@@ -295,14 +314,20 @@ async def _history(conn: asyncpg.Connection) -> History:
 async def _flush_small(conn: asyncpg.Connection, batch: Batch) -> None:
     """The one-row tables of a batch: the day's calls, the limiter, the timeline's anchor."""
     if batch.calls:
-        await conn.executemany("INSERT INTO api_calls VALUES ($1, $2) ON CONFLICT (day) DO UPDATE SET used = $2",
-                               list(batch.calls.items()))  # fmt: skip
+        await conn.executemany(
+            "INSERT INTO api_calls VALUES ($1, $2) ON CONFLICT (day) DO UPDATE SET used = $2", list(batch.calls.items())
+        )
     if batch.bucket is not None:
         b = batch.bucket
-        await conn.execute("INSERT INTO limiter VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET "
-                           "tokens = $1, stamp = $2, paused_until = $3, banned_until = $4",
-                           b.tokens, b.stamp, b.paused_until, b.banned_until)  # fmt: skip
+        await conn.execute(
+            "INSERT INTO limiter VALUES (1, $1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET "
+            "tokens = $1, stamp = $2, paused_until = $3, banned_until = $4",
+            *b,
+        )
     if batch.anchor is not None:
         a = batch.anchor
-        await conn.execute('INSERT INTO clock VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET boot_id = $1, '
-                           '"offset" = $2, high = $3', a.boot_id, a.offset, a.high)  # fmt: skip
+        await conn.execute(
+            "INSERT INTO clock VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET boot_id = $1, "
+            '"offset" = $2, high = $3',
+            *msgspec.structs.astuple(a),
+        )

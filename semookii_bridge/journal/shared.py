@@ -167,9 +167,14 @@ class SharedJournal:
     def _batch(self) -> Batch:
         """What changed since the last flush, taken out of the dirty sets."""
         rows = [tuple(getattr(self._rows[r], c) for c in COLUMNS) for r in self._dirty if r in self._rows]
-        batch = Batch(rows=rows, deleted=sorted(self._deleted), calls={d: self._calls[d] for d in self._dirty_calls},
-                      bucket=self._bucket if self._dirty_bucket else None,
-                      anchor=self._anchor if self._dirty_anchor else None, sweep_before=self._sweep)  # fmt: skip
+        batch = Batch(
+            rows=rows,
+            deleted=sorted(self._deleted),
+            calls={d: self._calls[d] for d in self._dirty_calls},
+            bucket=self._bucket if self._dirty_bucket else None,
+            anchor=self._anchor if self._dirty_anchor else None,
+            sweep_before=self._sweep,
+        )
         self._dirty, self._deleted, self._dirty_calls = set(), set(), set()
         self._dirty_bucket = self._dirty_anchor = False
         return batch

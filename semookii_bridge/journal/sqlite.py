@@ -27,17 +27,20 @@ from .timeline import Anchor
 log = logging.getLogger(__name__)
 
 
-_SCHEMA = create_tables("sqlite") + """
+_SCHEMA = (
+    create_tables("sqlite")
+    + """
 CREATE INDEX IF NOT EXISTS commands_delivery ON commands(delivery_hash);
 CREATE INDEX IF NOT EXISTS commands_received ON commands(received_at);
 CREATE INDEX IF NOT EXISTS commands_call ON commands(command_id);
 """
+)
 # No index on status or updated_at: both change on every step (index churn cost ~30 us per command),
 # and open or unannounced rows are only looked for at start-up, where a scan is fine. command_id is set
 # once, at `accepted`, and each result poll looks up the commands that share one control call by it.
 
 
-_TRACKED_MARKS = ','.join('?' * len(TRACKED))
+_TRACKED_MARKS = ",".join("?" * len(TRACKED))
 _INSERT = f"INSERT INTO commands ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})"  # noqa: S608
 
 

@@ -128,7 +128,11 @@ def _after_reboot(
 
 
 def resume_shared(
-    store: AnchorStore, now: float, *, elapsed: Callable[[], float] = since_boot, wall: Callable[[], float] = time.time,
+    store: AnchorStore,
+    now: float,
+    *,
+    elapsed: Callable[[], float] = since_boot,
+    wall: Callable[[], float] = time.time,
     read_at: float | None = None,
 ) -> Timeline:
     """The timeline of a journal shared by several hosts (PostgreSQL): no boot clock is common to them, so it

@@ -98,8 +98,9 @@ class BufferedClient(paho.Client):
     (reconnect() runs in an executor thread) paho reads and writes directly, as before.
     """
 
-    def __init__(self, *args: Any, loop_thread: Callable[[], int], on_pending: Callable[[], None],
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, *args: Any, loop_thread: Callable[[], int], on_pending: Callable[[], None], **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.pending = bytearray()
         self.pending_sock: Any = None

@@ -40,8 +40,11 @@ def unreachable(where: str, exc: BaseException) -> MqttFailure:
 def refused(where: str, code: int, reason: str) -> MqttFailure:
     """The broker at `where` answered CONNACK with the failure `code`."""
     if code in NOT_AUTHORIZED:
-        return MqttFailure("not_authorized", f"the broker at {where} refused the credentials: not authorized "
-                           "(check mqtt.username and mqtt.password or mqtt.password_file)")  # fmt: skip
+        return MqttFailure(
+            "not_authorized",
+            f"the broker at {where} refused the credentials: not authorized "
+            "(check mqtt.username and mqtt.password or mqtt.password_file)",
+        )
     return MqttFailure("refused", f"the broker at {where} refused the connection: {reason}")
 
 
@@ -88,21 +91,31 @@ class ConnectionWatch:
                 "mqtt_flapping host=%s port=%d client_id=%s cause=%s", self.host, self.port, self.client_id, cause
             )
         elif len(self._short) >= TAKEOVER_COUNT:
-            text = (f"session taken over by another client with the same client_id {self.client_id!r} "
-                    f"({len(self._short)} times in {TAKEOVER_WINDOW:g} s): stop the other client; two bridges on one "
-                    "prefix would each send every command, so run one, or a hot standby ([ha] on PostgreSQL)")
+            text = (
+                f"session taken over by another client with the same client_id {self.client_id!r} "
+                f"({len(self._short)} times in {TAKEOVER_WINDOW:g} s): stop the other client; two bridges on one "
+                "prefix would each send every command, so run one, or a hot standby ([ha] on PostgreSQL)"
+            )
             self._fail(MqttFailure("taken_over", text), logging.ERROR)
             if self.on_takeover is not None and self.last is not None:
                 self.on_takeover(self.last)
 
     def _fail(self, failure: MqttFailure, level: int) -> None:
         self.last = failure
-        log.log(level, "mqtt_%s host=%s port=%d client_id=%s cause=%s", failure.kind, self.host, self.port,
-                self.client_id, failure.message)  # fmt: skip
+        log.log(
+            level,
+            "mqtt_%s host=%s port=%d client_id=%s cause=%s",
+            failure.kind,
+            self.host,
+            self.port,
+            self.client_id,
+            failure.message,
+        )
 
     def error(self, waited: float) -> MqttFailure:
         """What `start` raises when no connection came up within `waited` seconds."""
         if self.last is not None:
             return self.last
-        return MqttFailure("unreachable", f"broker unreachable at {self.host}:{self.port}: no CONNACK within "
-                           f"{waited:g} s")  # fmt: skip
+        return MqttFailure(
+            "unreachable", f"broker unreachable at {self.host}:{self.port}: no CONNACK within {waited:g} s"
+        )

@@ -27,17 +27,15 @@ from ..config import MqttConfig
 from ..interface import wire
 from ..interface.payloads import Incoming
 from ..interface.topics import Topics
-from .client import READ_PACKETS, BufferedClient, Will, build_client, incoming_of, no_delay
+from .client import BufferedClient, Will, build_client, incoming_of, no_delay
 from .failures import ConnectionWatch
 from .outbox import Outbox
+from .socket_watch import SocketWatch
 
 log = logging.getLogger(__name__)
 
 ACK_BATCH = 64
 """Messages taken from the inbox per turn; their journal writes share one commit and then are acknowledged."""
-URGENT_PAUSE, URGENT_PACKETS = 0.01, 16
-"""While a stop on the safety lane is on its way, the ordinary socket is read this many packets at a time, with
-this many seconds between: ordinary commands still flow (and may supersede the stop), a storm does not."""
 
 
 def _presence(state: str) -> bytes:
@@ -81,12 +79,14 @@ class MqttLink:
         self._consumer: asyncio.Task[None] | None = None
         self._connector: asyncio.Task[None] | None = None
         self._misc: asyncio.TimerHandle | None = None
-        self._sock: Any = None
-        self._fd, self._loop_thread, self.reconnects = -1, 0, 0
-        self._writing = self._stopping = self._ever_connected = self._flush_scheduled = False
+        self.reconnects = 0
+        self._stopping = self._ever_connected = False
+        self._watch = SocketWatch(urgent)
         self.watch = ConnectionWatch(config.host, config.port, config.client_id)
         self._client = self._make_client()
-        self.outbox = Outbox(self._client, v5=self._v5, flush=self._flush)
+        self.outbox = Outbox(self._client, v5=self._v5, flush=self._watch.flush)
+        self.publish = self.outbox.publish
+        """Publish with QoS 1 through the outbox (in order, never dropped); `on_sent` runs on the broker's ack."""
 
     @property
     def connected(self) -> bool:
@@ -101,18 +101,21 @@ class MqttLink:
 
     def _make_client(self) -> BufferedClient:
         will = None if self.safety else Will(self.topics.bridge_state, _presence("offline"), delay=self._will_delay)
-        client = build_client(self.config, will, loop_thread=lambda: self._loop_thread, on_pending=self._schedule_flush)
+        client = build_client(
+            self.config, will, loop_thread=lambda: self._watch.loop_thread, on_pending=self._watch.schedule_flush
+        )
         client.on_connect = self._paho_connect
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
-        client.on_socket_open = self._paho_socket_open
-        client.on_socket_close = self._paho_socket_close
+        client.on_socket_open = self._watch.socket_open
+        client.on_socket_close = self._watch.socket_close
+        self._watch.client = client
         return client
 
     async def start(self, wait_seconds: float = 30.0) -> None:
         """Connect (retrying with backoff) and wait for the first connection; messages wait for `deliver()`."""
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        self._watch.loop, self._watch.loop_thread = self._loop, threading.get_ident()
         self._connector = self._loop.create_task(self._keep_connected())
         self._misc = self._loop.call_later(1.0, self._keepalive)
         deadline = self._loop.time() + wait_seconds
@@ -148,10 +151,10 @@ class MqttLink:
         else:
             await self._say_offline()
             self._client.disconnect()
-        self._flush()
+        self._watch.flush()
         if self._misc is not None:
             self._misc.cancel()
-        self._detach()
+        self._watch.detach()
 
     async def _say_offline(self) -> None:
         """Publish the retained `offline` and wait (up to 2 s) for the broker to have it."""
@@ -198,95 +201,11 @@ class MqttLink:
             lost.cancel()
         return self._connected.is_set()
 
-    def _paho_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        # Called from the executor thread that runs reconnect(): let the loop look at paho's socket.
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._sync_socket)
-
-    def _paho_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        # On the loop thread when the connection drops (loop_read): stop watching before it is closed.
-        # On the executor thread in reconnect(): the loop looks again when it can.
-        if self._loop is None:
-            return
-        if threading.get_ident() == self._loop_thread:
-            self._sync_socket()
-        else:
-            self._loop.call_soon_threadsafe(self._sync_socket)
-
-    def _sync_socket(self) -> None:
-        """Watch exactly paho's current socket. The open/close callbacks can arrive late and out of order
-        (a connection attempt may fail before the loop hears of it), so the only truth is client.socket()."""
-        sock = self._client.socket()
-        fd = sock.fileno() if sock is not None else -1
-        if sock is self._sock and fd == self._fd:
-            return
-        self._detach()
-        if fd < 0 or self._loop is None:
-            return
-        self._loop.add_reader(fd, self._readable)
-        self._sock, self._fd = sock, fd
-        self._flush()
-
-    def _detach(self) -> None:
-        """Stop watching the socket we watched (by the fd number it had: a closed socket reports -1)."""
-        if self._sock is None:
-            return
-        if self._loop is not None:
-            self._loop.remove_reader(self._fd)
-            if self._writing:
-                self._loop.remove_writer(self._fd)
-        self._writing = False
-        self._sock, self._fd = None, -1
-
-    def _readable(self) -> None:
-        urgent = self._urgent is not None and self._urgent() and self._loop is not None
-        self._client.loop_read(URGENT_PACKETS if urgent else READ_PACKETS)
-        self._flush()
-        if urgent and self._loop is not None:
-            self._detach()  # a stop is on its way: its steps go before this socket's storm; a little at a time
-            self._loop.call_later(URGENT_PAUSE, self._resume_reading)
-        elif self._client.has_unread() and self._loop is not None:
-            self._loop.call_soon(self._readable)  # stopped at READ_PACKETS; the rest is in our buffer
-
-    def _resume_reading(self) -> None:
-        """Watch the socket again; what is already buffered is read at the next turn (the socket will not wake us
-        for it, and a PINGRESP left there would end the connection at the keepalive)."""
-        self._sync_socket()
-        if self._client.has_unread() and self._loop is not None:
-            self._loop.call_soon(self._readable)
-
-    def _writable(self) -> None:
-        self._client.loop_write()
-        self._flush()
-
-    def _schedule_flush(self) -> None:
-        """Packets are pending: send them at the end of this loop turn, together with any that follow."""
-        if not self._flush_scheduled and self._loop is not None:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        """Send what is pending; watch for writability only while bytes are left that could not be written."""
-        self._flush_scheduled = False
-        if self._sock is not self._client.socket():
-            self._sync_socket()
-            return
-        if self._sock is None or self._loop is None:
-            return
-        self._client.send_pending()
-        wants = self._client.want_write() or bool(self._client.pending)
-        if wants and not self._writing:
-            self._loop.add_writer(self._fd, self._writable)
-            self._writing = True
-        elif not wants and self._writing:
-            self._loop.remove_writer(self._fd)
-            self._writing = False
-
     def _keepalive(self) -> None:
         try:
             if self._client.socket() is not None:
                 self._client.loop_misc()
-            self._flush()
+            self._watch.flush()
         finally:
             # Reschedule whatever happened: without loop_misc a dead connection would never be noticed.
             if self._loop is not None and not self._stopping:
@@ -352,7 +271,7 @@ class MqttLink:
             self._client.subscribe([(f, options) for f in filters])
         else:
             self._client.subscribe([(f, 1) for f in filters])
-        self._flush()
+        self._watch.flush()
 
     async def _consume(self) -> None:
         """Hand over what has arrived (up to ACK_BATCH messages), wait until it is durable, then ack it all.
@@ -375,22 +294,7 @@ class MqttLink:
             for msg in batch:
                 if msg.qos > 0:
                     self._client.ack(msg.mid, msg.qos)
-            self._flush()
+            self._watch.flush()
             # Let HTTP sends and timers run between batches: during a flood the inbox is never empty,
             # and without this the intake held the loop while sends that had their tokens waited.
             await asyncio.sleep(0)
-
-    def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        retain: bool = False,
-        correlation_data: bytes | None = None,
-        on_sent: Callable[[], None] | None = None,
-        response_topic: str | None = None,
-        message_expiry: int | None = None,
-    ) -> None:
-        """Publish with QoS 1 through the outbox (in order, never dropped); `on_sent` runs on the broker's ack."""
-        self.outbox.publish(topic, payload, retain=retain, correlation_data=correlation_data, on_sent=on_sent,
-                             response_topic=response_topic, message_expiry=message_expiry)  # fmt: skip

@@ -96,8 +96,9 @@ class Outbox:
 
     def _hand_to_paho(self, message: _Outgoing) -> bool:
         """Give paho one publish; False when it refused it (no room or its packet id is in use)."""
-        info = self._client.publish(message.topic, message.payload, qos=1, retain=message.retain,
-                                    properties=message.properties)  # fmt: skip
+        info = self._client.publish(
+            message.topic, message.payload, qos=1, retain=message.retain, properties=message.properties
+        )
         if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
             return False
         if message.on_sent is not None:

@@ -14,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ..config import MqttConfig
 from ..interface.payloads import Incoming
-from .client import Will, credentials
+from .client import Will, credentials, incoming_of
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,12 @@ class MqttSession:
         session expiry, as Sparkplug requires)."""
         v5 = self.cfg.protocol == 5
         kwargs: dict[str, Any] = {} if v5 else {"clean_session": True}
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=paho.MQTTv5 if v5 else paho.MQTTv311, **kwargs)  # fmt: skip
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            **kwargs,
+        )
         credentials(client, self.cfg)
         client.reconnect_delay_set(max(1, int(self.cfg.reconnect_min)), max(1, int(self.cfg.reconnect_max)))
         client.on_pre_connect = self._paho_pre_connect
@@ -109,8 +113,7 @@ class MqttSession:
             self._loop.call_soon_threadsafe(self._disconnected_in_loop, str(reason))
 
     def _paho_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        incoming = Incoming(topic=message.topic, payload=bytes(message.payload), qos=message.qos,
-                            retain=bool(message.retain), dup=bool(message.dup), mid=message.mid)  # fmt: skip
+        incoming = incoming_of(message)
         if self._loop is not None and client is self._client:
             self._loop.call_soon_threadsafe(self._on_message, incoming)
 

@@ -88,8 +88,9 @@ async def _secure(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
-    return web.Response(body=wire.encode(doc), status=status, content_type="application/json",
-                        headers={"Cache-Control": "no-store"})  # fmt: skip
+    return web.Response(
+        body=wire.encode(doc), status=status, content_type="application/json", headers={"Cache-Control": "no-store"}
+    )
 
 
 def make_app(

@@ -97,8 +97,12 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         event, extra = fields(record)
-        doc: dict[str, Any] = {"ts": _rfc3339(record), "level": record.levelname.lower(), "logger": record.name,
-                               "event": event}  # fmt: skip
+        doc: dict[str, Any] = {
+            "ts": _rfc3339(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": event,
+        }
         doc.update({k: v for k, v in extra.items() if k not in doc})
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)

@@ -69,15 +69,23 @@ class LiveCollector(Collector):
         yield _gauge("semookii_commands_queued", "Control commands waiting to be sent", s.queued)
         yield _gauge("semookii_commands_in_flight", "Control calls on the wire", s.in_flight)
         yield _gauge("semookii_commands_tracking", "Accepted commands being polled", s.tracking)
-        yield _gauge("semookii_oldest_queued_command_age_seconds",
-                     "Age of the longest-waiting queued command (0: none queued)", s.oldest_queued)  # fmt: skip
+        yield _gauge(
+            "semookii_oldest_queued_command_age_seconds",
+            "Age of the longest-waiting queued command (0: none queued)",
+            s.oldest_queued,
+        )
         yield _gauge("semookii_journal_writable", "1 while the journal takes writes", int(s.journal_writable))
         yield _gauge("semookii_api_banned_seconds", "Seconds left of an API ban (0: none)", s.banned_for)
         yield from _quota(s)
-        yield _by_label("semookii_api_calls", "API calls made (rate-limit tokens granted), by kind", "kind",
-                        s.calls_by_kind)  # fmt: skip
-        yield _by_label("semookii_sparkplug_limited", "Sparkplug node commands merged into a paced one and DCMDs "
-                        "refused, by reason", "reason", s.sparkplug_limited)  # fmt: skip
+        yield _by_label(
+            "semookii_api_calls", "API calls made (rate-limit tokens granted), by kind", "kind", s.calls_by_kind
+        )
+        yield _by_label(
+            "semookii_sparkplug_limited",
+            "Sparkplug node commands merged into a paced one and DCMDs refused, by reason",
+            "reason",
+            s.sparkplug_limited,
+        )
 
 
 def _quota(s: LiveSample) -> Iterator[Any]:
@@ -140,15 +148,17 @@ class HaCollector(Collector):
         yield _gauge("semookii_ha_epoch", "The lease's epoch while leading (0: none)", s.epoch or 0)
         yield CounterMetricFamily("semookii_ha_takeovers", "Times this instance took the lease", value=s.takeovers)
         if s.clock_skew is not None:
-            yield _gauge("semookii_clock_skew_seconds", "This host's wall clock minus the database's (leader)",
-                         s.clock_skew)  # fmt: skip
+            yield _gauge(
+                "semookii_clock_skew_seconds", "This host's wall clock minus the database's (leader)", s.clock_skew
+            )
 
 
 class BuildInfo(Collector):
     """`semookii_build_info`: 1, with the package, interface and Python versions as labels."""
 
     def collect(self) -> Iterator[Any]:
-        info = GaugeMetricFamily("semookii_build_info", "The running build (always 1)",
-                                 labels=["version", "interface", "python"])  # fmt: skip
+        info = GaugeMetricFamily(
+            "semookii_build_info", "The running build (always 1)", labels=["version", "interface", "python"]
+        )
         info.add_metric([__version__, INTERFACE_VERSION, platform.python_version()], 1)
         yield info

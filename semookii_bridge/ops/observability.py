@@ -70,43 +70,60 @@ class Observability:
         self._live: Callable[[], LiveSample | None] = lambda: None
         self.ha: Callable[[], HaSample | None] = lambda: None
         """The hot standby's role (set by the service when `[ha]` is on)."""
-        for collector in (LiveCollector(lambda: self._live()), HaCollector(lambda: self.ha()), BuildInfo(),
-                          ApiStateCollector(lambda: self.auth.state), ProcessCollector(registry=None),
-                          PlatformCollector(registry=None)):  # fmt: skip
+        for collector in (
+            LiveCollector(lambda: self._live()),
+            HaCollector(lambda: self.ha()),
+            BuildInfo(),
+            ApiStateCollector(lambda: self.auth.state),
+            ProcessCollector(registry=None),
+            PlatformCollector(registry=None),
+        ):
             self.registry.register(collector)
         GCCollector(registry=self.registry)  # registers itself
 
     def _counters(self) -> None:
         self.states = Counter(
-            "semookii_command_states_published", "Lifecycle states published (several per command)",
-            ["target", "status"], registry=self.registry,
-        )  # fmt: skip
-        self.finished = Counter(
-            "semookii_commands_finished", "Commands that reached a final status, by status and error code "
-            "(code \"none\" when there is no error)", ["target", "status", "code"], registry=self.registry,
-        )  # fmt: skip
-        self.api_attempts = Counter(
-            "semookii_api_attempts", "HTTP attempts to the Cloud API (retries included)", ["endpoint", "outcome"],
+            "semookii_command_states_published",
+            "Lifecycle states published (several per command)",
+            ["target", "status"],
             registry=self.registry,
-        )  # fmt: skip
+        )
+        self.finished = Counter(
+            "semookii_commands_finished",
+            'Commands that reached a final status, by status and error code (code "none" when there is no error)',
+            ["target", "status", "code"],
+            registry=self.registry,
+        )
+        self.api_attempts = Counter(
+            "semookii_api_attempts",
+            "HTTP attempts to the Cloud API (retries included)",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
 
     def _histograms(self) -> None:
-        self.api_latency = Histogram(
-            "semookii_api_call_duration_seconds", "Cloud API call latency, one HTTP attempt", ["endpoint"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.setpoint_age = Histogram(
-            "semookii_setpoint_age_seconds", "Age of a control command (since it arrived) when its call leaves",
-            buckets=AGE_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.accept_latency = Histogram(
-            "semookii_command_accept_latency_seconds", "From a command's arrival to the API accepting it",
-            buckets=ACCEPT_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.loop_lag = Histogram(
-            "semookii_event_loop_lag_seconds", "How late the event loop ran a 0.25 s timer",
-            buckets=LAG_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+        def histogram(name: str, text: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()) -> Histogram:
+            return Histogram(name, text, labels, buckets=buckets, registry=self.registry)
+
+        self.api_latency = histogram(
+            "semookii_api_call_duration_seconds",
+            "Cloud API call latency, one HTTP attempt",
+            LATENCY_BUCKETS,
+            ("endpoint",),
+        )
+        self.setpoint_age = histogram(
+            "semookii_setpoint_age_seconds",
+            "Age of a control command (since it arrived) when its call leaves",
+            AGE_BUCKETS,
+        )
+        self.accept_latency = histogram(
+            "semookii_command_accept_latency_seconds",
+            "From a command's arrival to the API accepting it",
+            ACCEPT_BUCKETS,
+        )
+        self.loop_lag = histogram(
+            "semookii_event_loop_lag_seconds", "How late the event loop ran a 0.25 s timer", LAG_BUCKETS
+        )
 
     def bind(self, sample: Callable[[], LiveSample | None]) -> None:
         """Where scrape-time values come from (the running service)."""
@@ -181,8 +198,10 @@ class Observability:
         sample = self._live()
         checks = self._checks(sample)
         ready = all(ok for ok, _ in checks.values())
-        doc: dict[str, Any] = {"status": "ok" if ready else "unhealthy",
-                               "failing": [name for name, (ok, _) in checks.items() if not ok]}  # fmt: skip
+        doc: dict[str, Any] = {
+            "status": "ok" if ready else "unhealthy",
+            "failing": [name for name, (ok, _) in checks.items() if not ok],
+        }
         doc.update({name: part for name, (_, part) in checks.items()})
         ha = self.ha()
         if ha is not None:
@@ -204,9 +223,12 @@ class Observability:
         quota_ok = not (sample and sample.quota_reserve_only)
         lag = self.worst_recent_lag()
         api_ok, api = self._api(sample)
-        quota = {"ok": quota_ok, "used": sample.quota_used if sample else 0,
-                 "remaining": sample.quota_remaining if sample else None,
-                 "reason": None if quota_ok else "only the safety reserve of the daily quota is left"}  # fmt: skip
+        quota = {
+            "ok": quota_ok,
+            "used": sample.quota_used if sample else 0,
+            "remaining": sample.quota_remaining if sample else None,
+            "reason": None if quota_ok else "only the safety reserve of the daily quota is left",
+        }
         return {
             "mqtt": (mqtt_ok, {"connected": bool(sample and sample.mqtt_connected), "publish_refused": refusal}),
             "api": (api_ok, api),

@@ -49,11 +49,16 @@ class StatusBoard:
     def observe_answer(self, op: str, response: Response) -> None:
         """A management answer: a problem when it is an error."""
         if response.error is not None:
-            self.problems.appendleft({
-                "target": f"bridge/request/{op}", "request_id": None if response.transaction is None
-                else str(response.transaction), "status": "error", "code": response.error.code,
-                "message": response.error.message, "ts": utc_now_text(self._clock()),
-            })  # fmt: skip
+            self.problems.appendleft(
+                {
+                    "target": f"bridge/request/{op}",
+                    "request_id": None if response.transaction is None else str(response.transaction),
+                    "status": "error",
+                    "code": response.error.code,
+                    "message": response.error.message,
+                    "ts": utc_now_text(self._clock()),
+                }
+            )
 
     def tick(self, totals: dict[str, int]) -> None:
         """Remember the call counters as each minute begins (called more often than once a minute)."""

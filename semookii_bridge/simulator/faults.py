@@ -13,7 +13,15 @@ from aiohttp import web
 from .routes import envelope
 
 FaultKind = Literal[
-    "http_403", "http_500", "http_502", "http_503", "http_429", "drop_before", "drop_after", "slow", "malformed",
+    "http_403",
+    "http_500",
+    "http_502",
+    "http_503",
+    "http_429",
+    "drop_before",
+    "drop_after",
+    "slow",
+    "malformed",
     "reject",
 ]
 BEFORE = {"http_403", "http_500", "http_502", "http_503", "http_429", "drop_before", "reject"}

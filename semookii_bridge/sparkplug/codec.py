@@ -39,8 +39,16 @@ class DataType(enum.IntEnum):
     Text = 14
 
 
-_BITS = {DataType.Int8: 8, DataType.Int16: 16, DataType.Int32: 32, DataType.Int64: 64,
-         DataType.UInt8: 8, DataType.UInt16: 16, DataType.UInt32: 32, DataType.UInt64: 64}  # fmt: skip
+_BITS = {
+    DataType.Int8: 8,
+    DataType.Int16: 16,
+    DataType.Int32: 32,
+    DataType.Int64: 64,
+    DataType.UInt8: 8,
+    DataType.UInt16: 16,
+    DataType.UInt32: 32,
+    DataType.UInt64: 64,
+}
 _SIGNED = frozenset({DataType.Int8, DataType.Int16, DataType.Int32, DataType.Int64})
 _LONG = frozenset({DataType.Int64, DataType.UInt64, DataType.DateTime, DataType.UInt32})
 _TEXT = frozenset({DataType.String, DataType.Text})
@@ -125,8 +133,12 @@ def _metric(m: pb.Payload.Metric) -> Metric:
         width = 32 if field == "int_value" else 64
         raw = raw - (1 << width) if raw >= 1 << (width - 1) else raw
     name = m.name if m.HasField("name") else ""
-    return Metric(name=name, datatype=datatype, value=raw if not isinstance(raw, bytes) else None,
-                  timestamp=m.timestamp if m.HasField("timestamp") else None)  # fmt: skip
+    return Metric(
+        name=name,
+        datatype=datatype,
+        value=raw if not isinstance(raw, bytes) else None,
+        timestamp=m.timestamp if m.HasField("timestamp") else None,
+    )
 
 
 def fits(datatype: DataType, value: MetricValue) -> bool:

@@ -22,8 +22,11 @@ SETTINGS: dict[str, tuple[str, DataType]] = {
     "Setpoint/Duration": ("duration", DataType.UInt32),
     "Setpoint/Timeout": ("timeout", DataType.UInt32),
 }
-WRITABLE: dict[str, DataType] = {ACTIVE_POWER: DataType.Int32, **{n: t for n, (_, t) in SETTINGS.items()},
-                                 COMMAND: DataType.String}  # fmt: skip
+WRITABLE: dict[str, DataType] = {
+    ACTIVE_POWER: DataType.Int32,
+    **{n: t for n, (_, t) in SETTINGS.items()},
+    COMMAND: DataType.String,
+}
 STATE: dict[str, DataType] = {
     "State/Status": DataType.String,
     "State/RequestId": DataType.String,
@@ -106,10 +109,14 @@ class Device:
 
     def _setpoint(self, active_power: int) -> bytes:
         """The `power_control` command for a new active power, with the device's stored settings."""
-        return msgspec.json.encode({
-            "type": "power_control", "active_power": active_power, "request_id": f"spb-{uuid.uuid4().hex}",
-            **{key: self.settings[key] for key, _ in SETTINGS.values()},
-        })  # fmt: skip
+        return msgspec.json.encode(
+            {
+                "type": "power_control",
+                "active_power": active_power,
+                "request_id": f"spb-{uuid.uuid4().hex}",
+                **{key: self.settings[key] for key, _ in SETTINGS.values()},
+            }
+        )
 
     def observe(self, state: StateMessage) -> list[Metric]:
         """The `State/*` metrics for a lifecycle state published for this device's target."""
@@ -127,9 +134,14 @@ class Device:
 
     def refused(self, refusal: Refusal, now_ms: int) -> list[Metric]:
         """`State/*` metrics saying a write was refused (no command was sent, so no request id)."""
-        values: dict[str, MetricValue] = {"State/Status": "rejected", "State/RequestId": "", "State/CommandId": "",
-                                          "State/ErrorCode": refusal.code, "State/ErrorMessage": refusal.message,
-                                          "State/Updated": now_ms}  # fmt: skip
+        values: dict[str, MetricValue] = {
+            "State/Status": "rejected",
+            "State/RequestId": "",
+            "State/CommandId": "",
+            "State/ErrorCode": refusal.code,
+            "State/ErrorMessage": refusal.message,
+            "State/Updated": now_ms,
+        }
         self.state.update(values)
         return [Metric(name, STATE[name], value, now_ms) for name, value in values.items()]
 
@@ -140,8 +152,11 @@ def _check(metrics: tuple[Metric, ...]) -> Refusal | None:
     if not metrics:
         return Refusal("validation_error", "the DCMD carries no metric")
     if len(metrics) > len(WRITABLE):
-        return Refusal("too_many_metrics", f"the DCMD carries {len(metrics)} metrics; a device has {len(WRITABLE)} "
-                       "writable ones and each may be written once per DCMD")  # fmt: skip
+        return Refusal(
+            "too_many_metrics",
+            f"the DCMD carries {len(metrics)} metrics; a device has {len(WRITABLE)} "
+            "writable ones and each may be written once per DCMD",
+        )
     names = [metric.name for metric in metrics]
     if len(set(names)) < len(names):
         twice = sorted({name for name in names if names.count(name) > 1})

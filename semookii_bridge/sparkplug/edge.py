@@ -44,8 +44,7 @@ def _broker(cfg: BridgeConfig) -> MqttConfig:
     sp = cfg.sparkplug
     if not sp.username:
         return cfg.mqtt
-    return msgspec.structs.replace(cfg.mqtt, username=sp.username, password=sp.password,
-                                   password_file=sp.password_file)  # fmt: skip
+    return msgspec.structs.replace(cfg.mqtt, username=sp.username, password=sp.password, password_file=sp.password_file)
 
 
 def now_ms() -> int:
@@ -73,8 +72,13 @@ class EdgeNode:
         self.host_online = not sp.primary_host_id
         self._host_ts = -1
         self._budget: tuple[int | None, int | None] = (None, None)
-        self.session = MqttSession(_broker(cfg), f"{cfg.mqtt.client_id}-sparkplug", will=self._will,
-                                   on_connect=self._connected, on_message=self._message)  # fmt: skip
+        self.session = MqttSession(
+            _broker(cfg),
+            f"{cfg.mqtt.client_id}-sparkplug",
+            will=self._will,
+            on_connect=self._connected,
+            on_message=self._message,
+        )
         self.requests = Requests(self.topics, lambda t, p: self.session.publish(t, p, qos=1), sp.discovery_timeout)
         self._tasks: set[asyncio.Task[None]] = set()
         self._up = asyncio.Event()
@@ -128,8 +132,12 @@ class EdgeNode:
         self.born = False
         self._bd_seq_used = True
         self._up.set()
-        filters = [*self.ns.commands(), *self.topics.state_filters(), *self.requests.filters(),
-                   self.topics.bridge_budget]  # fmt: skip
+        filters = [
+            *self.ns.commands(),
+            *self.topics.state_filters(),
+            *self.requests.filters(),
+            self.topics.bridge_budget,
+        ]
         if self.sp.primary_host_id:
             filters.append(state_topic(self.sp.primary_host_id))
         self.session.subscribe(filters)
@@ -145,8 +153,9 @@ class EdgeNode:
         self.born = True
         for device in self.devices.values():
             self._publish_device("DBIRTH", device, device.birth(ts))
-        log.info("sparkplug_birth edge_node=%s bd_seq=%d devices=%d", self.ns.edge_node_id, self.bd_seq,
-                 len(self.devices))  # fmt: skip
+        log.info(
+            "sparkplug_birth edge_node=%s bd_seq=%d devices=%d", self.ns.edge_node_id, self.bd_seq, len(self.devices)
+        )
 
     def _node_metrics(self, ts: int) -> list[Metric]:
         used, remaining = self._budget
@@ -256,8 +265,10 @@ class EdgeNode:
         self._budget = values
         if self.born:
             ts = self.clock_ms()
-            metrics = [Metric("Budget/Used", DataType.Int64, values[0], ts),
-                       Metric("Budget/Remaining", DataType.Int64, values[1], ts)]  # fmt: skip
+            metrics = [
+                Metric("Budget/Used", DataType.Int64, values[0], ts),
+                Metric("Budget/Remaining", DataType.Int64, values[1], ts),
+            ]
             self.session.publish(self.ns.node("NDATA"), encode(metrics, timestamp=ts, seq=self.seq.take()))
 
     # ---- primary host -------------------------------------------------------------------------------
@@ -289,8 +300,12 @@ class EdgeNode:
                 self._publish_device("DDEATH", gone, [])
         for name, target in wanted.items():
             if name not in self.devices:
-                settings = {"reactive_power": 0, "duration": self.sp.setpoint_duration,
-                            "timeout": self.sp.setpoint_timeout, **self.store.settings(name)}  # fmt: skip
+                settings = {
+                    "reactive_power": 0,
+                    "duration": self.sp.setpoint_duration,
+                    "timeout": self.sp.setpoint_timeout,
+                    **self.store.settings(name),
+                }
                 self.devices[name] = device = Device(target, settings)
                 if self.born:
                     self._publish_device("DBIRTH", device, device.birth(self.clock_ms()))
