@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 
 from semookii_bridge.api import CloudClient, ControlParams, RetryPolicy
-from semookii_bridge.control.commands import Schedule, decode_command, to_params
 from semookii_bridge.config.secret import Secret
+from semookii_bridge.control.commands import Schedule, decode_command, to_params
 from semookii_bridge.simulator import RunningSimulator, SimConfig, serve
 
 from .support.bridges import TOKEN

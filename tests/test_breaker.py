@@ -13,10 +13,10 @@ from pathlib import Path
 from semookii_bridge.api.endpoints import GROUP_CONTROL, GROUP_FIND_ALL
 from semookii_bridge.budget.breaker import Breaker
 
-from .support.bridges import TOKEN
-from .support.broker import Mosquitto, Probe, process_sections
+from .support.bridges import TOKEN, write_config
+from .support.broker import Mosquitto, Probe
 from .support.relay import Relay
-from .test_durability import TERMINAL, terminal_states
+from .support.states import TERMINAL, terminal_states
 
 CONTROL = "/commandapi/groupControl"
 
@@ -74,9 +74,9 @@ async def test_a_holding_middlebox_gets_no_pile_of_control_calls(
     groups = [sim.simulator.state.add_group(f"mb{i}") for i in range(10)]
     relay = await Relay(int(sim.base_url.rsplit(":", 1)[1])).start()
     config = tmp_path / "bridge.toml"
-    config.write_text(process_sections(broker, sim, "bridge-breaker").replace("timeout = 5.0", "timeout = 1.0")
-                      + f'\n[rate_limit]\nrate = 20\nburst = 5\nmax_in_flight = 2\n\n[commands]\nmerge = false\n'
-                      f'track = "accepted"\n\n[journal]\npath = "{tmp_path / "j.db"}"\n\n[http]\nenabled = false\n')  # fmt: skip
+    write_config(config, broker, sim, "bridge-breaker", api={"timeout": 1.0},
+                 rate_limit={"rate": 20, "burst": 5, "max_in_flight": 2}, commands={"merge": False, "track": "accepted"},
+                 journal={"path": tmp_path / "j.db"}, http={"enabled": False})
     env = {**os.environ, "SEMOOKII_TOKEN": TOKEN, "SEMOOKII_BRIDGE_API_BASE_URL": f"http://127.0.0.1:{relay.port}"}
     proc = start(config, env)
     try:

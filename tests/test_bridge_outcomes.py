@@ -207,7 +207,7 @@ async def test_a_ban_pauses_every_call_until_it_ends(
     /healthz and the budget say so, no call is made while it lasts, and commands flow again after it."""
     from semookii_bridge.simulator import SimConfig
 
-    from .test_observability import get
+    from .support.bridges import get
 
     fields = {f: getattr(sim.simulator.config, f) for f in sim.simulator.config.__struct_fields__}
     sim.simulator.config = SimConfig(**{**fields, "rate": 0.5, "burst": 1, "ban_after": 1, "ban_for": 2.0})

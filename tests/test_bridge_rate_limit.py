@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator, SimConfig
 
 from .support.broker import Mosquitto, Probe
-from .test_ratelimit import max_in_window
+from .support.load import cpu_burners, max_in_window
 
 
 def record_grants(service: Service) -> list[float]:
@@ -41,16 +38,6 @@ def record_grants(service: Service) -> list[float]:
 TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
 
 
-@contextlib.contextmanager
-def cpu_burners(count: int = 2) -> Iterator[None]:
-    """Other processes loading every core while the block runs."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
-    try:
-        yield
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait(5)
 
 
 async def test_flood_never_exceeds_the_limit_and_latest_wins(

@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from semookii_bridge.api.endpoints import Priority
-from semookii_bridge.budget.report import BudgetReporter, CallLog
 from semookii_bridge.budget.quota import DailyQuota
 from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
+from semookii_bridge.budget.report import BudgetReporter, CallLog
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from semookii_bridge.simulator import RunningSimulator
 
-from .support.bridges import start_bridge
+from .support.bridges import sigkill_config, start_bridge
 from .support.broker import Mosquitto, Probe
-from .test_durability import TERMINAL, write_config
+from .support.states import TERMINAL
 
 GROUPS = 50
 ROUNDS = 20
@@ -32,11 +32,7 @@ async def test_sigkill_five_times_during_a_thousand_commands(
     state.timings.task_delay, state.timings.result_delay = 0.05, 0.15
     groups = [state.add_group(f"chaos-{i}") for i in range(GROUPS)]
     config = tmp_path / "bridge.toml"
-    write_config(config, broker, sim, tmp_path / "journal.db")
-    original = config.read_text()
-    text = original.replace("rate = 3.0", "rate = 0").replace("track_results_for = 20", "track_results_for = 60")
-    assert "rate = 0\n" in text and "track_results_for = 60" in text, "the base config changed: update the edit"
-    config.write_text(text)
+    sigkill_config(config, broker, sim, tmp_path / "journal.db", rate=0, track_results_for=60)
     rids = [f"c-{n}-{g}" for n in range(ROUNDS) for g in groups]
     bridge = start_bridge(config)
     kills = 0

@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 
 from semookii_bridge.bridge import Bridge
+from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
 from semookii_bridge.common.clock import SteadyClock, steady
-from semookii_bridge.control.commands import Manual
 from semookii_bridge.config import BridgeConfig, CommandsConfig
+from semookii_bridge.control.commands import Manual
 from semookii_bridge.control.dispatcher import Dispatcher
 from semookii_bridge.control.jobs import Job
+from semookii_bridge.control.lifecycle import Lifecycle
+from semookii_bridge.control.poll_schedule import PollSchedule
+from semookii_bridge.interface.payloads import Incoming
+from semookii_bridge.interface.topics import Target, Topics
 from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.journal.timeline import SKEW_WARNING, Anchor, resume_shared
-from semookii_bridge.control.lifecycle import Lifecycle
-from semookii_bridge.interface.payloads import Incoming
-from semookii_bridge.control.poll_schedule import PollSchedule
-from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
-from semookii_bridge.interface.topics import Target, Topics
 
 
 class Quiet:

@@ -12,28 +12,17 @@ import pytest
 
 from semookii_bridge.config import url_without_password
 
+USER = '[mqtt]\nusername = "u"\n'
 CASES = {
     "config-utf16": ("", "the configuration file", "is UTF-16 text: save it as UTF-8"),
     "config-binary": ("", "the configuration file", "is not UTF-8 text"),
-    "missing-password": (
-        '[mqtt]\nusername = "u"\npassword_file = "{dir}/nope"\n',
-        "mqtt.password_file",
-        "No such file or directory",
-    ),
-    "password-is-a-folder": (
-        '[mqtt]\nusername = "u"\npassword_file = "{dir}"\n',
-        "mqtt.password_file",
-        "Is a directory",
-    ),
-    "empty-password": ('[mqtt]\nusername = "u"\npassword_file = "{dir}/blank"\n', "mqtt.password_file", "is empty"),
+    "missing-password": (USER + 'password_file = "{dir}/nope"\n', "mqtt.password_file", "No such file or directory"),
+    "password-is-a-folder": (USER + 'password_file = "{dir}"\n', "mqtt.password_file", "Is a directory"),
+    "empty-password": (USER + 'password_file = "{dir}/blank"\n', "mqtt.password_file", "is empty"),
     "ca-not-pem": ('[mqtt]\ntls_ca = "{dir}/blank"\n', "mqtt.tls_ca", "cannot be used"),
     "missing-ca": ('[mqtt]\ntls_ca = "{dir}/nope"\n', "mqtt.tls_ca", "No such file or directory"),
     "token-file-binary": ('[api]\ntoken_file = "{dir}/binary"\n', "api.token_file", "is not UTF-8 text"),
-    "missing-page-token": (
-        '[http]\nauth_token_file = "{dir}/nope"\n',
-        "http.auth_token_file",
-        "No such file or directory",
-    ),
+    "missing-page-token": ('[http]\nauth_token_file = "{dir}/nope"\n', "http.auth_token_file", "No such file or directory"),
     "empty-page-token": (
         '[http]\nhost = "0.0.0.0"\nauth_token_file = "{dir}/blank"\n',
         "http.auth_token_file",

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 from semookii_bridge.api import RetryPolicy
-from semookii_bridge.mqtt.failures import TAKEOVER_COUNT, ConnectionWatch
 from semookii_bridge.config.secret import Secret
+from semookii_bridge.mqtt.failures import TAKEOVER_COUNT, ConnectionWatch
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
-from .support.bridges import TOKEN, bridge_config_for
-from .support.broker import Mosquitto, Probe, process_sections
+from .support.bridges import TOKEN, bridge_config_for, write_config
+from .support.broker import Mosquitto, Probe
 
 
 def run(config: Path) -> subprocess.Popen[str]:
@@ -31,8 +31,7 @@ async def test_a_second_copy_refuses_to_start_and_the_first_keeps_running(
     """The same configuration started twice (no `[ha]`): the second exits 2 naming the first and the ways out;
     the first still serves commands."""
     config = tmp_path / "bridge.toml"
-    config.write_text(process_sections(broker, sim, "bridge-copy")
-                      + f'\n[journal]\npath = "{tmp_path / "j.db"}"\n\n[http]\nenabled = false\n')  # fmt: skip
+    write_config(config, broker, sim, "bridge-copy", journal={"path": tmp_path / "j.db"}, http={"enabled": False})
     group = sim.simulator.state.list_groups()[0].id
     first = run(config)
     try:

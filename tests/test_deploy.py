@@ -19,8 +19,8 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from semookii_bridge.api import RetryPolicy
-from semookii_bridge.config import HttpConfig, MqttConfig
 from semookii_bridge.cli.demo import REPO_MOSQUITTO, free_port, render_broker_config, running_broker
+from semookii_bridge.config import HttpConfig, MqttConfig
 from semookii_bridge.config.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator

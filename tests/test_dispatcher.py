@@ -7,12 +7,12 @@ import itertools
 import time
 from collections.abc import Sequence
 
+from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
 from semookii_bridge.control.commands import Manual, PowerControl
 from semookii_bridge.control.dispatcher import Dispatcher
-from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.control.jobs import Job
 from semookii_bridge.control.merging import MergePolicy
-from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
+from semookii_bridge.errors import ErrorInfo
 from semookii_bridge.interface.topics import Target
 
 

@@ -15,26 +15,9 @@ from semookii_bridge.config.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import Fault, RunningSimulator
 
-from .support.bridges import TOKEN, start_bridge
-from .support.broker import Mosquitto, Probe, free_port, process_sections
-
-TERMINAL = {"completed", "rejected", "superseded", "expired", "failed", "unknown"}
-
-
-def terminal_states(probe: Probe, topic_prefix: str = "vpp/") -> dict[str, list[str]]:
-    """request_id -> every terminal status seen for it."""
-    out: dict[str, list[str]] = {}
-    for m in probe.messages:
-        if (
-            m.topic.startswith(topic_prefix)
-            and m.topic.endswith("/state")
-            and not m.topic.startswith("vpp/bridge/")
-            and m.payload
-        ):
-            doc = m.json()
-            if doc["status"] in TERMINAL:
-                out.setdefault(doc["request_id"], []).append(doc["status"])
-    return out
+from .support.bridges import TOKEN, sigkill_config, start_bridge
+from .support.broker import Mosquitto, Probe, free_port
+from .support.states import journal_statuses, terminal_states
 
 
 async def test_commands_sent_while_bridge_is_down_are_executed_on_return(
@@ -81,40 +64,8 @@ async def test_broker_restart_mid_stream(bridge: Service, broker: Mosquitto, sim
     assert max(calls.values()) == 1 and {"118", "119"} <= set(calls)
 
 
-def write_config(path: Path, broker: Mosquitto, sim: RunningSimulator, journal: Path) -> None:
-    path.write_text(
-        f"""
-{process_sections(broker, sim, "bridge-sigkill")}
-
-[rate_limit]
-rate = 3.0
-burst = 2
-daily_quota = 10000
-
-[commands]
-poll_initial = 0.1
-poll_max = 0.3
-track_results_for = 20
-merge = false
-
-[journal]
-path = "{journal}"
-
-[http]
-port = 0
-"""
-    )
 
 
-def journal_statuses(path: Path) -> dict[str, str]:
-    """request_id -> status, read from the journal file by another connection (WAL lets it read beside a writer)."""
-    if not path.exists():
-        return {}
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-        try:
-            return dict(db.execute("SELECT request_id, status FROM commands").fetchall())
-        except sqlite3.OperationalError:
-            return {}
 
 
 def has_every_stage(statuses: dict[str, str], rids: list[str], tracked: tuple[str, ...]) -> bool:
@@ -137,7 +88,7 @@ async def test_sigkill_with_commands_queued_and_in_flight(
     # The first control call hangs past the kill, so one command is surely on the wire when it comes.
     sim.simulator.inject(Fault("slow", path="/commandapi/groupControl", delay=30))
     config, journal = tmp_path / "bridge.toml", tmp_path / "journal.db"
-    write_config(config, broker, sim, journal)
+    sigkill_config(config, broker, sim, journal)
     bridge = start_bridge(config)
     rids = [f"k-{g}" for g in groups]
     try:

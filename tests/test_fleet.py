@@ -16,7 +16,7 @@ from semookii_bridge.ha.fleet import SETTINGS, LinkWatch, Member, admit, conflic
 from semookii_bridge.simulator import RunningSimulator
 
 from .support.broker import Mosquitto, Probe
-from .test_ha import Bridges, role
+from .support.standby import Bridges, role
 
 HA = fingerprint(BridgeConfig())
 

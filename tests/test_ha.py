@@ -5,104 +5,19 @@ terminal state, none reaches the API twice, and a stale leader makes no call."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from semookii_bridge.simulator import RunningSimulator
 
-from .support.bridges import TOKEN
-from .support.broker import Mosquitto, Probe, process_sections
+from .support.bridges import vendor
+from .support.broker import Mosquitto, Probe
 from .support.postgres import Postgres
-from .test_durability import TERMINAL, terminal_states
-from .test_restart import vendor
-
-CONTROL = "/commandapi/groupControl"
-LEASE = 2.0
-
-
-def write_config(path: Path, broker: Mosquitto, sim: RunningSimulator, pg_url: str, name: str) -> None:
-    path.write_text(f"""
-{process_sections(broker, sim, "bridge-ha")}
-
-[rate_limit]
-rate = 20
-burst = 5
-
-[commands]
-poll_initial = 0.2
-poll_max = 0.5
-track_results_for = 10
-merge = false
-
-[journal]
-path = "{path.parent / f"{name}.db"}"
-url = "{pg_url}"
-
-[ha]
-enabled = true
-name = "{name}"
-lease = {LEASE}
-
-[http]
-enabled = false
-""")
-
-
-class Bridges:
-    """The bridges of one hot standby, as processes on one configuration (each its own `ha.name`, log and,
-    when given, database URL through the environment); `kill()` ends them all."""
-
-    def __init__(self, tmp_path: Path, broker: Mosquitto, sim: RunningSimulator, url: str) -> None:
-        self.tmp_path, self.broker, self.sim, self.url = tmp_path, broker, sim, url
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.finals: dict[str, list[str]] = {}
-
-    def start(
-        self, name: str, *, url: str | None = None, api: str | None = None, level: str = "INFO",
-        env: dict[str, str] | None = None,
-    ) -> subprocess.Popen[bytes]:
-        """`semookii-bridge run` as a process, logging to `<name>.log` (at DEBUG every API call is a line); `url`
-        and `api`: its own database URL and API base URL (through a relay, say); `env`: more variables."""
-        config = self.tmp_path / f"{name}.toml"
-        write_config(config, self.broker, self.sim, self.url, name)
-        env = {**os.environ, "SEMOOKII_TOKEN": TOKEN, "SEMOOKII_BRIDGE_JOURNAL_URL": url or self.url,
-               "SEMOOKII_BRIDGE_API_BASE_URL": api or self.sim.base_url, **(env or {})}  # fmt: skip
-        log = (self.tmp_path / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", level,
-                                             "run", "--config", str(config)], env=env, stdout=subprocess.DEVNULL,
-                                            stderr=log)  # fmt: skip
-        return self.procs[name]
-
-    async def up(self, probe: Probe, *names: str, **start: Any) -> None:
-        """Start the first to lead (and to subscribe: it says `online` after that), then the others as
-        standbys (`start`: options for the first)."""
-        self.start(names[0], **start)
-        await probe.wait_for(lambda: role(probe, names[0]) == "leader", timeout=20)
-        await probe.wait_for(lambda: any(m.payload and m.json()["state"] == "online"
-                                         for m in probe.on("vpp/bridge/state")), timeout=20)  # fmt: skip
-        for name in names[1:]:
-            self.start(name)
-            await probe.wait_for(lambda n=name: role(probe, n) == "standby", timeout=20)  # type: ignore[misc]
-
-    async def exit_code(self, name: str, within: float) -> int | None:
-        return await asyncio.get_running_loop().run_in_executor(None, self.procs[name].wait, within)
-
-    def kill(self) -> None:
-        for proc in self.procs.values():
-            proc.kill()
-            proc.wait(10)
-
-
-def role(probe: Probe, name: str) -> str | None:
-    states = probe.on(f"vpp/bridge/instance/{name}/state")
-    return states[-1].json()["role"] if states and states[-1].payload else None
+from .support.standby import CONTROL, LEASE, Bridges, ended_once, role, sent_twice
+from .support.states import TERMINAL, terminal_states
 
 
 async def publish_load(probe: Probe, groups: list[str], rounds: int, pause: float) -> list[str]:
@@ -137,14 +52,8 @@ async def probe_journal(url: str, rids: list[str], timeout: float = 30.0) -> Non
         await asyncio.sleep(0.5)
 
 
-def sent_twice(sim: RunningSimulator) -> list[tuple[str, str]]:
-    calls = Counter((c.params["groupId"], c.params.get("activePower", "")) for c in sim.simulator.calls_to(CONTROL))
-    return [key for key, n in calls.items() if n > 1]
 
 
-def ended_once(finals: dict[str, list[str]]) -> bool:
-    """Each command has one terminal status (a repeat of the same state after a takeover is the same one)."""
-    return all(len(set(v)) == 1 for v in finals.values())
 
 
 @pytest.mark.parametrize("standbys", [1, 2])

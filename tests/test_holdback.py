@@ -4,8 +4,8 @@ them, until the wire bound has passed."""
 from __future__ import annotations
 
 from semookii_bridge.control.commands import Manual
-from semookii_bridge.ha.holdback import Holdback
 from semookii_bridge.control.jobs import Job
+from semookii_bridge.ha.holdback import Holdback
 from semookii_bridge.interface.topics import Target
 
 

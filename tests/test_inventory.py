@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from semookii_bridge.control import inventory as inventory_module
 from semookii_bridge.api import ConnectFailed, Group, Inverter
+from semookii_bridge.control import inventory as inventory_module
 from semookii_bridge.control.inventory import Inventory
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from semookii_bridge.interface import wire
 from semookii_bridge.control.commands import Manual
+from semookii_bridge.interface import wire
 from semookii_bridge.journal.protocol import COLUMNS, DuplicateRequest
 from semookii_bridge.journal.schema import TABLES, create_tables
 from semookii_bridge.journal.sqlite import Journal

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from semookii_bridge.budget.ratelimit import BucketState
 from semookii_bridge.journal.postgres import Postgres
 from semookii_bridge.journal.protocol import CommandJournal, DuplicateRequest
 from semookii_bridge.journal.shared import SharedJournal
 from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.journal.timeline import Anchor
-from semookii_bridge.budget.ratelimit import BucketState
 
 from .support.journal import entry
 

@@ -10,7 +10,7 @@ import pytest
 from semookii_bridge.api import ControlParams
 from semookii_bridge.control.lane import SafetyLane
 
-from .test_lifecycle import World
+from .support.doubles import World
 
 
 async def test_the_claim_holds_until_the_sending_write_is_on_record_and_ends_before_the_call(tmp_path: Path) -> None:

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from semookii_bridge.ops import logs
 from semookii_bridge.api import RetryPolicy
 from semookii_bridge.cli.demo import REPO_MOSQUITTO, render_broker_config, running_broker
 from semookii_bridge.config.secret import Secret
+from semookii_bridge.ops import logs
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 

@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from semookii_bridge.control.statuses import TERMINAL, Status
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
-from semookii_bridge.control.statuses import TERMINAL, Status
 
 from .support.broker import Mosquitto, Probe, free_port
 

@@ -6,17 +6,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-import aiohttp
-
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
+from .support.bridges import get
 from .support.broker import Mosquitto, Probe, free_port
-
-
-async def get(service: Service, path: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{service.http_port}{path}") as r:
-        return r.status, await r.text()
 
 
 def metric(text: str, name: str) -> float:

@@ -23,7 +23,7 @@ from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 from semookii_bridge.simulator.faults import Fault
 
-from .support.bridges import TOKEN, bridge_config_for
+from .support.bridges import TOKEN, bridge_config_for, write_config
 from .support.broker import Mosquitto, Probe, free_port
 
 WRONG = "not-the-token-0000000000000000"
@@ -142,14 +142,11 @@ async def test_sighup_reads_the_token_file_again_and_checks_it_at_once(
     SIGHUP makes the bridge say `authorized` within seconds."""
     import signal
 
-    from .support.broker import process_sections
-
     token_file = tmp_path / "token"
     token_file.write_text(WRONG)
     config = tmp_path / "bridge.toml"
-    config.write_text(process_sections(broker, sim, "bridge-hup").replace("check_token = false", "check_token = true")
-                      + f'token_file = "{token_file}"\n\n[journal]\npath = "{tmp_path / "j.db"}"\n'
-                      '\n[http]\nenabled = false\n')  # fmt: skip
+    write_config(config, broker, sim, "bridge-hup", api={"check_token": True, "token_file": token_file},
+                 journal={"path": tmp_path / "j.db"}, http={"enabled": False})
     proc = _run_without_env_token(config)
     try:
         with Probe(broker.port) as probe:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from semookii_bridge.api import RetryPolicy
 from semookii_bridge.config.secret import Secret
+from semookii_bridge.control.statuses import TERMINAL
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
-from semookii_bridge.control.statuses import TERMINAL
 
 from .support.bridges import TOKEN, bridge_config_for
-from .support.broker import Mosquitto, Probe, free_port
+from .support.broker import Mosquitto, Probe, free_port, shipped_queue_limits
 
 
 async def test_qos0_commands_beyond_the_inbox_bound_are_refused_overloaded(
@@ -52,12 +52,6 @@ async def test_the_broker_sends_at_most_receive_maximum_unacknowledged_commands(
     assert props is not None and props.ReceiveMaximum == 7
 
 
-def shipped_queue_limits() -> str:
-    """The backlog lines of the shipped broker configuration (mosquitto/mosquitto.conf)."""
-    conf = Path(__file__).resolve().parent.parent / "mosquitto" / "mosquitto.conf"
-    lines = [line for line in conf.read_text().splitlines() if line.startswith(("max_queued", "max_inflight"))]
-    assert any(line.startswith("max_queued_messages") for line in lines)
-    return "\n".join(lines) + "\n"
 
 
 async def test_fifty_thousand_commands_sent_while_the_bridge_is_down_each_get_one_terminal_state(

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 import uvloop
 
-from semookii_bridge.interface import wire
-from semookii_bridge.control.commands import Manual
+from semookii_bridge.budget.ratelimit import Priority, RateLimiter, TokenBucket
 from semookii_bridge.config import CommandsConfig
-from semookii_bridge.errors import ErrorInfo
+from semookii_bridge.control.commands import Manual
 from semookii_bridge.control.jobs import Job
+from semookii_bridge.control.polling import ResultPolls
+from semookii_bridge.control.statuses import Status
+from semookii_bridge.errors import ErrorInfo
+from semookii_bridge.interface import wire
 from semookii_bridge.journal.protocol import Entry
 from semookii_bridge.journal.sqlite import Journal
-from semookii_bridge.control.polling import ResultPolls
-from semookii_bridge.budget.ratelimit import Priority, RateLimiter, TokenBucket
-from semookii_bridge.control.statuses import Status
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,

@@ -9,9 +9,9 @@ import msgspec
 import pytest
 
 from semookii_bridge import config
+from semookii_bridge.budget.quota import DailyQuota, QuotaExhausted, default_reserve, zone
 from semookii_bridge.control.commands import ExitRemoteControl, Manual, PowerControl, SystemSwitch, is_safety
 from semookii_bridge.journal.sqlite import Journal
-from semookii_bridge.budget.quota import DailyQuota, QuotaExhausted, default_reserve, zone
 
 
 class Wall:

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from semookii_bridge.api.endpoints import Priority
 from semookii_bridge.budget.ratelimit import QuotaExhausted, RateLimiter, TokenBucket
 
+from .support.load import max_in_window
+
 
 class FakeClock:
     def __init__(self) -> None:
@@ -21,13 +23,6 @@ class FakeClock:
         return self.now
 
 
-def max_in_window(stamps: list[float], window: float) -> int:
-    best, start = 0, 0
-    for end in range(len(stamps)):
-        while stamps[end] - stamps[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 @settings(max_examples=200, deadline=None)

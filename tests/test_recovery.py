@@ -6,40 +6,19 @@ import asyncio
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
-from semookii_bridge.interface import wire
 from semookii_bridge.bridge import Bridge
+from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
 from semookii_bridge.config import BridgeConfig
 from semookii_bridge.errors import ErrorInfo
-from semookii_bridge.journal.protocol import Entry
-from semookii_bridge.journal.sqlite import Journal
+from semookii_bridge.interface import wire
 from semookii_bridge.interface.payloads import Incoming
-from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
+from semookii_bridge.journal.sqlite import Journal
 
-from .support.journal import entry as journal_entry
-
-
-class Recorder:
-    """A publisher that keeps what it was given and acknowledges nothing."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any], bool]] = []
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False, correlation_data: bytes | None = None,
-                on_sent: Any = None) -> None:  # fmt: skip
-        self.sent.append((topic, wire.decode(payload, dict[str, Any]), retain))
-
-
-class NoApi:
-    base_url = "http://nowhere.invalid"
-
-
-def entry(rid: str, status: str, **fields: Any) -> Entry:
-    """A stop for group 42 received now (the bridge's clock is the wall clock here)."""
-    return journal_entry(rid, status, time.time(), **fields)
+from .support.doubles import NoApi, Recorder
+from .support.journal import entry_now
 
 
 def bridge_on(journal: Journal, publisher: Recorder) -> Bridge:
@@ -50,8 +29,8 @@ def bridge_on(journal: Journal, publisher: Recorder) -> Bridge:
 def test_unacknowledged_terminal_state_is_announced_again(tmp_path: Path) -> None:
     """A `completed` the broker never acknowledged (bridge killed) is published again, results included."""
     journal = Journal(tmp_path / "j.db")
-    journal.insert(entry("done", "completed", command_id="7", task_id="t", results=wire.encode({"SW1": "success"})))
-    journal.insert(entry("told", "failed", error=wire.encode(ErrorInfo(code="api_error", message="no")), announced=1))
+    journal.insert(entry_now("done", "completed", command_id="7", task_id="t", results=wire.encode({"SW1": "success"})))
+    journal.insert(entry_now("told", "failed", error=wire.encode(ErrorInfo(code="api_error", message="no")), announced=1))
     publisher = Recorder()
     bridge_on(journal, publisher).recover()
     [(topic, state, retain)] = publisher.sent
@@ -63,7 +42,7 @@ def test_unacknowledged_terminal_state_is_announced_again(tmp_path: Path) -> Non
 def test_sending_at_crash_is_reported_ambiguous_once(tmp_path: Path) -> None:
     """A command journaled as `sending` when the bridge died becomes `failed`/ambiguous, and stays so."""
     journal = Journal(tmp_path / "j.db")
-    journal.insert(entry("mid-air", "sending"))
+    journal.insert(entry_now("mid-air", "sending"))
     publisher = Recorder()
     bridge_on(journal, publisher).recover()
     [(_, state, _)] = publisher.sent
@@ -74,11 +53,11 @@ def test_sending_at_crash_is_reported_ambiguous_once(tmp_path: Path) -> None:
 def test_prune_forgets_finished_commands_after_the_dedup_window(tmp_path: Path) -> None:
     """Finished commands older than the window are forgotten; open ones are kept whatever their age."""
     journal = Journal(tmp_path / "j.db")
-    old = entry("old-done", "completed")
+    old = entry_now("old-done", "completed")
     old.received_at -= 7200
-    stuck = entry("old-open", "accepted")
+    stuck = entry_now("old-open", "accepted")
     stuck.received_at -= 7200
-    for e in (old, stuck, entry("new-done", "completed")):
+    for e in (old, stuck, entry_now("new-done", "completed")):
         journal.insert(e)
     assert journal.prune(time.time() - 3600) == 1
     assert journal.get("old-done") is None and journal.get("old-open") and journal.get("new-done")
@@ -91,9 +70,9 @@ def test_repeated_request_id_is_refused_by_the_journal(tmp_path: Path) -> None:
     from semookii_bridge.journal.protocol import DuplicateRequest
 
     journal = Journal(tmp_path / "j.db")
-    journal.insert(entry("once", "queued"))
+    journal.insert(entry_now("once", "queued"))
     with pytest.raises(DuplicateRequest):
-        journal.insert(entry("once", "queued"))
+        journal.insert(entry_now("once", "queued"))
 
 
 STOP_SET = Incoming(topic="vpp/group/42/set", payload=b'{"type":"manual","action":"stop"}', mid=7)
@@ -113,7 +92,7 @@ def test_a_redelivery_journaled_by_an_earlier_version_is_recognised(tmp_path: Pa
     """Journals from before the packet-id-first key hold the bare digest; a redelivery still matches it."""
     journal = Journal(tmp_path / "j.db")
     digest = hashlib.sha256(b"vpp/group/42/set\x007\x00" + STOP_SET.payload).hexdigest()[:32]
-    journal.insert(entry("from-before", "accepted", delivery_hash=digest))
+    journal.insert(entry_now("from-before", "accepted", delivery_hash=digest))
     publisher = Recorder()
     asyncio.run(bridge_on(journal, publisher).handle(msgspec.structs.replace(STOP_SET, dup=True)))
     assert journal.count() == 1 and publisher.sent == []
@@ -123,10 +102,10 @@ def test_a_merged_call_is_tracked_once_after_a_restart(tmp_path: Path) -> None:
     """Tracked commands that shared one control call are polled as that one call again, not once each."""
     journal = Journal(tmp_path / "j.db")
     for rid, target in (("m1", "SN1"), ("m2", "SN2")):
-        row = entry(rid, "accepted", command_id="77", track_until=time.time() + 60)
+        row = entry_now(rid, "accepted", command_id="77", track_until=time.time() + 60)
         row.target_kind, row.target_id = "inverter", target
         journal.insert(row)
-    journal.insert(entry("alone", "dispatched", command_id="78", task_id="t", track_until=time.time() + 60))
+    journal.insert(entry_now("alone", "dispatched", command_id="78", task_id="t", track_until=time.time() + 60))
     bridge = bridge_on(journal, Recorder())
     bridge.recover()
     assert bridge.lifecycle.tracking == 2
@@ -137,7 +116,7 @@ def test_a_duplicate_of_a_command_on_the_wire_repeats_queued_not_sending(tmp_pat
     """`sending` is a journal status, never published: a repeat of such a command says `queued`, its last
     published state, with duplicate true and not retained."""
     journal = Journal(tmp_path / "j.db")
-    journal.insert(entry("mid-air", "sending"))
+    journal.insert(entry_now("mid-air", "sending"))
     publisher = Recorder()
     bridge = bridge_on(journal, publisher)
     bridge._repeat("mid-air", bridge.lifecycle.topics.parse("vpp/group/42/set").target,  # type: ignore[union-attr]
@@ -152,7 +131,7 @@ def test_a_recovered_command_the_configuration_now_forbids_fails_unsent(tmp_path
     from semookii_bridge.config import CommandsConfig
 
     journal = Journal(tmp_path / "j.db")
-    journal.insert(entry("old", "queued"))
+    journal.insert(entry_now("old", "queued"))
     publisher = Recorder()
     config = BridgeConfig(commands=CommandsConfig(allow_groups=["7"]))
     bridge = Bridge(config, api=NoApi(), publisher=publisher, journal=journal,  # type: ignore[arg-type]

@@ -4,70 +4,28 @@ rule, and its wall clock is stepped by hours between runs (libfaketime, Debian's
 from __future__ import annotations
 
 import asyncio
-import glob
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from semookii_bridge.simulator import RunningSimulator
 
-from .support.bridges import TOKEN
-from .support.broker import Mosquitto, Probe, process_sections
+from .support.bridges import online, restart_config, start_bridge, vendor
+from .support.broker import Mosquitto, Probe
 from .support.postgres import Postgres
 from .support.relay import Relay
-from .test_durability import journal_statuses, terminal_states
+from .support.states import journal_statuses, terminal_states
 
 CONTROL = "/commandapi/groupControl"
 
 
-def libfaketime() -> str:
-    """The path of Debian's libfaketime (`make test` installs the `faketime` package)."""
-    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
-    if not found:
-        pytest.fail("libfaketime is not installed; `make test` installs the faketime package")
-    return found[0]
 
 
-def write_config(path: Path, broker: Mosquitto, sim: RunningSimulator, *, rate: float, burst: int,
-                 dedup_window: float = 3600.0) -> None:  # fmt: skip
-    """A bridge at the vendor's limit, tracking results briefly, its journal beside the config."""
-    path.write_text(f"""
-{process_sections(broker, sim, "bridge-restart")}
-
-[rate_limit]
-rate = {rate}
-burst = {burst}
-daily_quota = 0
-
-[commands]
-poll_initial = 0.2
-poll_max = 0.5
-track_results_for = 5
-merge = false
-dedup_window = {dedup_window}
-
-[journal]
-path = "{path.parent / "journal.db"}"
-
-[http]
-enabled = false
-""")
 
 
 def start(config: Path, *, wall_offset_file: Path | None = None) -> subprocess.Popen[bytes]:
-    """`semookii-bridge run` as a real process; with `wall_offset_file`, its wall clock is libfaketime's (the
-    monotonic and boot clocks stay the kernel's, as a clock step leaves them)."""
-    env = {**os.environ, "SEMOOKII_TOKEN": TOKEN}
-    if wall_offset_file is not None:
-        env.update(LD_PRELOAD=libfaketime(), FAKETIME_TIMESTAMP_FILE=str(wall_offset_file), FAKETIME_NO_CACHE="1",
-                   FAKETIME_DONT_FAKE_MONOTONIC="1")  # fmt: skip
-    log = (config.parent / "bridge.log").open("ab")
-    return subprocess.Popen([sys.executable, "-m", "semookii_bridge.cli", "--log-level", "INFO", "run",
-                             "--config", str(config)], env=env, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    """`semookii-bridge run` at INFO (the tests read its lines)."""
+    return start_bridge(config, "INFO", wall_offset_file=wall_offset_file)
 
 
 def stop(bridge: subprocess.Popen[bytes], how: signal.Signals) -> None:
@@ -75,15 +33,8 @@ def stop(bridge: subprocess.Popen[bytes], how: signal.Signals) -> None:
     bridge.wait(10)
 
 
-def vendor(sim: RunningSimulator, **fields: object) -> None:
-    """Reconfigure the simulator (its limit, its ban rule)."""
-    config = sim.simulator.config
-    values = {f: getattr(config, f) for f in config.__struct_fields__}
-    sim.simulator.config = config.__class__(**{**values, **fields})
 
 
-async def online(probe: Probe) -> None:
-    await probe.wait_for(lambda: [m for m in probe.on("vpp/bridge/state") if m.json()["state"] == "online"])
 
 
 async def test_restarts_after_bursts_get_no_token_banned(
@@ -95,7 +46,7 @@ async def test_restarts_after_bursts_get_no_token_banned(
     vendor(sim, rate=1.0, burst=3, ban_after=1, ban_for=95.0)
     groups = [sim.simulator.state.add_group(f"r{i}") for i in range(8)]
     config = tmp_path / "bridge.toml"
-    write_config(config, broker, sim, rate=1.0, burst=3)
+    restart_config(config, broker, sim, rate=1.0, burst=3)
     bridge = start(config)
     try:
         with Probe(broker.port) as probe:
@@ -129,7 +80,7 @@ async def test_deadlines_hold_when_the_wall_clock_steps_back_between_runs(
     offset.write_text("+1h\n")
     blocker, *waiting = [sim.simulator.state.add_group(f"d{i}") for i in range(3)]
     config = tmp_path / "bridge.toml"
-    write_config(config, broker, sim, rate=0.02, burst=1)
+    restart_config(config, broker, sim, rate=0.02, burst=1)
     bridge = start(config, wall_offset_file=offset)
     try:
         with Probe(broker.port) as probe:
@@ -164,7 +115,7 @@ async def test_a_request_id_is_not_sent_twice_after_a_forward_jump_and_a_restart
     offset.write_text("+0\n")
     group = sim.simulator.state.list_groups()[0].id
     config = tmp_path / "bridge.toml"
-    write_config(config, broker, sim, rate=0, burst=1, dedup_window=60)
+    restart_config(config, broker, sim, rate=0, burst=1, dedup_window=60)
     command = {"type": "manual", "action": "stop", "request_id": "once-only"}
     topic = f"vpp/group/{group}/state"
     bridge = start(config, wall_offset_file=offset)
@@ -197,7 +148,7 @@ async def test_a_restart_after_management_calls_does_not_start_from_a_full_bucke
     relay = await Relay(postgres_server.port).start()
     relay.delay = 0.1
     config = tmp_path / "bridge.toml"
-    write_config(config, broker, sim, rate=0.1, burst=3)  # half the vendor's rate: a margin, as operators set it
+    restart_config(config, broker, sim, rate=0.1, burst=3)  # half the vendor's rate: a margin, as operators set it
     slow = pg_url.replace(f":{postgres_server.port}/", f":{relay.port}/")
     config.write_text(config.read_text().replace("[journal]\n", f'[journal]\nurl = "{slow}"\n'))
     lists = "/vppgroup/findAll"

@@ -11,13 +11,14 @@ import msgspec
 import pytest
 
 from semookii_bridge.bridge import Bridge
+from semookii_bridge.budget.quota import DailyQuota, QuotaExhausted
+from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
 from semookii_bridge.config import BridgeConfig, CommandsConfig
 from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.journal.timeline import resume
-from semookii_bridge.budget.quota import DailyQuota, QuotaExhausted
-from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
 
-from .test_recovery import NoApi, Recorder, entry
+from .support.doubles import NoApi, Recorder
+from .support.journal import entry_now
 
 DAY = 86400.0
 
@@ -82,7 +83,7 @@ def test_after_a_reboot_with_the_wall_clock_behind_the_journal_no_queued_command
     instead of going out late) and says how far it may be ahead; without a queued command, nothing moves."""
     clocks, journal = Clocks(), Journal(tmp_path / "j.db")
     first = resume(journal, wall=clocks.wall, elapsed=clocks.elapsed, boot="boot-a")
-    late = entry("late", "queued")
+    late = entry_now("late", "queued")
     journal.use_clock(first)
     journal.insert(msgspec.structs.replace(late, received_at=first(), deadline=first() + 30))
     journal.commit()
@@ -180,7 +181,7 @@ async def test_the_dedup_window_is_kept_longer_by_the_clock_doubt(tmp_path: Path
     """A finished command 70 s old with a 60 s window is kept while the timeline may be 30 s ahead of real
     time (after a reboot), and forgotten when it cannot."""
     journal = Journal(tmp_path / "j.db")
-    old = entry("once-only", "completed")
+    old = entry_now("once-only", "completed")
     old.received_at = time.time() - 70
     journal.insert(old)
     bridge = Bridge(BridgeConfig(commands=CommandsConfig(dedup_window=60)), api=NoApi(), publisher=Recorder(),  # type: ignore[arg-type]

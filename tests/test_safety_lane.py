@@ -15,9 +15,8 @@ from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
 from .support.bridges import TOKEN, bridge_config_for
-from .support.broker import Mosquitto, Probe, free_port
-from .test_bridge_rate_limit import cpu_burners
-from .test_overload import shipped_queue_limits
+from .support.broker import Mosquitto, Probe, free_port, shipped_queue_limits
+from .support.load import cpu_burners
 
 CONTROL = "/commandapi/groupControl"
 STOP = {"type": "manual", "action": "stop"}

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
+from semookii_bridge.budget.ratelimit import BucketState
 from semookii_bridge.journal.lease import Leadership
 from semookii_bridge.journal.postgres import Postgres
 from semookii_bridge.journal.shared import Fence, Fenced, SharedJournal
 from semookii_bridge.journal.timeline import Anchor
-from semookii_bridge.budget.ratelimit import BucketState
 
 from .support.journal import entry
 from .support.postgres import Postgres as Server

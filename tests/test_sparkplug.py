@@ -11,13 +11,13 @@ import msgspec
 import pytest
 
 from semookii_bridge import config as bridge_config
-from semookii_bridge.mqtt.client import Will
 from semookii_bridge.interface.payloads import Incoming
+from semookii_bridge.interface.topics import Target
+from semookii_bridge.mqtt.client import Will
 from semookii_bridge.sparkplug.codec import DataType, Metric, PayloadError, decode, encode, fits
 from semookii_bridge.sparkplug.devices import Device, Refusal, target_of
 from semookii_bridge.sparkplug.edge import EdgeNode
 from semookii_bridge.sparkplug.session import Sequence, Store
-from semookii_bridge.interface.topics import Target
 
 GROUP = "1028902640000001234"
 

@@ -18,6 +18,7 @@ import pytest
 from semookii_bridge.simulator import RunningSimulator
 
 from .support.bridges import start_bridge as _start
+from .support.bridges import write_config
 from .support.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,34 +100,17 @@ async def host(host_modules: Path, broker: Mosquitto) -> AsyncIterator[Callable[
         await running.proc.wait()
 
 
-def write_config(path: Path, broker: Mosquitto, sim: RunningSimulator, **sparkplug: object) -> None:
-    extra = "".join(f"{key} = {json.dumps(value)}\n" for key, value in sparkplug.items())
-    path.write_text(f"""
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-client_id = "bridge-sparkplug"
-
-[api]
-base_url = "{sim.base_url}"
-
-[rate_limit]
-rate = 0
-
-[commands]
-poll_initial = 0.1
-poll_max = 0.3
-merge = false
-
-[journal]
-path = "{path.parent / "journal.db"}"
-
-[http]
-enabled = false
-
-[sparkplug]
-enabled = true
-{extra}""")
+def sparkplug_config(path: Path, broker: Mosquitto, sim: RunningSimulator, **sparkplug: object) -> Path:
+    """A bridge with its Sparkplug edge node on (`sparkplug`: more of that section) and the token check at start."""
+    return write_config(
+        path, broker, sim, "bridge-sparkplug",
+        api={"check_token": True},
+        rate_limit={"rate": 0},
+        commands={"poll_initial": 0.1, "poll_max": 0.3, "merge": False},
+        journal={"path": path.parent / "journal.db"},
+        http={"enabled": False},
+        sparkplug={"enabled": True, **sparkplug},
+    )
 
 
 def start_bridge_at_info(config: Path) -> subprocess.Popen[bytes]:
@@ -154,7 +138,7 @@ async def test_a_host_writes_a_setpoint_and_follows_it_to_completed(
     device = f"group-{group}"
     scada = await host()
     config = tmp_path / "bridge.toml"
-    write_config(config, broker, sim)
+    sparkplug_config(config, broker, sim)
     bridge = start_bridge_at_info(config)
     try:
         nbirth = await scada.wait_for(is_topic("NBIRTH"))
@@ -193,7 +177,7 @@ async def test_births_wait_for_the_primary_host_and_follow_its_state(
     host goes offline it ends its session (NDEATH) and, once the host is back, is born with the next bdSeq."""
     scada = await host("scada")
     config = tmp_path / "bridge.toml"
-    write_config(config, broker, sim, primary_host_id="scada", devices=["inverter-H475A"])
+    sparkplug_config(config, broker, sim, primary_host_id="scada", devices=["inverter-H475A"])
     bridge = start_bridge_at_info(config)
     try:
         await asyncio.sleep(2.0)
@@ -219,7 +203,7 @@ async def test_writes_the_bridge_refuses_come_back_as_rejected_ddata(
     write to an unknown metric by the edge node: both are DDATA with State/Status `rejected` and the code."""
     scada = await host()
     config = tmp_path / "bridge.toml"
-    write_config(config, broker, sim, devices=["inverter-H475A"])
+    sparkplug_config(config, broker, sim, devices=["inverter-H475A"])
     bridge = start_bridge_at_info(config)
     topic = f"spBv1.0/vpp/DCMD/{EDGE}/inverter-H475A"
     try:
@@ -248,7 +232,7 @@ async def test_after_a_broker_restart_the_node_is_born_again_with_the_next_bd_se
     scada = await host()
     device = f"group-{sim.simulator.state.list_groups()[0].id}"
     config = tmp_path / "bridge.toml"
-    write_config(config, broker, sim, devices=[device])
+    sparkplug_config(config, broker, sim, devices=[device])
     bridge = start_bridge_at_info(config)
     try:
         first = metrics(await scada.wait_for(is_topic("NBIRTH")))["bdSeq"]["value"]

@@ -18,12 +18,12 @@ import pytest
 from semookii_bridge.journal.postgres import SCHEMA
 from semookii_bridge.simulator import RunningSimulator
 
+from .support.bridges import libfaketime
 from .support.broker import Mosquitto, Probe
 from .support.postgres import Postgres
 from .support.relay import Relay
-from .test_durability import terminal_states
-from .test_ha import CONTROL, LEASE, Bridges, ended_once, role, sent_twice
-from .test_restart import libfaketime
+from .support.standby import CONTROL, LEASE, Bridges, ended_once, role, sent_twice
+from .support.states import terminal_states
 
 TAKEOVER_TARGET = 5.0
 """Seconds from a leader's stall inside its fence transaction to the standby leading (issue 28's target)."""

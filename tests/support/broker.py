@@ -176,13 +176,6 @@ class Probe:
         return result
 
 
-def process_sections(broker: Mosquitto, sim: Any, client_id: str) -> str:
-    """The `[mqtt]` and `[api]` sections of a bridge run as a process by a test: the test's broker and
-    simulator, quick reconnects, a 5 s API timeout, no token check at start (the tests count calls)."""
-    return (f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\nclient_id = "{client_id}"\nreconnect_min = 0.2\n'
-            f'reconnect_max = 1\n\n[api]\nbase_url = "{sim.base_url}"\ntimeout = 5.0\ncheck_token = false\n')
-
-
 PASSWORDS = {"bridge": "bridge-test-password", "operator": "operator-test-password",
              "viewer": "viewer-test-password", "sparkplug": "sparkplug-test-password"}  # fmt: skip
 """Broker passwords of the tests' secured brokers (no password ships with the repo)."""
@@ -198,3 +191,11 @@ def wait_port(port: int, seconds: float = 30) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def shipped_queue_limits() -> str:
+    """The backlog lines of the shipped broker configuration (mosquitto/mosquitto.conf)."""
+    conf = Path(__file__).resolve().parent.parent / "mosquitto" / "mosquitto.conf"
+    lines = [line for line in conf.read_text().splitlines() if line.startswith(("max_queued", "max_inflight"))]
+    assert any(line.startswith("max_queued_messages") for line in lines)
+    return "\n".join(lines) + "\n"
