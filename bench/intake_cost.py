@@ -24,9 +24,9 @@ import msgspec
 
 from semookii_bridge import config as bridge_config
 from semookii_bridge.bridge import Bridge
-from semookii_bridge.journal.sqlite import Journal
-from semookii_bridge.interface.payloads import Incoming
 from semookii_bridge.budget.ratelimit import RateLimiter, TokenBucket
+from semookii_bridge.interface.payloads import Incoming
+from semookii_bridge.journal.sqlite import Journal
 
 SMALL, LARGE = 2000, 6000
 
