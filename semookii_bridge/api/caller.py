@@ -176,24 +176,10 @@ class Caller:
         outcome = "ok"
         try:
             async with session.post(self._base_url + endpoint.path, params=params, json=body) as response:
-                if response.status == 429:
-                    wait = retry_after(response.headers.get("Retry-After"))
-                    self._gate.throttled(wait)
-                    outcome = "429"
-                    raise errors.RateLimited("HTTP 429", endpoint=endpoint.name, retry_after=wait)
-                if response.status in (401, 403):
+                refusal = self._refusal(response, endpoint)
+                if refusal is not None:
                     outcome = str(response.status)
-                    message = f"HTTP {response.status}: the API refused the token"
-                    if self._on_token(False, message):
-                        raise errors.Unauthorized(message, endpoint=endpoint.name, status=response.status)
-                    raise errors.HttpStatusError(
-                        f"HTTP {response.status}", endpoint=endpoint.name, status=response.status
-                    )
-                if response.status >= 400:
-                    outcome = str(response.status)
-                    raise errors.HttpStatusError(
-                        f"HTTP {response.status}", endpoint=endpoint.name, status=response.status
-                    )
+                    raise refusal
                 return await read_body(response, endpoint)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             outcome = "connect_error"
@@ -210,6 +196,21 @@ class Caller:
             if self._observer is not None:
                 self._observer(endpoint, outcome, elapsed)
             log.debug("api_call endpoint=%s outcome=%s ms=%.1f", endpoint.name, outcome, elapsed * 1000)
+
+    def _refusal(self, response: aiohttp.ClientResponse, endpoint: Endpoint) -> errors.ApiError | None:
+        """The error of an answer that refused the request, or None: 429 pauses every call for its Retry-After,
+        401 and 403 are the token's refusal if the token check agrees."""
+        status = response.status
+        if status == 429:
+            wait = retry_after(response.headers.get("Retry-After"))
+            self._gate.throttled(wait)
+            return errors.RateLimited("HTTP 429", endpoint=endpoint.name, retry_after=wait)
+        message = f"HTTP {status}: the API refused the token"
+        if status in (401, 403) and self._on_token(False, message):
+            return errors.Unauthorized(message, endpoint=endpoint.name, status=status)
+        if status >= 400:
+            return errors.HttpStatusError(f"HTTP {status}", endpoint=endpoint.name, status=status)
+        return None
 
     def _still_leading(self, endpoint: Endpoint) -> None:
         """No attempt at all (nor a rate-limit token) once this process no longer leads."""

@@ -26,7 +26,7 @@ from ..ops import logs
 from ..service import Service
 from ..simulator import SimConfig, serve
 
-REPO_MOSQUITTO = Path(__file__).resolve().parents[1] / "mosquitto"
+REPO_MOSQUITTO = Path(__file__).resolve().parents[2] / "mosquitto"
 USERS = ("bridge", "operator", "viewer", "sparkplug")
 """The broker users the repo's ACL knows; no password for them ships: the demo makes new ones each run."""
 SIM_TOKEN = "sim-token"

@@ -195,7 +195,7 @@ def wait_port(port: int, seconds: float = 30) -> bool:
 
 def shipped_queue_limits() -> str:
     """The backlog lines of the shipped broker configuration (mosquitto/mosquitto.conf)."""
-    conf = Path(__file__).resolve().parent.parent / "mosquitto" / "mosquitto.conf"
+    conf = Path(__file__).resolve().parents[2] / "mosquitto" / "mosquitto.conf"
     lines = [line for line in conf.read_text().splitlines() if line.startswith(("max_queued", "max_inflight"))]
     assert any(line.startswith("max_queued_messages") for line in lines)
     return "\n".join(lines) + "\n"
