@@ -12,15 +12,14 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import msgspec
 
-from . import __version__
 from .budget.breaker import Breaker
 from .budget.ratelimit import QuotaExhausted, RateLimiter
-from .budget.report import Budget, BudgetReporter, CallLog
+from .budget.report import BridgeSample, BudgetReporter, CallLog
 from .common.clock import steady
 from .config import BridgeConfig
 from .control.admission import Admission, delivery_hash, guess_request_id
@@ -33,11 +32,13 @@ from .control.jobs import Job, entry_from_job
 from .control.lane import SafetyLane
 from .control.lifecycle import ControlApi, Lifecycle, Publisher, StatusObserver
 from .control.merging import MergePolicy
-from .control.recovery import Recovery
+from .control.plan_desk import PlanDesk
+from .control.plan_runner import PlanRunner
+from .control.recovery import Recovery, prune_forever
 from .control.statuses import Status
 from .errors import BridgeError, ErrorInfo
-from .interface.payloads import INTERFACE_VERSION, ApiState, BridgeInfo, Incoming, RateLimitInfo
-from .interface.topics import ControlRoute, RequestRoute, Target, Topics
+from .interface.payloads import ApiState, BridgeInfo, Incoming, describe
+from .interface.topics import ControlRoute, PlanRoute, RequestRoute, Target, Topics
 from .journal.protocol import CommandJournal, DuplicateRequest, JournalError
 from .management.answer import Answerer
 from .management.guard import Guard
@@ -52,23 +53,6 @@ class BridgeApi(ControlApi, ManagementApi, Protocol):
 
     @property
     def base_url(self) -> str: ...
-
-
-class BridgeSample(msgspec.Struct, frozen=True, kw_only=True):
-    """What the bridge's queue and budget look like now: read by the status page and the metrics, so neither
-    reaches into the bridge's parts."""
-
-    queued: int
-    in_flight: int
-    tracking: int
-    oldest_queued: float
-    calls_by_kind: dict[str, int]
-    budget: Budget | None = None
-    """The budget report (only when asked for: the status page shows it, the metrics need not compute it)."""
-
-
-INFO_COMMANDS = ("dry_run", "merge", "batch_max_sns", "default_ttl", "track_results_for", "max_abs_power")
-"""The `[commands]` settings `<prefix>/bridge/info` repeats, by the same names."""
 
 
 class Bridge:
@@ -108,6 +92,8 @@ class Bridge:
         self.api_state: Callable[[], ApiState] = lambda: "unknown"  # the token's standing (authorization.py)
         self.admission = Admission(config, wall)
         self.answers = self._answerer()
+        self.desk = PlanDesk(config, self.admission, publisher, self.topics, self.inventory.groups_of)
+        self.plans = self.desk.runner = PlanRunner(journal, config, clock, self.issue, self.desk.announce)
 
     def _lifecycle(self, observer: StatusObserver | None, age_observer: Callable[[float], None] | None) -> Lifecycle:
         """Sending once, then tracking results; the device behind an inverter from the inventory."""
@@ -159,6 +145,7 @@ class Bridge:
             topic=self.topics.bridge_budget,
         )
         budget.api_state = lambda: self.api_state()
+        budget.planned = lambda: self.plans.calls_within(3600.0)
         return budget
 
     def _dispatcher(self) -> Dispatcher:
@@ -167,7 +154,7 @@ class Bridge:
         merge = MergePolicy(self.inventory.known, cmd.batch_max_sns) if self._merging else None
         in_flight = self.config.rate_limit.max_in_flight
         send = self.lane.sending(self.lifecycle.send_all)
-        self.lifecycle.recorded = self.lane.release
+        self.lifecycle.recorded = self._recorded
         self.lifecycle.polls.held = lambda: self.breaker.open  # no polls pile up while the API is silent either
         return Dispatcher(
             self.limiter,
@@ -179,14 +166,22 @@ class Bridge:
             breaker=self.breaker,
         )
 
+    def _recorded(self, jobs: Sequence[Job]) -> None:
+        """The jobs' `sending` writes are on record, just before their call: the safety lane lets go of the
+        intake, and a plan step's lateness is measured."""
+        self.lane.release(jobs)
+        self.plans.leaving([job.request_id for job in jobs])
+
     # ---- start / stop ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Resume what the journal holds and start dispatching."""
+        self.plans.load()  # first: a plan's step expired in the journal's queue is counted missed
         self.recover()
+        self._spawn(self.plans.run())
         self._spawn(self.dispatcher.run())
         self._spawn(self.lifecycle.run_tracking())
-        self._spawn(self._prune_loop())
+        self._spawn(prune_forever(self.journal, self.clock, self.config.commands.dedup_window, self.clock_doubt))
         self._spawn(self.budget.run())
         cmd = self.config.commands
         if (self._merging or cmd.allow_groups or cmd.allow_inverters) and not cmd.dry_run:
@@ -218,28 +213,15 @@ class Bridge:
             tracking=self.lifecycle.tracking,
             oldest_queued=self.dispatcher.oldest_age() or 0.0,
             calls_by_kind=self.calls.by_kind(),
+            plans=self.plans.statuses(),
             budget=self.budget.snapshot() if with_budget else None,
+            plan_rows=self.plans.rows() if with_budget else None,
         )
 
     def info(self) -> BridgeInfo:
         """What `<prefix>/bridge/info` says (never the token)."""
-        rl, cmd = self.config.rate_limit, self.config.commands
-        limits = RateLimitInfo(
-            rate=rl.rate,
-            burst=rl.burst,
-            daily_quota=rl.daily_quota,
-            quota_timezone=rl.quota_timezone,
-            quota_reserve=self.limiter.bucket.quota.reserve,
-        )
-        return BridgeInfo(
-            version=__version__,
-            interface=INTERFACE_VERSION,
-            prefix=self.topics.prefix,
-            rate_limit=limits,
-            **{key: getattr(cmd, key) for key in INFO_COMMANDS},
-            api_base_url=self.api.base_url,
-            api=self.api_state(),
-        )
+        reserve = self.limiter.bucket.quota.reserve
+        return describe(self.config, self.topics.prefix, reserve, self.api.base_url, self.api_state())
 
     # ---- intake ----------------------------------------------------------------------------------------
 
@@ -254,17 +236,21 @@ class Bridge:
             msg = msgspec.structs.replace(msg, response_topic=None)
         if isinstance(route, RequestRoute):
             self.answers.request(route.op, msg)
-            return
-        self._intake(route, msg)
+        elif isinstance(route, PlanRoute):
+            self.desk.receive(route.target, msg, self.clock())
+        else:
+            self._intake(route, msg)
 
     def refuse_overloaded(self, msg: Incoming) -> None:
         """A QoS 0 message that arrived while the inbox was full (QoS 0 has no flow control): refused loudly,
         `rejected`/`overloaded` for a command and `busy` for a request, never dropped without a word."""
         route = self.topics.parse(msg.topic)
+        message = "the bridge's inbox is full; the message was not taken, send it again later"
         if isinstance(route, RequestRoute):
             self.answers.refuse(route.op, msg)
+        elif isinstance(route, PlanRoute):
+            self.desk.reject(route.target, msg, ErrorInfo(code="overloaded", message=message))
         elif route is not None and not msg.retain:
-            message = "the bridge's inbox is full; the command was not accepted, send it again later"
             self._reject(route.target, msg, ErrorInfo(code="overloaded", message=message))
 
     def _intake(self, route: ControlRoute, msg: Incoming) -> None:
@@ -283,19 +269,39 @@ class Bridge:
             log.info("redelivery_ignored topic=%s mid=%d", msg.topic, msg.mid)
             return
         job = self._job(target, command, msg, now)
+        if self._journaled(job, delivery, msg):
+            self._queue(job, now, lane=route.safety)
+            if route.safety:
+                self.desk.stopped(target, command)
+
+    def issue(self, target: Target, command: Command, deadline: float) -> None:
+        """A plan's step as an ordinary command (its request_id set); one already journaled (before a restart or
+        a takeover) is not issued again."""
+        now = self.clock()
+        sns = tuple(command.sns) if command.sns else None
+        job = Job(command.request_id or uuid.uuid4().hex, target, command, sns, received_at=now, deadline=deadline)
+        if self._journaled(job, None, None):
+            self._queue(job, now)
+
+    def _journaled(self, job: Job, delivery: str | None, msg: Incoming | None) -> bool:
+        """Journal a new job and say `queued`; a repeated request_id is answered (a message's) or passed over (a
+        plan's step that went before a restart)."""
         try:
             self.journal.insert(entry_from_job(job, "queued", delivery))
         except DuplicateRequest:
-            self._repeat(job.request_id, target, msg)
-            return
+            if msg is not None:
+                self._repeat(job.request_id, job.target, msg)
+            return False
         except JournalError as exc:
             # Not journaled means not accepted: say so rather than acknowledge a command nobody keeps.
             log.exception("journal_insert_failed request_id=%s", job.request_id)
             message = f"the bridge could not record this command ({exc}); it was not sent"
-            self._reject(target, msg, ErrorInfo(code="internal_error", message=message), request_id=job.request_id)
-            return
+            if msg is not None:
+                error = ErrorInfo(code="internal_error", message=message)
+                self._reject(job.target, msg, error, request_id=job.request_id)
+            return False
         self.lifecycle.publish_job(job, "queued")
-        self._queue(job, now, lane=route.safety)
+        return True
 
     def _job(self, target: Target, command: Command, msg: Incoming, now: float) -> Job:
         """The job for a validated command (a request_id is made up when the command has none)."""
@@ -365,6 +371,7 @@ class Bridge:
         """A queued job left the queue without being sent: superseded, expired, or out of quota."""
         self.lane.left(job.request_id)
         self.lifecycle.finish(job, status, error=error)
+        self.plans.dropped(job.request_id, status)
 
     # ---- recovery ---------------------------------------------------------------------------------------
 
@@ -380,14 +387,6 @@ class Bridge:
             drop=self._dropped,
             wire_bound=self.config.ha.wire_bound if self.config.ha.enabled else None,
         ).run()
-
-    async def _prune_loop(self) -> None:
-        window = self.config.commands.dedup_window
-        while True:
-            removed = self.journal.prune(self.clock() - window - self.clock_doubt)
-            if removed:
-                log.debug("journal_pruned rows=%d", removed)
-            await asyncio.sleep(min(60.0, window / 4))
 
 
 def topics_for(config: BridgeConfig) -> Topics:

@@ -89,6 +89,10 @@ class Service:
         bridge, link = self._build(api, self.journal, timeline)
         self.obs.bind(self._sample)
         bridge.answers.answered = self.obs.board.observe_answer
+        bridge.plans.on_interval, bridge.plans.on_lateness = (
+            self.obs.observe_plan_interval,
+            self.obs.plan_lateness.observe,
+        )
         safety = self.safety_link = self._safety_link(bridge, self.journal)
         presence = None if cfg.ha.enabled else await copies.start(cfg, self._stack)  # a second copy stops here
         self.failed = asyncio.get_running_loop().create_future()
@@ -326,6 +330,7 @@ class Service:
             banned_for=self.limiter.banned_for(),
             oldest_queued=now.oldest_queued,
             calls_by_kind=now.calls_by_kind,
+            plans=now.plans,
             sparkplug_limited=dict(self.edge.limited) if self.edge is not None else None,
             mqtt_refused=sum(link.outbox.refused for link in self._links()),
             mqtt_refusal=self._refusal(),

@@ -11,7 +11,7 @@ import pytest
 
 from semookii_bridge.budget.ratelimit import BucketState
 from semookii_bridge.journal.postgres import Postgres
-from semookii_bridge.journal.protocol import CommandJournal, DuplicateRequest
+from semookii_bridge.journal.protocol import CommandJournal, DuplicateRequest, PlanRecord
 from semookii_bridge.journal.shared import SharedJournal
 from semookii_bridge.journal.sqlite import Journal
 from semookii_bridge.journal.timeline import Anchor
@@ -122,6 +122,21 @@ async def test_quota_limiter_and_timeline_state_survive_a_reopen(reopen: Opener)
     assert again.bucket_state() == BucketState(1.5, 1000.0, 1010.0, 0.0)
     assert again.clock_anchor() == Anchor("boot", 123.0, 2000.0)
     assert again.latest_instant() is not None
+
+
+async def test_a_targets_plan_record_is_replaced_and_survives_a_reopen(reopen: Opener) -> None:
+    """save_plan keeps one record per target (a second one replaces it); plans() reads them back after a reopen."""
+    journal = await reopen()
+    journal.save_plan(PlanRecord(target="group:1", plan_id="a", body=b"{}", status="active", updated_at=1.0))
+    journal.save_plan(PlanRecord(target="group:2", plan_id="b", body=b"{}", status="active", updated_at=1.0))
+    journal.save_plan(PlanRecord(target="group:1", plan_id="a", body=b"{}", status="active", next_index=2, sent=1,
+                                 missed=1, error=b"x", updated_at=2.0))
+    await journal.durable()
+    again = await reopen()
+    records = {r.target: r for r in again.plans()}
+    assert set(records) == {"group:1", "group:2"}
+    assert (records["group:1"].next_index, records["group:1"].sent, records["group:1"].missed) == (2, 1, 1)
+    assert records["group:1"].error == b"x" and records["group:2"].plan_id == "b"
 
 
 async def test_after_commit_runs_once_the_write_is_on_record(reopen: Opener) -> None:

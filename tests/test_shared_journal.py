@@ -13,7 +13,8 @@ import pytest
 from semookii_bridge.budget.ratelimit import BucketState
 from semookii_bridge.journal.lease import Leadership
 from semookii_bridge.journal.postgres import Postgres
-from semookii_bridge.journal.shared import Fence, Fenced, SharedJournal
+from semookii_bridge.journal.shared import SharedJournal
+from semookii_bridge.journal.store import Fence, Fenced
 from semookii_bridge.journal.timeline import Anchor
 
 from .support.journal import entry

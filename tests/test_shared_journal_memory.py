@@ -13,7 +13,8 @@ import pytest
 from semookii_bridge.budget.ratelimit import BucketState
 from semookii_bridge.journal.history import History, Keys, key_of
 from semookii_bridge.journal.protocol import DuplicateRequest, Entry
-from semookii_bridge.journal.shared import Batch, Fence, Fenced, SharedJournal, Snapshot, StoreUnavailable
+from semookii_bridge.journal.shared import SharedJournal
+from semookii_bridge.journal.store import Batch, Fence, Fenced, Snapshot, StoreUnavailable
 from semookii_bridge.journal.timeline import Anchor
 
 from .support.journal import entry

@@ -178,3 +178,27 @@ async def test_markup_in_every_field_an_outsider_controls_stays_text(
     found = "document.querySelectorAll('img, iframe, script:not([src]), #injected').length"
     script = f"return [document.querySelectorAll('td *').length, {found}, window.__owned === undefined];"
     assert await in_thread(browser.execute_script, script) == [0, 0, True]
+
+
+async def test_the_page_lists_an_active_plan(
+    guarded: Service, broker: Mosquitto, sim: RunningSimulator, browser: webdriver.Chrome
+) -> None:
+    """A plan sent for a group appears in the page's plans table with its id, and the budget shows the plans'
+    calls for the next hour."""
+    from datetime import UTC, datetime
+
+    group_id = sim.simulator.state.list_groups()[0].id
+    start = time.time() + 30
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat()
+
+    body = {"plan_id": "page-plan", "intervals": [
+        {"start": iso(start + 60 * i), "end": iso(start + 60 * (i + 1)), "command": {"type": "power_control", "active_power": -1}}
+        for i in range(3)]}
+    await open_page(browser, guarded)
+    with Probe(broker.port) as probe:
+        probe.publish(f"vpp/group/{group_id}/plan/set", body)
+        row = await _text_becomes(browser, "plans", "page-plan")
+        budget = await _text_becomes(browser, "budget", "3 calls")
+    assert f"group:{group_id}" in row and "plans, next hour" in budget

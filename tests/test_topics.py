@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from semookii_bridge.interface.topics import ControlRoute, RequestRoute, Target, Topics
+from semookii_bridge.interface.topics import ControlRoute, PlanRoute, RequestRoute, Target, Topics
 
 
 @pytest.mark.parametrize(
@@ -18,6 +18,10 @@ from semookii_bridge.interface.topics import ControlRoute, RequestRoute, Target,
         ("vpp/bridge/request/", None),
         ("other/group/1/set", None),
         ("vpp/group/1/2/set", None),
+        ("vpp/group/123/plan/set", PlanRoute(Target("group", "123"))),
+        ("vpp/inverter/H475X/plan/set", PlanRoute(Target("inverter", "H475X"))),
+        ("vpp/batch/plan/set", None),
+        ("vpp/group/123/plan/state", None),
     ],
 )
 def test_parse(topic: str, route: object) -> None:
@@ -34,11 +38,12 @@ def test_multi_level_prefix_and_builders() -> None:
     assert topics.response("group/add") == "site/a/vpp/bridge/response/group/add"
 
 
-def test_the_bridge_subscribes_to_its_command_and_request_topics_only() -> None:
+def test_the_bridge_subscribes_to_its_command_plan_and_request_topics_only() -> None:
     """The ordinary session's filters and the safety lane's, under the prefix, never shared subscriptions (the
     removed `mqtt.shared_group` is refused at load: tests/test_config.py)."""
     topics = Topics("vpp")
-    assert topics.subscriptions() == ["vpp/group/+/set", "vpp/inverter/+/set", "vpp/batch/set", "vpp/bridge/request/#"]
+    assert topics.subscriptions() == ["vpp/group/+/set", "vpp/inverter/+/set", "vpp/batch/set", "vpp/group/+/plan/set",
+                                      "vpp/inverter/+/plan/set", "vpp/bridge/request/#"]
     assert topics.safety_subscriptions() == ["vpp/safety/group/+/set", "vpp/safety/inverter/+/set",
                                              "vpp/safety/batch/set"]
 

@@ -90,6 +90,8 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True):
     oldest_queued_age: float | None
     tracking: int
     paused_until: str | None
+    planned_next_hour: int = 0
+    """Calls the dispatch plans held will need in the next hour (one per interval start, before merging)."""
     api: ApiState = "unknown"
     """The token's standing: `authorized`, `unauthorized` (every call fails at once) or `unknown`."""
     ts: str
@@ -129,6 +131,8 @@ class BudgetReporter:
         self.interval, self._wall, self._clock = interval, wall, clock
         self._last: Budget | None = None
         self.api_state: Callable[[], ApiState] = lambda: "unknown"
+        self.planned: Callable[[], int] = lambda: 0
+        """Calls the dispatch plans held need in the next hour (set by the bridge)."""
 
     def snapshot(self) -> Budget:
         """The budget now."""
@@ -155,6 +159,7 @@ class BudgetReporter:
             oldest_queued_age=None if oldest is None else round(oldest, 3),
             tracking=self._tracking(),
             paused_until=None if pause <= 0 else utc_now_text(now + pause),
+            planned_next_hour=self.planned(),
             api=self.api_state(),
             ts=utc_now_text(now),
         )
@@ -173,3 +178,20 @@ class BudgetReporter:
         while True:
             self.publish_if_changed()
             await asyncio.sleep(self.interval)
+
+
+class BridgeSample(msgspec.Struct, frozen=True, kw_only=True):
+    """What the bridge's queue and budget look like now: read by the status page and the metrics, so neither
+    reaches into the bridge's parts."""
+
+    queued: int
+    in_flight: int
+    tracking: int
+    oldest_queued: float
+    calls_by_kind: dict[str, int]
+    plans: dict[str, int] | None = None
+    """How many targets' plans are in each status."""
+    budget: Budget | None = None
+    """The budget report (only when asked for: the status page shows it, the metrics need not compute it)."""
+    plan_rows: list[dict[str, object]] | None = None
+    """The active plans (only when asked for, with the budget: the status page lists them)."""

@@ -149,6 +149,15 @@ class ManagementConfig(_Section, frozen=True):
     read_only: bool = False
 
 
+class PlansConfig(_Section, frozen=True):
+    """Dispatch plans (docs/plans.md): how far ahead and how many intervals a plan may hold, and how late an
+    interval's call may still leave after the interval's start (later, the interval is missed, never sent)."""
+
+    max_horizon: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)] = 7 * 86400.0
+    max_intervals: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2000
+    start_grace: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+
+
 class JournalConfig(_Section, frozen=True):
     """The journal that makes accepted commands survive a crash: a local SQLite file at `path`, or, with `url`,
     PostgreSQL shared by several bridges (required by `[ha]`)."""
@@ -261,6 +270,7 @@ class BridgeConfig(_Section, frozen=True):
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
     management: ManagementConfig = msgspec.field(default_factory=ManagementConfig)
+    plans: PlansConfig = msgspec.field(default_factory=PlansConfig)
     journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     sparkplug: SparkplugConfig = msgspec.field(default_factory=SparkplugConfig)

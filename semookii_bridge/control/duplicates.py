@@ -10,7 +10,7 @@ from ..errors import ErrorInfo
 from ..interface.payloads import Incoming
 from ..interface.topics import Target
 from ..journal.protocol import CommandJournal, Entry
-from ..journal.shared import StoreUnavailable
+from ..journal.store import StoreUnavailable
 from .commands import echo
 from .jobs import job_from_entry
 from .lifecycle import Lifecycle

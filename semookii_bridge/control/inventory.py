@@ -63,6 +63,10 @@ class Inventory:
         """(group id, inverter serial) of an inverter row id, or None when it was not listed."""
         return self._rows.get(inverter_id)
 
+    def groups_of(self, sn: str) -> set[str]:
+        """The groups an inverter serial was listed in (empty when it was not listed)."""
+        return {group for group, listed in self._rows.values() if listed == sn}
+
     def replace(self, inverters: list[Inverter]) -> None:
         """Take a fresh listing (inverters without both serials are left out of the dongle map)."""
         self._dongles, self._rows, self._counts = {}, {}, {}

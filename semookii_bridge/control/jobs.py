@@ -69,7 +69,7 @@ def job_from_entry(entry: Entry) -> Job | None:
     )
 
 
-def entry_from_job(job: Job, status: Status, delivery: str) -> Entry:
+def entry_from_job(job: Job, status: Status, delivery: str | None) -> Entry:
     """The journal row of a newly accepted job (the other direction of `job_from_entry`)."""
     return Entry(
         request_id=job.request_id,

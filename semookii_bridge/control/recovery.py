@@ -4,6 +4,7 @@ announced again, `queued` commands are re-admitted and queued (or expire), `send
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -95,3 +96,13 @@ class Recovery:
         if job is None or entry.status == "sending":
             return  # (unannounced() returns terminal states only)
         self.lifecycle.finish(job, entry.status, **outcome(entry))
+
+
+async def prune_forever(journal: CommandJournal, clock: Callable[[], float], window: float, doubt: float) -> None:
+    """Forget finished commands older than the dedup window (grown by how far `clock` may run ahead: `doubt`),
+    every quarter window, at least once a minute."""
+    while True:
+        removed = journal.prune(clock() - window - doubt)
+        if removed:
+            log.debug("journal_pruned rows=%d", removed)
+        await asyncio.sleep(min(60.0, window / 4))

@@ -39,6 +39,7 @@ SETTINGS = (
     "commands.dry_run",
     "commands.default_ttl",
     "management.read_only",
+    "plans.start_grace",
     "ha.lease",
     "ha.wire_bound",
     "sparkplug.enabled",

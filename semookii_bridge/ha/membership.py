@@ -22,7 +22,7 @@ from yarl import URL
 from ..config import BridgeConfig
 from ..journal.lease import Leadership, boottime
 from ..journal.postgres import Postgres
-from ..journal.shared import StoreUnavailable
+from ..journal.store import StoreUnavailable
 from .fleet import MISMATCH_EXIT, FleetMismatch, LinkWatch, Member, admit, conflicts, differing, fingerprint
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from ..interface.payloads import Incoming
 from ..interface.topics import Topics
 from ..journal.lease import Leadership, Role
 from ..journal.postgres import Postgres, session_settings
-from ..journal.shared import Fence, Fenced, SharedJournal, StoreUnavailable
+from ..journal.shared import SharedJournal
+from ..journal.store import Fence, Fenced, StoreUnavailable
 from ..journal.timeline import Timeline, resume_shared
 from ..mqtt.client import Will
 from ..mqtt.session import MqttSession

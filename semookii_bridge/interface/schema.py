@@ -14,9 +14,10 @@ import yaml
 
 from ..budget.report import Budget
 from ..control.commands import Command
+from ..control.plans import BRIDGE_SETS, WINDOW_TYPES, PlanMessage
 from ..control.statuses import TERMINAL
 from ..management.ops import OPS
-from .payloads import INTERFACE_VERSION, BridgeInfo, Response, StateMessage
+from .payloads import INTERFACE_VERSION, BridgeInfo, PlanState, Response, StateMessage
 from .wire import Id
 
 REF = "#/components/schemas/{name}"
@@ -61,7 +62,9 @@ def json_schemas() -> dict[str, Any]:
     """Every payload's JSON Schema, keyed by name (references point into the same map)."""
     requests = [spec.request for spec in OPS.values()]
     (command, *_), components = msgspec.json.schema_components(
-        [Command, StateMessage, Response, Budget, BridgeInfo, *requests], ref_template=REF, schema_hook=_schema_hook
+        [Command, StateMessage, Response, Budget, BridgeInfo, PlanMessage, PlanState, *requests],
+        ref_template=REF,
+        schema_hook=_schema_hook,
     )
     schemas: dict[str, Any] = {
         **components,
@@ -73,6 +76,11 @@ def json_schemas() -> dict[str, Any]:
         "anyOf": [{"$ref": REF.format(name="Command")}, {"type": "null"}],
         "description": "The command as understood: its type and parameters, without request_id, ttl, expires_at "
         "and track (a batch's sns kept); null on a rejection that could not be decoded.",
+    }
+    schemas["PlanInterval"]["properties"]["command"] = {
+        "$ref": REF.format(name="Command"),
+        "description": f"A command of type {', '.join(WINDOW_TYPES)}, without {', '.join(BRIDGE_SETS)} (the bridge "
+        "sets them for each interval).",
     }
     for op, spec in OPS.items():
         schemas[_request_name(op)] = {**components[spec.request.__name__], "title": _request_name(op)}
@@ -117,7 +125,9 @@ def asyncapi(prefix: str = "vpp") -> dict[str, Any]:
     """The AsyncAPI 3.0 document of the bridge's MQTT interface (from the bridge's side: it receives
     commands and requests, and sends states, responses and its own status)."""
     channels = _channels(prefix)
-    receives = ("groupCommand", "inverterCommand", "batchCommand", "request")
+    receives: tuple[str, ...] = ("groupCommand", "inverterCommand", "batchCommand", "groupSafety", "inverterSafety")
+    receives += ("batchSafety",)
+    receives += ("groupPlan", "inverterPlan", "request")
     operations = {
         f"{'receive' if name in receives else 'send'}{name[0].upper()}{name[1:]}": {
             "action": "receive" if name in receives else "send",
@@ -141,6 +151,8 @@ def asyncapi(prefix: str = "vpp") -> dict[str, Any]:
     }
 
 
+PLAN = "Dispatch plans for the target: intervals the bridge carries out at their starts (docs/plans.md)."
+PLAN_STATE = "The target's plan: active, finished, cancelled, replaced, suspended (retained) or rejected (not)."
 SAFETY = (
     "The safety lane: only manual stop, exit_remote_control and system_switch off (others are `rejected` "
     "with `not_allowed`), read on an MQTT session of its own and sent at the next token; states on the "
@@ -162,6 +174,10 @@ def _channels(prefix: str) -> dict[str, Any]:
         "groupState": _channel(f"{prefix}/group/{{groupId}}/state", "state", state, **group),
         "inverterState": _channel(f"{prefix}/inverter/{{sn}}/state", "state", state, **sn),
         "batchState": _channel(f"{prefix}/batch/state", "state", "Lifecycle states of batch commands."),
+        "groupPlan": _channel(f"{prefix}/group/{{groupId}}/plan/set", "plan", PLAN, **group),
+        "inverterPlan": _channel(f"{prefix}/inverter/{{sn}}/plan/set", "plan", PLAN, **sn),
+        "groupPlanState": _channel(f"{prefix}/group/{{groupId}}/plan/state", "planState", PLAN_STATE, **group),
+        "inverterPlanState": _channel(f"{prefix}/inverter/{{sn}}/plan/state", "planState", PLAN_STATE, **sn),
         "request": _channel(
             f"{prefix}/bridge/request/{{resource}}/{{action}}",
             "request",
@@ -211,6 +227,8 @@ def _messages() -> dict[str, Any]:
             "payload": {"oneOf": [{"$ref": REF.format(name=_request_name(o))} for o in OPS]},
         },
         "response": _message("Response", "`{status, data, error, transaction}`."),
+        "plan": _message("PlanMessage", "A dispatch plan (QoS 1, not retained); no intervals cancels."),
+        "planState": _message("PlanState", "How the target's plan goes (retained; a rejection is not)."),
         "presence": _message("BridgePresence", "online / offline."),
         "info": _message("BridgeInfo", "Versions and limits."),
         "budget": _message("Budget", "Calls used and left, by kind."),

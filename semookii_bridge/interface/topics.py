@@ -45,7 +45,13 @@ class RequestRoute(msgspec.Struct, frozen=True):
     op: str
 
 
-Route = ControlRoute | RequestRoute
+class PlanRoute(msgspec.Struct, frozen=True):
+    """A message on `<prefix>/<group|inverter>/<id>/plan/set`: a dispatch plan for that target."""
+
+    target: Target
+
+
+Route = ControlRoute | RequestRoute | PlanRoute
 
 
 class Topics:
@@ -68,6 +74,8 @@ class Topics:
             f"{self.prefix}/group/+/set",
             f"{self.prefix}/inverter/+/set",
             f"{self.prefix}/batch/set",
+            f"{self.prefix}/group/+/plan/set",
+            f"{self.prefix}/inverter/+/plan/set",
             f"{self.prefix}/bridge/request/#",
         ]
 
@@ -89,6 +97,8 @@ class Topics:
                 return ControlRoute(Target(kind, ident))
             case ["batch", "set"]:
                 return ControlRoute(Target("batch"))
+            case ["group" | "inverter" as kind, ident, "plan", "set"]:
+                return PlanRoute(Target(kind, ident))
             case ["bridge", "request", *op] if op and all(op):
                 return RequestRoute("/".join(op))
             case ["safety", "group" | "inverter" as kind, ident, "set"]:
@@ -113,6 +123,10 @@ class Topics:
         """Subscriptions that see every command's states."""
         return [f"{self.prefix}/group/+/state", f"{self.prefix}/inverter/+/state", f"{self.prefix}/batch/state"]
 
+    def plan_state_filters(self) -> list[str]:
+        """Subscriptions that see every plan's states."""
+        return [f"{self.prefix}/group/+/plan/state", f"{self.prefix}/inverter/+/plan/state"]
+
     def parse_state(self, topic: str) -> Target | None:
         """The group or inverter whose state topic this is; None for any other topic."""
         if not topic.startswith(self.prefix + "/"):
@@ -127,6 +141,14 @@ class Topics:
         if target.kind == "batch":
             return f"{self.prefix}/batch/state"
         return f"{self.prefix}/{target.kind}/{target.id}/state"
+
+    def plan(self, target: Target) -> str:
+        """Where plans for a group or an inverter are published (by operators)."""
+        return f"{self.prefix}/{target.kind}/{target.id}/plan/set"
+
+    def plan_state(self, target: Target) -> str:
+        """Where a target's plan says how it goes (retained)."""
+        return f"{self.prefix}/{target.kind}/{target.id}/plan/state"
 
     def request(self, op: str) -> str:
         """Where a management request is published (by operators)."""

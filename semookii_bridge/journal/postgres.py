@@ -20,9 +20,9 @@ from ..budget.ratelimit import BucketState
 from ..control.statuses import OPEN_STATUSES
 from ..ha.fleet import Member
 from .history import History, from_network, key_sql, sorted_keys
-from .protocol import COLUMNS, Entry
+from .protocol import COLUMNS, PLAN_COLUMNS, Entry, PlanRecord
 from .schema import create_tables
-from .shared import Batch, Fence, Fenced, Snapshot, StoreUnavailable
+from .store import Batch, Fence, Fenced, Snapshot, StoreUnavailable
 from .timeline import Anchor, since_boot
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,11 @@ _UPSERT = (
     f"INSERT INTO commands ({','.join(COLUMNS)}) VALUES ({','.join(f'${i + 1}' for i in range(len(COLUMNS)))}) "  # noqa: S608
     f"ON CONFLICT (request_id) DO UPDATE SET {','.join(f'{c} = EXCLUDED.{c}' for c in COLUMNS[1:])}"
 )
+_SAVE_PLAN = (
+    f"INSERT INTO plans VALUES ({','.join(f'${i + 1}' for i in range(len(PLAN_COLUMNS)))}) ON CONFLICT (target) "  # noqa: S608
+    f"DO UPDATE SET {','.join(f'{c} = EXCLUDED.{c}' for c in PLAN_COLUMNS[1:])}"
+)
+"""A target's plan record, replacing the one it had."""
 _FENCE = (
     "SELECT 1 FROM ha_lease WHERE id = 1 AND epoch = $1 AND holder = $2 AND expires_at > clock_timestamp() "
     "FOR KEY SHARE"
@@ -176,6 +181,7 @@ class Postgres:
                 calls = await conn.fetch("SELECT day, used FROM api_calls")
                 bucket = await conn.fetchrow("SELECT tokens, stamp, paused_until, banned_until FROM limiter")
                 anchor = await conn.fetchrow('SELECT boot_id, "offset", high FROM clock')
+                plans = await conn.fetch(f"SELECT {','.join(PLAN_COLUMNS)} FROM plans")  # noqa: S608
                 now = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
                 read_at = since_boot()
             return Snapshot(
@@ -186,6 +192,7 @@ class Postgres:
                 now=float(now),
                 read_at=read_at,
                 history=history,
+                plans=[msgspec.convert(dict(r), PlanRecord) for r in plans],
             )
 
         result: Snapshot = await self._run(work)
@@ -312,7 +319,7 @@ async def _history(conn: asyncpg.Connection) -> History:
 
 
 async def _flush_small(conn: asyncpg.Connection, batch: Batch) -> None:
-    """The one-row tables of a batch: the day's calls, the limiter, the timeline's anchor."""
+    """The small tables of a batch: the day's calls, the limiter, the timeline's anchor, the plans."""
     if batch.calls:
         await conn.executemany(
             "INSERT INTO api_calls VALUES ($1, $2) ON CONFLICT (day) DO UPDATE SET used = $2", list(batch.calls.items())
@@ -331,3 +338,5 @@ async def _flush_small(conn: asyncpg.Connection, batch: Batch) -> None:
             '"offset" = $2, high = $3',
             *msgspec.structs.astuple(a),
         )
+    if batch.plans:
+        await conn.executemany(_SAVE_PLAN, [msgspec.structs.astuple(p) for p in batch.plans])

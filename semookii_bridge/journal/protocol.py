@@ -40,6 +40,23 @@ class Entry(msgspec.Struct, kw_only=True):
     announced: int = 0
 
 
+class PlanRecord(msgspec.Struct, kw_only=True):
+    """A target's dispatch plan as the journal keeps it: the plan as validated (`body`, encoded by the plan
+    runner) and how far it got; one per target (`target`: `group:<id>` or `inverter:<sn>`)."""
+
+    target: str
+    plan_id: str
+    body: bytes
+    status: str
+    next_index: int = 0
+    """The first interval neither sent nor missed yet."""
+    sent: int = 0
+    missed: int = 0
+    error: bytes | None = None
+    updated_at: float = 0.0
+
+
+PLAN_COLUMNS = tuple(PlanRecord.__struct_fields__)
 COLUMNS = tuple(Entry.__struct_fields__)
 """The commands table's columns, in `Entry`'s order: both backends read and write rows as these."""
 
@@ -129,6 +146,14 @@ class CommandJournal(Protocol):
     def bucket_state(self) -> BucketState | None: ...
 
     def record_bucket(self, state: BucketState) -> None: ...
+
+    def plans(self) -> list[PlanRecord]:
+        """Every target's plan record (finished and ended ones too, until a new plan replaces them)."""
+        ...
+
+    def save_plan(self, record: PlanRecord) -> None:
+        """Keep a target's plan record (replacing the target's previous one); joins the group commit."""
+        ...
 
     def clock_anchor(self) -> Anchor | None: ...
 

@@ -46,8 +46,20 @@ TABLES: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("paused_until", "real", "NOT NULL"),
         ("banned_until", "real", "NOT NULL"),
     ),
+    "plans": (
+        ("target", "text", "PRIMARY KEY"),
+        ("plan_id", "text", "NOT NULL"),
+        ("body", "bytes", "NOT NULL"),
+        ("status", "text", "NOT NULL"),
+        ("next_index", "int", "NOT NULL"),
+        ("sent", "int", "NOT NULL"),
+        ("missed", "int", "NOT NULL"),
+        ("error", "bytes", ""),
+        ("updated_at", "real", "NOT NULL"),
+    ),
 }
-"""The commands, the quota's calls per day, the timeline's anchor and the rate limiter's bucket."""
+"""The commands, the quota's calls per day, the timeline's anchor, the rate limiter's bucket and each target's
+dispatch plan (its columns are `protocol.PLAN_COLUMNS`, in that order)."""
 
 
 def create_tables(dialect: Dialect) -> str:

@@ -18,74 +18,21 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
 from ..budget.ratelimit import BucketState
 from ..common.backoff import Backoff
 from ..control.statuses import OPEN_STATUSES, TRACKED
-from .history import History
-from .protocol import COLUMNS, DuplicateRequest, Entry, check_columns, run_after_commit
+from .protocol import COLUMNS, DuplicateRequest, Entry, PlanRecord, check_columns, run_after_commit
+from .store import Batch, Fence, Fenced, Snapshot, Store, StoreUnavailable
 from .timeline import Anchor
 
 log = logging.getLogger(__name__)
 
 SETTLE_SLICE = 0.05
 """Seconds of after-commit callbacks (each publishes a state) run per loop turn."""
-
-
-class StoreUnavailable(Exception):
-    """The database cannot be reached now (the flush is retried)."""
-
-
-class Fenced(Exception):
-    """This process no longer holds the lease: it must not write, nor call the API."""
-
-
-@dataclass(frozen=True)
-class Fence:
-    """The fencing token a write must still hold: the lease's epoch and its holder."""
-
-    epoch: int
-    holder: str
-
-
-@dataclass
-class Snapshot:
-    """Everything the journal holds, as loaded at takeover; `now`: the database's clock then."""
-
-    rows: list[Entry]
-    calls: dict[str, int]
-    bucket: BucketState | None
-    anchor: Anchor | None
-    now: float
-    read_at: float | None = None
-    """This host's boot clock when `now` arrived: the timeline goes on from `now` plus the time since."""
-    history: History = field(default_factory=History)
-    """The finished, announced commands, as keys only (`rows` holds the open and unannounced ones)."""
-
-
-@dataclass
-class Batch:
-    """One flush: rows to write whole, rows to delete, and the one-row tables that changed."""
-
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    calls: dict[str, int] = field(default_factory=dict)
-    bucket: BucketState | None = None
-    anchor: Anchor | None = None
-    sweep_before: float | None = None
-    """Also delete (some of) the finished rows received before this instant, loaded or not."""
-
-
-class Store(Protocol):
-    async def flush(self, batch: Batch, fence: Fence | None) -> int: ...
-
-    async def recall(self, request_id: str) -> Entry | None: ...
-
-    async def recall_call(self, column: str, value: str) -> list[Entry]: ...
 
 
 class SharedJournal:
@@ -110,6 +57,8 @@ class SharedJournal:
             self._index(e)
         self._calls, self._bucket, self._anchor = dict(snapshot.calls), snapshot.bucket, snapshot.anchor
         self._history = snapshot.history
+        self._plans = {p.target: p for p in snapshot.plans}
+        self._dirty_plans: set[str] = set()
         self._sweep: float | None = None
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
@@ -173,9 +122,10 @@ class SharedJournal:
             calls={d: self._calls[d] for d in self._dirty_calls},
             bucket=self._bucket if self._dirty_bucket else None,
             anchor=self._anchor if self._dirty_anchor else None,
+            plans=[self._plans[t] for t in sorted(self._dirty_plans)],
             sweep_before=self._sweep,
         )
-        self._dirty, self._deleted, self._dirty_calls = set(), set(), set()
+        self._dirty, self._deleted, self._dirty_calls, self._dirty_plans = set(), set(), set(), set()
         self._dirty_bucket = self._dirty_anchor = False
         return batch
 
@@ -195,6 +145,7 @@ class SharedJournal:
         self._dirty_calls.update(batch.calls)
         self._dirty_bucket |= batch.bucket is not None
         self._dirty_anchor |= batch.anchor is not None
+        self._dirty_plans.update(p.target for p in batch.plans)
 
     def _settle(self) -> None:
         """Wake what waited for the writes now on record at once (a stop's `durable()` must not wait behind a
@@ -371,6 +322,14 @@ class SharedJournal:
 
     def record_bucket(self, state: BucketState) -> None:
         self._bucket, self._dirty_bucket = state, True
+        self._wrote()
+
+    def plans(self) -> list[PlanRecord]:
+        return list(self._plans.values())
+
+    def save_plan(self, record: PlanRecord) -> None:
+        self._plans[record.target] = record
+        self._dirty_plans.add(record.target)
         self._wrote()
 
     def clock_anchor(self) -> Anchor | None:

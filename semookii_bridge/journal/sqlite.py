@@ -18,9 +18,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ..budget.ratelimit import BucketState
 from ..control.statuses import OPEN_STATUSES, TRACKED
-from .protocol import COLUMNS, DuplicateRequest, Entry, JournalError, check_columns, run_after_commit
+from .protocol import (
+    COLUMNS,
+    PLAN_COLUMNS,
+    DuplicateRequest,
+    Entry,
+    JournalError,
+    PlanRecord,
+    check_columns,
+    run_after_commit,
+)
 from .schema import create_tables
 from .timeline import Anchor
 
@@ -41,6 +52,7 @@ CREATE INDEX IF NOT EXISTS commands_call ON commands(command_id);
 
 
 _TRACKED_MARKS = ",".join("?" * len(TRACKED))
+_SAVE_PLAN = f"INSERT OR REPLACE INTO plans VALUES ({','.join('?' * len(PLAN_COLUMNS))})"  # noqa: S608
 _INSERT = f"INSERT INTO commands ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})"  # noqa: S608
 
 
@@ -246,6 +258,14 @@ class Journal:
             "INSERT OR REPLACE INTO limiter (id, tokens, stamp, paused_until, banned_until) VALUES (1, ?, ?, ?, ?)",
             (state.tokens, state.stamp, state.paused_until, state.banned_until),
         )
+
+    def plans(self) -> list[PlanRecord]:
+        rows = self._db.execute(f"SELECT {', '.join(PLAN_COLUMNS)} FROM plans").fetchall()  # noqa: S608
+        return [PlanRecord(**dict(zip(PLAN_COLUMNS, row, strict=True))) for row in rows]
+
+    def save_plan(self, record: PlanRecord) -> None:
+        values = msgspec.structs.astuple(record)
+        self._write(_SAVE_PLAN, values)
 
     def clock_anchor(self) -> Anchor | None:
         """Where the journal's timeline stood (see `timeline.py`)."""

@@ -60,15 +60,15 @@ class StateFollower:
         if reason.is_failure:
             log.error("operator_connect_refused reason=%s", reason)
             return
-        client.subscribe([(f, 1) for f in self.topics.state_filters()])
+        client.subscribe([(f, 1) for f in [*self.topics.state_filters(), *self.topics.plan_state_filters()]])
 
     def _paho_subscribed(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._ready.set)
 
     def _paho_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        if not message.payload or self._loop is None:
-            return
+        if not message.payload or self._loop is None or (message.retain and message.topic.endswith("/plan/state")):
+            return  # a retained plan state is an earlier plan's
         try:
             doc = wire.decode(bytes(message.payload), dict[str, Any])
         except ValueError:
@@ -78,6 +78,19 @@ class StateFollower:
     def send(self, topic: str, payload: bytes) -> None:
         """Publish a command (QoS 1, not retained)."""
         self._client.publish(topic, payload, qos=1)
+
+    async def plan_answer(self, plan_id: str, wait_seconds: float) -> dict[str, Any] | None:
+        """The first plan state for `plan_id` (`active` or `rejected`, ...), or None after `wait_seconds`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                doc = await asyncio.wait_for(self._states.get(), remaining)
+            except TimeoutError:
+                return None
+            if doc.get("plan_id") == plan_id and "request_id" not in doc:
+                return doc
+        return None
 
     async def follow(self, request_id: str, wait_seconds: float) -> AsyncIterator[dict[str, Any]]:
         """Yield the command's state messages until a terminal one, or stop after `wait_seconds`."""

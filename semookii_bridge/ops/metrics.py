@@ -41,6 +41,7 @@ class LiveSample:
     journal_writable: bool = True
     mqtt_refused: int = 0
     """Publishes the broker refused (MQTT 5 reason codes, among the watched ones)."""
+    plans: dict[str, int] | None = None
     mqtt_refusal: str | None = None
     """The latest refusal while recent: `<topic>: <reason>`."""
 
@@ -80,6 +81,10 @@ class LiveCollector(Collector):
         yield _by_label(
             "semookii_api_calls", "API calls made (rate-limit tokens granted), by kind", "kind", s.calls_by_kind
         )
+        plans = GaugeMetricFamily("semookii_plans", "Targets' dispatch plans by their status", labels=["status"])
+        for status, count in (s.plans or {}).items():
+            plans.add_metric([status], count)
+        yield plans
         yield _by_label(
             "semookii_sparkplug_limited",
             "Sparkplug node commands merged into a paced one and DCMDs refused, by reason",

@@ -38,6 +38,7 @@ LAG_UNHEALTHY = 5.0
 """Seconds of event-loop lag, seen within the last LAG_WINDOW, that make /healthz answer 503."""
 LAG_WINDOW = 30.0
 AGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+PLAN_LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 ACCEPT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 LIVE_AFTER = 10.0
 """Seconds without a tick of the loop watcher after which /livez answers 503 (the process is wedged)."""
@@ -62,6 +63,7 @@ class Observability:
         self.board = StatusBoard()
         self._counters()
         self._histograms()
+        self._plan_metrics()
         self._lags: deque[tuple[float, float]] = deque()
         self._last_tick = clock()
         self.last_api_answer: float | None = None
@@ -100,6 +102,24 @@ class Observability:
             ["endpoint", "outcome"],
             registry=self.registry,
         )
+
+    def _plan_metrics(self) -> None:
+        self.plan_intervals = Counter(
+            "semookii_plan_intervals",
+            "Plan intervals by outcome: issued at their start, missed (past their deadline), expired (issued, no call)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.plan_lateness = Histogram(
+            "semookii_plan_interval_lateness_seconds",
+            "How late after its interval's start a plan step's call left",
+            buckets=PLAN_LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_plan_interval(self, outcome: str) -> None:
+        """One plan interval's outcome (the plan runner's observer)."""
+        self._child(self.plan_intervals, outcome).inc()
 
     def _histograms(self) -> None:
         def histogram(name: str, text: str, buckets: tuple[float, ...], labels: tuple[str, ...] = ()) -> Histogram:

@@ -50,6 +50,7 @@ function showBudget(b) {
     ["rate limit", b.rate > 0 ? b.rate + " calls/s, burst " + b.burst : "unlimited"],
     ["runs out", b.exhausts_at || "not at this rate"],
     ["paused until", b.paused_until || "not paused"],
+    ["plans, next hour", (b.planned_next_hour || 0) + " calls"],
   ]);
 }
 
@@ -89,6 +90,8 @@ function show(s) {
   $("counts").textContent = "(" + s.counts.queued + " queued, " + s.counts.in_flight + " on the wire, " + s.counts.tracking + " tracked)";
   fill("in-flight", s.in_flight, [["target"], ["request_id"], ["status", statusClass], ["ts"]], "target");
   fill("targets", s.targets, [["target"], ["request_id"], ["status", statusClass], ["code"], ["ts"]], "target");
+  const plans = (s.plans || []).map((p) => ({ ...p, warned: p.warning ? p.warning.message : "" }));
+  fill("plans", plans, [["target"], ["plan_id"], ["interval"], ["next_start"], ["sent"], ["missed"], ["warned"]], "target");
   fill("problems", s.problems, [["ts"], ["target"], ["request_id"], ["status", statusClass], ["code"], ["message"]]);
 }
 

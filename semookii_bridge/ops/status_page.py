@@ -14,7 +14,7 @@ from ..control.statuses import TERMINAL
 from ..interface.payloads import INTERFACE_VERSION, utc_now_text
 
 if TYPE_CHECKING:
-    from ..bridge import BridgeSample
+    from ..budget.report import BridgeSample
     from .observability import Observability
 
 STARTED = time.time()
@@ -46,5 +46,6 @@ def snapshot(obs: Observability, config: BridgeConfig, bridge: BridgeSample | No
         "in_flight": [row for row in board["targets"] if row["status"] not in TERMINAL],
         "targets": board["targets"][:200],
         "problems": board["problems"],
+        "plans": bridge.plan_rows or [] if bridge else [],
         "ts": utc_now_text(),
     }
