@@ -210,3 +210,34 @@ async def test_the_flow_follows_vpp_prefix_everywhere(
                     break
             await asyncio.sleep(0.1)
     assert outcome == "ok"
+
+
+async def test_the_day_plan_tab_turns_csv_rows_into_a_plan_the_bridge_carries_out(
+    node_red: str, bridge: Service, sim: RunningSimulator
+) -> None:
+    """POST /vpp/plan with CSV rows start,end,active_power: 202 with the plan_id, and each row's setpoint reaches
+    the API at its start; a row without a number is refused (400, naming the row) and nothing is published."""
+    import time
+    from datetime import UTC, datetime
+
+    group_id = sim.simulator.state.list_groups()[0].id
+    t0 = time.time() + 3
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat()
+
+    csv = f"start,end,active_power\n{iso(t0)},{iso(t0 + 1.5)},-1500\n{iso(t0 + 1.5)},{iso(t0 + 3)},-2500\n"
+    body = {"target": {"kind": "group", "id": group_id}, "plan_id": "nr-day", "csv": csv}
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        async with session.post(f"{node_red}/vpp/plan", json={**body, "csv": "start,end,active_power\na,b,c\n"}) as r:
+            assert r.status == 400 and "row 2" in (await r.json())["error"]
+        async with session.post(f"{node_red}/vpp/plan", json=body) as r:
+            answer = await r.json()
+            assert r.status == 202 and (answer["plan_id"], answer["intervals"]) == ("nr-day", 2)
+    for _ in range(100):
+        calls = sim.simulator.calls_to("/commandapi/groupControl")
+        if len(calls) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert [c.params["activePower"] for c in calls] == ["-1500", "-2500"]
+    assert calls[0].ts >= t0 and calls[1].ts >= t0 + 1.5
