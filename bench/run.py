@@ -1,6 +1,6 @@
 """Run every benchmark and write bench/RESULTS.md (the numbers, the machine, the commit).
 
-.venv/bin/python bench/run.py            # about 35 minutes on 2 cores
+.venv/bin/python bench/run.py            # about 85 minutes on 2 cores
 .venv/bin/python bench/run.py --quick    # shorter runs, same shape
 """
 
@@ -20,6 +20,7 @@ import decode
 import flood
 import latency
 import nodered
+import plans
 import throughput
 from harness import ROOT, machine
 
@@ -58,6 +59,8 @@ def main() -> None:
         ),
         ("overload", lambda: overload.run(0.1 if args.quick else 1.0)),
         ("node-red", lambda: nodered.run(200, 10)),
+        ("plans", lambda: plans.report(plans.steady(count=12 if args.quick else 96),
+                                       plans.takeover(count=12 if args.quick else 96), plans.crowd())),
         ("decode", lambda: decode.run(1.0)),
     ):
         print(f"running {name} ...", flush=True)
