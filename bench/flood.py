@@ -8,22 +8,17 @@ young even though only one in a hundred setpoints can be sent.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import msgspec
 
-from harness import Recorder, percentile, stack
+from harness import ROOT, Recorder, percentile, stack
+
+sys.path.insert(0, str(ROOT))
+from tests.support.load import max_in_window
 
 RATE, BURST = 5.0, 5
-
-
-def max_in_window(stamps: list[float], window: float) -> int:
-    best, start = 0, 0
-    for end in range(len(stamps)):
-        while stamps[end] - stamps[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def run(seconds: float = 10, rate: float = 500, groups: int = 50) -> str:

@@ -12,7 +12,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -181,7 +181,7 @@ class Bridge:
         self._spawn(self.plans.run())
         self._spawn(self.dispatcher.run())
         self._spawn(self.lifecycle.run_tracking())
-        self._spawn(prune_forever(self.journal, self.clock, self.config.commands.dedup_window, self.clock_doubt))
+        self._spawn(self._pruning())
         self._spawn(self.budget.run())
         cmd = self.config.commands
         if (self._merging or cmd.allow_groups or cmd.allow_inverters) and not cmd.dry_run:
@@ -198,6 +198,10 @@ class Bridge:
         self.dispatcher.close()
         await self.lifecycle.close()
         await self.limiter.close()
+
+    def _pruning(self) -> Coroutine[Any, Any, None]:
+        """Forget finished commands past the dedup window, grown by how far the clock may run ahead."""
+        return prune_forever(self.journal, self.clock, self.config.commands.dedup_window, self.clock_doubt)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

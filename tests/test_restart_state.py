@@ -186,7 +186,7 @@ async def test_the_dedup_window_is_kept_longer_by_the_clock_doubt(tmp_path: Path
     journal.insert(old)
     bridge = Bridge(BridgeConfig(commands=CommandsConfig(dedup_window=60)), api=NoApi(), publisher=Recorder(),  # type: ignore[arg-type]
                     journal=journal, limiter=RateLimiter(TokenBucket(0, 1)), clock=time.time, clock_doubt=doubt)  # fmt: skip
-    pruning = asyncio.create_task(bridge._prune_loop())
+    pruning = asyncio.create_task(bridge._pruning())
     await asyncio.sleep(0.05)
     pruning.cancel()
     await asyncio.gather(pruning, return_exceptions=True)

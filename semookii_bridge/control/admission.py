@@ -27,14 +27,7 @@ class Admission:
     def validate(self, target: Target, msg: Incoming, *, safety: bool = False) -> Command:
         """Decode and check a control message; raises BridgeError with the code for its class of bad input.
         `safety`: it came on the safety lane, which takes only the commands that stop or release devices."""
-        if msg.retain:
-            raise BridgeError("retained_command", "control messages must not be retained; it was not sent")
-        limit = self.config.mqtt.max_payload
-        if len(msg.payload) > limit:
-            raise BridgeError("payload_too_large", f"payload of {len(msg.payload)} bytes exceeds {limit}")
-        problem = target.problem()
-        if problem:
-            raise BridgeError("validation_error", problem)
+        self.check_message(target, msg, "control messages must not be retained; it was not sent")
         command = decode_command(msg.payload)
         if target.kind == "batch" and not command.sns:
             raise BridgeError("validation_error", "batch commands need `sns`, a list of serial numbers - at `$.sns`")
@@ -49,6 +42,18 @@ class Admission:
         self.check_targets(target, command)
         self.check_ceilings(command)
         return command
+
+    def check_message(self, target: Target, msg: Incoming, retained: str) -> None:
+        """What every message to a target must pass before it is read: not retained (refused with `retained`),
+        not oversized, a valid id in the topic."""
+        if msg.retain:
+            raise BridgeError("retained_command", retained)
+        limit = self.config.mqtt.max_payload
+        if len(msg.payload) > limit:
+            raise BridgeError("payload_too_large", f"payload of {len(msg.payload)} bytes exceeds {limit}")
+        problem = target.problem()
+        if problem:
+            raise BridgeError("validation_error", problem)
 
     def check_targets(self, target: Target, command: Command) -> None:
         """`not_allowed` for a group or inverter outside `commands.allow_groups` / `allow_inverters`."""

@@ -54,14 +54,7 @@ class PlanDesk:
 
     def _parsed(self, target: Target, msg: Incoming) -> PlanMessage:
         """The plan's shape, after the checks every control message gets."""
-        if msg.retain:
-            raise BridgeError("retained_command", "plans must not be retained; it was not taken")
-        limit = self.config.mqtt.max_payload
-        if len(msg.payload) > limit:
-            raise BridgeError("payload_too_large", f"payload of {len(msg.payload)} bytes exceeds {limit}")
-        problem = target.problem()
-        if problem:
-            raise BridgeError("validation_error", problem)
+        self.admission.check_message(target, msg, "plans must not be retained; it was not taken")
         return parse_plan(msg.payload)
 
     def _admit(self, target: Target, command: Command) -> None:
@@ -76,8 +69,7 @@ class PlanDesk:
     def reject(self, target: Target, msg: Incoming, error: ErrorInfo) -> None:
         """Say `rejected` with the error on the target's plan/state, not retained: the plan in force stays."""
         plan_id = _plan_id_of(msg.payload)
-        index = error.message.split(":")[0] if error.message.startswith("interval ") else ""
-        log.info("plan_rejected target=%s plan_id=%s code=%s %s", target.key, plan_id, error.code, index)
+        log.info("plan_rejected target=%s plan_id=%s code=%s", target.key, plan_id, error.code)
         self.announce(target, PlanState(plan_id=plan_id, status="rejected", error=error), False)
 
     def stopped(self, target: Target, command: Command) -> None:
