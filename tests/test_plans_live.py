@@ -146,25 +146,26 @@ async def test_bad_plans_are_rejected_whole_and_change_nothing(
 async def test_sigkill_in_the_middle_of_a_plan_sends_no_interval_twice_and_skips_none(
     broker: Mosquitto, sim: RunningSimulator, tmp_path: Path
 ) -> None:
-    """Six 1.5 s intervals; the bridge is killed (SIGKILL) right after each of the first two calls and started
-    again: every interval reaches the API once, in order, none before its start."""
+    """Six 3 s intervals; the bridge is killed (SIGKILL) right after each of the first two calls and started
+    again (each interval's 3 s deadline outlasts a restart): every interval reaches the API once, in order, none
+    before its start."""
     group = sim.simulator.state.list_groups()[0].id
     config = write_config(tmp_path / "bridge.toml", broker, sim, "bridge-plans", rate_limit={"rate": 0},
                           commands={"merge": False}, journal={"path": tmp_path / "j.db"}, http={"enabled": False})
     t0 = time.time() + 4
-    starts = [t0 + 1.5 * i for i in range(6)]
+    starts = [t0 + 3.0 * i for i in range(6)]
     bridge = start_bridge(config)
     try:
         with Probe(broker.port) as probe:
             await probe.wait_for(lambda: any(m.payload and m.json()["state"] == "online" for m in probe.on("vpp/bridge/state")),
                                  timeout=20)
-            probe.publish(f"vpp/group/{group}/plan/set", plan("k", *((s, s + 1.5, -10 - i) for i, s in enumerate(starts))))
+            probe.publish(f"vpp/group/{group}/plan/set", plan("k", *((s, s + 3.0, -10 - i) for i, s in enumerate(starts))))
             for kills in (1, 2):
                 await probe.wait_for(lambda k=kills: len(sim.simulator.calls_to(CONTROL)) >= k, timeout=15)
                 bridge.send_signal(signal.SIGKILL)
                 bridge.wait(10)
                 bridge = start_bridge(config)
-            finished = await until_status(probe, group, "finished", timeout=30)
+            finished = await until_status(probe, group, "finished", timeout=40)
     finally:
         bridge.kill()
         bridge.wait(10)
@@ -187,12 +188,12 @@ async def test_a_takeover_in_the_middle_of_a_plan_goes_on_without_sending_twice(
         with Probe(broker.port) as probe:
             await bridges.up(probe, "a", "b")
             t0 = time.time() + 2
-            starts = [t0 + 2.0 * i for i in range(6)]
-            probe.publish(f"vpp/group/{group}/plan/set", plan("ha", *((s, s + 2.0, -20 - i) for i, s in enumerate(starts))))
+            starts = [t0 + 4.0 * i for i in range(6)]  # each interval's deadline (4 s) outlasts a takeover
+            probe.publish(f"vpp/group/{group}/plan/set", plan("ha", *((s, s + 4.0, -20 - i) for i, s in enumerate(starts))))
             await probe.wait_for(lambda: len(sim.simulator.calls_to(CONTROL)) >= 2, timeout=15)
             bridges.procs["a"].send_signal(signal.SIGKILL)
             await probe.wait_for(lambda: role(probe, "b") == "leader", timeout=20)
-            finished = await until_status(probe, group, "finished", timeout=30)
+            finished = await until_status(probe, group, "finished", timeout=40)
     finally:
         bridges.kill()
     calls = sim.simulator.calls_to(CONTROL)
