@@ -209,6 +209,7 @@ def test_a_new_plan_replaces_the_old_from_its_first_interval(tmp_path: Path) -> 
         recorder.now = now
         runner.step()
     assert [rid for rid, _, _ in recorder.issued] == ["old/0", "old/1", "new/0", "new/1"]
+    assert (recorder.states[-1].plan_id, recorder.states[-1].sent) == ("new", 2)  # the old plan's steps are not its own
     runner.start(GROUP, validate_plan(parse_plan(b'{"plan_id": "new", "intervals": []}'), BridgeConfig(), T0, allow_all))
     assert recorder.states[-1].status == "cancelled"
 

@@ -149,7 +149,7 @@ def steps_of(plan: Plan, lead_in: tuple[Step, ...] = ()) -> tuple[Step, ...]:
     """What the runner carries out for `plan`: the replaced plan's steps that start before the plan's first
     interval, then the plan's intervals."""
     first = plan.intervals[0].start if plan.intervals else float("inf")
-    kept = tuple(step for step in lead_in if step.interval.start < first)
+    kept = tuple(msgspec.structs.replace(step, index=None) for step in lead_in if step.interval.start < first)
     own = tuple(Step(f"{plan.plan_id}/{i}", interval, i) for i, interval in enumerate(plan.intervals))
     return kept + own
 
