@@ -26,7 +26,6 @@ from .plans import Plan, Step, deadline, held, steps_of
 
 log = logging.getLogger(__name__)
 
-ENDED: frozenset[str] = frozenset({"finished", "cancelled", "replaced", "suspended"})
 MAX_SLEEP = 1.0
 """The runner looks at its plans at least this often (seconds), whatever it expects."""
 
@@ -46,7 +45,7 @@ class Program(msgspec.Struct, frozen=True):
 
 
 class PlanRunner:
-    """One program per target, run from the journal's records; `accept` starts, replaces or cancels."""
+    """One program per target, run from the journal's records; `start` begins, replaces or cancels one."""
 
     def __init__(
         self,
