@@ -270,6 +270,23 @@ def test_a_plan_whose_boundary_cannot_be_served_in_time_is_accepted_with_a_warni
     assert runner.calls_within(3600) == 40
 
 
+def test_planned_calls_count_the_steps_starting_within_the_window_only(tmp_path: Path) -> None:
+    """The budget's planned calls: steps from now (inclusive) to now + window (exclusive), not those due or
+    issued already, nor those past the window."""
+    recorder = Recorder()
+    runner = runner_on(Journal(tmp_path / "j.db"), recorder)
+    runner.start(GROUP, validated(payload((0, 10, POWER), (10, 20, POWER), (20, 30, POWER), (30, 40, POWER))))
+    recorder.now = T0
+    assert runner.calls_within(20) == 2 and runner.calls_within(20.001) == 3
+    runner.step()
+    recorder.now = T0 + 5
+    assert runner.calls_within(15) == 1 and runner.calls_within(100) == 3
+    recorder.now = T0 + 10
+    assert runner.calls_within(100) == 3  # due but not issued yet: still planned
+    recorder.now = T0 + 10.5
+    assert runner.calls_within(100) == 2
+
+
 def test_a_stop_covers_its_target_a_batch_naming_an_inverter_and_a_group_listing_it(tmp_path: Path) -> None:
     """The desk suspends the stopped target's plan, an inverter's plan under a batch stop naming it or a group
     stop for a group it is listed in, and leaves other plans (a group's plan under an inverter's stop) alone."""

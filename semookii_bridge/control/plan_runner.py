@@ -7,6 +7,7 @@ Times are the journal's timeline (`clock`), so a wall-clock step fires nothing e
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -140,10 +141,9 @@ class PlanRunner:
         """Steps of the plans held that start within the next `seconds` (the budget topic's planned calls)."""
         now = self.clock()
         return sum(
-            1
+            bisect.bisect_left(p.steps, now + seconds, lo=r.next_index, key=_start)
+            - bisect.bisect_left(p.steps, now, lo=r.next_index, key=_start)
             for p, r in self._programs.values()
-            for s in p.steps[r.next_index :]
-            if now <= s.interval.start < now + seconds
         )
 
     def suspend(self, covered: Callable[[Target], bool], reason: ErrorInfo) -> None:
@@ -157,9 +157,12 @@ class PlanRunner:
     def dropped(self, request_id: str, status: str) -> None:
         """A step's command left the queue unsent: `expired` (its call could not leave by its deadline) counts as
         missed, not sent; it never goes late."""
+        self._starts.pop(request_id, None)
+        if status != "expired":
+            return
+        plan_id = request_id.rpartition("/")[0]
         for key, (program, record) in list(self._programs.items()):
-            self._starts.pop(request_id, None)
-            if status != "expired" or not request_id.startswith(program.plan_id + "/"):
+            if program.plan_id != plan_id:
                 continue
             if any(s.request_id == request_id and s.index is not None for s in program.steps):
                 record = msgspec.structs.replace(record, sent=record.sent - 1, missed=record.missed + 1)
@@ -253,3 +256,8 @@ class PlanRunner:
 def _rfc3339(epoch: float) -> str:
     """An instant as RFC 3339 in UTC, to the millisecond."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
+
+
+def _start(step: Step) -> float:
+    """A step's start: the key the runner's bisections search on (steps are sorted by it)."""
+    return step.interval.start
