@@ -4,19 +4,29 @@ in-process, and a PostgreSQL server for the session. The helpers behind them are
 from __future__ import annotations
 
 import itertools
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as ChromeService
 
 from semookii_bridge.api import CloudClient, RetryPolicy
 from semookii_bridge.config.secret import Secret
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator, SimConfig, serve
 
+from .support import node_red
 from .support.bridges import TOKEN, bridge_config_for
 from .support.broker import Mosquitto, mosquitto_binary
 from .support.postgres import Postgres
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """With Node-RED tests selected, start their npm installs and spec runs now, beside the rest of the suite."""
+    if any(item.path.name.startswith("test_node_red") for item in session.items):
+        node_red.start_early()
 
 
 @pytest.fixture
@@ -101,3 +111,23 @@ def pg_url(postgres_server: Postgres) -> str:
     name = f"t{next(_databases)}"
     postgres_server.sql(f"CREATE DATABASE {name}")
     return postgres_server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    """Headless Chromium with a fresh profile and no background traffic (the machine has no internet)."""
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.fail("chromium and chromium-driver (Debian packages) are needed: `make test` installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-quic", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):  # fmt: skip
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    chrome = webdriver.Chrome(service=ChromeService(driver), options=options)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()

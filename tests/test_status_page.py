@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service as ChromeService
 
 from semookii_bridge.api import RetryPolicy
 from semookii_bridge.config.secret import Secret
@@ -33,26 +31,6 @@ SCREENSHOT = os.environ.get("STATUS_PAGE_SCREENSHOT")
 def sim_config() -> SimConfig:
     """A slow vendor (2 s to dispatch, 2 s to answer), so the lifecycle's middle states last long enough to see."""
     return SimConfig(tokens=[TOKEN], task_delay=2.0, result_delay=2.0, groups=2, inverters_per_group=3)
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    """Headless Chromium with a fresh profile and no background traffic (the machine has no internet)."""
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (binary and driver):
-        pytest.fail("chromium and chromium-driver (Debian packages) are needed: `make test` installs them")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-quic", "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):  # fmt: skip
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    chrome = webdriver.Chrome(service=ChromeService(driver), options=options)
-    try:
-        yield chrome
-    finally:
-        chrome.quit()
 
 
 @pytest.fixture
