@@ -1,5 +1,6 @@
-"""The shipped Node-RED flow, run headless: it sends a command through mosquitto and sees `completed`, knows
-every status of the interface, follows VPP_PREFIX on every topic, and its HTTP endpoints need the token."""
+"""The shipped Node-RED flow, built of the palette's nodes and run headless with the packed palette installed: it
+sends a command through mosquitto and sees `completed`, knows every status of the interface, follows VPP_PREFIX on
+every topic, and its HTTP endpoints need the token."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,28 +20,25 @@ from semookii_bridge.control.statuses import TERMINAL, Status
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
+from .support import node_red as palette
 from .support.broker import Mosquitto, Probe, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW_DIR = ROOT / "deploy" / "node-red"
-NODE_RED_VERSION = "4"
-CACHE = Path(os.environ.get("SEMOOKII_NODE_RED_CACHE", ROOT / ".cache" / "node-red"))
 HTTP_TOKEN = "flow-http-token"
 AUTH = {"Authorization": f"Bearer {HTTP_TOKEN}"}
 
 
 @pytest.fixture(scope="session")
 def node_red_js() -> Path:
-    """node-red installed from npm into a cache dir (skipped only where npm is absent)."""
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        pytest.skip("npm/node are not installed: the Node-RED flow test needs them")
-    red = CACHE / "node_modules" / "node-red" / "red.js"
-    if not red.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--prefix", str(CACHE), "--no-audit", "--no-fund", "--omit=dev",
-                        f"node-red@{NODE_RED_VERSION}"], check=True, capture_output=True, timeout=600)  # fmt: skip
-    return red
+    """Node-RED 4 (the palette's devDependency, from its lock file)."""
+    return palette.palette_modules()
+
+
+@pytest.fixture(scope="session")
+def palette_tarball(node_red_js: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The palette as `npm pack` makes it."""
+    return palette.pack(tmp_path_factory.mktemp("palette"))
 
 
 @pytest.fixture
@@ -51,11 +48,12 @@ def vpp_prefix() -> str:
 
 @pytest.fixture
 async def node_red(
-    node_red_js: Path, broker: Mosquitto, tmp_path: Path, sim: RunningSimulator, vpp_prefix: str
+    node_red_js: Path, palette_tarball: Path, broker: Mosquitto, tmp_path: Path, sim: RunningSimulator,
+    vpp_prefix: str,
 ) -> AsyncIterator[str]:
-    """Node-RED running the example flow against the test broker; yields its HTTP base URL."""
+    """Node-RED running the example flow, the packed palette installed, against the test broker; yields its URL."""
     user_dir = tmp_path / "node-red"
-    user_dir.mkdir()
+    palette.install(user_dir, palette_tarball)
     shutil.copy(FLOW_DIR / "semookii-flow.json", user_dir / "semookii-flow.json")
     port = free_port()
     env = {**os.environ, "MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(broker.port),
@@ -157,8 +155,9 @@ async def test_the_flows_stop_takes_the_safety_lane(node_red: str, bridge: Servi
 
 
 async def test_the_flow_knows_every_status_of_the_interface(node_red: str, broker: Mosquitto) -> None:
-    """Each status the bridge can publish (payloads.Status), fed to the flow on a state topic, is classified:
-    final exactly for the terminal ones, never `unrecognised`; `partial` is final and not `ok`."""
+    """Each status the bridge can publish (payloads.Status), fed to the flow on a state topic, is classified by the
+    palette: final exactly for the terminal ones, never `unrecognised`; `partial` is a failure, `superseded`
+    neutral."""
     statuses = typing.get_args(Status)
     with Probe(broker.port) as probe:
         for status in statuses:
@@ -176,7 +175,8 @@ async def test_the_flow_knows_every_status_of_the_interface(node_red: str, broke
     assert set(seen) == set(statuses)
     assert {s for s, doc in seen.items() if doc["final"]} == set(TERMINAL)
     assert "unrecognised" not in {doc["outcome"] for doc in seen.values()}
-    assert seen["partial"]["outcome"] == "partial" and seen["completed"]["outcome"] == "ok"
+    assert seen["partial"]["outcome"] == "failure" and seen["completed"]["outcome"] == "ok"
+    assert seen["superseded"]["outcome"] == "neutral" and seen["queued"]["outcome"] == "pending"
 
 
 async def test_the_http_endpoints_need_the_token(node_red: str) -> None:

@@ -1,5 +1,7 @@
 // Node-RED settings for running the example flow headless (tests, containers).
-// The editor is off; the flow's HTTP endpoints (/vpp/command, /vpp/state) are served at the root.
+process.env.VPP_PREFIX = process.env.VPP_PREFIX || "vpp"; // the semookii-bridge config node reads ${VPP_PREFIX}
+// The editor is off; the flow's HTTP endpoints (/vpp/command, /vpp/state, /vpp/plan) are served at the root. The
+// palette (@semookii-bridge/node-red) must be installed in the user directory (docs/node-red.md).
 module.exports = {
     flowFile: "semookii-flow.json",
     httpAdminRoot: false,
