@@ -45,7 +45,7 @@ module.exports = function (RED) {
         let target;
         try {
             command = { ...P.commandOf(msg.payload, this.fixed) };
-            target = P.parseTarget(msg.target || this.target);
+            target = P.parseTarget(this.target || msg.target);
             if (this.safety && !P.isSafetyCommand(command)) {
                 throw new P.PaletteError("not_allowed", "the safety lane takes only a stop (manual, action stop), " +
                     `exit_remote_control or system_switch with on false, not ${JSON.stringify(command.type)}`);
@@ -60,7 +60,7 @@ module.exports = function (RED) {
         const track = { id: command.request_id, msg, send, done, topic: P.stateTopic(prefix, target), target };
         this.follow(track);
         this.bridge.link.publish(P.commandTopic(prefix, target, this.safety), command).then(
-            () => this.status({ fill: "blue", shape: "ring", text: "sent" }),
+            () => track.seen || this.status({ fill: "blue", shape: "ring", text: "sent" }),
             (err) => this.fail(track, err),
         );
     };
@@ -89,6 +89,7 @@ module.exports = function (RED) {
     /** One state of the followed command: the node's status, output 1, and output 2 when it is final. */
     SemookiiCommandNode.prototype.onState = function (track, topic, state) {
         clearTimeout(track.timer);
+        track.seen = true;
         this.status(P.commandStatus(state));
         const out = RED.util.cloneMessage(track.msg);
         const result = P.outcome(state);

@@ -61,7 +61,7 @@ module.exports = function (RED) {
         let plan;
         let target;
         try {
-            target = P.parseTarget(msg.target || this.target);
+            target = P.parseTarget(this.target || msg.target);
             plan = toPlan(msg.payload, typeof msg.plan_id === "string" ? msg.plan_id : `nr-${P.newId().slice(0, 12)}`);
             this.watch(target);
         } catch (err) {
@@ -79,7 +79,7 @@ module.exports = function (RED) {
             `"${this.bridge.prefix}" (interface 1.5 or later)?`)), this.ackSeconds * 1000);
         this.waiting.set(plan.plan_id, { msg, send, done, timer });
         this.bridge.link.publish(P.planTopic(this.bridge.prefix, target, "set"), plan).then(
-            () => this.status({ fill: "blue", shape: "ring", text: `sent ${plan.plan_id}` }),
+            () => this.waiting.has(plan.plan_id) && this.status({ fill: "blue", shape: "ring", text: `sent ${plan.plan_id}` }),
             (err) => this.settle(plan.plan_id, err),
         );
     };

@@ -35,7 +35,8 @@ describe("semookii-command", function () {
             { id: "cmd", type: "semookii-command", bridge: "bridge", targetKind: "group", targetId: GROUP,
                 ackTimeout: 2, finalTimeout: 5, wires: [["every"], ["final"]], ...extra },
             { id: "every", type: "helper" }, { id: "final", type: "helper" },
-            { id: "catch", type: "catch", scope: ["cmd"], wires: [["caught"]] }, { id: "caught", type: "helper" }];
+            { id: "catch", type: "catch", scope: ["cmd"], wires: [["caught"]] }, { id: "caught", type: "helper" },
+            { id: "watch", type: "semookii-state", bridge: "bridge", targetKind: "all", retained: false, wires: [[]] }];
         await helper.load(Object.values(NODES), onTab(flow));
         const node = helper.getNode("cmd");
         await connected(node);
@@ -180,6 +181,17 @@ describe("semookii-command", function () {
         await until(() => got.final.length === 1);
         assert.deepStrictEqual(got.every.map((m) => m.payload.request_id), ["mine", "mine"]);
         assert.deepStrictEqual(got.caught, []);
+    });
+
+    it("sees each state once beside a state node for all targets on the same broker connection", async () => {
+        const { node, got } = await load();
+        const stateNode = helper.getNode("watch");
+        assert.ok(stateNode, "the flow has a state node for all targets");
+        answers(/set$/, LIFECYCLE);
+        node.receive({ payload: { type: "power_control", active_power: 100 } });
+        await until(() => got.final.length === 1);
+        await new Promise((r) => setTimeout(r, 200));
+        assert.deepStrictEqual(got.every.map((m) => m.payload.status), LIFECYCLE);
     });
 
     it("fails with broker_disconnected, sending nothing, while the broker is down", async () => {

@@ -86,3 +86,48 @@ describe("plan input", () => {
         assert.throws(() => toPlan([{ start: "2027-01-01T10:00:00Z", end: "2027-01-01T11:00:00Z" }], "f"), /^PaletteError: row 1|row 1/);
     });
 });
+
+describe("link", () => {
+    const { Link } = require("../nodes/lib/link");
+
+    /** Link over a scripted broker node: `deliver(topic, text)` plays a message on every subscription matching. */
+    function scripted() {
+        const subs = new Map();
+        const broker = { connected: true, subscribe: (topic, options, callback) => subs.set(topic, callback),
+            unsubscribe: (topic) => subs.delete(topic), register() {}, deregister() {} };
+        const link = new Link(broker, { id: "cfg", warn() {} });
+        return { link, subs, play: (sub, topic, text) => subs.get(sub)(topic, Buffer.from(text), { retain: false }) };
+    }
+
+    it("hands a message on once when the broker delivers one copy per matching subscription (MQTT 3.1.1)", () => {
+        const { link, play } = scripted();
+        const seen = [];
+        link.subscribe("vpp/group/1/state", (topic, state) => seen.push(state.ts));
+        const text = JSON.stringify({ request_id: "r", status: "queued", ts: "2026-12-06T10:00:00.001Z" });
+        play("vpp/group/1/state", "vpp/group/1/state", text);
+        play("vpp/group/1/state", "vpp/group/1/state", text);
+        play("vpp/group/1/state", "vpp/group/1/state", text.replace(".001Z", ".002Z"));
+        assert.deepStrictEqual(seen, ["2026-12-06T10:00:00.001Z", "2026-12-06T10:00:00.002Z"]);
+    });
+
+    it("shares one broker subscription per topic and drops it with its last user", () => {
+        const { link, subs } = scripted();
+        const stopA = link.subscribe("t", () => {});
+        const stopB = link.subscribe("t", () => {});
+        assert.deepStrictEqual([...subs.keys()], ["t"]);
+        stopA();
+        assert.ok(subs.has("t"));
+        stopB();
+        assert.ok(!subs.has("t"));
+    });
+
+    it("ignores a message that is not a JSON object, and a cleared retained one", () => {
+        const { link, play } = scripted();
+        const seen = [];
+        link.subscribe("t", (topic, value) => seen.push(value));
+        play("t", "t", "not json");
+        play("t", "t", "");
+        play("t", "t", "[1]");
+        assert.deepStrictEqual(seen, []);
+    });
+});

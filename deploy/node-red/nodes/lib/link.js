@@ -14,6 +14,7 @@ class Link {
         this.handlers = new Map(); // topic -> Set of callbacks
         this.pending = new Map(); // transaction -> {resolve, reject, timer}
         this.answering = new Set(); // response topics subscribed
+        this.last = new Map(); // subscribed topic -> the last message handed on: {topic, text, at}
     }
 
     /** A palette node joins the broker's users, so the connection opens and the node shows its state. */
@@ -48,12 +49,16 @@ class Link {
             return;
         }
         this.handlers.delete(topic);
+        this.last.delete(topic);
         this.broker.unsubscribe(topic, this.owner.id, true);
     }
 
     deliver(subscribed, topic, payload, packet) {
         if (payload === undefined || payload === null || payload.length === 0) {
             return; // a retained message cleared
+        }
+        if (this.repeated(subscribed, topic, payload.toString())) {
+            return;
         }
         let value;
         try {
@@ -65,6 +70,18 @@ class Link {
         for (const callback of [...(this.handlers.get(subscribed) || [])]) {
             callback(topic, value, Boolean(packet && packet.retain));
         }
+    }
+
+    /** Whether this exact message was just handed on for this subscription. Over MQTT 3.1.1 a broker delivers a
+     * message once per matching subscription of the client, and Node-RED's broker node then calls every
+     * matching handler for each copy (MQTT 5's subscription identifiers prevent that): without this a command
+     * node beside a state node for all targets would see each state twice. The bridge's messages carry a
+     * millisecond `ts`, so two real messages are never the same text within a second. */
+    repeated(subscribed, topic, text) {
+        const now = Date.now();
+        const last = this.last.get(subscribed);
+        this.last.set(subscribed, { topic, text, at: now });
+        return Boolean(last) && last.topic === topic && last.text === text && now - last.at < 1000;
     }
 
     /** Publish JSON with QoS 1, not retained; rejects with `broker_disconnected` while there is no connection
