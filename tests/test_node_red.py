@@ -5,8 +5,8 @@ every topic, and its HTTP endpoints need the token."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 import shutil
 import typing
 from collections.abc import AsyncIterator
@@ -16,12 +16,16 @@ from typing import Any
 import aiohttp
 import pytest
 
+from semookii_bridge.api import RetryPolicy
+from semookii_bridge.cli.demo import REPO_MOSQUITTO, render_broker_config, running_broker
+from semookii_bridge.config.secret import Secret
 from semookii_bridge.control.statuses import TERMINAL, Status
 from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
 from .support import node_red as palette
-from .support.broker import Mosquitto, Probe, free_port
+from .support.bridges import TOKEN, bridge_config_for
+from .support.broker import PASSWORDS, Mosquitto, Probe, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOW_DIR = ROOT / "deploy" / "node-red"
@@ -46,55 +50,39 @@ def vpp_prefix() -> str:
     return "vpp"
 
 
+@contextlib.asynccontextmanager
+async def running_flow(
+    tarball: Path, user_dir: Path, broker_port: int, group_id: str, prefix: str,
+    marker_login: tuple[str | None, str | None] = (None, None),
+) -> AsyncIterator[str]:
+    """Node-RED running the example flow headless (deploy/node-red/settings.js), the packed palette installed in
+    `user_dir` (which may already hold the flow's credentials file); yields its URL once the flow hears states."""
+    palette.install(user_dir, tarball)
+    shutil.copy(FLOW_DIR / "semookii-flow.json", user_dir / "semookii-flow.json")
+    env = {"MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(broker_port), "VPP_GROUP_ID": group_id,
+           "VPP_HTTP_TOKEN": HTTP_TOKEN, "VPP_PREFIX": prefix}  # fmt: skip
+    async with palette.running(user_dir, FLOW_DIR / "settings.js", "/vpp/state", env=env, headers=AUTH) as base:
+        await subscribed(base, broker_port, prefix, marker_login)
+        yield base
+
+
 @pytest.fixture
 async def node_red(
-    node_red_js: Path, palette_tarball: Path, broker: Mosquitto, tmp_path: Path, sim: RunningSimulator,
+    palette_tarball: Path, broker: Mosquitto, tmp_path: Path, sim: RunningSimulator,
     vpp_prefix: str,
 ) -> AsyncIterator[str]:
     """Node-RED running the example flow, the packed palette installed, against the test broker; yields its URL."""
-    user_dir = tmp_path / "node-red"
-    palette.install(user_dir, palette_tarball)
-    shutil.copy(FLOW_DIR / "semookii-flow.json", user_dir / "semookii-flow.json")
-    port = free_port()
-    env = {**os.environ, "MQTT_HOST": "127.0.0.1", "MQTT_PORT": str(broker.port),
-           "VPP_GROUP_ID": sim.simulator.state.list_groups()[0].id, "VPP_HTTP_TOKEN": HTTP_TOKEN,
-           "VPP_PREFIX": vpp_prefix}  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        shutil.which("node") or "node", str(node_red_js), "--userDir", str(user_dir), "--port", str(port),
-        "--settings", str(FLOW_DIR / "settings.js"), env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                try:
-                    async with session.get(f"{base}/vpp/state", headers=AUTH) as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if proc.returncode is not None:
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("Node-RED did not start")
-        if proc.returncode is not None:
-            output = await proc.stdout.read() if proc.stdout else b""
-            pytest.fail(f"Node-RED exited: {output.decode(errors='replace')}")
-        await subscribed(base, broker, vpp_prefix)
+    group_id = sim.simulator.state.list_groups()[0].id
+    async with running_flow(palette_tarball, tmp_path / "node-red", broker.port, group_id, vpp_prefix) as base:
         yield base
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
-async def subscribed(base: str, broker: Mosquitto, prefix: str) -> None:
-    """Wait until the flow's state subscription (made once it starts) delivers: publish a marker state until the
-    flow has it."""
+async def subscribed(base: str, port: int, prefix: str, login: tuple[str | None, str | None]) -> None:
+    """Wait until the flow's state subscription (made once it starts) delivers: publish a marker state (as `login`,
+    a user who may publish states) until the flow has it."""
     marker = {"request_id": "flow-ready", "status": "queued", "target": {"kind": "batch", "id": None}}
     async with aiohttp.ClientSession(headers=AUTH) as session:
-        with Probe(broker.port) as probe:
+        with Probe(port, username=login[0], password=login[1]) as probe:
             for _ in range(100):
                 probe.publish(f"{prefix}/batch/state", marker)
                 await asyncio.sleep(0.1)
@@ -241,3 +229,40 @@ async def test_the_day_plan_tab_turns_csv_rows_into_a_plan_the_bridge_carries_ou
         await asyncio.sleep(0.1)
     assert [c.params["activePower"] for c in calls] == ["-1500", "-2500"]
     assert calls[0].ts >= t0 and calls[1].ts >= t0 + 1.5
+
+
+async def test_headless_credentials_log_the_flow_in_as_operator_under_the_shipped_acl(
+    palette_tarball: Path, tmp_path: Path, sim: RunningSimulator
+) -> None:
+    """The broker runs the shipped password file and ACL; the flow's broker credentials are given without the
+    editor, in `semookii-flow_cred.json` (plain JSON under `credentialSecret: false`): the flow logs in as
+    `operator`, and a command and a stop (safety lane) sent through it complete, their states heard."""
+    port = free_port()
+    group_id = sim.simulator.state.list_groups()[0].id
+    user_dir = tmp_path / "node-red"
+    user_dir.mkdir()
+    (user_dir / "semookii-flow_cred.json").write_text(json.dumps(
+        {"semookii.broker": {"user": "operator", "password": PASSWORDS["operator"]}}))  # fmt: skip
+    with running_broker(render_broker_config(REPO_MOSQUITTO, tmp_path, port, PASSWORDS), port):
+        mqtt = {"username": "bridge", "password": PASSWORDS["bridge"]}
+        service = Service(bridge_config_for(port, sim, tmp_path, mqtt=mqtt), Secret(TOKEN), retry=RetryPolicy.instant())
+        await service.start()
+        try:
+            async with running_flow(palette_tarball, user_dir, port, group_id, "vpp",
+                                    ("bridge", PASSWORDS["bridge"])) as base:  # fmt: skip
+                outcomes = {}
+                async with aiohttp.ClientSession(headers=AUTH) as session:
+                    for rid, command in (("cred-1", {"type": "power_control", "active_power": -500, "duration": 60,
+                                                     "timeout": 10}), ("cred-2", {"type": "manual", "action": "stop"})):  # fmt: skip
+                        body = {"target": {"kind": "group", "id": group_id}, "command": {**command, "request_id": rid}}
+                        async with session.post(f"{base}/vpp/command", json=body) as r:
+                            assert r.status == 202
+                        for _ in range(300):
+                            async with session.get(f"{base}/vpp/state", params={"request_id": rid}) as r:
+                                if r.status == 200 and (doc := await r.json())["final"]:
+                                    outcomes[rid] = doc["outcome"]
+                                    break
+                            await asyncio.sleep(0.1)
+        finally:
+            await service.stop()
+    assert outcomes == {"cred-1": "ok", "cred-2": "ok"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import time
@@ -25,7 +24,7 @@ from semookii_bridge.service import Service
 from semookii_bridge.simulator import RunningSimulator
 
 from .support import node_red as palette
-from .support.broker import Mosquitto, Probe, free_port
+from .support.broker import Mosquitto, Probe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,30 +128,10 @@ async def editor(tarball: Path, broker: Mosquitto, tmp_path: Path) -> AsyncItera
     palette.install(user_dir, tarball)
     (user_dir / "settings.js").write_text("module.exports = { flowFile: 'flows.json', credentialSecret: false, "
                                           "logging: { console: { level: 'info' } } };\n")  # fmt: skip
-    port = free_port()
-    log = (user_dir / "node-red.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        shutil.which("node") or "node", str(palette.palette_modules()), "--userDir", str(user_dir), "--port",
-        str(port), "--settings", str(user_dir / "settings.js"), stdout=log, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                try:
-                    async with session.get(f"{base}/nodes", headers={"Accept": "application/json"}) as r:
-                        if r.status == 200 and "semookii-command" in json.dumps(await r.json()):
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("Node-RED did not start with the palette")
+    settings = user_dir / "settings.js"
+    async with palette.running(user_dir, settings, "/nodes", expect="semookii-command",
+                               headers={"Accept": "application/json"}) as base:  # fmt: skip
         yield base
-    finally:
-        proc.terminate()
-        await proc.wait()
-        log.close()
 
 
 def e2e_flow(port: int, group_id: str) -> list[dict[str, Any]]:
@@ -198,8 +177,7 @@ async def deploy(base: str, flow: list[dict[str, Any]], broker: Mosquitto) -> No
             await asyncio.sleep(0.2)
             if probe.on("e2e/out/request/0"):
                 return
-    log = Path(base.split("//")[1]).name  # the log lies in the user directory; the fixture names it
-    pytest.fail(f"the deployed flow never answered ({log})")
+    pytest.fail("the deployed flow never answered (Node-RED's output: node-red.log in its user directory)")
 
 
 def outputs(probe: Probe, name: str, index: int) -> list[dict[str, Any]]:

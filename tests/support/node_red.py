@@ -6,18 +6,23 @@ of the suite; each test waits for the part it needs."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+
+from .broker import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PALETTE = ROOT / "deploy" / "node-red"
@@ -127,3 +132,39 @@ def start_early() -> None:
         for name, job in (("specs-4", specs_on_node_red_4), ("specs-5", specs_on_node_red_5),
                           ("node-red-dev", node_red_dev)):  # fmt: skip
             _jobs.setdefault(name, _pool.submit(job))
+
+
+@contextlib.asynccontextmanager
+async def running(user_dir: Path, settings: Path, ready: str, *, expect: str = "", env: dict[str, str] | None = None,
+                  headers: dict[str, str] | None = None) -> AsyncIterator[str]:  # fmt: skip
+    """Node-RED 4 (the palette's) on `user_dir` with `settings`, its output in `user_dir/node-red.log`; yields its
+    URL once GET `ready` answers 200 with `expect` in its body."""
+    port = free_port()
+    log_path = user_dir / "node-red.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            shutil.which("node") or "node", str(palette_modules()), "--userDir", str(user_dir), "--port", str(port),
+            "--settings", str(settings), env={**os.environ, **(env or {})}, stdout=log,
+            stderr=asyncio.subprocess.STDOUT)  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            await _answers(f"{base}{ready}", expect, headers or {}, proc)
+            yield base
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+            await proc.wait()
+
+
+async def _answers(url: str, expect: str, headers: dict[str, str], proc: asyncio.subprocess.Process) -> None:
+    """Poll `url` until it answers 200 with `expect` in its body; fail with Node-RED's output if it exits first."""
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for _ in range(300):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url) as r:
+                    if r.status == 200 and expect in await r.text():
+                        return
+            if proc.returncode is not None:
+                break
+            await asyncio.sleep(0.1)
+    pytest.fail(f"Node-RED did not start: {url}")
