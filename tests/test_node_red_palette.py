@@ -1,7 +1,8 @@
 """The Node-RED palette (deploy/node-red, @semookii-bridge/node-red): its specs pass on Node-RED 4 with Node.js 20
 and on Node-RED 5 with Node.js 22; the packed tarball holds the nodes, examples and licence only; and, installed
-from that tarball into a real Node-RED beside a real mosquitto, simulator and bridge, a flow loaded through the
-admin API sends a setpoint, a plan, a stop on the safety lane and a request, and the group picker names groups."""
+from that tarball into a real Node-RED (4 and 5) beside a real mosquitto, simulator and bridge, a flow loaded
+through the admin API sends a setpoint, a plan, a stop on the safety lane and a request, and the group picker
+names groups."""
 
 from __future__ import annotations
 
@@ -122,15 +123,22 @@ def tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def editor(tarball: Path, broker: Mosquitto, tmp_path: Path) -> AsyncIterator[str]:
-    """Node-RED 4 with the admin API on, the palette installed from the tarball and no flow; yields its URL."""
+def major() -> int:
+    """Which Node-RED the `editor` runs: 4 unless a test says 5."""
+    return 4
+
+
+@pytest.fixture
+async def editor(tarball: Path, broker: Mosquitto, tmp_path: Path, major: int) -> AsyncIterator[str]:
+    """Node-RED (4, or 5 on Node.js 22) with the admin API on, the palette installed from the tarball and no flow;
+    yields its URL."""
     user_dir = tmp_path / "node-red"
     palette.install(user_dir, tarball)
     (user_dir / "settings.js").write_text("module.exports = { flowFile: 'flows.json', credentialSecret: false, "
                                           "logging: { console: { level: 'info' } } };\n")  # fmt: skip
     settings = user_dir / "settings.js"
     async with palette.running(user_dir, settings, "/nodes", expect="semookii-command",
-                               headers={"Accept": "application/json"}) as base:  # fmt: skip
+                               headers={"Accept": "application/json"}, major=major) as base:  # fmt: skip
         yield base
 
 
@@ -184,6 +192,7 @@ def outputs(probe: Probe, name: str, index: int) -> list[dict[str, Any]]:
     return [m.json() for m in probe.on(f"e2e/out/{name}/{index}")]
 
 
+@pytest.mark.parametrize("major", [4, 5])
 async def test_a_flow_of_palette_nodes_drives_the_bridge_end_to_end(
     editor: str, broker: Mosquitto, bridge: Service, sim: RunningSimulator
 ) -> None:

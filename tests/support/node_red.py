@@ -136,14 +136,15 @@ def start_early() -> None:
 
 @contextlib.asynccontextmanager
 async def running(user_dir: Path, settings: Path, ready: str, *, expect: str = "", env: dict[str, str] | None = None,
-                  headers: dict[str, str] | None = None) -> AsyncIterator[str]:  # fmt: skip
-    """Node-RED 4 (the palette's) on `user_dir` with `settings`, its output in `user_dir/node-red.log`; yields its
-    URL once GET `ready` answers 200 with `expect` in its body."""
+                  headers: dict[str, str] | None = None, major: int = 4) -> AsyncIterator[str]:  # fmt: skip
+    """Node-RED `major` (4: the palette's, on the machine's Node; 5: on Node.js 22) on `user_dir` with `settings`,
+    its output in `user_dir/node-red.log`; yields its URL once GET `ready` answers 200 with `expect` in its body."""
+    node, red = (Path(shutil.which("node") or "node"), palette_modules()) if major == 4 else node_red_5()
     port = free_port()
     log_path = user_dir / "node-red.log"
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            shutil.which("node") or "node", str(palette_modules()), "--userDir", str(user_dir), "--port", str(port),
+            str(node), str(red), "--userDir", str(user_dir), "--port", str(port),
             "--settings", str(settings), env={**os.environ, **(env or {})}, stdout=log,
             stderr=asyncio.subprocess.STDOUT)  # fmt: skip
         base = f"http://127.0.0.1:{port}"
