@@ -376,3 +376,37 @@ async def test_a_ban_answer_pauses_every_call_and_is_not_retried(sim: RunningSim
             await client.group_control(group_of(sim), SWITCH)
     assert info.value.code == "api_banned" and info.value.seconds == 90.0 and gate.bans == [90.0]
     assert len(sim.simulator.calls_to(CONTROL)) == 1
+
+
+def test_a_failure_after_sending_is_named_by_its_cause() -> None:
+    """A request whose bytes the lease guard refused (wrapped by aiohttp) is `not_leading` with the refusal's
+    words; a timeout is `timeout`; anything else is `transport_error` named by its exception type; each names the
+    endpoint (the metrics' outcome label and the command's error come from these)."""
+    from semookii_bridge.api.caller import _after_sending
+    from semookii_bridge.api.endpoints import GROUP_CONTROL
+    from semookii_bridge.api.transport import WRITE_REFUSED, WriteRefused
+
+    wrapped = ConnectionError("aiohttp's own")
+    wrapped.__cause__ = WriteRefused()
+    outcomes = [_after_sending(e, GROUP_CONTROL) for e in (wrapped, TimeoutError(), ConnectionResetError())]
+    assert [(o, type(e).__name__, e.message, e.endpoint) for o, e in outcomes] == [
+        ("not_leading", "NotLeading", WRITE_REFUSED, "group_control"),
+        ("timeout", "TransportError", "timed out waiting for the answer", "group_control"),
+        ("transport_error", "TransportError", "ConnectionResetError", "group_control"),
+    ]
+
+
+async def test_a_refusal_that_names_the_token_is_unauthorized_only_when_the_verdict_counts() -> None:
+    """`success: false` with the token's words: the token's standing is told (False, the words); when that counts
+    the error is `unauthorized`, else the vendor's own `api_error`; both name the endpoint and keep the words."""
+    from semookii_bridge.api.caller import Caller
+    from semookii_bridge.api.endpoints import GROUP_FIND_ALL
+
+    told: list[tuple[bool, str]] = []
+    words = "tokenId is invalid or expired"
+    for counts in (True, False):
+        caller = Caller("http://127.0.0.1:1", Secret(TOKEN), on_token=lambda ok, m, c=counts: told.append((ok, m)) or c)
+        error = caller._rejected(words, GROUP_FIND_ALL)
+        assert (error.code, error.message, error.endpoint) == (
+            "unauthorized" if counts else "api_error", words, "group_find_all")
+    assert told == [(False, words), (False, words)]
