@@ -6,7 +6,6 @@ const crypto = require("crypto");
 
 const TERMINAL = new Set(["completed", "partial", "rejected", "superseded", "expired", "failed", "unknown"]);
 const IN_PROGRESS = new Set(["queued", "accepted", "dispatched"]);
-const PLAN_FINAL = new Set(["finished", "cancelled", "replaced", "suspended", "rejected"]);
 const KINDS = new Set(["group", "inverter", "batch"]);
 const GROUP_ID = /^[0-9]{1,25}$/;
 const SERIAL = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -60,8 +59,7 @@ function targetBase(prefix, target) {
 
 /** Where a command goes: the ordinary topic, or the safety lane's. */
 function commandTopic(prefix, target, safety) {
-    const base = targetBase("", target).slice(1);
-    return safety ? `${prefix}/safety/${base}/set` : `${prefix}/${base}/set`;
+    return `${targetBase(safety ? `${prefix}/safety` : prefix, target)}/set`;
 }
 
 const stateTopic = (prefix, target) => `${targetBase(prefix, target)}/state`;
@@ -178,6 +176,6 @@ function seconds(value, fallback) {
 }
 
 module.exports = {
-    OPS, PLAN_FINAL, PaletteError, TERMINAL, asObject, commandOf, commandStatus, commandTopic, isSafetyCommand, newId,
+    OPS, PaletteError, TERMINAL, asObject, commandOf, commandStatus, commandTopic, isSafetyCommand, newId,
     outcome, parseTarget, planStatus, planTopic, seconds, stateTopic, targetBase, validPrefix,
 };
