@@ -16,6 +16,11 @@ describe("protocol", () => {
         }
     });
 
+    it("refuses an id given as a number too long to be exact, instead of sending to a rounded one", () => {
+        const rounded = JSON.parse('{"kind": "group", "id": 1028902640000737745}');
+        assert.throws(() => P.parseTarget(rounded), (err) => err.code === "invalid_target" && /as strings/.test(err.message));
+    });
+
     it("puts commands on the ordinary or the safety topic, states and plans beside them", () => {
         const group = { kind: "group", id: "7" };
         assert.strictEqual(P.commandTopic("vpp", group, false), "vpp/group/7/set");

@@ -43,6 +43,12 @@ function parseTarget(target) {
     if (kind === "batch") {
         return { kind, id: null };
     }
+    if (typeof target.id === "number" && !Number.isSafeInteger(target.id)) {
+        // A 19-digit group id as a number was already rounded (JavaScript keeps 15-16 digits): sending it would
+        // command another group, or none.
+        throw new PaletteError("invalid_target", `${kind} id ${target.id} is too long for a number and was rounded: ` +
+            "send ids as strings");
+    }
     const id = typeof target.id === "number" ? String(target.id) : target.id;
     const pattern = kind === "group" ? GROUP_ID : SERIAL;
     if (typeof id !== "string" || !pattern.test(id)) {
